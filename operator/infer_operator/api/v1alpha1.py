@@ -1,0 +1,442 @@
+"""The InferenceService API, version v1alpha1, as pydantic models.
+
+These models are the single source of truth: the CRD in `crds/` is generated from them
+(`infer-operator crd`), and the operator parses every object through them. Field descriptions
+become `kubectl explain` text; `x-kubernetes-validations` carry the cross-field (CEL) rules so
+the API server rejects bad objects before the operator ever sees them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from infer_operator import labels
+
+PROBE_HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    validation = {"rule": rule, "message": message}
+    if field_path:
+        validation["fieldPath"] = field_path
+    return validation
+
+
+def _schema_extra(*, validations: list[dict[str, str]] | None = None, **extra: Any) -> dict[str, Any]:
+    out = dict(extra)
+    if validations:
+        out["x-kubernetes-validations"] = validations
+    return out
+
+
+class _Model(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+_Handler = Annotated[
+    dict[str, Any] | None,
+    Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+class Probe(_Model):
+    """A core/v1 Probe: one handler plus timing."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            validations=[
+                _cel(
+                    "[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)]"
+                    ".filter(x, x).size() == 1",
+                    "a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc",
+                )
+            ]
+        )
+    )
+
+    http_get: _Handler = Field(default=None, alias="httpGet", description="HTTP GET against the pod (2xx/3xx is ready).")
+    tcp_socket: _Handler = Field(default=None, alias="tcpSocket", description="Ready while the port accepts connections.")
+    exec_: _Handler = Field(default=None, alias="exec", description="Command run in the main container; exit 0 is ready.")
+    grpc: _Handler = Field(default=None, description="gRPC health check; checked as a listening port.")
+    initial_delay_seconds: int | None = Field(default=None, ge=0, alias="initialDelaySeconds")
+    period_seconds: int | None = Field(default=None, ge=1, alias="periodSeconds")
+    timeout_seconds: int | None = Field(default=None, ge=1, alias="timeoutSeconds")
+    success_threshold: int | None = Field(default=None, ge=1, alias="successThreshold")
+    failure_threshold: int | None = Field(default=None, ge=1, alias="failureThreshold")
+
+    def as_kubernetes(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    @model_validator(mode="after")
+    def _exactly_one_handler(self) -> Probe:
+        handlers = [self.http_get, self.tcp_socket, self.exec_, self.grpc]
+        if sum(handler is not None for handler in handlers) != 1:
+            raise ValueError("a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc")
+        return self
+
+
+class RoleSpec(_Model):
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Command that starts this role. When set (for either role), the operator starts the "
+            "main container through its launcher, which execs the role's command (no shell is "
+            "left in the signal path) and sets INFER_ROLE. A role without a command then runs the "
+            "container's own command. Without any role command the container keeps its entrypoint "
+            "and picks its role from INFER_ORDINAL and INFER_SYNC_REPLICAS."
+        ),
+    )
+    args: list[str] | None = Field(
+        default=None, description="Arguments for this role's command. Requires command."
+    )
+    readiness_probe: Probe | None = Field(
+        default=None,
+        alias="readinessProbe",
+        description=(
+            "Readiness check for pods of this role (a core/v1 Probe). The pod's one readiness "
+            "probe dispatches on the role at run time and runs this check: httpGet and tcpSocket "
+            "against the pod itself, exec in the main container. Timing fields (periodSeconds, "
+            "failureThreshold, ...) are taken from sync's probe, else async's."
+        ),
+    )
+
+
+_ROLE_RULES = [_cel("!has(self.args) || has(self.command)", "args requires command", ".args")]
+
+
+class SyncRoleSpec(RoleSpec):
+    model_config = ConfigDict(json_schema_extra=_schema_extra(validations=_ROLE_RULES))
+
+    port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description=(
+            "Serving port of the sync role: registered in the registry and exposed by the "
+            "ClusterIP Service <name>. Without a readinessProbe a sync pod is Ready once "
+            "something listens on this port."
+        ),
+    )
+
+
+class AsyncRoleSpec(RoleSpec):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            description="The async role (queue worker): no port, never registered.",
+            validations=_ROLE_RULES,
+        )
+    )
+
+
+class LifecycleSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            validations=[
+                _cel(
+                    "self.terminationGracePeriodSeconds > self.drainSeconds",
+                    "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds",
+                    ".terminationGracePeriodSeconds",
+                ),
+                _cel(
+                    "self.terminationGracePeriodSeconds > self.asyncDrainSeconds",
+                    "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds",
+                    ".terminationGracePeriodSeconds",
+                ),
+            ]
+        )
+    )
+
+    drain_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        alias="drainSeconds",
+        description=(
+            "Sync pods wait this long in preStop, after the instance is deregistered and the "
+            "offline endpoint called, before SIGTERM. Set it to at least the clients' request "
+            "timeout."
+        ),
+    )
+    async_drain_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        alias="asyncDrainSeconds",
+        description="Async pods wait this long in preStop before SIGTERM (default 0: at once).",
+    )
+    offline_path: str | None = Field(
+        default=None,
+        alias="offlinePath",
+        pattern=r"^/[^\s]*$",
+        max_length=1024,
+        description=(
+            "Optional HTTP path on sync.port that the sync pod's preStop hook calls (GET) before "
+            "the drain wait, so the app stops taking new work."
+        ),
+    )
+    termination_grace_period_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        alias="terminationGracePeriodSeconds",
+        description=(
+            "Pod terminationGracePeriodSeconds: covers the preStop wait plus the app's own "
+            "shutdown. Must exceed drainSeconds."
+        ),
+    )
+
+
+class SecretReference(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Name of a Secret in the InferenceService's namespace.",
+    )
+
+
+class EtcdRegistrySpec(_Model):
+    endpoints: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")]] = Field(
+        min_length=1,
+        description="etcd v3 endpoints (http:// or https://), tried in order.",
+    )
+    prefix: str = Field(
+        default="/services",
+        pattern=r"^/[^\s]*$",
+        description="Key prefix: instances live under {prefix}/{service}/instances/.",
+    )
+    credentials_secret: SecretReference | None = Field(
+        default=None,
+        alias="credentialsSecret",
+        description=(
+            "Secret with optional keys username, password, ca.crt, tls.crt, tls.key. Its values "
+            "are never logged."
+        ),
+    )
+
+
+class HttpRegistrySpec(_Model):
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="Base URL of the admin controller (see docs/registry-http-api.yaml).",
+    )
+    credentials_secret: SecretReference | None = Field(
+        default=None,
+        alias="credentialsSecret",
+        description="Secret with optional keys token (bearer), ca.crt, tls.crt, tls.key.",
+    )
+
+
+class RegistrySpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            validations=[
+                _cel("self.type != 'etcd' || has(self.etcd)", "registry.etcd is required when registry.type is etcd", ".etcd"),
+                _cel("self.type != 'http' || has(self.http)", "registry.http is required when registry.type is http", ".http"),
+            ]
+        )
+    )
+
+    type: Literal["none", "etcd", "http"] = Field(
+        default="none",
+        description="Where sync instances are registered: none (Kubernetes Services only), etcd, http.",
+    )
+    service: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=253,
+        description="Service name in the registry (default: metadata.name).",
+    )
+    etcd: EtcdRegistrySpec | None = None
+    http: HttpRegistrySpec | None = None
+    register_delay_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        alias="registerDelaySeconds",
+        description="Warm-up: register a sync pod only after it has been Ready this long.",
+    )
+
+
+class Container(BaseModel):
+    """Just enough of a core/v1 Container to validate the parts the operator relies on."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    name: str = Field(min_length=1, description="Container name.")
+    image: str = Field(min_length=1, description="Container image.")
+
+
+class PodSpec(BaseModel):
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    containers: list[Container] = Field(
+        min_length=1,
+        description="The pod's containers; the first is the main one (gets env, probe, hooks).",
+    )
+
+
+class PodTemplate(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "x-kubernetes-preserve-unknown-fields": True,
+            "description": (
+                "The pod as you would write it in a Deployment (core/v1 PodTemplateSpec). The "
+                "first container is the main one. Fields not shown by kubectl explain are "
+                "passed through and validated by the API server when the StatefulSet is applied."
+            ),
+        },
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="Pod labels and annotations; the operator adds its own.",
+    )
+    spec: PodSpec
+
+
+class InferenceServiceSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            validations=[
+                _cel(
+                    "!has(self.syncReplicas) || self.syncReplicas <= self.replicas",
+                    "spec.syncReplicas must not exceed spec.replicas",
+                    ".syncReplicas",
+                ),
+            ]
+        )
+    )
+
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=10000,
+        description="Total pods (both roles). The /scale subresource drives it.",
+    )
+    sync_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=10000,
+        alias="syncReplicas",
+        description=(
+            "Pods with ordinal < syncReplicas run the sync role, the rest async. Default: "
+            "replicas (all sync). Changing it restarts only the pods whose role flips."
+        ),
+    )
+    template: PodTemplate
+    sync: SyncRoleSpec = Field(default_factory=SyncRoleSpec, description="The sync role (HTTP/gRPC server).")
+    async_: AsyncRoleSpec = Field(
+        default_factory=AsyncRoleSpec, alias="async", description="The async role (queue worker)."
+    )
+    lifecycle: LifecycleSpec = Field(
+        default_factory=LifecycleSpec, description="Graceful offline: preStop drain and grace period."
+    )
+    registry: RegistrySpec = Field(
+        default_factory=RegistrySpec, description="Service registry the operator keeps in step with Ready sync pods."
+    )
+    pod_management_policy: Literal["Parallel", "OrderedReady"] = Field(
+        default="Parallel",
+        alias="podManagementPolicy",
+        description="StatefulSet podManagementPolicy. Parallel: GPU pods load models slowly; no need to wait in line.",
+    )
+    update_strategy: dict[str, Any] | None = Field(
+        default=None,
+        alias="updateStrategy",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description=(
+            "StatefulSet updateStrategy for template changes. rollingUpdate.maxUnavailable also "
+            "bounds how many pods are restarted at once when syncReplicas changes (default 1)."
+        ),
+    )
+
+    @property
+    def effective_sync_replicas(self) -> int:
+        return self.replicas if self.sync_replicas is None else min(self.sync_replicas, self.replicas)
+
+    def role_for(self, ordinal: int) -> str:
+        return labels.ROLE_SYNC if ordinal < self.effective_sync_replicas else labels.ROLE_ASYNC
+
+    @property
+    def has_role_commands(self) -> bool:
+        return bool(self.sync.command or self.async_.command)
+
+    @property
+    def max_unavailable(self) -> int:
+        """Pods that may be restarted at once for a split change (updateStrategy.rollingUpdate.maxUnavailable)."""
+        rolling = (self.update_strategy or {}).get("rollingUpdate") or {}
+        value = rolling.get("maxUnavailable", 1)
+        if isinstance(value, str) and value.endswith("%"):
+            try:
+                percent = int(value[:-1])
+            except ValueError:
+                return 1
+            return max(1, self.replicas * percent // 100)
+        try:
+            return max(1, int(value))
+        except (TypeError, ValueError):
+            return 1
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> InferenceServiceSpec:
+        # Mirrors the CEL rules, so objects that bypassed the API server (or an older CRD)
+        # are caught too.
+        if self.sync_replicas is not None and self.sync_replicas > self.replicas:
+            raise ValueError("spec.syncReplicas must not exceed spec.replicas")
+        if self.lifecycle.termination_grace_period_seconds <= self.lifecycle.drain_seconds:
+            raise ValueError("lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds")
+        for role_name, role in (("sync", self.sync), ("async", self.async_)):
+            if role.args is not None and role.command is None:
+                raise ValueError(f"spec.{role_name}.args requires spec.{role_name}.command")
+        if self.registry.type == "etcd" and self.registry.etcd is None:
+            raise ValueError("spec.registry.etcd is required when registry.type is etcd")
+        if self.registry.type == "http" and self.registry.http is None:
+            raise ValueError("spec.registry.http is required when registry.type is http")
+        return self
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    last_transition_time: str | None = Field(default=None, alias="lastTransitionTime")
+
+
+class InferenceServiceStatus(_Model):
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    replicas: int | None = Field(default=None, description="Pods that exist (not terminating).")
+    ready_replicas: int | None = Field(default=None, alias="readyReplicas", description="Ready pods.")
+    sync_replicas: int | None = Field(default=None, alias="syncReplicas", description="Effective syncReplicas.")
+    sync_ready: int | None = Field(default=None, alias="syncReady", description="Ready pods running the sync role.")
+    async_ready: int | None = Field(default=None, alias="asyncReady", description="Ready pods running the async role.")
+    registered: int | None = Field(default=None, description="Instances currently in the registry.")
+    selector: str | None = Field(default=None, description="Label selector of the pods (for /scale, HPA, KEDA).")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class InferenceService(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={"description": "A GPU inference service: one StatefulSet whose pods run the sync or async role by ordinal."}
+    )
+    api_version: Literal["serving.infer-operator.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["InferenceService"]
+    metadata: dict[str, Any]
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus | None = None
+
+
+def parse_spec(spec: Any) -> InferenceServiceSpec:
+    """Parse a spec as stored in the API (camelCase) into the model; raises pydantic.ValidationError."""
+    return InferenceServiceSpec.model_validate(dict(spec or {}))

@@ -1,0 +1,171 @@
+"""Pod-side shell scripts shipped to every pod through a ConfigMap.
+
+The ConfigMap (``pod_scripts_configmap_data``) is mounted at ``SCRIPTS_DIR``
+and holds the static POSIX-sh scripts in ``scripts/`` (``lib.sh``,
+``launch.sh``, ``probe.sh``, ``prestop.sh``, ``gate.sh``) plus ``settings.sh``,
+rendered here from the service spec. The scripts need only ``/bin/sh`` (and
+``sleep``); ``httpGet`` probes and the offline call use curl, wget or python3
+when the image has one, else degrade to a listen check.
+
+``settings.sh`` defines ``INFER_SYNC_PORT``, ``INFER_DRAIN_SECONDS``,
+``INFER_ASYNC_DRAIN_SECONDS``, ``INFER_OFFLINE_PATH``,
+``INFER_PROBE_TIMEOUT_SECONDS`` and the functions ``infer_sync_probe`` /
+``infer_async_probe`` (exit 0 = ready). Probe translation (Kubernetes Probe
+dicts, camelCase):
+
+* ``httpGet``   -> ``infer_http_get PORT PATH SCHEME HOST [HEADER...]``
+* ``tcpSocket`` -> ``infer_tcp PORT`` (a local LISTEN socket; ``host`` ignored)
+* ``exec``      -> the command argv, run directly
+* ``grpc``      -> ``infer_listening PORT``: no gRPC health client can be
+  assumed in the image, so this falls back to the TCP listen check
+* none          -> sync: ``infer_listening SYNC_PORT`` (``true`` when there is
+  no sync port); async: ``true``
+
+Named (string) ports cannot be resolved against the container here; any
+non-numeric string port means ``sync_port``. Every embedded value is
+``shlex.quote``d.
+"""
+
+from __future__ import annotations
+
+import shlex
+from importlib import resources
+from typing import Any
+
+SCRIPTS_DIR = "/infer-operator"
+SETTINGS_FILE = "settings.sh"
+SCRIPT_NAMES = ("lib.sh", "launch.sh", "probe.sh", "prestop.sh", "gate.sh")
+
+_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+
+
+def script_files() -> dict[str, str]:
+    """The static scripts, file name -> text."""
+    base = resources.files("infer_operator.builders").joinpath("scripts")
+    return {name: base.joinpath(name).read_text(encoding="utf-8") for name in SCRIPT_NAMES}
+
+
+def _q(value: Any) -> str:
+    text = str(value)
+    if "\x00" in text:
+        raise ValueError(f"NUL byte in value for settings.sh: {text!r}")
+    return shlex.quote(text)
+
+
+def _nonneg_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _port_number(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{what} must be a port number 1..65535, got {value!r}")
+    return value
+
+
+def _resolve_port(port: Any, sync_port: int | None, what: str) -> int:
+    if isinstance(port, str):
+        if port.isdigit():
+            return _port_number(int(port), what)
+        # A named port ("sync", "http", ...): only the sync port is known here.
+        if sync_port is None:
+            raise ValueError(f"{what}: named port {port!r} needs sync_port")
+        return sync_port
+    return _port_number(port, what)
+
+
+def _probe_command(probe: dict | None, *, sync_port: int | None, default: str, what: str) -> str:
+    """The sh command line that implements one Kubernetes probe."""
+    if probe is None:
+        return default
+    handlers = [h for h in _HANDLERS if probe.get(h) is not None]
+    if len(handlers) != 1:
+        raise ValueError(f"{what} needs exactly one of {', '.join(_HANDLERS)}, got {sorted(probe)}")
+    kind = handlers[0]
+    spec = probe[kind]
+    if kind == "exec":
+        command = spec.get("command") or []
+        if not command:
+            raise ValueError(f"{what}.exec.command is empty")
+        return " ".join(_q(word) for word in command)
+    port = _resolve_port(spec.get("port"), sync_port, f"{what}.{kind}.port")
+    if kind == "httpGet":
+        words = [
+            "infer_http_get",
+            _q(port),
+            _q(spec.get("path") or "/"),
+            _q(spec.get("scheme") or "HTTP"),
+            _q(spec.get("host") or ""),
+        ]
+        for header in spec.get("httpHeaders") or []:
+            words.append(_q(f"{header['name']}: {header.get('value', '')}"))
+        return " ".join(words)
+    if kind == "tcpSocket":
+        return f"infer_tcp {_q(port)}"
+    # grpc: fall back to "something listens on the port".
+    return f"infer_listening {_q(port)}"
+
+
+def render_settings(
+    *,
+    sync_port: int | None,
+    drain_seconds: int,
+    async_drain_seconds: int,
+    offline_path: str | None,
+    sync_probe: dict | None,
+    async_probe: dict | None,
+    probe_timeout_seconds: int = 1,
+) -> str:
+    """Render settings.sh (sourced by every script after lib.sh)."""
+    if sync_port is not None:
+        _port_number(sync_port, "sync_port")
+    _nonneg_int("drain_seconds", drain_seconds)
+    _nonneg_int("async_drain_seconds", async_drain_seconds)
+    if _nonneg_int("probe_timeout_seconds", probe_timeout_seconds) == 0:
+        raise ValueError("probe_timeout_seconds must be >= 1")
+    sync_default = f"infer_listening {_q(sync_port)}" if sync_port is not None else "true"
+    sync_cmd = _probe_command(sync_probe, sync_port=sync_port, default=sync_default, what="sync_probe")
+    async_cmd = _probe_command(async_probe, sync_port=sync_port, default="true", what="async_probe")
+    lines = [
+        "# Generated by infer-operator; do not edit. Sourced after lib.sh.",
+        f"INFER_SYNC_PORT={_q('' if sync_port is None else sync_port)}",
+        f"INFER_DRAIN_SECONDS={_q(drain_seconds)}",
+        f"INFER_ASYNC_DRAIN_SECONDS={_q(async_drain_seconds)}",
+        f"INFER_OFFLINE_PATH={_q(offline_path or '')}",
+        f"INFER_PROBE_TIMEOUT_SECONDS={_q(probe_timeout_seconds)}",
+        "",
+        "infer_sync_probe() {",
+        f"    {sync_cmd}",
+        "}",
+        "",
+        "infer_async_probe() {",
+        f"    {async_cmd}",
+        "}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def pod_scripts_configmap_data(
+    *,
+    sync_port: int | None,
+    drain_seconds: int,
+    async_drain_seconds: int,
+    offline_path: str | None,
+    sync_probe: dict | None,
+    async_probe: dict | None,
+    probe_timeout_seconds: int = 1,
+) -> dict[str, str]:
+    """ConfigMap data: the static scripts plus the rendered settings.sh."""
+    data = script_files()
+    data[SETTINGS_FILE] = render_settings(
+        sync_port=sync_port,
+        drain_seconds=drain_seconds,
+        async_drain_seconds=async_drain_seconds,
+        offline_path=offline_path,
+        sync_probe=sync_probe,
+        async_probe=async_probe,
+        probe_timeout_seconds=probe_timeout_seconds,
+    )
+    return data

@@ -1,0 +1,43 @@
+"""The two Services of an InferenceService: stable pod DNS, and traffic to sync pods only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infer_operator import labels
+from infer_operator.api.v1alpha1 import InferenceServiceSpec
+from infer_operator.builders.common import Owner, headless_service_name
+
+
+def _sync_port(spec: InferenceServiceSpec) -> dict[str, Any]:
+    return {"name": "sync", "port": spec.sync.port, "targetPort": spec.sync.port, "protocol": "TCP"}
+
+
+def build_headless_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
+    """The StatefulSet's governing Service: `<pod>.<name>-headless` DNS for every pod, both roles."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(headless_service_name(owner.name)),
+        "spec": {
+            "clusterIP": "None",
+            "selector": labels.selector_labels(owner.name),
+            # Pods are addressable while they load their model, before they are Ready.
+            "publishNotReadyAddresses": True,
+            "ports": [_sync_port(spec)],
+        },
+    }
+
+
+def build_sync_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
+    """ClusterIP Service `<name>`: only pods labelled role=sync, on sync.port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(owner.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {**labels.selector_labels(owner.name), labels.LABEL_ROLE: labels.ROLE_SYNC},
+            "ports": [_sync_port(spec)],
+        },
+    }

@@ -1,0 +1,97 @@
+"""Command line: `infer-operator run | crd | version`.
+
+`run` starts the operator (kopf) for some namespaces or all of them, with a liveness endpoint,
+Prometheus metrics and plain or JSON logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from infer_operator import __version__
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from infer_operator import handlers  # noqa: F401 - registers the handlers
+    from infer_operator import metrics
+    from infer_operator.runtime import RUNTIME
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    options = RUNTIME.options
+    options.namespaces = list(args.namespace or [])
+    options.resync_seconds = args.resync_seconds
+    options.sweep_seconds = args.sweep_seconds
+    options.registry_timeout_seconds = args.registry_timeout
+    options.deregister_timeout_seconds = args.deregister_timeout
+    options.kubeconfig = args.kubeconfig
+
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="k8s")
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    peering = {"standalone": True} if args.standalone else {"peering_name": args.peering, "priority": args.priority}
+    kopf.run(
+        clusterwide=not options.namespaces,
+        namespaces=options.namespaces,
+        liveness_endpoint=args.liveness or None,
+        **peering,
+    )
+    return 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from infer_operator.api.crd import render_crd_yaml
+
+    sys.stdout.write(render_crd_yaml())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infer-operator", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"infer-operator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("-n", "--namespace", action="append",
+                     help="watch this namespace (repeatable; glob patterns allowed); default: all namespaces")
+    run.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces (the default)")
+    run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                     help="liveness endpoint URL to serve ('' to disable)")
+    run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0 to disable)")
+    run.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    run.add_argument("--verbose", "-v", action="store_true")
+    run.add_argument("--resync-seconds", type=float, default=60.0,
+                     help="re-apply owned objects and recompute state at least this often")
+    run.add_argument("--sweep-seconds", type=float, default=60.0,
+                     help="how often stale registry entries and per-IP configs are swept")
+    run.add_argument("--registry-timeout", type=float, default=5.0, help="timeout of one registry call")
+    run.add_argument("--deregister-timeout", type=float, default=30.0,
+                     help="how long a deleted pod is held while the registry is unreachable")
+    group = run.add_mutually_exclusive_group()
+    group.add_argument("--standalone", action="store_true", default=True,
+                       help="no peering: this is the only operator instance (default)")
+    group.add_argument("--peering", default=None,
+                       help="kopf peering name: replicas sharing it run active/standby")
+    run.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
+    run.set_defaults(func=_run)
+
+    crd = sub.add_parser("crd", help="print the InferenceService CRD generated from the models")
+    crd.set_defaults(func=_crd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "peering", None):
+        args.standalone = False
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Local Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and KWOK (fake nodes and pods), built from the Go module proxy and cached.
+
+    python -m infer_operator.devcluster build|up|down|status|kubeconfig
+
+    from infer_operator.devcluster import up, down, status
+    cluster = up()            # Cluster(kubeconfig, server, state_dir); idempotent
+    down()
+
+Pinned versions: ``versions.py``. KWOK Stage files: ``stages/``.
+"""
+
+from .launcher import READY_ANNOTATION, Cluster, ClusterError, ClusterStatus, down, status, up
+
+__all__ = ["READY_ANNOTATION", "Cluster", "ClusterError", "ClusterStatus", "down", "status", "up"]

@@ -1,0 +1,33 @@
+"""The one place naming the pinned versions of the local control plane toolchain."""
+
+from __future__ import annotations
+
+KUBERNETES_VERSION = "v1.34.4"
+# The staging modules (k8s.io/api, k8s.io/client-go, ...) are published as v0.<minor>.<patch>.
+KUBERNETES_STAGING_VERSION = "v0.34.4"
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.7.0"
+HELM_VERSION = "v3.19.0"
+
+# Bump when the way binaries are built changes (flags, generated modules) so caches are rebuilt.
+BUILD_RECIPE = 1
+
+VERSIONS = {
+    "kubernetes": KUBERNETES_VERSION,
+    "etcd": ETCD_VERSION,
+    "kwok": KWOK_VERSION,
+    "helm": HELM_VERSION,
+}
+
+
+def versions_key() -> str:
+    """Directory name for one set of pinned versions, e.g. ``k8s-v1.34.4_etcd-v3.6.16_...``."""
+    return (
+        f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
+        f"_helm-{HELM_VERSION}_r{BUILD_RECIPE}"
+    )
+
+
+def kubernetes_major_minor() -> tuple[str, str]:
+    major, minor, _patch = KUBERNETES_VERSION.lstrip("v").split(".")
+    return major, minor

@@ -1,0 +1,65 @@
+"""Operator start-up and shutdown: kopf settings, server-side watch filters, clients."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from infer_operator import labels
+from infer_operator.clients.kube import load_configuration
+from infer_operator.runtime import RUNTIME
+
+OWNED_KINDS = (("", "pods"), ("apps", "statefulsets"), ("", "services"), ("", "configmaps"))
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Settings shared by `infer-operator run` and tests that run the operator in-process."""
+    # Watch only what we own: the API server filters pods and owned objects by label, so the
+    # operator never receives (or holds in memory) the rest of the cluster's pods.
+    for group, plural in OWNED_KINDS:
+        settings.watching.label_selectors[group, plural] = labels.MANAGED_SELECTOR
+    # A dead connection must be noticed: the server closes each watch after server_timeout,
+    # and the client gives up on a silent one a little later.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.persistence.finalizer = labels.CR_FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="infer-operator.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="infer-operator.io", key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "infer-operator"
+    # Our own handlers retry with backoff; kopf's default of retrying failures forever is kept.
+    settings.execution.max_workers = 16
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    # The same loaders as our own client (in-cluster service account, else --kubeconfig or
+    # $KUBECONFIG), so kopf's watches and our writes always act as the same identity.
+    cfg = load_configuration(RUNTIME.options.kubeconfig)
+    token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
+    scheme, _, value = (token or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme or None,
+        token=value or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
+
+
+@kopf.on.startup()
+async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    configure(settings)
+    logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
+
+
+@kopf.on.cleanup()
+async def on_cleanup(logger: logging.Logger, **_: Any) -> None:
+    await RUNTIME.close()
+    logger.info("infer-operator has stopped.")

@@ -1,0 +1,51 @@
+"""Names shared by the operator, its manifests and its tests: labels, annotations, finalizers.
+
+They are part of the contract in DESIGN.md; tests outside the project rely on them.
+"""
+
+GROUP = "serving.infer-operator.io"
+VERSION = "v1alpha1"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+SINGULAR = "inferenceservice"
+SHORT_NAME = "infsvc"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+PREFIX = "infer-operator.io/"
+FIELD_MANAGER = "infer-operator"
+MANAGED_BY = "infer-operator"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SERVICE = PREFIX + "service"
+LABEL_ROLE = PREFIX + "role"
+LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
+
+# Written by the operator together with the role label, read by the pod through the downward API.
+# They freeze, per pod, the split the pod was started with.
+ANNOTATION_SYNC_REPLICAS = PREFIX + "sync-replicas"
+ANNOTATION_REPLICAS = PREFIX + "replicas"
+
+# Held on pods (registry != none) until the pod is deregistered and its per-IP config removed.
+POD_FINALIZER = PREFIX + "deregister"
+# Held on InferenceServices by kopf until their registry entries are gone.
+CR_FINALIZER = PREFIX + "cleanup"
+
+ROLE_SYNC = "sync"
+ROLE_ASYNC = "async"
+
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+def selector_labels(service: str) -> dict[str, str]:
+    """The immutable StatefulSet selector: every pod of one InferenceService, both roles."""
+    return {LABEL_NAME: service, LABEL_SERVICE: service}
+
+
+def common_labels(service: str) -> dict[str, str]:
+    """Labels on everything the operator creates for one InferenceService."""
+    return {**selector_labels(service), LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def selector_string(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))

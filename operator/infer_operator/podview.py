@@ -1,0 +1,78 @@
+"""A small, immutable view of a pod: the only facts the operator's decisions need.
+
+The pod index keeps these instead of whole pod bodies, which keeps memory flat at thousands of pods.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from infer_operator import labels
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def ordinal_of(name: str, pod_labels: dict[str, str]) -> int | None:
+    raw = pod_labels.get(labels.LABEL_POD_INDEX)
+    if raw is None:
+        raw = name.rsplit("-", 1)[-1] if "-" in name else None
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    namespace: str
+    uid: str
+    service: str
+    ordinal: int | None
+    role: str | None
+    ip: str | None
+    ready: bool
+    ready_since: datetime.datetime | None
+    deleting: bool
+    finalizers: tuple[str, ...]
+    resource_version: str = ""
+
+    @classmethod
+    def from_body(cls, body: Any) -> PodView:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        pod_labels = meta.get("labels") or {}
+        ready = False
+        ready_since = None
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "Ready":
+                ready = condition.get("status") == "True"
+                ready_since = parse_time(condition.get("lastTransitionTime")) if ready else None
+        return cls(
+            name=meta.get("name", ""),
+            namespace=meta.get("namespace", ""),
+            uid=meta.get("uid", ""),
+            service=pod_labels.get(labels.LABEL_SERVICE, ""),
+            ordinal=ordinal_of(meta.get("name", ""), pod_labels),
+            role=pod_labels.get(labels.LABEL_ROLE),
+            ip=status.get("podIP") or None,
+            ready=ready and status.get("phase") == "Running",
+            ready_since=ready_since,
+            deleting=meta.get("deletionTimestamp") is not None,
+            finalizers=tuple(meta.get("finalizers") or ()),
+            resource_version=meta.get("resourceVersion", ""),
+        )
+
+    @property
+    def live(self) -> bool:
+        """Exists and is not on its way out."""
+        return not self.deleting

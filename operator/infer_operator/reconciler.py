@@ -1,0 +1,213 @@
+"""One reconcile pass for one InferenceService: parse -> build -> apply -> pods -> status.
+
+Every step reads the world and moves it one step toward the spec, so a pass may run twice, be
+cut off at any line, or run after an operator restart, and the next pass finishes the job.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from infer_operator import labels
+from infer_operator.api.errors import describe_validation_error
+from infer_operator.api.v1alpha1 import InferenceServiceSpec, parse_spec
+from infer_operator.builders import BuildError, Owner, build_all
+from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.podview import PodView
+from infer_operator.registrar import Registrar
+from infer_operator.releaser import PodReleaser
+from infer_operator.roles import plan_role_flips, role_patch
+from infer_operator.status import Outcome, Problem, compute_status, status_changed
+
+# (event type, reason, message) -> posts a Kubernetes Event on the InferenceService.
+EmitEvent = Callable[[str, str, str], None]
+
+RETRY_SOON_SECONDS = 5.0
+
+
+class TransientError(Exception):
+    """The API could not be reached or answered 5xx: try again soon, change no status."""
+
+
+@dataclass
+class ServiceReconciler:
+    kube: KubeClient
+    namespace: str
+    name: str
+    logger: logging.Logger | logging.LoggerAdapter
+    emit: EmitEvent
+    registrar: Registrar
+    releaser: PodReleaser
+    sweep_seconds: float = 60.0
+    # What our last apply produced, per owned object, to tell our own writes from drift.
+    applied: dict[tuple[str, str], str] = field(default_factory=dict)
+    applied_generation: int | None = None
+    last_problem: Problem | None = None
+    last_sweep: float = 0.0
+    last_sweep_error: str | None = None
+
+    # -- drift -------------------------------------------------------------------------------
+
+    def is_drift(self, kind: str, name: str, body: Any, deleted: bool) -> bool:
+        if deleted:
+            return True
+        marker = self.applied.get((kind, name))
+        return marker is not None and marker != _marker(kind, body)
+
+    # -- the pass ----------------------------------------------------------------------------
+
+    async def run_pass(self, body: Any, pods: Sequence[PodView], apply_objects: bool) -> float | None:
+        """Reconcile once. Returns seconds until a retry is due, or None to wait for events."""
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
+        previous_status = dict(body.get("status") or {})
+        retry: float | None = None
+        problem: Problem | None = None
+        spec: InferenceServiceSpec | None = None
+        pending_flips = 0
+        registered: int | None = None
+        registry_condition: tuple[str, str, str] | None = None
+        try:
+            spec = parse_spec(body.get("spec"))
+        except pydantic.ValidationError as exc:
+            problem = Problem("InvalidSpec", describe_validation_error(exc))
+
+        if spec is not None and (apply_objects or generation != self.applied_generation):
+            try:
+                problem = await self._apply_objects(Owner.from_body(body), spec)
+                if problem is None:
+                    self.applied_generation = generation
+            except TransientError as exc:
+                self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
+                retry = RETRY_SOON_SECONDS
+
+        if spec is not None and problem is None:
+            try:
+                await self._label_new_pods(spec, pods)
+                pending_flips = await self._flip_roles(spec, pods)
+            except TransientError as exc:
+                self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
+                retry = RETRY_SOON_SECONDS
+            if spec.registry.type != "none":
+                registered, registry_condition, registry_retry = await self._sync_registry(spec, pods)
+                retry = _sooner(retry, registry_retry)
+            else:
+                registered = 0
+
+        self._report_problem(problem)
+        outcome = Outcome(generation=generation, problem=problem, pending_flips=pending_flips,
+                          registered=registered, registry_condition=registry_condition)
+        desired = compute_status(self.name, spec, pods, outcome, previous_status)
+        if status_changed(previous_status, desired):
+            try:
+                await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
+                                            {"status": desired}, subresource="status")
+            except KubeError as exc:
+                if exc.not_found:
+                    return None
+                self.logger.warning(f"Could not write the status of {self.name}, will retry: {exc}")
+                retry = RETRY_SOON_SECONDS
+        return retry
+
+    async def _apply_objects(self, owner: Owner, spec: InferenceServiceSpec) -> Problem | None:
+        try:
+            manifests = build_all(owner, spec)
+        except BuildError as exc:
+            return Problem("InvalidTemplate", str(exc))
+        for manifest in manifests:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            try:
+                result = await self.kube.apply(manifest)
+            except KubeError as exc:
+                if exc.invalid or exc.status == 403:
+                    reason = "InvalidPodTemplate" if kind == "StatefulSet" and exc.invalid else "ApplyFailed"
+                    return Problem(reason, f"{kind} {name} was rejected: {exc.message}")
+                raise TransientError(f"{kind} {name}: {exc}") from exc
+            self.applied[(kind, name)] = _marker(kind, result)
+        return None
+
+    async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
+        with_finalizer = spec.registry.type != "none"
+        for pod in pods:
+            patch = role_patch(pod, spec, with_finalizer=with_finalizer)
+            if patch is None:
+                continue
+            try:
+                await self.kube.merge_patch("v1", "Pod", self.namespace, pod.name, patch)
+            except KubeError as exc:
+                if exc.not_found or exc.conflict:
+                    continue  # gone, or changed under us: the next event brings the new version
+                if exc.status == 0 or exc.status >= 500:
+                    raise TransientError(f"pod {pod.name}: {exc}") from exc
+                self.logger.error(f"Could not label pod {pod.name} of {self.name}: {exc}")
+                continue
+            role = patch["metadata"].get("labels", {}).get(labels.LABEL_ROLE)
+            if role:
+                self.logger.info(f"Pod {pod.name} of {self.name} takes the {role} role (ordinal {pod.ordinal}).")
+
+    async def _flip_roles(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> int:
+        plan = plan_role_flips(pods, spec)
+        for pod in plan.restart_now:
+            target = spec.role_for(pod.ordinal)
+            try:
+                await self.kube.delete("v1", "Pod", self.namespace, pod.name, uid=pod.uid)
+            except KubeError as exc:
+                if exc.not_found or exc.conflict:
+                    continue
+                raise TransientError(f"pod {pod.name}: {exc}") from exc
+            message = f"Restarting pod {pod.name} to change its role from {pod.role} to {target}."
+            self.logger.info(message)
+            self.emit("Normal", "RoleChange", message)
+        return plan.pending
+
+    async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView]
+                             ) -> tuple[int, tuple[str, str, str], float | None]:
+        self.releaser.remember(self.namespace, self.name, spec.registry, spec.sync.port)
+        for pod in pods:  # level-triggered backstop for deletions whose event was missed
+            self.releaser.handle(pod, lambda: pods)
+        result = await self.registrar.sync(spec.registry, list(pods), spec.sync.port,
+                                           spec.registry.register_delay_seconds,
+                                           datetime.datetime.now(datetime.UTC))
+        condition = result.condition
+        due = self.last_sweep + self.sweep_seconds - time.monotonic()
+        if due <= 0:
+            self.last_sweep = time.monotonic()
+            self.last_sweep_error = await self.registrar.sweep(spec.registry)
+            if self.last_sweep_error:
+                self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
+            due = self.sweep_seconds
+        if condition[0] == "True" and self.last_sweep_error:
+            condition = ("False", "SweepFailed", self.last_sweep_error)
+        return result.registered, condition, _sooner(result.retry_in, due)
+
+    def _report_problem(self, problem: Problem | None) -> None:
+        if problem == self.last_problem:
+            return
+        if problem is not None:
+            self.logger.error(f"InferenceService {self.name} is degraded: {problem.reason}: {problem.message}")
+            self.emit("Warning", problem.reason, problem.message)
+        elif self.last_problem is not None:
+            self.logger.info(f"InferenceService {self.name} recovered from {self.last_problem.reason}.")
+            self.emit("Normal", "Recovered", f"recovered from {self.last_problem.reason}")
+        self.last_problem = problem
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _marker(kind: str, body: Any) -> str:
+    meta = (body or {}).get("metadata") or {}
+    # StatefulSet status updates don't bump generation; only spec edits (ours or someone's) do.
+    if kind == "StatefulSet":
+        return str(meta.get("generation", ""))
+    return str(meta.get("resourceVersion", ""))

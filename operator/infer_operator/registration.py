@@ -1,0 +1,66 @@
+"""Which instances belong in the registry, pure.
+
+Registered set == sync pods that are Ready, not terminating, and Ready for registerDelaySeconds.
+The per-pass plan only touches entries whose IP is held by a pod the operator knows; entries for
+unknown IPs are the sweep's business, which re-reads the pods from the API before removing them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from infer_operator import labels
+from infer_operator.podview import PodView
+from infer_operator.registry.base import Instance
+
+
+def instance_for(pod: PodView, port: int) -> Instance:
+    return Instance(pod=pod.name, namespace=pod.namespace, uid=pod.uid, ip=pod.ip or "", port=port,
+                    role=pod.role or "", ordinal=pod.ordinal if pod.ordinal is not None else -1)
+
+
+@dataclass(frozen=True)
+class Desired:
+    instances: dict[str, Instance]      # address -> instance
+    next_due: float | None              # seconds until a warming-up pod becomes due, if any
+
+
+def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
+                      now: datetime.datetime) -> Desired:
+    instances: dict[str, Instance] = {}
+    next_due: float | None = None
+    for pod in pods:
+        if pod.deleting or not pod.ready or pod.role != labels.ROLE_SYNC or not pod.ip or pod.ordinal is None:
+            continue
+        if register_delay > 0:
+            since = pod.ready_since or now
+            wait = register_delay - (now - since).total_seconds()
+            if wait > 0:
+                next_due = wait if next_due is None else min(next_due, wait)
+                continue
+        instance = instance_for(pod, port)
+        instances[instance.address] = instance
+    return Desired(instances, next_due)
+
+
+@dataclass(frozen=True)
+class RegistrationPlan:
+    register: tuple[Instance, ...]
+    deregister: tuple[Instance, ...]
+
+
+def plan_registration(desired: dict[str, Instance], listed: Iterable[Instance],
+                      known_pods: Iterable[PodView]) -> RegistrationPlan:
+    """Register what is missing or differs; deregister entries of known pods that are not wanted.
+
+    An entry whose IP no known pod holds is left alone here: the pod index may lag, and only the
+    sweep (with a fresh read of the pods) may call such an entry stale.
+    """
+    listed = list(listed)
+    listed_by_address = {i.address: i for i in listed}
+    register = tuple(inst for address, inst in sorted(desired.items()) if listed_by_address.get(address) != inst)
+    known_ips = {p.ip for p in known_pods if p.ip}
+    deregister = tuple(inst for inst in listed if inst.address not in desired and inst.ip in known_ips)
+    return RegistrationPlan(register, deregister)

@@ -1,0 +1,353 @@
+"""etcd v3 backend over the JSON gRPC gateway (etcd 3.4 .. 3.6), using aiohttp.
+
+Key layout (prefix default ``/services``; slashes normalised, no trailing slash)::
+
+    {prefix}/{service}/instances/{ip}:{port}   = Instance JSON (written/deleted by us)
+    {prefix}/{service}/config/{ip}             = per-IP config (written by other tools; we only delete)
+    {prefix}/{service}/config/{ip}/...         = also belongs to {ip}; deleted together with it
+
+``list_config_ips`` returns the first path segment below ``config/`` of every key there, so both
+``config/{ip}`` and ``config/{ip}/anything`` report ``ip``. ``delete_config`` deletes the exact key
+``config/{ip}`` and the prefix ``config/{ip}/`` (never ``config/{ip}0`` or ``config/{ip}.x``).
+
+Every range/delete is confined to ``{prefix}/{service}/``; service names and IPs containing ``/``
+or ``..`` are rejected with ValueError before any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ._aio import make_session, read_capped
+from .base import (
+    DEFAULT_TIMEOUT,
+    Instance,
+    Listing,
+    MalformedEntry,
+    Registry,
+    RegistryError,
+    Secret,
+    one_line,
+    scrub,
+    validate_port,
+    validate_segment,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "/services"
+DEFAULT_ETCD_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+# gRPC status codes as returned in the gateway's JSON error body
+_GRPC_UNAUTHENTICATED = 16
+_GRPC_INVALID_ARGUMENT = 3
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _unb64(data: str) -> bytes:
+    return base64.b64decode(data.encode("ascii"), validate=False)
+
+
+def prefix_range_end(prefix: str) -> str:
+    """etcd range_end covering every key that starts with ``prefix`` (base64-encoded)."""
+    raw = bytearray(prefix.encode("utf-8"))
+    for i in range(len(raw) - 1, -1, -1):
+        if raw[i] < 0xFF:
+            raw[i] += 1
+            return base64.b64encode(bytes(raw[: i + 1])).decode("ascii")
+    return base64.b64encode(b"\0").decode("ascii")  # whole keyspace (never happens: prefixes are ASCII)
+
+
+def normalise_prefix(prefix: str) -> str:
+    """'/services/' -> '/services'; 'a//b' -> '/a/b'; '/' or '' -> '' (keys then start '/{service}/')."""
+    if not isinstance(prefix, str):
+        raise ValueError("etcd prefix must be a string")
+    parts = [p for p in prefix.split("/") if p]
+    for p in parts:
+        if p in (".", "..") or any(ord(c) < 0x20 for c in p):
+            raise ValueError(f"invalid etcd prefix {prefix!r}")
+    return "".join("/" + p for p in parts)
+
+
+def _normalise_endpoint(ep: str, index: int, tls: bool) -> str:
+    ep = ep.strip()
+    if not ep:
+        raise ValueError(f"etcd endpoint #{index} is empty")
+    if "://" not in ep:
+        ep = ("https://" if tls else "http://") + ep
+    parts = urlsplit(ep)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"etcd endpoint #{index} must be http(s)://host:port")
+    if parts.username or parts.password:
+        raise ValueError(f"etcd endpoint #{index} must not contain credentials; use username/password")
+    return ep.rstrip("/")
+
+
+class EtcdRegistry(Registry):
+    kind = "etcd"
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        username: str | None = None,
+        password: str | Secret | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_response_bytes: int = DEFAULT_ETCD_MAX_RESPONSE_BYTES,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e.strip()]
+        if not endpoints:
+            raise ValueError("etcd registry needs at least one endpoint")
+        self._endpoints = [_normalise_endpoint(e, i, ssl_context is not None) for i, e in enumerate(endpoints)]
+        self._prefix = normalise_prefix(prefix)
+        if (username is None) != (password is None):
+            raise ValueError("etcd username and password must be given together")
+        self._username = username
+        self._password = password if isinstance(password, Secret) or password is None else Secret(password)
+        self._ssl_context = ssl_context
+        if not timeout or timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        self._timeout = float(timeout)
+        self._max_response = int(max_response_bytes)
+        self._session: aiohttp.ClientSession | None = None
+        self._token: Secret | None = None
+        self._auth_lock = asyncio.Lock()
+        self._preferred = 0  # index of the endpoint that answered last
+
+    # ---- description -------------------------------------------------------------------------
+    def describe(self) -> str:
+        auth = f", user={self._username}" if self._username else ""
+        tls = ", tls" if self._ssl_context is not None else ""
+        return f"etcd endpoints={','.join(self._endpoints)} prefix={self._prefix or '/'}{auth}{tls}"
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    # ---- key layout --------------------------------------------------------------------------
+    def service_prefix(self, service: str) -> str:
+        validate_segment("service", service)
+        return f"{self._prefix}/{service}/"
+
+    def instances_prefix(self, service: str) -> str:
+        return self.service_prefix(service) + "instances/"
+
+    def config_prefix(self, service: str) -> str:
+        return self.service_prefix(service) + "config/"
+
+    def instance_key(self, service: str, ip: str, port: int) -> str:
+        validate_segment("ip", ip)
+        validate_port(port)
+        return f"{self.instances_prefix(service)}{ip}:{port}"
+
+    def config_key(self, service: str, ip: str) -> str:
+        validate_segment("ip", ip)
+        return f"{self.config_prefix(service)}{ip}"
+
+    # ---- Registry API ------------------------------------------------------------------------
+    async def register(self, service: str, instance: Instance) -> None:
+        instance.validate()
+        key = self.instance_key(service, instance.ip, instance.port)
+        await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(instance.to_json())}, f"put {key}")
+
+    async def deregister(self, service: str, ip: str, port: int) -> None:
+        key = self.instance_key(service, ip, port)
+        await self._call("/v3/kv/deleterange", {"key": _b64(key)}, f"delete {key}")
+
+    async def list_instances(self, service: str) -> Listing:
+        pfx = self.instances_prefix(service)
+        kvs = await self._range_prefix(pfx, keys_only=False)
+        listing = Listing()
+        for key, value in kvs:
+            name = key[len(pfx):]
+            try:
+                inst = Instance.from_json(value)
+                if name != inst.address:
+                    raise MalformedEntry(f"key names {name!r} but value is {inst.address}")
+            except MalformedEntry as exc:
+                log.debug("malformed registry entry %s: %s", key, exc)
+                listing.malformed.append(key)
+                continue
+            listing.instances.append(inst)
+        return listing
+
+    async def list_config_ips(self, service: str) -> set[str]:
+        pfx = self.config_prefix(service)
+        kvs = await self._range_prefix(pfx, keys_only=True)
+        ips: set[str] = set()
+        for key, _ in kvs:
+            ip = key[len(pfx):].split("/", 1)[0]
+            if ip:
+                ips.add(ip)
+        return ips
+
+    async def delete_config(self, service: str, ip: str) -> None:
+        key = self.config_key(service, ip)
+        sub = key + "/"
+        # One transaction: the exact key and everything below "{key}/".
+        body = {
+            "compare": [],
+            "success": [
+                {"request_delete_range": {"key": _b64(key)}},
+                {"request_delete_range": {"key": _b64(sub), "range_end": prefix_range_end(sub)}},
+            ],
+            "failure": [],
+        }
+        await self._call("/v3/kv/txn", body, f"delete config {key}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- internals ---------------------------------------------------------------------------
+    async def _range_prefix(self, prefix: str, *, keys_only: bool) -> list[tuple[str, bytes]]:
+        body: dict[str, Any] = {"key": _b64(prefix), "range_end": prefix_range_end(prefix)}
+        if keys_only:
+            body["keys_only"] = True
+        data = await self._call("/v3/kv/range", body, f"range {prefix}")
+        out: list[tuple[str, bytes]] = []
+        kvs = data.get("kvs") or []
+        if not isinstance(kvs, list):
+            raise RegistryError(f"etcd range {prefix}: unexpected response shape")
+        for kv in kvs:
+            try:
+                key = _unb64(kv["key"]).decode("utf-8", errors="replace")
+                value = _unb64(kv.get("value", "")) if not keys_only else b""
+            except (KeyError, TypeError, ValueError):
+                raise RegistryError(f"etcd range {prefix}: undecodable key/value in response") from None
+            if not key.startswith(prefix):  # defensive: never act on keys outside our prefix
+                continue
+            out.append((key, value))
+        return out
+
+    def _secrets(self) -> list[str | None]:
+        return [
+            self._password.reveal() if self._password else None,
+            self._token.reveal() if self._token else None,
+        ]
+
+    def _err(self, msg: str) -> RegistryError:
+        return RegistryError(scrub(one_line(msg, 400), self._secrets()))
+
+    async def _call(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._call_endpoints(path, body, what)
+        except TimeoutError:
+            raise self._err(f"etcd {what}: timed out after {self._timeout:g}s ({','.join(self._endpoints)})") from None
+        except aiohttp.ClientError as exc:
+            raise self._err(f"etcd {what}: {type(exc).__name__}: {exc}") from None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = make_session(self._ssl_context)
+        return self._session
+
+    async def _call_endpoints(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        n = len(self._endpoints)
+        order = [(self._preferred + i) % n for i in range(n)]
+        conn_errors: list[str] = []
+        for idx in order:
+            ep = self._endpoints[idx]
+            try:
+                result = await self._call_one(ep, path, body, what)
+            except aiohttp.ClientConnectionError as exc:
+                # refused / reset / DNS / TLS handshake: try the next endpoint
+                conn_errors.append(f"{ep}: {type(exc).__name__}: {one_line(str(exc), 120)}")
+                continue
+            self._preferred = idx
+            return result
+        raise self._err(f"etcd {what}: no endpoint reachable ({'; '.join(conn_errors)})")
+
+    async def _call_one(self, ep: str, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        reauthed = False
+        while True:
+            headers = {}
+            if self._password is not None:
+                if self._token is None:
+                    await self._authenticate(ep)
+                assert self._token is not None
+                headers["Authorization"] = self._token.reveal()
+            status, data = await self._post(ep, path, body, headers, what)
+            if status == 200:
+                return data
+            code = data.get("code") if isinstance(data, dict) else None
+            if self._password is not None and not reauthed and (
+                status == 401 or code == _GRPC_UNAUTHENTICATED or _looks_like_auth_error(data)
+            ):
+                reauthed = True
+                self._token = None  # expired/invalid token: authenticate once more
+                continue
+            raise self._err(f"etcd {what} at {ep}: HTTP {status}: {_error_message(data)}")
+
+    async def _authenticate(self, ep: str) -> None:
+        async with self._auth_lock:
+            if self._token is not None:
+                return
+            assert self._password is not None
+            status, data = await self._post(
+                ep,
+                "/v3/auth/authenticate",
+                {"name": self._username, "password": self._password.reveal()},
+                {},
+                "authenticate",
+            )
+            token = data.get("token") if isinstance(data, dict) else None
+            if status != 200 or not isinstance(token, str) or not token:
+                raise self._err(
+                    f"etcd authentication as user {self._username!r} at {ep} failed: HTTP {status}: "
+                    f"{_error_message(data)}"
+                )
+            self._token = Secret(token)
+
+    async def _post(
+        self, ep: str, path: str, body: dict[str, Any], headers: dict[str, str], what: str
+    ) -> tuple[int, Any]:
+        session = self._get_session()
+        # With several endpoints, a black-holed one may only use its share of the call's budget.
+        n = len(self._endpoints)
+        share = self._timeout / n if n > 1 else None
+        per_try = aiohttp.ClientTimeout(total=None, sock_connect=share, sock_read=share)
+        async with session.post(
+            ep + path, json=body, headers=headers, allow_redirects=False, timeout=per_try
+        ) as resp:
+            raw = await read_capped(resp, self._max_response, f"etcd {what} at {ep}")
+            status = resp.status
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            raise self._err(
+                f"etcd {what} at {ep}: HTTP {status}: response is not JSON: {raw[:80]!r}"
+            ) from None
+        if not isinstance(data, dict):
+            raise self._err(f"etcd {what} at {ep}: HTTP {status}: response is not a JSON object")
+        return status, data
+
+
+def _error_message(data: Any) -> str:
+    if isinstance(data, dict):
+        msg = data.get("message") or data.get("error")
+        if isinstance(msg, str) and msg:
+            return one_line(msg, 200)
+    return "unexpected response"
+
+
+def _looks_like_auth_error(data: Any) -> bool:
+    msg = _error_message(data).lower()
+    return "invalid auth token" in msg or "user name is empty" in msg or "auth token" in msg

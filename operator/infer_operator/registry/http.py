@@ -1,0 +1,182 @@
+"""HTTP backend: the admin-controller contract (see docs/registry-http-api.yaml).
+
+    PUT    {url}/services/{service}/instances/{ip}:{port}   body = Instance JSON
+    DELETE {url}/services/{service}/instances/{ip}:{port}
+    GET    {url}/services/{service}/instances               -> JSON list of Instance objects
+    GET    {url}/services/{service}/configs                 -> JSON list of IP strings
+    DELETE {url}/services/{service}/configs/{ip}
+
+2xx is success, 404 on DELETE is success, anything else is a RegistryError. Redirects are not
+followed (the bearer token must not travel elsewhere). Responses above ``max_response_bytes``
+(default 16 MiB) are a RegistryError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ._aio import make_session, read_capped
+from .base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    Instance,
+    Listing,
+    MalformedEntry,
+    Registry,
+    RegistryError,
+    Secret,
+    one_line,
+    scrub,
+    validate_port,
+    validate_segment,
+)
+
+log = logging.getLogger(__name__)
+
+
+class HttpRegistry(Registry):
+    kind = "http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | Secret | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError("http registry needs a url")
+        base = URL(url.strip())
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ValueError("http registry url must be http(s)://host[:port][/path]")
+        if base.user or base.password:
+            raise ValueError("http registry url must not contain credentials; use a token")
+        self._base = base.with_query(None).with_fragment(None)
+        self._token = token if isinstance(token, Secret) or token is None else Secret(token)
+        if self._token is not None and not self._token:
+            self._token = None
+        self._ssl_context = ssl_context
+        if not timeout or timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        self._timeout = float(timeout)
+        self._max_response = int(max_response_bytes)
+        self._session: aiohttp.ClientSession | None = None
+
+    def describe(self) -> str:
+        auth = ", bearer-token" if self._token else ""
+        tls = ", custom-tls" if self._ssl_context is not None else ""
+        return f"http url={self._base}{auth}{tls}"
+
+    # ---- URLs --------------------------------------------------------------------------------
+    def _service_url(self, service: str) -> URL:
+        validate_segment("service", service)
+        return self._base / "services" / service  # yarl percent-quotes each segment
+
+    def instance_url(self, service: str, ip: str, port: int) -> URL:
+        validate_segment("ip", ip)
+        validate_port(port)
+        return self._service_url(service) / "instances" / f"{ip}:{port}"
+
+    def config_url(self, service: str, ip: str) -> URL:
+        validate_segment("ip", ip)
+        return self._service_url(service) / "configs" / ip
+
+    # ---- Registry API ------------------------------------------------------------------------
+    async def register(self, service: str, instance: Instance) -> None:
+        instance.validate()
+        url = self.instance_url(service, instance.ip, instance.port)
+        await self._request("PUT", url, data=instance.to_json().encode("utf-8"))
+
+    async def deregister(self, service: str, ip: str, port: int) -> None:
+        await self._request("DELETE", self.instance_url(service, ip, port), ok_404=True)
+
+    async def list_instances(self, service: str) -> Listing:
+        url = self._service_url(service) / "instances"
+        items = await self._get_list(url)
+        listing = Listing()
+        for item in items:
+            try:
+                listing.instances.append(Instance.from_obj(item))
+            except MalformedEntry:
+                listing.malformed.append(_entry_id(item))
+        return listing
+
+    async def list_config_ips(self, service: str) -> set[str]:
+        url = self._service_url(service) / "configs"
+        items = await self._get_list(url)
+        ips: set[str] = set()
+        for item in items:
+            try:
+                ips.add(validate_segment("ip", item))
+            except ValueError:
+                log.warning("ignoring unusable config id from %s: %s", self._base, one_line(repr(item), 80))
+        return ips
+
+    async def delete_config(self, service: str, ip: str) -> None:
+        await self._request("DELETE", self.config_url(service, ip), ok_404=True)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _err(self, msg: str) -> RegistryError:
+        return RegistryError(scrub(one_line(msg, 400), [self._token.reveal() if self._token else None]))
+
+    async def _get_list(self, url: URL) -> list[Any]:
+        raw = await self._request("GET", url)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise self._err(f"GET {url}: response is not JSON: {raw[:80]!r}") from None
+        if not isinstance(data, list):
+            raise self._err(f"GET {url}: expected a JSON list, got {type(data).__name__}")
+        return data
+
+    async def _request(self, method: str, url: URL, *, data: bytes | None = None, ok_404: bool = False) -> bytes:
+        what = f"{method} {url}"
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                if self._session is None or self._session.closed:
+                    self._session = make_session(self._ssl_context)
+                async with self._session.request(
+                    method, url, data=data, headers=headers, allow_redirects=False
+                ) as resp:
+                    body = await read_capped(resp, self._max_response, what)
+                    status = resp.status
+        except TimeoutError:
+            raise self._err(f"{what}: timed out after {self._timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise self._err(f"{what}: {type(exc).__name__}: {exc}") from None
+        if 200 <= status < 300:
+            return body
+        if status == 404 and ok_404:
+            return b""
+        hint = " (unauthorized: check the registry token)" if status in (401, 403) else ""
+        snippet = one_line(body[:200].decode("utf-8", errors="replace"), 120)
+        raise self._err(f"{what}: HTTP {status}{hint}{': ' + snippet if snippet else ''}")
+
+
+def _entry_id(item: Any) -> str:
+    if isinstance(item, dict) and "ip" in item and "port" in item:
+        return one_line(f"{item.get('ip')}:{item.get('port')}", 120)
+    try:
+        text = json.dumps(item, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = repr(item)
+    return one_line(text, 120)

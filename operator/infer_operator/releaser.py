@@ -1,0 +1,170 @@
+"""Deleted pods: deregister (confirmed), remove the per-IP config, then release the finalizer.
+
+This runs as soon as a pod gets its deletionTimestamp, in parallel with its preStop drain, so the
+instance leaves the registry before SIGTERM. It does not depend on the InferenceService's loop
+(which stops when the service is deleted); it needs only the pod and the service's registry
+settings, remembered from the last reconcile or read from the InferenceService.
+
+If the registry stays unreachable past the deregistration timeout, the pod is released anyway
+(never held hostage), a Warning event says so, and the sweep removes the leftovers later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from infer_operator import labels, metrics
+from infer_operator.api.v1alpha1 import RegistrySpec, parse_spec
+from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.podview import PodView
+from infer_operator.registrar import Registrar, RegistryConfigError
+from infer_operator.registry.base import RegistryError
+from infer_operator.registry.operations import deregister_confirmed
+
+log = logging.getLogger(__name__)
+
+# (object reference, event type, reason, message)
+PostEvent = Callable[[dict[str, Any], str, str, str], None]
+
+
+def pod_reference(pod: PodView) -> dict[str, Any]:
+    """Enough of a pod body for an Event's involvedObject."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid}}
+
+
+class PodReleaser:
+    def __init__(self, kube: KubeClient, registrars: dict[tuple[str, str], Registrar], post: PostEvent,
+                 timeout: Callable[[], float], registry_timeout: Callable[[], float]):
+        self.kube = kube
+        self.registrars = registrars
+        self.post = post
+        self.timeout = timeout
+        self.registry_timeout = registry_timeout
+        self.tasks: dict[str, asyncio.Task] = {}
+        # Registry settings per service, kept after the service is deleted so its last pods can
+        # still be deregistered.
+        self.settings: dict[tuple[str, str], tuple[RegistrySpec, int]] = {}
+
+    def remember(self, namespace: str, service: str, spec_registry: RegistrySpec, port: int) -> None:
+        self.settings[(namespace, service)] = (spec_registry, port)
+
+    def handle(self, pod: PodView, siblings: Callable[[], Iterable[PodView]]) -> None:
+        """Start releasing a deleted pod that still carries our finalizer (at most once at a time)."""
+        if not pod.deleting or labels.POD_FINALIZER not in pod.finalizers or pod.uid in self.tasks:
+            return
+        task = asyncio.create_task(self._release(pod, siblings), name=f"release {pod.namespace}/{pod.name}")
+        self.tasks[pod.uid] = task
+        task.add_done_callback(lambda _: self.tasks.pop(pod.uid, None))
+
+    async def close(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def _release(self, pod: PodView, siblings: Callable[[], Iterable[PodView]]) -> None:
+        try:
+            outcome = await self._deregister(pod, siblings)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever happens, the pod must not be stuck
+            log.exception(f"Deregistering pod {pod.namespace}/{pod.name} failed unexpectedly; releasing it.")
+            outcome = ("Warning", "DeregistrationFailed", "unexpected error; the sweep will finish the job")
+        await self._remove_finalizer(pod)
+        if outcome is not None:
+            event_type, reason, message = outcome
+            self.post(pod_reference(pod), event_type, reason, f"Pod {pod.name}: {message}")
+
+    async def _settings_for(self, pod: PodView) -> tuple[RegistrySpec, int] | None:
+        known = self.settings.get((pod.namespace, pod.service))
+        if known is not None:
+            return known
+        try:
+            body = await self.kube.get(labels.API_VERSION, labels.KIND, pod.namespace, pod.service)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise RegistryError(f"could not read InferenceService {pod.service}: {exc}") from None
+        spec = parse_spec(body.get("spec"))
+        self.remember(pod.namespace, pod.service, spec.registry, spec.sync.port)
+        return spec.registry, spec.sync.port
+
+    async def _deregister(self, pod: PodView, siblings: Callable[[], Iterable[PodView]]):
+        """Returns (event type, reason, message) worth an event, or None for the quiet normal case."""
+        started = time.monotonic()
+        deadline = started + self.timeout()
+        delay = 0.5
+        last_error = "registry unreachable"
+        while True:
+            try:
+                settings = await self._settings_for(pod)
+                if settings is None or settings[0].type == "none":
+                    return None  # nothing registered anywhere for this pod
+                if not pod.ip:
+                    return None  # never had an IP: never registered, no per-IP config
+                if any(s.ip == pod.ip and s.uid != pod.uid and not s.deleting for s in siblings()):
+                    # The IP already belongs to a live pod of the same service: its entry and
+                    # config are that pod's now. Removing them would hurt a live instance.
+                    return ("Normal", "IPReused", f"IP {pod.ip} is held by a live pod; its entry and config were kept")
+                spec_registry, port = settings
+                registrar = self.registrars.get((pod.namespace, pod.service)) or Registrar(
+                    self.kube, pod.namespace, pod.service, self.registry_timeout())
+                registry = await registrar.client(spec_registry)
+                service = registrar.service
+                remaining = max(0.5, deadline - time.monotonic())
+                async with asyncio.timeout(remaining):
+                    result = await deregister_confirmed(registry, service, pod.ip, port)
+                    if result.confirmed:
+                        await registry.delete_config(service, pod.ip)
+                if result.confirmed:
+                    metrics.DEREGISTRATIONS.labels(spec_registry.type, "pod-deleted").inc()
+                    metrics.DEREGISTRATION_LATENCY.observe(time.monotonic() - started)
+                    log.info(f"Deregistered pod {pod.namespace}/{pod.name} ({pod.ip}:{port}) from {service} "
+                             f"and removed its per-IP config.")
+                    if result.needed_second_confirmation:
+                        return ("Normal", "DeregisteredOnSecondConfirmation",
+                                f"{pod.ip}:{port} was still listed after the first delete; removed directly")
+                    return None
+                last_error = result.last_error or last_error
+            except RegistryConfigError as exc:
+                return ("Warning", "DeregistrationSkipped", f"{exc}; released without deregistration")
+            except (RegistryError, TimeoutError) as exc:
+                last_error = str(exc) or type(exc).__name__
+                metrics.REGISTRY_ERRORS.labels("unknown", "deregister").inc()
+            if time.monotonic() + delay >= deadline:
+                message = (f"registry unreachable for {self.timeout():g}s ({last_error}); released without "
+                           f"confirmed deregistration, the sweep will remove its entry and config")
+                log.warning(f"Pod {pod.namespace}/{pod.name}: {message}.")
+                return ("Warning", "DeregistrationTimedOut", message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _remove_finalizer(self, pod: PodView) -> None:
+        for _ in range(10):
+            try:
+                body = await self.kube.get("v1", "Pod", pod.namespace, pod.name)
+            except KubeError as exc:
+                if exc.not_found:
+                    return
+                await asyncio.sleep(1)
+                continue
+            meta = body["metadata"]
+            if meta.get("uid") != pod.uid:
+                return  # a new pod of the same name: not ours to touch
+            finalizers = meta.get("finalizers") or []
+            if labels.POD_FINALIZER not in finalizers:
+                return
+            patch = {"metadata": {"finalizers": [f for f in finalizers if f != labels.POD_FINALIZER],
+                                  "resourceVersion": meta["resourceVersion"]}}
+            try:
+                await self.kube.merge_patch("v1", "Pod", pod.namespace, pod.name, patch)
+                return
+            except KubeError as exc:
+                if exc.not_found:
+                    return
+                if not exc.conflict:
+                    await asyncio.sleep(1)

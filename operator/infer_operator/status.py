@@ -1,0 +1,130 @@
+"""Status, pure: counts and conditions from the pods and the last reconcile's outcome.
+
+Conditions carry observedGeneration; lastTransitionTime moves only when a condition's status
+flips, so an unchanged world produces an identical status and no write.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from infer_operator import labels
+from infer_operator.api.v1alpha1 import InferenceServiceSpec
+from infer_operator.podview import PodView
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the operator could not do its job: becomes a Degraded condition and an event."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the reconcile pass found beyond the pods."""
+
+    generation: int
+    problem: Problem | None = None
+    pending_flips: int = 0
+    registered: int | None = None
+    registry_condition: tuple[str, str, str] | None = None  # (status, reason, message)
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message,
+            "observedGeneration": generation}
+
+
+def _keep_transition_times(new: list[dict[str, Any]], old: list[dict[str, Any]] | None, now: str) -> None:
+    previous = {c.get("type"): c for c in old or []}
+    for condition in new:
+        before = previous.get(condition["type"])
+        if before is not None and before.get("status") == condition["status"] and before.get("lastTransitionTime"):
+            condition["lastTransitionTime"] = before["lastTransitionTime"]
+        else:
+            condition["lastTransitionTime"] = now
+
+
+def compute_status(
+    name: str,
+    spec: InferenceServiceSpec | None,
+    pods: Iterable[PodView],
+    outcome: Outcome,
+    previous: dict[str, Any] | None,
+    now: str | None = None,
+) -> dict[str, Any]:
+    now = now or now_iso()
+    gen = outcome.generation
+    live = [p for p in pods if not p.deleting]
+    ready = [p for p in live if p.ready]
+    sync_ready = sum(1 for p in ready if p.role == labels.ROLE_SYNC)
+    async_ready = sum(1 for p in ready if p.role == labels.ROLE_ASYNC)
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "replicas": len(live),
+        "readyReplicas": len(ready),
+        "syncReady": sync_ready,
+        "asyncReady": async_ready,
+        "selector": labels.selector_string(labels.selector_labels(name)),
+    }
+    if outcome.registered is not None:
+        status["registered"] = outcome.registered
+
+    conditions: list[dict[str, Any]] = []
+    if spec is None or outcome.problem is not None:
+        problem = outcome.problem or Problem("InvalidSpec", "the spec could not be parsed")
+        if spec is not None:
+            status["syncReplicas"] = spec.effective_sync_replicas
+        conditions += [
+            _condition("Ready", False, problem.reason, problem.message, gen),
+            _condition("Progressing", False, problem.reason, "waiting for the spec to be fixed", gen),
+            _condition("Degraded", True, problem.reason, problem.message, gen),
+        ]
+    else:
+        want_sync = spec.effective_sync_replicas
+        want_async = spec.replicas - want_sync
+        status["syncReplicas"] = want_sync
+        settled = (
+            len(live) == spec.replicas
+            and sync_ready == want_sync
+            and async_ready == want_async
+            and outcome.pending_flips == 0
+            and all(p.ordinal is not None and p.ordinal < spec.replicas for p in live)
+        )
+        if settled:
+            ready_msg = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
+            conditions.append(_condition("Ready", True, "AllReplicasReady", ready_msg, gen))
+            conditions.append(_condition("Progressing", False, "Settled", "nothing to roll out", gen))
+        else:
+            if outcome.pending_flips:
+                reason = "ChangingSplit"
+                message = f"{outcome.pending_flips} pod(s) restarting to change role"
+            elif len(live) != spec.replicas:
+                reason = "Scaling"
+                message = f"{len(live)} of {spec.replicas} pods exist"
+            else:
+                reason = "PodsNotReady"
+                message = (f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready")
+            conditions.append(_condition("Ready", False, reason, message, gen))
+            conditions.append(_condition("Progressing", True, reason, message, gen))
+        conditions.append(_condition("Degraded", False, "AsExpected", "", gen))
+    if outcome.registry_condition is not None:
+        state, reason, message = outcome.registry_condition
+        conditions.append(_condition("RegistrySynced", state == "True", reason, message, gen))
+    _keep_transition_times(conditions, (previous or {}).get("conditions"), now)
+    status["conditions"] = conditions
+    return status
+
+
+def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    current = current or {}
+    return any(current.get(key) != value for key, value in desired.items())

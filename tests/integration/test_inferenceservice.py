@@ -1,0 +1,201 @@
+"""InferenceService -> one StatefulSet, on a real API server with the operator running as a process."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from infer_operator import labels
+from tests.support.kube import condition, is_ready
+from tests.support.specs import isvc_body
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration]
+
+ROLE = labels.LABEL_ROLE
+
+
+def roles_of(pods):
+    return {name: pod.metadata.labels.get(ROLE) for name, pod in pods.items()}
+
+
+def wait_settled(kube, namespace, name, replicas, sync, timeout=90):
+    """Until every pod exists, is Ready and labelled by ordinal, and the status says so."""
+
+    def settled():
+        pods = kube.pods(namespace, name)
+        live = {n: p for n, p in pods.items() if p.metadata.deletion_timestamp is None}
+        expected = {f"{name}-{i}": ("sync" if i < sync else "async") for i in range(replicas)}
+        if roles_of(live) != expected or not all(is_ready(p) for p in live.values()) or len(pods) != replicas:
+            return False
+        status = kube.get_isvc(namespace, name).get("status") or {}
+        ready = condition(kube.get_isvc(namespace, name), "Ready")
+        return (status.get("readyReplicas"), status.get("syncReady"), status.get("asyncReady")) == (
+            replicas, sync, replicas - sync) and ready and ready["status"] == "True"
+
+    wait_for(settled, timeout=timeout, message=f"{name}: {replicas} Ready pods with {sync} sync")
+    return kube.pods(namespace, name)
+
+
+def uids(pods):
+    return {name: pod.metadata.uid for name, pod in pods.items()}
+
+
+def test_split_env_services_status_and_columns(cluster, kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=5, syncReplicas=2,
+                                          sync={"command": ["python", "-m", "serve"]},
+                                          **{"async": {"command": ["python", "-m", "worker"]}}))
+    pods = wait_settled(kube, namespace, "llm", 5, 2)
+
+    assert roles_of(pods) == {"llm-0": "sync", "llm-1": "sync", "llm-2": "async", "llm-3": "async", "llm-4": "async"}
+    for name, pod in pods.items():
+        ordinal = int(name.rsplit("-", 1)[1])
+        assert pod.metadata.labels[labels.LABEL_POD_INDEX] == str(ordinal)
+        assert pod.metadata.annotations[labels.ANNOTATION_SYNC_REPLICAS] == "2"
+        assert pod.metadata.annotations[labels.ANNOTATION_REPLICAS] == "5"
+        assert pod.metadata.labels[labels.LABEL_NAME] == "llm"
+        main = pod.spec.containers[0]
+        env = {e.name: e for e in main.env}
+        assert env["INFER_SERVICE"].value == "llm"
+        assert env["INFER_ROLE"].value_from.field_ref.field_path == f"metadata.labels['{ROLE}']"
+        assert env["INFER_ORDINAL"].value_from.field_ref.field_path == f"metadata.labels['{labels.LABEL_POD_INDEX}']"
+        assert main.args == ["3", "python", "-m", "serve", "python", "-m", "worker"]
+        assert pod.spec.termination_grace_period_seconds == 3
+        assert main.lifecycle.pre_stop._exec.command == ["/bin/sh", "/infer-operator/prestop.sh"]
+
+    # The sync Service selects exactly the sync pods: its endpoints are their IPs.
+    sync_ips = {pods["llm-0"].status.pod_ip, pods["llm-1"].status.pod_ip}
+    discovery = client.DiscoveryV1Api(kube.api_client)
+
+    def endpoint_ips():
+        slices = discovery.list_namespaced_endpoint_slice(namespace, label_selector="kubernetes.io/service-name=llm")
+        return {address for s in slices.items for e in s.endpoints or [] for address in e.addresses
+                if e.conditions.ready}
+
+    wait_for(lambda: endpoint_ips() == sync_ips, timeout=30, message="sync Service endpoints == sync pod IPs")
+    headless = kube.core.read_namespaced_service("llm-headless", namespace)
+    assert headless.spec.cluster_ip == "None"
+
+    status = kube.get_isvc(namespace, "llm")["status"]
+    assert status["selector"] == "app.kubernetes.io/name=llm,infer-operator.io/service=llm"
+    assert status["observedGeneration"] == kube.get_isvc(namespace, "llm")["metadata"]["generation"]
+    table = cluster.kubectl("get", "infsvc", "llm", "-n", namespace)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.strip().splitlines()
+    assert header.split() == ["NAME", "REPLICAS", "SYNC", "READY", "SYNC-READY", "ASYNC-READY", "AGE"]
+    assert row.split()[:6] == ["llm", "5", "2", "5", "2", "3"]
+    wide = cluster.kubectl("get", "infsvc", "llm", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
+    assert {"REGISTERED", "REGISTRY", "STATUS"} <= set(wide)
+
+
+def test_sync_replicas_above_replicas_is_rejected_naming_the_field(cluster, namespace, crd, tmp_path):
+    manifest = tmp_path / "bad.yaml"
+    import yaml
+
+    manifest.write_text(yaml.safe_dump(isvc_body("bad", namespace=namespace, replicas=5, syncReplicas=6)))
+    result = cluster.kubectl("apply", "-f", str(manifest))
+    assert result.returncode != 0
+    assert "spec.syncReplicas" in result.stderr
+
+
+def test_split_change_restarts_only_the_flipping_pod(kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=5, syncReplicas=2))
+    before = wait_settled(kube, namespace, "llm", 5, 2)
+    revision = kube.apps.read_namespaced_stateful_set("llm", namespace).status.update_revision
+
+    kube.patch_isvc(namespace, "llm", {"spec": {"syncReplicas": 3}})
+    after = wait_settled(kube, namespace, "llm", 5, 3)
+
+    changed = {name for name in before if uids(before)[name] != uids(after)[name]}
+    assert changed == {"llm-2"}
+    assert after["llm-2"].metadata.labels[ROLE] == "sync"
+    assert after["llm-2"].metadata.annotations[labels.ANNOTATION_SYNC_REPLICAS] == "3"
+    sts = kube.apps.read_namespaced_stateful_set("llm", namespace)
+    assert sts.status.update_revision == revision
+    assert {p.metadata.labels["controller-revision-hash"] for p in after.values()} == {revision}
+    reasons = [e.reason for e in kube.events(namespace, "llm")]
+    assert "RoleChange" in reasons
+
+
+def test_scaling_restarts_nobody_and_kubectl_scale_works(cluster, kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=3, syncReplicas=1))
+    before = wait_settled(kube, namespace, "llm", 3, 1)
+
+    result = cluster.kubectl("scale", "infsvc", "llm", "-n", namespace, "--replicas=5")
+    assert result.returncode == 0, result.stderr
+    grown = wait_settled(kube, namespace, "llm", 5, 1)
+    assert {n: uids(grown)[n] for n in before} == uids(before)
+
+    kube.patch_isvc(namespace, "llm", {"spec": {"replicas": 2}})
+    shrunk = wait_settled(kube, namespace, "llm", 2, 1)
+    assert uids(shrunk) == {n: uids(before)[n] for n in ("llm-0", "llm-1")}
+    scale = kube.custom.get_namespaced_custom_object_scale(labels.GROUP, labels.VERSION, namespace,
+                                                           labels.PLURAL, "llm")
+    assert scale["status"]["replicas"] == 2
+    assert scale["status"]["selector"] == "app.kubernetes.io/name=llm,infer-operator.io/service=llm"
+
+
+def test_drift_is_repaired(kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=2, syncReplicas=1))
+    wait_settled(kube, namespace, "llm", 2, 1)
+
+    kube.core.delete_namespaced_service("llm", namespace)
+    wait_for(lambda: _exists(kube.core.read_namespaced_service, "llm", namespace), timeout=30,
+             message="deleted sync Service comes back")
+
+    kube.apps.patch_namespaced_stateful_set("llm", namespace, {"spec": {"replicas": 4}})
+    wait_for(lambda: kube.apps.read_namespaced_stateful_set("llm", namespace).spec.replicas == 2, timeout=30,
+             message="edited StatefulSet replicas are put back")
+    kube.core.patch_namespaced_config_map("llm-scripts", namespace, {"data": {"settings.sh": "exit 1"}})
+    wait_for(lambda: "infer_sync_probe" in kube.core.read_namespaced_config_map("llm-scripts", namespace).data[
+        "settings.sh"], timeout=30, message="edited scripts ConfigMap is put back")
+
+
+def test_deleting_the_service_removes_everything_it_owned(kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=2, syncReplicas=1))
+    wait_settled(kube, namespace, "llm", 2, 1)
+    kube.delete_isvc(namespace, "llm")
+
+    def all_gone():
+        return (not kube.isvc_exists(namespace, "llm")
+                and not kube.apps.list_namespaced_stateful_set(namespace).items
+                and not [s for s in kube.core.list_namespaced_service(namespace).items]
+                and not [c for c in kube.core.list_namespaced_config_map(namespace).items
+                         if c.metadata.name.startswith("llm")]
+                and not kube.pods(namespace, "llm"))
+
+    wait_for(all_gone, timeout=90, message="InferenceService and all it owned are gone")
+
+
+def test_template_the_api_server_rejects_is_reported_degraded(kube, namespace, running_operator):
+    body = isvc_body("broken", replicas=2, syncReplicas=1)
+    body["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 70000}]
+    kube.create_isvc(namespace, body)
+
+    def degraded():
+        found = condition(kube.get_isvc(namespace, "broken"), "Degraded")
+        return found if found and found["status"] == "True" else None
+
+    found = wait_for(degraded, timeout=30, message="Degraded condition")
+    assert found["reason"] == "InvalidPodTemplate"
+    assert "spec.template.spec.containers[0].ports[0].containerPort" in found["message"]
+    events = kube.events(namespace, "broken")
+    assert any(e.reason == "InvalidPodTemplate" and e.type == "Warning" for e in events)
+    assert kube.pods(namespace, "broken") == {}
+
+    # Fixing the spec recovers.
+    fixed = {"spec": {"template": body["spec"]["template"]}}
+    fixed["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 8000}]
+    kube.patch_isvc(namespace, "broken", fixed)
+    wait_settled(kube, namespace, "broken", 2, 1)
+    assert condition(kube.get_isvc(namespace, "broken"), "Degraded")["status"] == "False"
+
+
+def _exists(read, *args) -> bool:
+    try:
+        read(*args)
+        return True
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise

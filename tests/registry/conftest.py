@@ -1,0 +1,84 @@
+"""Fixtures for registry tests: a real etcd process and a real admin-controller HTTP server."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.support.admin_controller import AdminController
+from tests.support.etcd_server import EtcdServer, EtcdUnavailable
+
+
+@pytest.fixture(scope="session")
+def etcd_session():
+    try:
+        srv = EtcdServer()
+    except EtcdUnavailable as exc:
+        pytest.skip(str(exc))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def etcd(etcd_session):
+    """The session etcd with an empty keyspace at the start of each test."""
+    etcd_session.delete_all()
+    yield etcd_session
+
+
+@pytest.fixture
+def etcd_fresh():
+    """A private etcd for tests that change server-wide settings (auth)."""
+    try:
+        srv = EtcdServer()
+    except EtcdUnavailable as exc:
+        pytest.skip(str(exc))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+async def admin_controller():
+    async with AdminController() as ac:
+        yield ac
+
+
+@pytest.fixture
+def dead_url():
+    """http://127.0.0.1:PORT where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def blackhole_url():
+    """A TCP server that accepts connections and never answers (for timeout tests)."""
+    import asyncio
+
+    conns = []
+
+    async def handle(reader, writer):
+        conns.append(writer)
+        try:
+            await reader.read()  # until the client gives up
+        except Exception:
+            pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for w in conns:
+            w.close()
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,68 @@
+"""The CRD is generated from the models; the committed file must match, and be structural."""
+
+from pathlib import Path
+
+import yaml
+
+from infer_operator.api.crd import CRD_FILE, build_crd, render_crd_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _walk(node, path="$"):
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{path}[{index}]")
+
+
+def test_committed_crd_matches_the_models():
+    committed = (ROOT / CRD_FILE).read_text()
+    assert committed == render_crd_yaml(), (
+        f"{CRD_FILE} is stale: regenerate it with `infer-operator crd > {CRD_FILE}`"
+    )
+
+
+def test_schema_is_structural():
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        assert "$ref" not in node and "anyOf" not in node and "title" not in node, path
+        if "properties" in node:
+            assert node.get("type") == "object", path
+            assert "additionalProperties" not in node, path
+        if isinstance(node.get("default"), dict):
+            assert node["default"] == {}, path
+
+
+def test_names_subresources_and_columns():
+    crd = yaml.safe_load((ROOT / CRD_FILE).read_text())
+    assert crd["metadata"]["name"] == "inferenceservices.serving.infer-operator.io"
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"]) == ("InferenceService", "inferenceservices", ["infsvc"])
+    assert crd["spec"]["scope"] == "Namespaced"
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    default_columns = [c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert default_columns == ["REPLICAS", "SYNC", "READY", "SYNC-READY", "ASYNC-READY", "AGE"]
+
+
+def test_cel_rules_name_their_fields():
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    messages = [rule["message"] for rule in spec["x-kubernetes-validations"]]
+    assert any("spec.syncReplicas" in m for m in messages)
+    lifecycle_rules = spec["properties"]["lifecycle"]["x-kubernetes-validations"]
+    assert any("terminationGracePeriodSeconds" in r["message"] and "drainSeconds" in r["message"] for r in lifecycle_rules)
+
+
+def test_every_spec_field_is_described():
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    missing = [name for name, prop in spec["properties"].items() if not prop.get("description")]
+    assert missing == []

@@ -1,0 +1,122 @@
+"""Instance JSON, factory, secrets hygiene, TLS context building, none backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+
+import pytest
+
+from infer_operator.registry.base import Instance, MalformedEntry, Secret, build_ssl_context
+from infer_operator.registry.etcd import EtcdRegistry, normalise_prefix
+from infer_operator.registry.factory import make_registry
+from infer_operator.registry.http import HttpRegistry
+from infer_operator.registry.none import NoneRegistry
+from infer_operator.registry.operations import deregister_confirmed
+
+A = Instance(pod="web-0", namespace="ns", uid="u", ip="10.0.0.1", port=80, role="sync", ordinal=0)
+
+
+def test_instance_json_roundtrip():
+    text = A.to_json()
+    assert text == '{"pod":"web-0","namespace":"ns","uid":"u","ip":"10.0.0.1","port":80,"role":"sync","ordinal":0}'
+    assert Instance.from_json(text) == A
+    assert Instance.from_json(text.encode()) == A
+    with pytest.raises(Exception):
+        A.port = 1  # frozen
+
+
+@pytest.mark.parametrize("text", [
+    "", "nope", "[]", "null", "1", '"x"', '{"pod":"p"}',
+    json.dumps({**A.to_obj(), "port": "80"}), json.dumps({**A.to_obj(), "port": True}),
+    json.dumps({**A.to_obj(), "ordinal": 1.5}), json.dumps({**A.to_obj(), "ip": None}),
+    b"\xff\xfe",
+])
+def test_instance_from_json_malformed(text):
+    with pytest.raises(MalformedEntry):
+        Instance.from_json(text)
+
+
+def test_factory_kinds_and_validation():
+    assert isinstance(make_registry("none", service_settings={}, credentials=None, timeout=1), NoneRegistry)
+    e = make_registry("ETCD", service_settings={"endpoints": "a:2379,b:2379", "prefix": "x/"}, credentials=None, timeout=1)
+    assert isinstance(e, EtcdRegistry) and e.prefix == "/x"
+    assert "http://a:2379,http://b:2379" in e.describe()
+    h = make_registry("http", service_settings={"url": "http://admin:8080/api"}, credentials={}, timeout=1)
+    assert isinstance(h, HttpRegistry)
+    for kind, settings, creds in [
+        ("zookeeper", {}, None), ("etcd", {}, None), ("http", {}, None),
+        ("etcd", {"endpoints": ["a"]}, {"username": "u"}),
+        ("etcd", {"endpoints": ["http://u:p@a:1"]}, None),
+        ("http", {"url": "http://u:p@a"}, None),
+        ("http", {"url": "ftp://a"}, None),
+        ("http", {"url": "http://a"}, {"bogus_key": "x"}),
+    ]:
+        with pytest.raises(ValueError) as ei:
+            make_registry(kind, service_settings=settings, credentials=creds, timeout=1)
+        assert ":p@" not in str(ei.value)
+
+
+def test_secrets_never_in_repr():
+    pw, tok = "pw-VERY-secret", "tok-VERY-secret"
+    e = make_registry("etcd", service_settings={"endpoints": ["a:1"]},
+                      credentials={"username": "root", "password": pw}, timeout=1)
+    h = make_registry("http", service_settings={"url": "http://a"}, credentials={"token": tok}, timeout=1)
+    for obj in (e, h):
+        for text in (repr(obj), str(obj), obj.describe(), repr(vars(obj))):
+            assert pw not in text and tok not in text
+    assert repr(Secret(pw)) == "Secret('***')"
+
+
+def test_prefix_normalisation():
+    assert normalise_prefix("/services/") == "/services"
+    assert normalise_prefix("a//b") == "/a/b"
+    assert normalise_prefix("/") == ""
+    with pytest.raises(ValueError):
+        normalise_prefix("/a/../b")
+
+
+@pytest.fixture(scope="module")
+def pem_pair(tmp_path_factory):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl CLI not available")
+    d = tmp_path_factory.mktemp("pki")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    return (d / "cert.pem").read_text(), (d / "key.pem").read_text(), d
+
+
+def test_ssl_context_from_pem_data(pem_pair, tmp_path, monkeypatch):
+    cert, key, d = pem_pair
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    ctx = build_ssl_context(ca_data=cert, cert_data=cert, key_data=key)
+    assert isinstance(ctx, ssl.SSLContext)
+    assert os.listdir(tmp_path) == []  # the private temp files are gone
+    assert build_ssl_context(ca_file=str(d / "cert.pem"), cert_file=str(d / "cert.pem"),
+                             key_file=str(d / "key.pem")) is not None
+    assert build_ssl_context() is None
+    with pytest.raises(ValueError) as ei:
+        build_ssl_context(cert_data=cert, key_data="-----BEGIN PRIVATE KEY-----\nGARBAGE\n-----END PRIVATE KEY-----\n")
+    assert "GARBAGE" not in str(ei.value)
+    r = make_registry("http", service_settings={"url": "https://a"},
+                      credentials={"ca_data": cert, "cert_data": cert, "key_data": key}, timeout=1)
+    assert "BEGIN" not in repr(r)
+
+
+async def test_none_backend():
+    r = NoneRegistry()
+    await r.register("svc", A)
+    await r.deregister("svc", "10.0.0.1", 80)
+    assert (await r.list_instances("svc")).instances == []
+    assert await r.list_config_ips("svc") == set()
+    await r.delete_config("svc", "1.2.3.4")
+    res = await deregister_confirmed(r, "svc", "10.0.0.1", 80)
+    assert res.confirmed and res.attempts == 1
+    with pytest.raises(ValueError):
+        await r.delete_config("svc", "../x")
+    await r.close()
