@@ -8,7 +8,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-unit demo cluster-up cluster-down crds clean
+.PHONY: setup system-deps test test-unit demo cluster-up cluster-down crds docs clean
 
 setup: $(VENV)/.installed system-deps
 
@@ -48,6 +48,10 @@ cluster-down:
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/infer-operator crd > crds/serving.infer-operator.io_inferenceservices.yaml
+
+# The configuration reference, generated from the CRD schema (a unit test fails when it is stale).
+docs: $(VENV)/.installed
+	$(VENV)/bin/infer-operator reference > docs/configuration.md
 
 clean: cluster-down
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""Command line: `infer-operator run | crd | version`.
+"""Command line: `infer-operator run | crd | reference`.
 
 `run` starts the operator (kopf) for some namespaces or all of them, with a liveness endpoint,
 Prometheus metrics and plain or JSON logs.
@@ -51,6 +51,13 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    from infer_operator.api.reference import render_reference
+
+    sys.stdout.write(render_reference())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infer-operator", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"infer-operator {__version__}")
@@ -83,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = sub.add_parser("crd", help="print the InferenceService CRD generated from the models")
     crd.set_defaults(func=_crd)
+
+    reference = sub.add_parser("reference", help="print the configuration reference (Markdown) generated from the CRD")
+    reference.set_defaults(func=_reference)
     return parser
 
 

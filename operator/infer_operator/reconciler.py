@@ -6,6 +6,7 @@ cut off at any line, or run after an operator restart, and the next pass finishe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import pydantic
 
-from infer_operator import labels
+from infer_operator import labels, metrics
 from infer_operator.api.errors import describe_validation_error
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, parse_spec
 from infer_operator.builders import BuildError, Owner, build_all
@@ -50,6 +51,10 @@ class ServiceReconciler:
     applied: dict[tuple[str, str], str] = field(default_factory=dict)
     applied_generation: int | None = None
     last_problem: Problem | None = None
+    # When this operator first saw each pod Ready. API timestamps have one-second resolution;
+    # counting registerDelaySeconds from the later of the two never makes the warm-up shorter.
+    ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
+    first_pass: bool = True
     last_sweep: float = 0.0
     last_sweep_error: str | None = None
 
@@ -162,6 +167,7 @@ class ServiceReconciler:
                 if exc.not_found or exc.conflict:
                     continue
                 raise TransientError(f"pod {pod.name}: {exc}") from exc
+            metrics.ROLE_RESTARTS.inc()
             message = f"Restarting pod {pod.name} to change its role from {pod.role} to {target}."
             self.logger.info(message)
             self.emit("Normal", "RoleChange", message)
@@ -172,9 +178,9 @@ class ServiceReconciler:
         self.releaser.remember(self.namespace, self.name, spec.registry, spec.sync.port)
         for pod in pods:  # level-triggered backstop for deletions whose event was missed
             self.releaser.handle(pod, lambda: pods)
-        result = await self.registrar.sync(spec.registry, list(pods), spec.sync.port,
-                                           spec.registry.register_delay_seconds,
-                                           datetime.datetime.now(datetime.UTC))
+        now = datetime.datetime.now(datetime.UTC)
+        result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
+                                           spec.registry.register_delay_seconds, now)
         condition = result.condition
         due = self.last_sweep + self.sweep_seconds - time.monotonic()
         if due <= 0:
@@ -186,6 +192,15 @@ class ServiceReconciler:
         if condition[0] == "True" and self.last_sweep_error:
             condition = ("False", "SweepFailed", self.last_sweep_error)
         return result.registered, condition, _sooner(result.retry_in, due)
+
+    def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
+        # On the first pass after a (re)start the API's timestamp is all there is to go on.
+        default = {pod.uid: (pod.ready_since or now) if self.first_pass else now for pod in pods}
+        seen = {pod.uid: self.ready_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.ready}
+        self.ready_seen = seen
+        self.first_pass = False
+        return [dataclasses.replace(pod, ready_since=max(pod.ready_since or seen[pod.uid], seen[pod.uid]))
+                if pod.ready else pod for pod in pods]
 
     def _report_problem(self, problem: Problem | None) -> None:
         if problem == self.last_problem:

@@ -139,7 +139,7 @@ class Registrar:
         desired = desired_instances(pods, port, register_delay, now)
         try:
             listing = await registry.list_instances(self.service)
-            plan = plan_registration(desired.instances, listing.instances, pods)
+            plan = plan_registration(desired.instances, listing.instances, pods, desired.warming)
             for instance in plan.register:
                 await registry.register(self.service, instance)
                 metrics.REGISTRATIONS.labels(self.backend).inc()

@@ -7,6 +7,7 @@ unknown IPs are the sweep's business, which re-reads the pods from the API befor
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ def instance_for(pod: PodView, port: int) -> Instance:
 class Desired:
     instances: dict[str, Instance]      # address -> instance
     next_due: float | None              # seconds until a warming-up pod becomes due, if any
+    warming: dict[str, Instance] = dataclasses.field(default_factory=dict)  # Ready, not yet due
 
 
 def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
                       now: datetime.datetime) -> Desired:
     instances: dict[str, Instance] = {}
+    warming: dict[str, Instance] = {}
     next_due: float | None = None
     for pod in pods:
         if pod.deleting or not pod.ready or pod.role != labels.ROLE_SYNC or not pod.ip or pod.ordinal is None:
@@ -39,10 +42,11 @@ def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
             wait = register_delay - (now - since).total_seconds()
             if wait > 0:
                 next_due = wait if next_due is None else min(next_due, wait)
+                warming[f"{pod.ip}:{port}"] = instance_for(pod, port)
                 continue
         instance = instance_for(pod, port)
         instances[instance.address] = instance
-    return Desired(instances, next_due)
+    return Desired(instances, next_due, warming)
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,20 @@ class RegistrationPlan:
 
 
 def plan_registration(desired: dict[str, Instance], listed: Iterable[Instance],
-                      known_pods: Iterable[PodView]) -> RegistrationPlan:
+                      known_pods: Iterable[PodView], warming: dict[str, Instance] | None = None
+                      ) -> RegistrationPlan:
     """Register what is missing or differs; deregister entries of known pods that are not wanted.
 
     An entry whose IP no known pod holds is left alone here: the pod index may lag, and only the
-    sweep (with a fresh read of the pods) may call such an entry stale.
+    sweep (with a fresh read of the pods) may call such an entry stale. An entry that is exactly a
+    warming-up pod's stays: it was registered before (e.g. before an operator restart), and
+    pulling it for the warm-up would be a needless blip.
     """
+    warming = warming or {}
     listed = list(listed)
     listed_by_address = {i.address: i for i in listed}
     register = tuple(inst for address, inst in sorted(desired.items()) if listed_by_address.get(address) != inst)
     known_ips = {p.ip for p in known_pods if p.ip}
-    deregister = tuple(inst for inst in listed if inst.address not in desired and inst.ip in known_ips)
+    deregister = tuple(inst for inst in listed if inst.address not in desired and inst.ip in known_ips
+                       and warming.get(inst.address) != inst)
     return RegistrationPlan(register, deregister)

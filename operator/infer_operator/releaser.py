@@ -121,10 +121,15 @@ class PodReleaser:
                     if result.confirmed:
                         await registry.delete_config(service, pod.ip)
                 if result.confirmed:
-                    metrics.DEREGISTRATIONS.labels(spec_registry.type, "pod-deleted").inc()
-                    metrics.DEREGISTRATION_LATENCY.observe(time.monotonic() - started)
-                    log.info(f"Deregistered pod {pod.namespace}/{pod.name} ({pod.ip}:{port}) from {service} "
-                             f"and removed its per-IP config.")
+                    if pod.role == labels.ROLE_SYNC:
+                        metrics.DEREGISTRATIONS.labels(spec_registry.type, "pod-deleted").inc()
+                        metrics.DEREGISTRATION_LATENCY.observe(time.monotonic() - started)
+                        log.info(f"Deregistered pod {pod.namespace}/{pod.name} ({pod.ip}:{port}) from {service} "
+                                 f"and removed its per-IP config.")
+                    else:
+                        # Async pods are never registered; their per-IP config still goes with them.
+                        log.info(f"Removed the per-IP config of pod {pod.namespace}/{pod.name} ({pod.ip}) "
+                                 f"from {service}.")
                     if result.needed_second_confirmation:
                         return ("Normal", "DeregisteredOnSecondConfirmation",
                                 f"{pod.ip}:{port} was still listed after the first delete; removed directly")

@@ -392,6 +392,8 @@ class InferenceServiceSpec(_Model):
             raise ValueError("spec.syncReplicas must not exceed spec.replicas")
         if self.lifecycle.termination_grace_period_seconds <= self.lifecycle.drain_seconds:
             raise ValueError("lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds")
+        if self.lifecycle.termination_grace_period_seconds <= self.lifecycle.async_drain_seconds:
+            raise ValueError("lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds")
         for role_name, role in (("sync", self.sync), ("async", self.async_)):
             if role.args is not None and role.command is None:
                 raise ValueError(f"spec.{role_name}.args requires spec.{role_name}.command")

@@ -1,0 +1,299 @@
+"""Registry behaviour end to end: real API server, operator process, real etcd and a real HTTP admin controller."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from kubernetes import client
+
+from infer_operator import labels
+from tests.support.etcd_server import EtcdServer
+from tests.support.kube import is_ready
+from tests.support.operator_process import free_port
+from tests.support.specs import isvc_body
+from tests.support.waiting import assert_stays, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.registry]
+
+HOLD_NOT_READY = "devcluster.infer-operator.io/ready"
+PREFIX = "/services"
+
+
+# -- registries -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def etcd_server():
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def etcd(etcd_server):
+    etcd_server.delete_all()
+    return etcd_server
+
+
+class AdminControllerProcess:
+    """The HTTP registry contract served by a separate process, as a user's admin controller would be."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.admin_controller", "--port",
+                                         str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        env={**os.environ, "PYTHONPATH": os.getcwd()})
+        wait_for(self._up, timeout=20, message="admin controller listening")
+
+    def _up(self):
+        try:
+            self.state()
+            return True
+        except OSError:
+            return False
+
+    def _call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read()
+            return json.loads(text) if text else None
+
+    def state(self):
+        return self._call("GET", "/_admin/state")
+
+    def instances(self, service):
+        return self.state()["instances"].get(service, {})
+
+    def configs(self, service):
+        return set(self.state()["configs"].get(service, []))
+
+    def seed_config(self, service, ip):
+        self._call("PUT", f"/_admin/services/{service}/configs/{ip}", {"weight": 1})
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def admin_controller():
+    controller = AdminControllerProcess()
+    yield controller
+    controller.stop()
+
+
+def etcd_instances(etcd, service):
+    base = f"{PREFIX}/{service}/instances/"
+    return {key[len(base):]: json.loads(value) for key, value in etcd.range_prefix(base).items()}
+
+
+def etcd_configs(etcd, service):
+    base = f"{PREFIX}/{service}/config/"
+    return {key[len(base):] for key in etcd.range_prefix(base)}
+
+
+def etcd_registry(etcd, **extra):
+    return {"type": "etcd", "etcd": {"endpoints": [etcd.client_url], "prefix": PREFIX}, **extra}
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def ready_sync_pods(kube, namespace, name):
+    return {n: p for n, p in kube.pods(namespace, name).items()
+            if p.metadata.deletion_timestamp is None and is_ready(p)
+            and p.metadata.labels.get(labels.LABEL_ROLE) == "sync"}
+
+
+def expected_entries(kube, namespace, name, port=8000):
+    return {f"{p.status.pod_ip}:{port}": {
+        "pod": n, "namespace": namespace, "uid": p.metadata.uid, "ip": p.status.pod_ip, "port": port,
+        "role": "sync", "ordinal": int(p.metadata.labels[labels.LABEL_POD_INDEX])}
+        for n, p in ready_sync_pods(kube, namespace, name).items()}
+
+
+def wait_registered(kube, namespace, name, listing, count, timeout=60):
+    def matches():
+        expected = expected_entries(kube, namespace, name)
+        return len(expected) == count and listing() == expected
+
+    wait_for(matches, timeout=timeout, message=lambda: f"registry == Ready sync pods ({count}); "
+             f"registry={sorted(listing())} pods={sorted(expected_entries(kube, namespace, name))}")
+    return listing()
+
+
+def pod_or_none(kube, namespace, name):
+    try:
+        return kube.core.read_namespaced_pod(name, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def pod_events(kube, namespace, pod_name):
+    return kube.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod_name}").items
+
+
+def follow_deletion(kube, namespace, pod_name, uid, entry_gone, config_gone, timeout=60):
+    """Poll until the old pod object is gone; return what was true at each observation."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pod = pod_or_none(kube, namespace, pod_name)
+        old_present = pod is not None and pod.metadata.uid == uid
+        seen.append((old_present, entry_gone(), config_gone()))
+        if not old_present:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"pod {pod_name} still present after {timeout}s")
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+def test_etcd_registers_exactly_ready_sync_pods_and_cleans_up_on_delete(kube, namespace, etcd, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=4, syncReplicas=2, registry=etcd_registry(etcd)))
+    entries = wait_registered(kube, namespace, "llm", lambda: etcd_instances(etcd, "llm"), 2)
+    assert {e["pod"] for e in entries.values()} == {"llm-0", "llm-1"}
+    # async pods never appear, and the status counts what is registered
+    wait_for(lambda: kube.get_isvc(namespace, "llm").get("status", {}).get("registered") == 2, timeout=30,
+             message="status.registered == 2")
+    synced = next(c for c in kube.get_isvc(namespace, "llm")["status"]["conditions"] if c["type"] == "RegistrySynced")
+    assert synced["status"] == "True"
+
+    # Per-IP configs as an ops tool writes them: live pods' configs plus one of a long-dead IP.
+    pods = kube.pods(namespace, "llm")
+    live_ips = {p.status.pod_ip for p in pods.values()}
+    for ip in live_ips | {"10.255.255.1"}:
+        etcd.put(f"{PREFIX}/llm/config/{ip}", json.dumps({"weight": 3}))
+    wait_for(lambda: etcd_configs(etcd, "llm") == live_ips, timeout=30,
+             message="the sweep removes the dead IP's config and keeps the live ones")
+
+    # kubectl delete pod: entry and per-IP config go before the pod object does.
+    victim = pods["llm-0"]
+    ip, uid = victim.status.pod_ip, victim.metadata.uid
+    kube.core.delete_namespaced_pod("llm-0", namespace)
+    seen = follow_deletion(kube, namespace, "llm-0", uid,
+                           entry_gone=lambda: f"{ip}:8000" not in etcd_instances(etcd, "llm"),
+                           config_gone=lambda: ip not in etcd_configs(etcd, "llm"))
+    # The moment the pod object was gone, its entry and config were already gone.
+    assert seen[-1][1:] == (True, True), seen[-5:]
+    # and at least once we saw the pod still there (held by the finalizer) with its entry already gone
+    assert any(present and entry for present, entry, _ in seen), seen[-5:]
+
+    # The recreated pod registers again, with whatever IP it got (IPs may be reused).
+    entries = wait_registered(kube, namespace, "llm", lambda: etcd_instances(etcd, "llm"), 2)
+    new_pod = kube.pods(namespace, "llm")["llm-0"]
+    assert new_pod.metadata.uid != uid
+    assert f"{new_pod.status.pod_ip}:8000" in entries
+
+    # Deleting the InferenceService removes all its entries and configs.
+    kube.delete_isvc(namespace, "llm")
+    wait_for(lambda: not etcd.range_prefix(f"{PREFIX}/llm/"), timeout=60,
+             message="everything under /services/llm/ removed with the InferenceService")
+
+
+def test_not_ready_pod_is_deregistered_and_register_delay_applies(kube, namespace, etcd, running_operator):
+    kube.create_isvc(namespace, isvc_body("warm", replicas=2, syncReplicas=2,
+                                          registry=etcd_registry(etcd, registerDelaySeconds=4)))
+    wait_for(lambda: len(ready_sync_pods(kube, namespace, "warm")) == 2, timeout=60, message="2 Ready sync pods")
+    ready_at = time.monotonic()
+    # Warm-up: nothing is registered during the first seconds of readiness.
+    assert_stays(lambda: len(etcd_instances(etcd, "warm")) == 0, duration=2.0, interval=0.1,
+                 message="registered before registerDelaySeconds elapsed")
+    wait_registered(kube, namespace, "warm", lambda: etcd_instances(etcd, "warm"), 2, timeout=30)
+    assert time.monotonic() - ready_at >= 2.0
+
+    kube.core.patch_namespaced_pod("warm-1", namespace, {"metadata": {"annotations": {HOLD_NOT_READY: "false"}}})
+    wait_for(lambda: {e["pod"] for e in etcd_instances(etcd, "warm").values()} == {"warm-0"}, timeout=30,
+             message="NotReady pod deregistered")
+    held_at = time.monotonic()
+    kube.core.patch_namespaced_pod("warm-1", namespace, {"metadata": {"annotations": {HOLD_NOT_READY: "true"}}})
+    wait_for(lambda: {e["pod"] for e in etcd_instances(etcd, "warm").values()} == {"warm-0", "warm-1"},
+             timeout=30, message="Ready again: registered again (after the delay)")
+    assert time.monotonic() - held_at >= 4.0
+
+
+def test_registry_down_during_deletion_releases_after_timeout_then_sweep_cleans(kube, namespace, etcd,
+                                                                                 running_operator):
+    kube.create_isvc(namespace, isvc_body("flaky", replicas=2, syncReplicas=2, registry=etcd_registry(etcd)))
+    wait_registered(kube, namespace, "flaky", lambda: etcd_instances(etcd, "flaky"), 2)
+    victim = kube.pods(namespace, "flaky")["flaky-1"]
+    ip, uid = victim.status.pod_ip, victim.metadata.uid
+    etcd.put(f"{PREFIX}/flaky/config/{ip}", "{}")
+
+    os.kill(etcd.proc.pid, signal.SIGSTOP)  # unreachable: connections hang, every call times out
+    try:
+        deleted_at = time.monotonic()
+        kube.core.delete_namespaced_pod("flaky-1", namespace)
+        # Held past its 3 s grace period by the finalizer, then released after the operator's
+        # --deregister-timeout (10 s in the test fixture), with an event saying so.
+        wait_for(lambda: (p := pod_or_none(kube, namespace, "flaky-1")) is None or p.metadata.uid != uid,
+                 timeout=60, message="pod released after the deregistration timeout")
+        held = time.monotonic() - deleted_at
+        assert held >= 8.0, f"released after {held:.1f}s, before the timeout"
+        events = wait_for(lambda: [e for e in pod_events(kube, namespace, "flaky-1")
+                                   if e.reason == "DeregistrationTimedOut"], timeout=30,
+                          message="DeregistrationTimedOut event")
+        assert events[0].type == "Warning"
+        status = wait_for(lambda: next((c for c in kube.get_isvc(namespace, "flaky").get("status", {}).get(
+            "conditions", []) if c["type"] == "RegistrySynced" and c["status"] == "False"), None), timeout=30,
+            message="RegistrySynced=False while etcd is unreachable")
+        assert status["reason"] == "RegistryUnreachable"
+    finally:
+        os.kill(etcd.proc.pid, signal.SIGCONT)
+
+    def healed():
+        entries = etcd_instances(etcd, "flaky")
+        live = {p.status.pod_ip for p in kube.pods(namespace, "flaky").values() if p.metadata.deletion_timestamp is None}
+        stale_entries = [e for e in entries.values() if e["uid"] == uid and e["ip"] not in live]
+        stale_config = ip in etcd_configs(etcd, "flaky") and ip not in live
+        return not stale_entries and not stale_config
+
+    wait_for(healed, timeout=60, message="the sweep removes what the timed-out deregistration left")
+    wait_registered(kube, namespace, "flaky", lambda: etcd_instances(etcd, "flaky"), 2)
+
+
+def test_http_registry_same_behaviour(kube, namespace, admin_controller, running_operator):
+    registry = {"type": "http", "http": {"url": admin_controller.url}, "service": "llm-http"}
+    kube.create_isvc(namespace, isvc_body("web", replicas=3, syncReplicas=1, registry=registry))
+    entries = wait_registered(kube, namespace, "web", lambda: admin_controller.instances("llm-http"), 1)
+    assert [e["pod"] for e in entries.values()] == ["web-0"]
+
+    pod = kube.pods(namespace, "web")["web-0"]
+    ip, uid = pod.status.pod_ip, pod.metadata.uid
+    admin_controller.seed_config("llm-http", ip)
+    admin_controller.seed_config("llm-http", "10.255.0.9")
+    kube.core.delete_namespaced_pod("web-0", namespace)
+    seen = follow_deletion(kube, namespace, "web-0", uid,
+                           entry_gone=lambda: f"{ip}:8000" not in admin_controller.instances("llm-http"),
+                           config_gone=lambda: ip not in admin_controller.configs("llm-http"))
+    assert seen[-1][1:] == (True, True), seen[-5:]
+    wait_registered(kube, namespace, "web", lambda: admin_controller.instances("llm-http"), 1)
+    wait_for(lambda: "10.255.0.9" not in admin_controller.configs("llm-http"), timeout=30,
+             message="sweep removes dead IP config over http")
+
+
+def test_none_registry_writes_nothing(kube, namespace, etcd, admin_controller, running_operator):
+    before = admin_controller.state()
+    kube.create_isvc(namespace, isvc_body("plain", replicas=2, syncReplicas=1))
+    wait_for(lambda: len(ready_sync_pods(kube, namespace, "plain")) == 1, timeout=60, message="Ready sync pod")
+    pod = kube.pods(namespace, "plain")["plain-0"]
+    assert labels.POD_FINALIZER not in (pod.metadata.finalizers or [])
+    kube.core.delete_namespaced_pod("plain-0", namespace)
+    wait_for(lambda: len(ready_sync_pods(kube, namespace, "plain")) == 1
+             and kube.pods(namespace, "plain")["plain-0"].metadata.uid != pod.metadata.uid,
+             timeout=60, message="pod recreated")
+    assert etcd.range_prefix("/") == {}
+    assert admin_controller.state() == before
+    assert kube.get_isvc(namespace, "plain")["status"].get("registered") == 0
