@@ -297,3 +297,28 @@ def test_none_registry_writes_nothing(kube, namespace, etcd, admin_controller, r
     assert etcd.range_prefix("/") == {}
     assert admin_controller.state() == before
     assert kube.get_isvc(namespace, "plain")["status"].get("registered") == 0
+
+
+def test_scale_down_and_forced_deletion_deregister_too(kube, namespace, etcd, running_operator):
+    # All-sync service: scaling down removes sync pods, which must leave the registry.
+    kube.create_isvc(namespace, isvc_body("many", replicas=4, syncReplicas=None, registry=etcd_registry(etcd)))
+    wait_registered(kube, namespace, "many", lambda: etcd_instances(etcd, "many"), 4)
+    pods = kube.pods(namespace, "many")
+    for ip in (p.status.pod_ip for p in pods.values()):
+        etcd.put(f"{PREFIX}/many/config/{ip}", "{}")
+
+    kube.patch_isvc(namespace, "many", {"spec": {"replicas": 2}})
+    wait_registered(kube, namespace, "many", lambda: etcd_instances(etcd, "many"), 2)
+    gone_ips = {pods[n].status.pod_ip for n in ("many-2", "many-3")}
+    wait_for(lambda: not gone_ips & etcd_configs(etcd, "many"), timeout=30,
+             message="scaled-away pods' per-IP configs removed")
+
+    # kubectl delete --grace-period=0 --force: the finalizer still holds the object until cleanup is done.
+    victim = kube.pods(namespace, "many")["many-1"]
+    ip, uid = victim.status.pod_ip, victim.metadata.uid
+    kube.core.delete_namespaced_pod("many-1", namespace, grace_period_seconds=0)
+    seen = follow_deletion(kube, namespace, "many-1", uid,
+                           entry_gone=lambda: f"{ip}:8000" not in etcd_instances(etcd, "many"),
+                           config_gone=lambda: ip not in etcd_configs(etcd, "many"))
+    assert seen[-1][1:] == (True, True), seen[-5:]
+    wait_registered(kube, namespace, "many", lambda: etcd_instances(etcd, "many"), 2)
