@@ -1,4 +1,4 @@
-"""Command line: `infer-operator run | crd | reference`.
+"""Command line: `infer-operator run | crd | reference | cleanup`.
 
 `run` starts the operator (kopf) for some namespaces or all of them, with a liveness endpoint,
 Prometheus metrics and plain or JSON logs.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 
 from infer_operator import __version__
@@ -34,7 +35,13 @@ def _run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="k8s")
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    peering = {"standalone": True} if args.standalone else {"peering_name": args.peering, "priority": args.priority}
+    if args.standalone:
+        peering: dict = {"standalone": True}
+    else:
+        # kopf pauses every replica that sees a peer of equal priority, and replicas of one
+        # Deployment share their arguments: without an explicit priority, draw one per process.
+        priority = args.priority if args.priority is not None else random.SystemRandom().randint(1, 2**30)
+        peering = {"peering_name": args.peering, "priority": priority}
     kopf.run(
         clusterwide=not options.namespaces,
         namespaces=options.namespaces,
@@ -55,6 +62,22 @@ def _reference(args: argparse.Namespace) -> int:
     from infer_operator.api.reference import render_reference
 
     sys.stdout.write(render_reference())
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from infer_operator.cleanup import run
+    from infer_operator.clients.kube import KubeError
+
+    if not args.namespace and not args.all:
+        sys.stderr.write("infer-operator cleanup: give --namespace NS or --all\n")
+        return 2
+    try:
+        released = run(None if args.all else args.namespace, kubeconfig=args.kubeconfig, dry_run=args.dry_run)
+    except KubeError as exc:
+        sys.stderr.write(f"infer-operator cleanup: {exc}\n")
+        return 1
+    print(f"{'would release' if args.dry_run else 'released'} {released} object(s)")
     return 0
 
 
@@ -85,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no peering: this is the only operator instance (default)")
     group.add_argument("--peering", default=None,
                        help="kopf peering name: replicas sharing it run active/standby")
-    run.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
+    run.add_argument("--priority", type=int, default=None,
+                     help="peering priority, highest is active (default: random per process, so replicas "
+                          "of one Deployment never tie)")
     run.set_defaults(func=_run)
 
     crd = sub.add_parser("crd", help="print the InferenceService CRD generated from the models")
@@ -93,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     reference = sub.add_parser("reference", help="print the configuration reference (Markdown) generated from the CRD")
     reference.set_defaults(func=_reference)
+
+    cleanup = sub.add_parser("cleanup", help="remove the operator's finalizers (after uninstalling it)",
+                             description="Remove infer-operator.io/deregister from pods and infer-operator.io/"
+                                         "cleanup from InferenceServices, so nothing stays stuck Terminating "
+                                         "once the operator is gone. Registry entries are left to the sweep.")
+    scope = cleanup.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="only this namespace")
+    scope.add_argument("--all", "-A", action="store_true", help="all namespaces")
+    cleanup.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    cleanup.add_argument("--dry-run", action="store_true", help="only print what would be released")
+    cleanup.set_defaults(func=_cleanup)
     return parser
 
 

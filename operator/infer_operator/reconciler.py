@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ class ServiceReconciler:
                 registered, registry_condition, registry_retry = await self._sync_registry(spec, pods)
                 retry = _sooner(retry, registry_retry)
             else:
+                # Forget the previous registry: pods that still carry the finalizer are released
+                # at once instead of waiting on a registry the service no longer uses.
+                self.releaser.remember(self.namespace, self.name, spec.registry, spec.sync.port)
                 registered = 0
 
         self._report_problem(problem)
@@ -133,7 +137,11 @@ class ServiceReconciler:
             except KubeError as exc:
                 if exc.invalid or exc.status == 403:
                     reason = "InvalidPodTemplate" if kind == "StatefulSet" and exc.invalid else "ApplyFailed"
-                    return Problem(reason, f"{kind} {name} was rejected: {exc.message}")
+                    message = exc.message
+                    bad = _bad_quantities(spec) if kind == "StatefulSet" else ""
+                    if bad:
+                        message = f"{bad} ({message})"
+                    return Problem(reason, f"{kind} {name} was rejected: {message}")
                 raise TransientError(f"{kind} {name}: {exc}") from exc
             self.applied[(kind, name)] = _marker(kind, result)
         return None
@@ -212,6 +220,25 @@ class ServiceReconciler:
             self.logger.info(f"InferenceService {self.name} recovered from {self.last_problem.reason}.")
             self.emit("Normal", "Recovered", f"recovered from {self.last_problem.reason}")
         self.last_problem = problem
+
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+
+
+def _bad_quantities(spec: InferenceServiceSpec) -> str:
+    """The API server reports an unparseable quantity as a conversion error that names no field:
+    name the fields ourselves ("spec.template.spec.containers[0].resources.limits.memory: ...")."""
+    template = spec.template.model_dump(by_alias=True, exclude_none=True)
+    found = []
+    pod = template.get("spec") or {}
+    for group in ("initContainers", "containers"):
+        for i, container in enumerate(pod.get(group) or []):
+            for section in ("limits", "requests"):
+                for key, value in ((container.get("resources") or {}).get(section) or {}).items():
+                    if not _QUANTITY.match(str(value)):
+                        found.append(f"spec.template.spec.{group}[{i}].resources.{section}.{key}: "
+                                     f"invalid quantity {str(value)[:40]!r}")
+    return "; ".join(found)
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:

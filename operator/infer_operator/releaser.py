@@ -46,6 +46,7 @@ class PodReleaser:
         self.timeout = timeout
         self.registry_timeout = registry_timeout
         self.tasks: dict[str, asyncio.Task] = {}
+        self.recently_released: dict[str, float] = {}  # uid -> when its release finished
         # Registry settings per service, kept after the service is deleted so its last pods can
         # still be deregistered.
         self.settings: dict[tuple[str, str], tuple[RegistrySpec, int]] = {}
@@ -57,16 +58,27 @@ class PodReleaser:
         """Start releasing a deleted pod that still carries our finalizer (at most once at a time)."""
         if not pod.deleting or labels.POD_FINALIZER not in pod.finalizers or pod.uid in self.tasks:
             return
+        now = time.monotonic()
+        self.recently_released = {uid: at for uid, at in self.recently_released.items() if now - at < 300}
+        if pod.uid in self.recently_released:
+            return  # a late event still showing the finalizer we have just removed
         task = asyncio.create_task(self._release(pod, siblings), name=f"release {pod.namespace}/{pod.name}")
         self.tasks[pod.uid] = task
-        task.add_done_callback(lambda _: self.tasks.pop(pod.uid, None))
+
+        def done(_: asyncio.Task) -> None:
+            self.tasks.pop(pod.uid, None)
+            if not task.cancelled() and task.exception() is None and task.result():
+                self.recently_released[pod.uid] = time.monotonic()
+
+        task.add_done_callback(done)
 
     async def close(self) -> None:
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    async def _release(self, pod: PodView, siblings: Callable[[], Iterable[PodView]]) -> None:
+    async def _release(self, pod: PodView, siblings: Callable[[], Iterable[PodView]]) -> bool:
+        """Returns whether the pod is released (our finalizer is gone)."""
         try:
             outcome = await self._deregister(pod, siblings)
         except asyncio.CancelledError:
@@ -74,10 +86,11 @@ class PodReleaser:
         except Exception:  # noqa: BLE001 - whatever happens, the pod must not be stuck
             log.exception(f"Deregistering pod {pod.namespace}/{pod.name} failed unexpectedly; releasing it.")
             outcome = ("Warning", "DeregistrationFailed", "unexpected error; the sweep will finish the job")
-        await self._remove_finalizer(pod)
+        released = await self._remove_finalizer(pod)
         if outcome is not None:
             event_type, reason, message = outcome
             self.post(pod_reference(pod), event_type, reason, f"Pod {pod.name}: {message}")
+        return released
 
     async def _settings_for(self, pod: PodView) -> tuple[RegistrySpec, int] | None:
         known = self.settings.get((pod.namespace, pod.service))
@@ -148,28 +161,29 @@ class PodReleaser:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _remove_finalizer(self, pod: PodView) -> None:
+    async def _remove_finalizer(self, pod: PodView) -> bool:
         for _ in range(10):
             try:
                 body = await self.kube.get("v1", "Pod", pod.namespace, pod.name)
             except KubeError as exc:
                 if exc.not_found:
-                    return
+                    return True
                 await asyncio.sleep(1)
                 continue
             meta = body["metadata"]
             if meta.get("uid") != pod.uid:
-                return  # a new pod of the same name: not ours to touch
+                return True  # gone; a new pod of the same name is not ours to touch
             finalizers = meta.get("finalizers") or []
             if labels.POD_FINALIZER not in finalizers:
-                return
+                return True
             patch = {"metadata": {"finalizers": [f for f in finalizers if f != labels.POD_FINALIZER],
                                   "resourceVersion": meta["resourceVersion"]}}
             try:
                 await self.kube.merge_patch("v1", "Pod", pod.namespace, pod.name, patch)
-                return
+                return True
             except KubeError as exc:
                 if exc.not_found:
-                    return
+                    return True
                 if not exc.conflict:
                     await asyncio.sleep(1)
+        return False

@@ -562,11 +562,21 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
     _write_kubeconfig(kubeconfig, server, token, ca_file)
     kc = str(kubeconfig)
 
+    # --node-monitor-grace-period: the node lifecycle controller marks a node Unknown, and every
+    # pod on it NotReady, when its Lease has not been renewed within this period (default 50s).
+    # KWOK renews the Leases, and under CPU load (benchmarks, etcd/apiserver fault tests) a renewal
+    # can slip past 50s; KWOK then marks the pods Ready again, so readiness flapped. Fake nodes
+    # never really fail, so allow 10 minutes. The controller itself must keep running: it is what
+    # removes the node.kubernetes.io/not-ready taint that the apiserver's TaintNodesByCondition
+    # admission puts on every new Node (with -nodelifecycle nodes stay tainted, nothing schedules).
+    # -nodeipam/-route/-service/-cloud-node-lifecycle: no pod CIDRs (KWOK assigns pod IPs from
+    # --cidr), no cloud provider, no load balancers.
     procs["kube-controller-manager"] = _start(sd, "kube-controller-manager", [
         bins["kube-controller-manager"], f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
         f"--authorization-kubeconfig={kc}", f"--service-account-private-key-file={sa_key}",
         f"--root-ca-file={ca_file}", "--leader-elect=false", "--secure-port=0",
         "--controllers=*,-nodeipam,-service,-route,-cloud-node-lifecycle",
+        "--node-monitor-grace-period=10m",
         "--profiling=false",
     ])
     procs["kube-scheduler"] = _start(sd, "kube-scheduler", [
@@ -619,3 +629,36 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
     tmp.chmod(0o600)
     os.replace(tmp, sd / "state.json")
     return Cluster(kubeconfig, server, sd)
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+def restart_component(name: str, state_dir: str | os.PathLike | None = None, *, down_seconds: float = 0.0,
+                      timeout: float = START_TIMEOUT) -> float:
+    """Stop one running component (SIGTERM, then SIGKILL) and start it again with the same command
+    line, after ``down_seconds``. For fault-injection tests. Returns the seconds it was down
+    (until its readiness check passed again, for etcd and the kube-apiserver)."""
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown component {name!r}; expected one of {', '.join(COMPONENTS)}")
+    sd = state_dir_path(state_dir)
+    with _locked(sd):
+        rec = _record(sd, name)
+        if not _alive(rec):
+            raise ClusterError(f"{name} is not running")
+        with open(f"/proc/{rec['pid']}/cmdline", "rb") as fh:
+            argv = [arg.decode() for arg in fh.read().split(b"\0") if arg]
+        t0 = time.monotonic()
+        _terminate(rec["pid"], rec.get("start_time"), STOP_TIMEOUT)
+        if down_seconds > 0:
+            time.sleep(down_seconds)
+        proc = _start(sd, name, argv)
+        st = _state(sd)
+        if name == "kube-apiserver" and st:
+            _wait("kube-apiserver /readyz",
+                  lambda: _http("GET", st["server"] + "/readyz", token=st["token"], timeout=2)[0] == 200,
+                  timeout, {name: proc}, sd)
+        elif name == "etcd" and st:
+            _wait("etcd /health", lambda: _http("GET", st["etcd"] + "/health", timeout=1)[0] == 200,
+                  timeout, {name: proc}, sd)
+        return time.monotonic() - t0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -21,9 +22,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     for group, plural in OWNED_KINDS:
         settings.watching.label_selectors[group, plural] = labels.MANAGED_SELECTOR
     # A dead connection must be noticed: the server closes each watch after server_timeout,
-    # and the client gives up on a silent one a little later.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # and the client gives up on a silent one (a hung API server, a dropped connection that
+    # sent no RST) a little later. A reset connection is retried at once by kopf.
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
     settings.watching.connect_timeout = 10
     settings.persistence.finalizer = labels.CR_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="infer-operator.io")
@@ -33,6 +35,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.reporting_component = "infer-operator"
     # Our own handlers retry with backoff; kopf's default of retrying failures forever is kept.
     settings.execution.max_workers = 16
+    # Active/standby (--peering): a standby takes over once the active replica's record is older
+    # than this. kopf's default is 60 s; a SIGKILLed active replica cannot say goodbye.
+    settings.peering.lifetime = int(os.environ.get("INFER_OPERATOR_PEERING_LIFETIME", "60"))
 
 
 @kopf.on.login()

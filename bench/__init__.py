@@ -1,0 +1,1 @@
+"""Benchmarks of infer-operator (not tests: nothing asserts a time). See bench/README.md."""

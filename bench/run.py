@@ -1,0 +1,105 @@
+"""`python -m bench <name> [options]` or `python bench/run.py <name>`: run one benchmark, write
+bench/results/<name>.json and print a short table.
+
+    deregistration   pod DELETE -> instance key gone in etcd, ours vs a minimal baseline watcher
+    apply            InferenceService apply -> StatefulSet created / all pods role-labelled
+    scale            N services x 8 pods: converge (cold, after restart), RSS, CPU, API requests, churn
+    sweep            10,000 stale + 4,000 live per-IP configs: time to remove the stale ones
+    memory           operator RSS every 10 s under churn; growth per hour
+    quick            the quick subset (`make bench`): reduced sizes of sweep, deregistration and apply
+
+The local control plane ($INFER_OPERATOR_CLUSTER_DIR, default /tmp/bench-cluster) is started if
+needed and stopped at the end unless --keep-cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--keep-cluster", action="store_true", help="leave the control plane running")
+    sub = p.add_subparsers(dest="name", required=True)
+
+    d = sub.add_parser("deregistration")
+    d.add_argument("--replicas", type=int, default=60)
+    d.add_argument("--singles", type=int, default=200)
+    d.add_argument("--bursts", type=int, default=4)
+    d.add_argument("--burst", type=int, default=50)
+
+    a = sub.add_parser("apply")
+    a.add_argument("--services", type=int, default=100)
+    a.add_argument("--replicas", type=int, default=2)
+    a.add_argument("--concurrency", type=int, default=1, help="CRs applied at once (1: one after another)")
+
+    s = sub.add_parser("scale")
+    s.add_argument("--services", type=int, default=500)
+    s.add_argument("--pods", type=int, default=8)
+    s.add_argument("--churn-rate", type=float, default=20.0, help="pod deletions per second")
+    s.add_argument("--churn-seconds", type=float, default=60.0)
+    s.add_argument("--profile", action="store_true", help="py-spy the operator during the churn")
+    s.add_argument("--scaled-down-reason", default=None)
+
+    w = sub.add_parser("sweep")
+    w.add_argument("--stale", type=int, default=10_000)
+    w.add_argument("--live", type=int, default=4_000)
+
+    m = sub.add_parser("memory")
+    m.add_argument("--services", type=int, default=50)
+    m.add_argument("--pods", type=int, default=8)
+    m.add_argument("--duration", type=float, default=600.0)
+    m.add_argument("--interval", type=float, default=10.0)
+    m.add_argument("--churn-rate", type=float, default=5.0)
+
+    sub.add_parser("quick")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bench import common
+
+    try:
+        if args.name == "quick":
+            from bench import apply_latency, deregistration, sweep
+
+            asyncio.run(sweep.main(argparse.Namespace(stale=2000, live=800), name="sweep-quick"))
+            asyncio.run(deregistration.main(argparse.Namespace(replicas=20, singles=30, bursts=1, burst=20),
+                                            name="deregistration-quick"))
+            asyncio.run(apply_latency.main(argparse.Namespace(services=10, replicas=2, concurrency=1),
+                                           name="apply-quick"))
+        elif args.name == "deregistration":
+            from bench import deregistration
+
+            asyncio.run(deregistration.main(args))
+        elif args.name == "apply":
+            from bench import apply_latency
+
+            asyncio.run(apply_latency.main(args))
+        elif args.name == "scale":
+            from bench import scale
+
+            asyncio.run(scale.main(args))
+        elif args.name == "sweep":
+            from bench import sweep
+
+            asyncio.run(sweep.main(args))
+        elif args.name == "memory":
+            from bench import memory
+
+            asyncio.run(memory.main(args))
+    finally:
+        if not args.keep_cluster and args.name != "sweep":
+            common.cluster_down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The chart renders and lints with every documented option; the schema rejects misspelt values;
+the CRD copies and the plain manifests in deploy/ are up to date."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helm.conftest import CHART, ROOT
+
+pytestmark = pytest.mark.integration
+
+# Every documented option, alone and all together.
+OPTION_SETS = {
+    "defaults": [],
+    "namespaces": ["--set", "watch.namespaces={team-a,team-b}"],
+    "peering": ["--set", "replicas=2"],
+    "peering-explicit": ["--set", "peering.enabled=true", "--set", "peering.name=infer"],
+    "metrics": ["--set", "metrics.service.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
+                "--set", "metrics.serviceMonitor.labels.release=prom", "--set", "metrics.port=9191"],
+    "resources": ["--set", "resources.requests.cpu=100m", "--set", "resources.limits.memory=1Gi"],
+    "image": ["--set", "image.repository=registry.example/infer-operator", "--set", "image.tag=dev",
+              "--set", "image.pullPolicy=Always", "--set", "imagePullSecrets[0].name=regcred"],
+    "log-format": ["--set", "operator.logFormat=plain", "--set", "operator.verbose=true"],
+    "timeouts": ["--set", "operator.resyncSeconds=30", "--set", "operator.sweepSeconds=15",
+                 "--set", "operator.registryTimeoutSeconds=2.5", "--set", "operator.deregisterTimeoutSeconds=10"],
+    "serviceaccount": ["--set", "serviceAccount.name=infer-sa", "--set", "serviceAccount.annotations.a=b"],
+    "scheduling": ["--set", "nodeSelector.role=ops", "--set", "tolerations[0].key=ops",
+                   "--set", "tolerations[0].operator=Exists", "--set", "priorityClassName=system-cluster-critical"],
+}
+OPTION_SETS["everything"] = [arg for args in OPTION_SETS.values() for arg in args]
+
+
+def render(helm, *args: str) -> list[dict]:
+    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator", *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def operator_args(docs: list[dict]) -> list[str]:
+    (deployment,) = by_kind(docs, "Deployment")
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("name", list(OPTION_SETS))
+def test_lint_and_template(helm, name):
+    args = OPTION_SETS[name]
+    lint = helm("lint", "--strict", str(CHART), *args)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    docs = render(helm, *args)
+    for doc in docs:
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+            assert doc["metadata"].get("namespace"), f"{doc['kind']} {doc['metadata']['name']} has no namespace"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "infer-operator"
+
+
+def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
+    docs = render(helm)
+    assert sorted(doc["kind"] for doc in docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment",
+                                                     "ServiceAccount"]
+    (deployment,) = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]["cpu"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8080, "metrics": 9090}
+    args = container["args"]
+    assert args[0] == "run"
+    assert "--all-namespaces" in args and "--standalone" in args
+    assert "--liveness=http://0.0.0.0:8080/healthz" in args and "--log-format=json" in args
+    assert pod["serviceAccountName"] == "infer-operator"
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_options_reach_the_operator(helm):
+    docs = render(helm, *OPTION_SETS["everything"])
+    args = operator_args(docs)
+    for expected in ("--namespace=team-a", "--namespace=team-b", "--peering=infer", "--log-format=plain",
+                     "--verbose", "--resync-seconds=30", "--sweep-seconds=15", "--registry-timeout=2.5",
+                     "--deregister-timeout=10", "--metrics-port=9191"):
+        assert expected in args, (expected, args)
+    assert "--all-namespaces" not in args and "--standalone" not in args
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/infer-operator:dev"
+    # namespace list: a Role and RoleBinding per namespace, a KopfPeering per namespace
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
+    assert all(b["subjects"][0]["name"] == "infer-sa" for b in by_kind(docs, "RoleBinding"))
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    cluster_resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}  # nothing namespaced cluster-wide
+    (service,) = by_kind(docs, "Service")
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_all_namespaces_peering_uses_a_cluster_peering(helm):
+    docs = render(helm, "--set", "replicas=2")
+    assert [p["metadata"]["name"] for p in by_kind(docs, "ClusterKopfPeering")] == ["infer-operator"]
+    assert "--peering=infer-operator" in operator_args(docs)
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert any("clusterkopfpeerings" in rule["resources"] for rule in cluster_role["rules"])
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--set", "replicaCount=2"], "replicaCount"),
+    (["--set", "foo=1"], "foo"),
+    (["--set", "image.tagg=v1"], "tagg"),
+    (["--set", "metrics.serviceMonitor.enable=true"], "enable"),
+    (["--set", "operator.logFormat=xml"], "logFormat"),
+])
+def test_schema_rejects_misspelt_values(helm, args, named):
+    result = helm("template", "infer-operator", str(CHART), *args)
+    assert result.returncode != 0
+    assert "schema" in result.stderr and named in result.stderr, result.stderr
+
+
+def test_service_monitor_needs_the_service(helm):
+    result = helm("template", "x", str(CHART), "--set", "metrics.serviceMonitor.enabled=true")
+    assert result.returncode != 0 and "metrics.service.enabled" in result.stderr
+
+
+def test_every_value_is_described_in_the_schema():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node_schema, node_values, path):
+        if node_schema.get("type") == "object" and "properties" in node_schema:
+            assert node_schema.get("additionalProperties") is False, f"{path}: additionalProperties must be false"
+        assert node_schema.get("description") or path == "", f"{path}: no description"
+        for key, sub in node_schema.get("properties", {}).items():
+            if "$ref" not in sub:
+                walk(sub, (node_values or {}).get(key) if isinstance(node_values, dict) else None, f"{path}.{key}")
+        if isinstance(node_values, dict) and "properties" in node_schema:
+            missing = set(node_values) - set(node_schema["properties"])
+            assert not missing, f"{path}: values without schema: {missing}"
+
+    walk(schema, values, "")
+
+
+def test_chart_crds_are_copies_of_the_top_level_crds():
+    top = {p.name: p.read_text() for p in (ROOT / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    assert {"serving.infer-operator.io_inferenceservices.yaml", "kopf-peering.yaml"} <= set(top)
+    assert chart == top, "charts/infer-operator/crds/ differs from crds/: run `make deploy`"
+
+
+def test_deploy_manifests_are_fresh(helm, tmp_path):
+    deploy = ROOT / "deploy"
+    assert (deploy / "01-crd-inferenceservices.yaml").read_text() == \
+        (ROOT / "crds" / "serving.infer-operator.io_inferenceservices.yaml").read_text(), "run `make deploy`"
+    assert (deploy / "01-crd-kopf-peering.yaml").read_text() == (ROOT / "crds" / "kopf-peering.yaml").read_text()
+    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator")
+    assert result.returncode == 0, result.stderr
+    header = ("# Generated by 'make deploy': helm template infer-operator charts/infer-operator "
+              "--namespace infer-operator\n")
+    assert (deploy / "02-infer-operator.yaml").read_text() == header + result.stdout, \
+        "deploy/02-infer-operator.yaml is stale: run `make deploy`"
+    kustomization = yaml.safe_load((deploy / "Kustomization").read_text())
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in deploy.glob("*.yaml")}, "deploy/Kustomization must list every manifest"
+
+
+def test_deploy_directory_works_with_kubectl_kustomize():
+    from infer_operator.devcluster import toolchain
+
+    kubectl = shutil.which("kubectl") or str(toolchain.binary_path("kubectl"))
+    if not Path(kubectl).exists():
+        pytest.skip("kubectl not built")
+    result = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc)
+    assert kinds.count("CustomResourceDefinition") == 3 and "Namespace" in kinds and "Deployment" in kinds
