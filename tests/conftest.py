@@ -71,20 +71,6 @@ class ClusterHandle:
         self._clients.clear()
 
 
-def _reachable(kubeconfig: str) -> str | None:
-    """Server URL if the kubeconfig's cluster answers /version within a few seconds."""
-    try:
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        with client.ApiClient(cfg) as api:
-            client.VersionApi(api).get_code(_request_timeout=3)
-        return cfg.host
-    except Exception:  # noqa: BLE001 - any failure means "not usable"
-        return None
-
-
 def _terminal_progress(config: pytest.Config):
     capman = config.pluginmanager.getplugin("capturemanager")
 
@@ -105,8 +91,10 @@ def _terminal_progress(config: pytest.Config):
 def cluster(pytestconfig: pytest.Config):
     kubeconfig_env = os.environ.get("KUBECONFIG")
     if kubeconfig_env:
+        from infer_operator.devcluster.launcher import reachable
+
         first = kubeconfig_env.split(os.pathsep)[0]
-        server = _reachable(first)
+        server = reachable(first)
         if server:
             from infer_operator.devcluster import toolchain
 
@@ -178,3 +166,23 @@ def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest):
                      message=f"namespace {name} still exists 60s after deletion")
         except AssertionError as e:
             warnings.warn(str(e), stacklevel=1)
+
+
+@pytest.fixture(scope="session")
+def etcd_server():
+    """One real etcd for the session (the registry's etcd; Debian's etcd-server, see `make test`)."""
+    from tests.support.etcd_server import EtcdServer, EtcdUnavailable
+
+    try:
+        server = EtcdServer()
+    except EtcdUnavailable as exc:
+        pytest.fail(f"{exc} (`make test` installs Debian's etcd-server)")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def etcd(etcd_server):
+    """The session etcd with an empty keyspace at the start of each test."""
+    etcd_server.delete_all()
+    return etcd_server

@@ -116,20 +116,6 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- cluster
 
 
-def reachable(kubeconfig: str) -> str | None:
-    """The server URL if the kubeconfig's current cluster answers /version within a few seconds."""
-    try:
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        with client.ApiClient(cfg) as api:
-            client.VersionApi(api).get_code(_request_timeout=3)
-        return cfg.host
-    except Exception:  # noqa: BLE001 - any failure means "not usable"
-        return None
-
-
 class Cluster:
     def __init__(self, kubeconfig: Path, kubectl: str, local: bool, state_dir: Path | None):
         from kubernetes import client, config
@@ -407,7 +393,7 @@ class Demo:
 
         kubeconfig_env = os.environ.get("KUBECONFIG")
         first = kubeconfig_env.split(os.pathsep)[0] if kubeconfig_env else None
-        server = reachable(first) if first else None
+        server = launcher.reachable(first) if first else None
         if server:
             self.external = True
             OUT.step(f"using the cluster of $KUBECONFIG ({first}): {server}")

@@ -7,7 +7,6 @@ import pytest
 from infer_operator.api.crd import CRD_FILE
 from infer_operator.cleanup import run as cleanup_run
 from tests.chaos.helpers import ROOT, new_operator
-from tests.support.etcd_server import EtcdServer
 from tests.support.kube import Kube
 
 PEERING_CRDS = ROOT / "crds" / "kopf-peering.yaml"
@@ -27,18 +26,6 @@ def crd(cluster):
                              "crd/inferenceservices.serving.infer-operator.io", "crd/clusterkopfpeerings.kopf.dev",
                              "crd/kopfpeerings.kopf.dev")
     assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture(scope="session")
-def etcd_server():
-    with EtcdServer() as server:
-        yield server
-
-
-@pytest.fixture
-def etcd(etcd_server):
-    etcd_server.delete_all()
-    return etcd_server
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.chaos.helpers import AdminControllerProcess, assert_converged
+from tests.chaos.helpers import assert_converged
+from tests.support.admin_process import AdminControllerProcess
 from tests.support.kube import condition
 from tests.support.specs import isvc_body
 from tests.support.waiting import wait_for

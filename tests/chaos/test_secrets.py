@@ -8,7 +8,8 @@ import secrets
 
 import pytest
 
-from tests.chaos.helpers import AdminControllerProcess, PREFIX
+from tests.chaos.helpers import PREFIX
+from tests.support.admin_process import AdminControllerProcess
 from tests.support.etcd_server import EtcdServer
 from tests.support.specs import isvc_body
 from tests.support.waiting import wait_for

@@ -18,7 +18,6 @@ import yaml
 
 from infer_operator import labels
 from tests.helm.conftest import CHART, Helm
-from tests.support.etcd_server import EtcdServer
 from tests.support.kube import Kube, is_ready
 from tests.support.operator_process import OperatorProcess
 from tests.support.specs import isvc_body
@@ -61,12 +60,6 @@ def release_finalizers(cluster, namespace: str) -> None:
         names = cluster.kubectl("get", kind, "-n", namespace, "-o", "name").stdout.split()
         for name in names:
             cluster.kubectl("patch", name, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
-
-
-@pytest.fixture(scope="module")
-def etcd_server():
-    with EtcdServer() as server:
-        yield server
 
 
 @pytest.fixture

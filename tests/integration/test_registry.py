@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 from kubernetes import client
 
 from infer_operator import labels
-from tests.support.etcd_server import EtcdServer
+from tests.support.admin_process import AdminControllerProcess
 from tests.support.kube import is_ready
-from tests.support.operator_process import free_port
 from tests.support.specs import isvc_body
 from tests.support.waiting import assert_stays, wait_for
 
@@ -27,61 +23,6 @@ PREFIX = "/services"
 
 
 # -- registries -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def etcd_server():
-    with EtcdServer() as server:
-        yield server
-
-
-@pytest.fixture
-def etcd(etcd_server):
-    etcd_server.delete_all()
-    return etcd_server
-
-
-class AdminControllerProcess:
-    """The HTTP registry contract served by a separate process, as a user's admin controller would be."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.support.admin_controller", "--port",
-                                         str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        env={**os.environ, "PYTHONPATH": os.getcwd()})
-        wait_for(self._up, timeout=20, message="admin controller listening")
-
-    def _up(self):
-        try:
-            self.state()
-            return True
-        except OSError:
-            return False
-
-    def _call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            text = response.read()
-            return json.loads(text) if text else None
-
-    def state(self):
-        return self._call("GET", "/_admin/state")
-
-    def instances(self, service):
-        return self.state()["instances"].get(service, {})
-
-    def configs(self, service):
-        return set(self.state()["configs"].get(service, []))
-
-    def seed_config(self, service, ip):
-        self._call("PUT", f"/_admin/services/{service}/configs/{ip}", {"weight": 1})
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(10)
 
 
 @pytest.fixture(scope="module")

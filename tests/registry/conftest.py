@@ -1,4 +1,5 @@
-"""Fixtures for registry tests: a real etcd process and a real admin-controller HTTP server."""
+"""Fixtures for registry tests: a private etcd and a real admin-controller HTTP server (the shared
+`etcd` fixture lives in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,26 +9,6 @@ import pytest
 
 from tests.support.admin_controller import AdminController
 from tests.support.etcd_server import EtcdServer, EtcdUnavailable
-
-
-@pytest.fixture(scope="session")
-def etcd_session():
-    try:
-        srv = EtcdServer()
-    except EtcdUnavailable as exc:
-        pytest.fail(f"{exc} (`make test` installs Debian's etcd-server)")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def etcd(etcd_session):
-    """The session etcd with an empty keyspace at the start of each test."""
-    etcd_session.delete_all()
-    yield etcd_session
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A throwaway etcd to use as the registry (the demo's; tests have their own in tests/support).
+"""A throwaway etcd to use as the registry, for the demo, the tests and the benchmarks.
 
 Binary: ``$INFER_OPERATOR_ETCD``, else ``/usr/bin/etcd`` (Debian ``etcd-server``), else the devcluster
 toolchain's etcd (if built), else ``etcd`` on PATH. Listens on free ports on 127.0.0.1; data and log
@@ -8,6 +8,7 @@ written through etcd's JSON gateway (``POST /v3/kv/...``, base64 keys and values
     with EtcdServer() as etcd:
         etcd.client_url                     # http://127.0.0.1:PORT
         etcd.put("/k", "v"); etcd.get("/k"); etcd.range_prefix("/services/"); etcd.delete("/k")
+        etcd.enable_auth("root", "pw")      # later calls authenticate as root
 """
 
 from __future__ import annotations
@@ -67,13 +68,17 @@ def _prefix_end(prefix: str) -> str:
 
 
 class EtcdServer:
-    def __init__(self, *, binary: str | None = None, start_timeout: float = 30.0, name: str = "registry"):
+    def __init__(self, *, binary: str | None = None, start_timeout: float = 30.0, name: str = "registry",
+                 client_port: int | None = None):
         self.binary = binary or find_binary()
         self.start_timeout = start_timeout
         self.name = name
+        self._wanted_port = client_port
         self.proc: subprocess.Popen | None = None
         self.workdir: Path | None = None
         self.client_port = 0
+        self._auth: tuple[str, str] | None = None
+        self._token: str | None = None
 
     @property
     def client_url(self) -> str:
@@ -99,7 +104,7 @@ class EtcdServer:
 
     def _start_once(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="infer-etcd-"))
-        self.client_port, peer_port = _free_port(), _free_port()
+        self.client_port, peer_port = self._wanted_port or _free_port(), _free_port()
         peer = f"http://127.0.0.1:{peer_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         argv = [self.binary, "--name", self.name, "--data-dir", str(self.workdir / "data"),
@@ -152,9 +157,16 @@ class EtcdServer:
 
     # ------------------------------------------------------------------ JSON gateway
 
-    def call(self, path: str, body: dict, timeout: float = 5.0) -> dict:
+    def call(self, path: str, body: dict, timeout: float = 5.0, *, auth: bool = True) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if auth and self._auth is not None:
+            if self._token is None:
+                name, password = self._auth
+                self._token = self.call("/v3/auth/authenticate", {"name": name, "password": password},
+                                        auth=False)["token"]
+            headers["Authorization"] = self._token
         req = urllib.request.Request(self.client_url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return json.loads(resp.read() or b"{}")
@@ -170,10 +182,28 @@ class EtcdServer:
         kvs = self.call("/v3/kv/range", {"key": _b64(key)}).get("kvs") or []
         return base64.b64decode(kvs[0].get("value", "")) if kvs else None
 
-    def range_prefix(self, prefix: str) -> dict[str, bytes]:
-        """Every key starting with ``prefix`` -> its value, sorted by key."""
-        kvs = self.call("/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)}).get("kvs") or []
+    def range_prefix(self, prefix: str = "\0") -> dict[str, bytes]:
+        """Every key starting with ``prefix`` (default: the whole keyspace) -> its value, sorted by key."""
+        if prefix == "\0":
+            body = {"key": _b64("\0"), "range_end": _b64("\0")}
+        else:
+            body = {"key": _b64(prefix), "range_end": _prefix_end(prefix)}
+        kvs = self.call("/v3/kv/range", body).get("kvs") or []
         return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")) for kv in kvs}
 
     def delete(self, key: str) -> None:
         self.call("/v3/kv/deleterange", {"key": _b64(key)})
+
+    def delete_all(self) -> None:
+        self.call("/v3/kv/deleterange", {"key": _b64("\0"), "range_end": _b64("\0")})
+
+    def enable_auth(self, user: str = "root", password: str = "root-pw") -> None:
+        """Create the root user and role and turn auth on; later calls authenticate as that user."""
+        if user != "root":
+            raise ValueError("etcd requires the 'root' user to enable auth; use user='root'")
+        self.call("/v3/auth/user/add", {"name": user, "password": password}, auth=False)
+        self.call("/v3/auth/role/add", {"name": "root"}, auth=False)
+        self.call("/v3/auth/user/grant", {"user": user, "role": "root"}, auth=False)
+        self.call("/v3/auth/enable", {}, auth=False)
+        self._auth = (user, password)
+        self._token = None

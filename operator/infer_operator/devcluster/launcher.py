@@ -662,3 +662,17 @@ def restart_component(name: str, state_dir: str | os.PathLike | None = None, *, 
             _wait("etcd /health", lambda: _http("GET", st["etcd"] + "/health", timeout=1)[0] == 200,
                   timeout, {name: proc}, sd)
         return time.monotonic() - t0
+
+
+def reachable(kubeconfig: str) -> str | None:
+    """The server URL if the kubeconfig's current cluster answers /version within a few seconds."""
+    try:
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        with client.ApiClient(cfg) as api:
+            client.VersionApi(api).get_code(_request_timeout=3)
+        return cfg.host
+    except Exception:  # noqa: BLE001 - any failure means "not usable"
+        return None
