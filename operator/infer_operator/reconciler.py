@@ -56,6 +56,7 @@ class ServiceReconciler:
     # counting registerDelaySeconds from the later of the two never makes the warm-up shorter.
     ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
+    restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles
     last_sweep: float = 0.0
     last_sweep_error: str | None = None
 
@@ -166,6 +167,10 @@ class ServiceReconciler:
                 self.logger.info(f"Pod {pod.name} of {self.name} takes the {role} role (ordinal {pod.ordinal}).")
 
     async def _flip_roles(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> int:
+        # A pod deleted by an earlier pass may not show its deletionTimestamp in the index yet:
+        # count it as going, so it is neither deleted twice nor leaves room for a second restart.
+        self.restarting &= {pod.uid for pod in pods}
+        pods = [dataclasses.replace(pod, deleting=True) if pod.uid in self.restarting else pod for pod in pods]
         plan = plan_role_flips(pods, spec)
         for pod in plan.restart_now:
             target = spec.role_for(pod.ordinal)
@@ -175,6 +180,7 @@ class ServiceReconciler:
                 if exc.not_found or exc.conflict:
                     continue
                 raise TransientError(f"pod {pod.name}: {exc}") from exc
+            self.restarting.add(pod.uid)
             metrics.ROLE_RESTARTS.inc()
             message = f"Restarting pod {pod.name} to change its role from {pod.role} to {target}."
             self.logger.info(message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes import client
 
@@ -199,3 +201,27 @@ def _exists(read, *args) -> bool:
         if exc.status == 404:
             return False
         raise
+
+
+def test_split_change_restarts_flipping_pods_one_at_a_time(kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=4, syncReplicas=1))
+    before = wait_settled(kube, namespace, "llm", 4, 1)
+    kube.patch_isvc(namespace, "llm", {"spec": {"syncReplicas": 3}})
+
+    most_down = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = kube.pods(namespace, "llm")
+        live = {n: p for n, p in pods.items() if p.metadata.deletion_timestamp is None and is_ready(p)}
+        most_down = max(most_down, 4 - len(live))
+        roles = {n: p.metadata.labels.get(ROLE) for n, p in live.items()}
+        if roles == {"llm-0": "sync", "llm-1": "sync", "llm-2": "sync", "llm-3": "async"}:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("split change 1 -> 3 did not settle within 120s")
+    after = wait_settled(kube, namespace, "llm", 4, 3)
+    assert {n for n in before if uids(before)[n] != uids(after)[n]} == {"llm-1", "llm-2"}
+    assert most_down == 1, f"{most_down} pods were down at once (maxUnavailable is 1)"
+    restarts = [e for e in kube.events(namespace, "llm") if e.reason == "RoleChange"]
+    assert sum(e.count or 1 for e in restarts) == 2
