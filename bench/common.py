@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ from typing import Any
 import aiohttp
 import psutil
 import yaml
+
+from infer_operator.devcluster.processes import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -514,14 +515,7 @@ class OperatorProcess:
         return out
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        terminate(self.proc, timeout)
 
 
 def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:

@@ -6,13 +6,14 @@ Tests kill, stop and restart it; its log is kept in a file and shown when a test
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from infer_operator.devcluster.processes import terminate
 
 
 def free_port() -> int:
@@ -76,16 +77,7 @@ class OperatorProcess:
             self.process.send_signal(signum)
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if not self.process:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return terminate(self.process, timeout)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -116,6 +116,10 @@ def _type(node: dict[str, Any]) -> str:
     return str(kind)
 
 
+_BOUNDS = (("minLength", "min length"), ("maxLength", "max length"),
+           ("minItems", "min items"), ("maxItems", "max items"))
+
+
 def _constraints(node: dict[str, Any], required: bool) -> str:
     parts: list[str] = []
     if required:
@@ -126,14 +130,7 @@ def _constraints(node: dict[str, Any], required: bool) -> str:
         parts.append(f"min {node['minimum']}")
     elif "maximum" in node:
         parts.append(f"max {node['maximum']}")
-    if "minLength" in node:
-        parts.append(f"min length {node['minLength']}")
-    if "maxLength" in node:
-        parts.append(f"max length {node['maxLength']}")
-    if "minItems" in node:
-        parts.append(f"min items {node['minItems']}")
-    if "maxItems" in node:
-        parts.append(f"max items {node['maxItems']}")
+    parts.extend(f"{label} {node[key]}" for key, label in _BOUNDS if key in node)
     if "pattern" in node:
         parts.append(f"pattern {_code(node['pattern'])}")
     if "enum" in node:

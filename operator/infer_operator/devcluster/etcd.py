@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from . import toolchain
+from .processes import terminate
 
 
 class EtcdError(RuntimeError):
@@ -138,13 +139,7 @@ class EtcdServer:
             return "(no log)"
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout, kill_wait=5)
         self.proc = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir / "data", ignore_errors=True)
