@@ -2,9 +2,9 @@
 (and live instance entries) whose IPs belong to live pods.
 
 What runs: the operator's own Registrar.sweep (the code the reconcile loop calls), against a REAL
-etcd (a separate process, JSON gateway), with the Kubernetes side faked: the pod list it reads
-returns `live` Running pods holding the live IPs. So the figure is the registry work of one sweep
-(list instances, list configs, plan, one delete transaction per stale config), not API latency.
+etcd (a separate process, JSON gateway). The fresh pod read the loop would hand it is given here:
+`live` Running pods holding the live IPs. So the figure is the registry work of one sweep (list
+instances, list configs, plan, one delete transaction per stale config), not API latency.
 Checked afterwards by reading etcd: every stale config gone, every live one still there.
 """
 
@@ -14,11 +14,10 @@ import base64
 import ipaddress
 import json
 import time
-from typing import Any
-
 from bench.common import PORT, PREFIX, Result, etcd_version, isvc, log, start_etcd
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
+from infer_operator.podview import PodView
 from infer_operator.registrar import Registrar
 
 SERVICE = "sweep"
@@ -29,18 +28,11 @@ def ips(start: str, n: int) -> list[str]:
     return [str(ipaddress.IPv4Address(base + i)) for i in range(n)]
 
 
-class FakeKube:
-    """Only what Registrar.sweep reads: the service's pods."""
-
-    def __init__(self, live: list[str]):
-        self.pods = [{"metadata": {"name": f"{SERVICE}-{i}", "namespace": "bench", "uid": f"uid-{i}",
-                                   "labels": {labels.LABEL_SERVICE: SERVICE}},
-                      "status": {"phase": "Running", "podIP": ip}} for i, ip in enumerate(live)]
-        self.lists = 0
-
-    async def list(self, *args: Any, **kwargs: Any) -> list[dict]:
-        self.lists += 1
-        return self.pods
+def live_pods(live: list[str]) -> list[PodView]:
+    """The fresh pod read the reconcile loop hands the sweep: Running pods holding the live IPs."""
+    return [PodView.from_body({"metadata": {"name": f"{SERVICE}-{i}", "namespace": "bench", "uid": f"uid-{i}",
+                                            "labels": {labels.LABEL_SERVICE: SERVICE}},
+                               "status": {"phase": "Running", "podIP": ip}}) for i, ip in enumerate(live)]
 
 
 def seed(etcd, keys: list[tuple[str, str]]) -> None:
@@ -52,7 +44,7 @@ def seed(etcd, keys: list[tuple[str, str]]) -> None:
 
 async def main(args, name: str = "sweep") -> Result:
     params = {"stale_configs": args.stale, "live_configs": args.live, "live_instances": args.live,
-              "what_runs": "Registrar.sweep (operator code) against a real etcd; the pod list is faked "
+              "what_runs": "Registrar.sweep (operator code) against a real etcd; the pod list is given "
                            "(live pods hold the live IPs)",
               "registry_call_timeout_s": 5.0}
     result = Result(name, params)
@@ -71,13 +63,14 @@ async def main(args, name: str = "sweep") -> Result:
         seed(etcd, keys)
         log(f"seeded {len(keys)} keys in {time.monotonic() - t:.1f}s")
         spec = parse_spec(isvc(SERVICE, "bench", 8, 4, etcd.client_url)["spec"])
-        registrar = Registrar(FakeKube(live), "bench", SERVICE, 5.0)
+        registrar = Registrar(None, "bench", SERVICE, 5.0)  # type: ignore[arg-type] - no Secret to read
+        pods = live_pods(live)
         t0 = time.monotonic()
-        error = await registrar.sweep(spec.registry)
+        error = await registrar.sweep(spec.registry, pods)
         seconds = time.monotonic() - t0
         # A second sweep with nothing stale: the steady-state cost of one sweep at this size.
         t1 = time.monotonic()
-        await registrar.sweep(spec.registry)
+        await registrar.sweep(spec.registry, pods)
         idle_seconds = time.monotonic() - t1
         await registrar.close()
         left = etcd.range_prefix(f"{base}/config/")

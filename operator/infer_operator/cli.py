@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument("--resync-seconds", type=float, default=60.0,
-                     help="re-apply owned objects and recompute state at least this often")
+                     help="re-apply owned objects, audit the pod index against the API and recompute state "
+                          "at least this often")
     run.add_argument("--sweep-seconds", type=float, default=60.0,
                      help="how often stale registry entries and per-IP configs are swept")
     run.add_argument("--registry-timeout", type=float, default=5.0, help="timeout of one registry call")

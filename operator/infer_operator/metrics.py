@@ -6,6 +6,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 RECONCILES = Counter("infer_operator_reconciles_total", "Reconcile passes", ["result"])
 ROLE_RESTARTS = Counter("infer_operator_role_restarts_total", "Pods restarted to change role")
+VANISHED_PODS = Counter("infer_operator_vanished_pods_total",
+                        "Pods the watch cache still held after the API had deleted them (missed deletions)")
 REGISTRATIONS = Counter("infer_operator_registrations_total", "Instances registered", ["backend"])
 DEREGISTRATIONS = Counter("infer_operator_deregistrations_total", "Instances deregistered", ["backend", "cause"])
 STALE_REMOVED = Counter("infer_operator_stale_removed_total", "Stale entries removed by the sweep", ["backend", "what"])

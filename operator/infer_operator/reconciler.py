@@ -48,6 +48,7 @@ class ServiceReconciler:
     registrar: Registrar
     releaser: PodReleaser
     sweep_seconds: float = 60.0
+    audit_seconds: float = 60.0
     # What our last apply produced, per owned object, to tell our own writes from drift.
     applied: dict[tuple[str, str], str] = field(default_factory=dict)
     applied_generation: int | None = None
@@ -59,6 +60,13 @@ class ServiceReconciler:
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles
     last_sweep: float = 0.0
     last_sweep_error: str | None = None
+    # When the pods were last read from the API (audit or sweep). Not at start: kopf's index was
+    # just listed then, so it has no ghosts yet.
+    last_read: float = field(default_factory=time.monotonic)
+    # Pods the index still holds that the API no longer has. kopf relists after a "410 Gone" (an
+    # API server restart, a long disconnect) without dropping objects deleted in the gap, so such
+    # a ghost would count as unavailable forever and stall every role flip.
+    vanished: set[str] = field(default_factory=set)
 
     # -- drift -------------------------------------------------------------------------------
 
@@ -71,7 +79,7 @@ class ServiceReconciler:
     # -- the pass ----------------------------------------------------------------------------
 
     async def run_pass(self, body: Any, pods: Sequence[PodView], apply_objects: bool) -> float | None:
-        """Reconcile once. Returns seconds until a retry is due, or None to wait for events."""
+        """Reconcile once. Returns the seconds until the next pass is due at the latest."""
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
         previous_status = dict(body.get("status") or {})
@@ -85,6 +93,11 @@ class ServiceReconciler:
             spec = parse_spec(body.get("spec"))
         except pydantic.ValidationError as exc:
             problem = Problem("InvalidSpec", describe_validation_error(exc))
+
+        sweep_due = (spec is not None and spec.registry.type != "none"
+                     and time.monotonic() >= self.last_sweep + self.sweep_seconds)
+        pods, fresh, read_error = await self._audit_pods(pods, force=sweep_due)
+        retry = _sooner(retry, self.last_read + self.audit_seconds - time.monotonic())
 
         if spec is not None and (apply_objects or generation != self.applied_generation):
             try:
@@ -103,7 +116,8 @@ class ServiceReconciler:
                 self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
                 retry = RETRY_SOON_SECONDS
             if spec.registry.type != "none":
-                registered, registry_condition, registry_retry = await self._sync_registry(spec, pods)
+                registered, registry_condition, registry_retry = await self._sync_registry(
+                    spec, pods, sweep_due, fresh, read_error)
                 retry = _sooner(retry, registry_retry)
             else:
                 # Forget the previous registry: pods that still carry the finalizer are released
@@ -187,7 +201,33 @@ class ServiceReconciler:
             self.emit("Normal", "RoleChange", message)
         return plan.pending
 
-    async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView]
+    async def _audit_pods(self, pods: Sequence[PodView], *, force: bool
+                          ) -> tuple[list[PodView], list[PodView] | None, str | None]:
+        """Every `audit_seconds` (and for each sweep), read the service's pods from the API and drop
+        the index's ghosts. Returns the pods to act on, the fresh read (if one was made) and the
+        error that prevented it. A failed read drops nothing."""
+        self.vanished &= {pod.uid for pod in pods}  # kopf forgot them too
+        fresh: list[PodView] | None = None
+        error: str | None = None
+        if force or time.monotonic() >= self.last_read + self.audit_seconds:
+            self.last_read = time.monotonic()
+            try:
+                bodies = await self.kube.list("v1", "Pod", self.namespace,
+                                              label_selector=f"{labels.LABEL_SERVICE}={self.name}")
+            except KubeError as exc:
+                error = str(exc)
+            else:
+                fresh = [PodView.from_body(body) for body in bodies]
+                for pod in vanished_pods(pods, fresh):
+                    if pod.uid not in self.vanished:
+                        self.vanished.add(pod.uid)
+                        metrics.VANISHED_PODS.inc()
+                        self.logger.warning(f"Pod {pod.name} ({pod.uid}) of {self.name} is gone from the API but "
+                                            f"still in the watch cache (its deletion was missed); ignoring it.")
+        return [pod for pod in pods if pod.uid not in self.vanished], fresh, error
+
+    async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView], sweep_due: bool,
+                             fresh: list[PodView] | None, read_error: str | None
                              ) -> tuple[int, tuple[str, str, str], float | None]:
         self.releaser.remember(self.namespace, self.name, spec.registry, spec.sync.port)
         for pod in pods:  # level-triggered backstop for deletions whose event was missed
@@ -196,15 +236,17 @@ class ServiceReconciler:
         result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
                                            spec.registry.register_delay_seconds, now)
         condition = result.condition
-        due = self.last_sweep + self.sweep_seconds - time.monotonic()
-        if due <= 0:
+        if sweep_due:
             self.last_sweep = time.monotonic()
-            self.last_sweep_error = await self.registrar.sweep(spec.registry)
+            if fresh is None:
+                self.last_sweep_error = f"sweep skipped: {read_error}"
+            else:
+                self.last_sweep_error = await self.registrar.sweep(spec.registry, fresh)
             if self.last_sweep_error:
                 self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
-            due = self.sweep_seconds
         if condition[0] == "True" and self.last_sweep_error:
             condition = ("False", "SweepFailed", self.last_sweep_error)
+        due = self.last_sweep + self.sweep_seconds - time.monotonic()
         return result.registered, condition, _sooner(result.retry_in, due)
 
     def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
@@ -245,6 +287,16 @@ def _bad_quantities(spec: InferenceServiceSpec) -> str:
                         found.append(f"spec.template.spec.{group}[{i}].resources.{section}.{key}: "
                                      f"invalid quantity {str(value)[:40]!r}")
     return "; ".join(found)
+
+
+def vanished_pods(indexed: Sequence[PodView], fresh: Sequence[PodView]) -> list[PodView]:
+    """Pods of the index that a later read of the API does not list: deleted (uids never return).
+
+    Only sound when `indexed` was taken before the read started; a pod the read lists but the
+    index lacks is merely not seen yet, and is none of this function's business.
+    """
+    listed = {pod.uid for pod in fresh}
+    return [pod for pod in indexed if pod.uid not in listed]
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from infer_operator import labels, metrics
+from infer_operator import metrics
 from infer_operator.api.v1alpha1 import RegistrySpec
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
@@ -158,22 +158,18 @@ class Registrar:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
         return SyncResult(registered, ("True", "InSync", message), desired.next_due)
 
-    async def sweep(self, spec_registry: RegistrySpec) -> str | None:
+    async def sweep(self, spec_registry: RegistrySpec, fresh_pods: list[PodView]) -> str | None:
         """Remove entries and per-IP configs whose IP no live pod of the service holds.
 
-        Reads the pods afresh from the API: an error there (or in the registry) removes nothing.
-        Returns an error message, or None when the sweep ran.
+        `fresh_pods` must come from a read of the API made for this sweep (never from a watch
+        cache, which may lag): the caller does not sweep at all when that read failed. An error
+        in the registry removes nothing. Returns an error message, or None when the sweep ran.
         """
         try:
             registry = await self.client(spec_registry)
-            pods = await self.kube.list("v1", "Pod", self.namespace,
-                                        label_selector=f"{labels.LABEL_SERVICE}={self.name}")
-        except (RegistryConfigError, RegistryError, KubeError) as exc:
+        except (RegistryConfigError, RegistryError) as exc:
             return f"sweep skipped: {exc}"
-        live_ips = {
-            view.ip for view in map(PodView.from_body, pods)
-            if view.ip and not view.deleting
-        }
+        live_ips = {pod.ip for pod in fresh_pods if pod.ip and not pod.deleting}
         try:
             listing = await registry.list_instances(self.service)
             config_ips = await registry.list_config_ips(self.service)

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 import pydantic
 
-from infer_operator import labels
+from infer_operator import labels, metrics
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.registrar import RegistryConfigError
 from infer_operator.registry.base import RegistryError
@@ -40,7 +40,8 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
 
     reconciler = ServiceReconciler(RUNTIME.kube, namespace, name, logger, post,
                                    registrar=RUNTIME.registrar(namespace, name), releaser=RUNTIME.releaser,
-                                   sweep_seconds=RUNTIME.options.sweep_seconds)
+                                   sweep_seconds=RUNTIME.options.sweep_seconds,
+                                   audit_seconds=RUNTIME.options.resync_seconds)
     RUNTIME.reconcilers[(namespace, name)] = reconciler
 
     async def relay_stop() -> None:
@@ -54,7 +55,9 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
             pods = list(pods_by_service.get((namespace, name), ()))
             try:
                 retry = await reconciler.run_pass(body, pods, apply_objects)
+                metrics.RECONCILES.labels("ok").inc()
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop
+                metrics.RECONCILES.labels("error").inc()
                 logger.exception(f"Reconciling {name} failed unexpectedly; retrying.")
                 retry = 5.0
                 waker.objects = True
