@@ -39,6 +39,8 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 NODE_LABEL = ("type", "kwok")
+# KWOK renews each fake node's Lease in kube-node-lease (a quarter of this apart, as a kubelet does).
+NODE_LEASE_SECONDS = 40
 DEFAULT_NODE_COUNT = 2
 NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti",
                  "nvidia.com/gpu": "8"}
@@ -563,10 +565,11 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
     kc = str(kubeconfig)
 
     # --node-monitor-grace-period: the node lifecycle controller marks a node Unknown, and every
-    # pod on it NotReady, when its Lease has not been renewed within this period (default 50s).
-    # KWOK renews the Leases, and under CPU load (benchmarks, etcd/apiserver fault tests) a renewal
-    # can slip past 50s; KWOK then marks the pods Ready again, so readiness flapped. Fake nodes
-    # never really fail, so allow 10 minutes. The controller itself must keep running: it is what
+    # pod on it NotReady, when neither its Lease nor its status heartbeat moved within this period
+    # (default 50s). KWOK renews the Leases (--node-lease-duration-seconds below; without that flag
+    # it makes none, the status heartbeat every ~10 minutes was all there was, and every pod went
+    # NotReady about 10 minutes after `up`). Under CPU load (benchmarks, fault tests) a renewal can
+    # still slip past 50s, so readiness flapped; fake nodes never really fail, so allow 10 minutes. The controller itself must keep running: it is what
     # removes the node.kubernetes.io/not-ready taint that the apiserver's TaintNodesByCondition
     # admission puts on every new Node (with -nodelifecycle nodes stay tainted, nothing schedules).
     # -nodeipam/-route/-service/-cloud-node-lifecycle: no pod CIDRs (KWOK assigns pod IPs from
@@ -590,6 +593,7 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
         bins["kwok"], f"--kubeconfig={kc}", f"--config={kwok_config}",
         f"--manage-nodes-with-label-selector={NODE_LABEL[0]}={NODE_LABEL[1]}",
         f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--server-address=127.0.0.1:0",
+        f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
     ])
 
     t = time.monotonic()
