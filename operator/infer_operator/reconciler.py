@@ -48,7 +48,8 @@ class ServiceReconciler:
     registrar: Registrar
     releaser: PodReleaser
     sweep_seconds: float = 60.0
-    audit_seconds: float = 60.0
+    resync_seconds: float = 60.0  # re-apply the owned objects at least this often (drift backstop)
+    audit_seconds: float = 60.0   # read the pods from the API at least this often (ghost check)
     # What our last apply produced, per owned object, to tell our own writes from drift.
     applied: dict[tuple[str, str], str] = field(default_factory=dict)
     applied_generation: int | None = None
@@ -58,11 +59,14 @@ class ServiceReconciler:
     ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles
+    # The periodic work is timed here, not by the loop's wake-ups: a wake-up for one due task
+    # (a sweep, a warm-up ending) must not redo the others. The first pass applies and sweeps
+    # anyway; the first audit waits, as kopf's index was just listed and has no ghosts yet.
+    last_resync: float = field(default_factory=time.monotonic)
+    last_read: float = field(default_factory=time.monotonic)  # audit or sweep
     last_sweep: float = 0.0
     last_sweep_error: str | None = None
-    # When the pods were last read from the API (audit or sweep). Not at start: kopf's index was
-    # just listed then, so it has no ghosts yet.
-    last_read: float = field(default_factory=time.monotonic)
+    objects_pending: bool = False  # an apply failed on a transient error: apply on the next pass
     # Pods the index still holds that the API no longer has. kopf relists after a "410 Gone" (an
     # API server restart, a long disconnect) without dropping objects deleted in the gap, so such
     # a ghost would count as unavailable forever and stall every role flip.
@@ -94,17 +98,25 @@ class ServiceReconciler:
         except pydantic.ValidationError as exc:
             problem = Problem("InvalidSpec", describe_validation_error(exc))
 
-        sweep_due = (spec is not None and spec.registry.type != "none"
-                     and time.monotonic() >= self.last_sweep + self.sweep_seconds)
-        pods, fresh, read_error = await self._audit_pods(pods, force=sweep_due)
-        retry = _sooner(retry, self.last_read + self.audit_seconds - time.monotonic())
+        now = time.monotonic()
+        resync_due = _due(now, self.last_resync, self.resync_seconds)
+        if resync_due:
+            self.last_resync = now
+        registry_in_use = spec is not None and spec.registry.type != "none"
+        sweep_due = registry_in_use and _due(now, self.last_sweep, self.sweep_seconds)
+        if sweep_due:
+            self.last_sweep = now
+        pods, fresh, read_error = await self._audit_pods(pods, now, force=sweep_due)
 
-        if spec is not None and (apply_objects or generation != self.applied_generation):
+        if spec is not None and (apply_objects or resync_due or self.objects_pending
+                                 or generation != self.applied_generation):
             try:
                 problem = await self._apply_objects(Owner.from_body(body), spec)
+                self.objects_pending = False
                 if problem is None:
                     self.applied_generation = generation
             except TransientError as exc:
+                self.objects_pending = True
                 self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
                 retry = RETRY_SOON_SECONDS
 
@@ -125,6 +137,10 @@ class ServiceReconciler:
                 self.releaser.remember(self.namespace, self.name, spec.registry, spec.sync.port)
                 registered = 0
 
+        periodic = [self.last_resync + self.resync_seconds, self.last_read + self.audit_seconds]
+        if registry_in_use:
+            periodic.append(self.last_sweep + self.sweep_seconds)
+        retry = _sooner(retry, max(0.0, min(periodic) - time.monotonic()))
         self._report_problem(problem)
         outcome = Outcome(generation=generation, problem=problem, pending_flips=pending_flips,
                           registered=registered, registry_condition=registry_condition)
@@ -201,7 +217,7 @@ class ServiceReconciler:
             self.emit("Normal", "RoleChange", message)
         return plan.pending
 
-    async def _audit_pods(self, pods: Sequence[PodView], *, force: bool
+    async def _audit_pods(self, pods: Sequence[PodView], now: float, *, force: bool
                           ) -> tuple[list[PodView], list[PodView] | None, str | None]:
         """Every `audit_seconds` (and for each sweep), read the service's pods from the API and drop
         the index's ghosts. Returns the pods to act on, the fresh read (if one was made) and the
@@ -209,8 +225,8 @@ class ServiceReconciler:
         self.vanished &= {pod.uid for pod in pods}  # kopf forgot them too
         fresh: list[PodView] | None = None
         error: str | None = None
-        if force or time.monotonic() >= self.last_read + self.audit_seconds:
-            self.last_read = time.monotonic()
+        if force or _due(now, self.last_read, self.audit_seconds):
+            self.last_read = now
             try:
                 bodies = await self.kube.list("v1", "Pod", self.namespace,
                                               label_selector=f"{labels.LABEL_SERVICE}={self.name}")
@@ -237,7 +253,6 @@ class ServiceReconciler:
                                            spec.registry.register_delay_seconds, now)
         condition = result.condition
         if sweep_due:
-            self.last_sweep = time.monotonic()
             if fresh is None:
                 self.last_sweep_error = f"sweep skipped: {read_error}"
             else:
@@ -246,8 +261,7 @@ class ServiceReconciler:
                 self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
         if condition[0] == "True" and self.last_sweep_error:
             condition = ("False", "SweepFailed", self.last_sweep_error)
-        due = self.last_sweep + self.sweep_seconds - time.monotonic()
-        return result.registered, condition, _sooner(result.retry_in, due)
+        return result.registered, condition, result.retry_in
 
     def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
         # On the first pass after a (re)start the API's timestamp is all there is to go on.
@@ -297,6 +311,15 @@ def vanished_pods(indexed: Sequence[PodView], fresh: Sequence[PodView]) -> list[
     """
     listed = {pod.uid for pod in fresh}
     return [pod for pod in indexed if pod.uid not in listed]
+
+
+# Periodic tasks whose time comes within this much of a pass run in it: the resync, the audit and
+# the sweep share one wake-up instead of each waking the loop a few milliseconds apart.
+DUE_SLACK_SECONDS = 1.0
+
+
+def _due(now: float, last: float, interval: float) -> bool:
+    return now >= last + interval - DUE_SLACK_SECONDS
 
 
 def _sooner(a: float | None, b: float | None) -> float | None:

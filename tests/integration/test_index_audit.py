@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import time
 
 import pytest
 from kubernetes import client
@@ -129,7 +130,7 @@ async def test_a_failed_read_drops_nothing(cluster, namespace, service_pods, tmp
     kube = KubeClient(load_configuration(str(unreachable)))
     try:
         reconciler = _reconciler(kube, namespace, audit_seconds=0, emitted=[])
-        kept, fresh, error = await reconciler._audit_pods(index, force=False)
+        kept, fresh, error = await reconciler._audit_pods(index, time.monotonic(), force=False)
         assert fresh is None and error, "an unreachable API must be reported, not read as empty"
         assert {p.uid for p in kept} == {p.uid for p in index}
     finally:

@@ -41,6 +41,7 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
     reconciler = ServiceReconciler(RUNTIME.kube, namespace, name, logger, post,
                                    registrar=RUNTIME.registrar(namespace, name), releaser=RUNTIME.releaser,
                                    sweep_seconds=RUNTIME.options.sweep_seconds,
+                                   resync_seconds=RUNTIME.options.resync_seconds,
                                    audit_seconds=RUNTIME.options.resync_seconds)
     RUNTIME.reconcilers[(namespace, name)] = reconciler
 
@@ -61,11 +62,10 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
                 logger.exception(f"Reconciling {name} failed unexpectedly; retrying.")
                 retry = 5.0
                 waker.objects = True
+            # The reconciler says when its periodic work (resync, audit, sweep) is next due.
             timeout = retry if retry is not None else RUNTIME.options.resync_seconds
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(waker.event.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
-                waker.objects = True  # periodic resync: re-apply, which also repairs drift
     finally:
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
