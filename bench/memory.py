@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from bench.common import Kube, Result, cluster_up, etcd_version, log, start_etcd
-from bench.scale import Fleet
+from bench.common import Result, log
+from bench.scale import running_fleet
 
 
 def slope_per_hour(samples: list[tuple[float, int]]) -> float | None:
@@ -27,15 +27,8 @@ async def main(args) -> Result:
     params = {"services": args.services, "pods_per_service": args.pods, "duration_s": args.duration,
               "interval_s": args.interval, "churn_rate_per_s": args.churn_rate, "registry": "etcd"}
     result = Result("memory", params)
-    kubeconfig = cluster_up()
-    kube = Kube(kubeconfig)
-    etcd = start_etcd()
-    fleet = Fleet(kube, kubeconfig, args.services, args.pods, etcd.client_url, "memory")
     f = result.figures
-    try:
-        result.data["versions"]["kube_apiserver"] = await kube.server_version()
-        result.data["versions"]["etcd_registry"] = etcd_version(etcd.client_url)
-        await fleet.setup()
+    async with running_fleet(result, args.services, args.pods, "memory") as fleet:
         await fleet.apply_all()
         await fleet.wait_converged(timeout=900)
         op = fleet.operator
@@ -60,10 +53,6 @@ async def main(args) -> Result:
             "etcd_requests": round(c1["etcd_requests"] - c0["etcd_requests"]),
             "reconcile_passes": round(c1["reconcile_passes"] - c0["reconcile_passes"]),
         })
-    finally:
-        await fleet.close()
-        await kube.close()
-        etcd.stop()
     result.write([
         ("run", f"{args.duration:.0f} s churn at {args.churn_rate}/s over {args.services}x{args.pods} pods "
                 f"({f.get('pods_deleted')} deleted)"),

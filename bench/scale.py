@@ -14,9 +14,11 @@ observedGeneration == generation, no pod is terminating, and etcd holds services
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,25 @@ class Fleet:
             pass
 
 
+@contextlib.asynccontextmanager
+async def running_fleet(result: Result, services: int, pods: int, tag: str) -> AsyncIterator[Fleet]:
+    """The local control plane, a registry etcd and a set-up Fleet (its operator running) for one
+    benchmark, with the API server's and the registry's versions recorded; all torn down after."""
+    kubeconfig = cluster_up()
+    kube = Kube(kubeconfig)
+    etcd = start_etcd()
+    fleet = Fleet(kube, kubeconfig, services, pods, etcd.client_url, tag)
+    try:
+        result.data["versions"]["kube_apiserver"] = await kube.server_version()
+        result.data["versions"]["etcd_registry"] = etcd_version(etcd.client_url)
+        await fleet.setup()
+        yield fleet
+    finally:
+        await fleet.close()
+        await kube.close()
+        etcd.stop()
+
+
 def py_spy(pid: int, out: Path, seconds: float, fmt: str) -> subprocess.Popen | None:
     exe = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "py-spy"
     if not exe.exists():
@@ -194,15 +215,8 @@ async def main(args) -> Result:
     if scaled_down:
         params["scaled_down_reason"] = args.scaled_down_reason or "reduced size requested"
     result = Result("scale", params)
-    kubeconfig = cluster_up()
-    kube = Kube(kubeconfig)
-    etcd = start_etcd()
-    fleet = Fleet(kube, kubeconfig, args.services, args.pods, etcd.client_url, "scale")
     f = result.figures
-    try:
-        result.data["versions"]["kube_apiserver"] = await kube.server_version()
-        result.data["versions"]["etcd_registry"] = etcd_version(etcd.client_url)
-        await fleet.setup()
+    async with running_fleet(result, args.services, args.pods, "scale") as fleet:
         op = fleet.operator
         await asyncio.sleep(3)
         f["rss_mb_empty"] = round(op.rss() / 2**20, 1)
@@ -273,7 +287,7 @@ async def main(args) -> Result:
         # Restart with work pending: one sync pod per service deleted while the operator is down.
         op.stop()
         victims = [f"{n}-0" for n in fleet.names()]
-        await gather_limited(16, [kube.req("DELETE", f"/api/v1/namespaces/{NS}/pods/{v}") for v in victims])
+        await gather_limited(16, [fleet.kube.req("DELETE", f"/api/v1/namespaces/{NS}/pods/{v}") for v in victims])
         await asyncio.sleep(2)
         t0 = time.monotonic()
         fleet.start_operator()
@@ -288,10 +302,6 @@ async def main(args) -> Result:
         f["restart_etcd_requests"] = d.get("etcd_requests", 0)
         f["rss_mb_after_restart"] = round(op.rss() / 2**20, 1)
         f["operator_cpu_seconds_total_second_process"] = round(op.cpu_seconds(), 1)
-    finally:
-        await fleet.close()
-        await kube.close()
-        etcd.stop()
     rows = [
         ("size", f"{args.services} services x {args.pods} pods" + (" (scaled down)" if scaled_down else "")),
         ("cold start -> converged", f"{f.get('cold_converge_seconds')} s (CPU {f.get('cold_cpu_seconds')} s)"),
