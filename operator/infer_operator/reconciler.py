@@ -127,7 +127,7 @@ class ServiceReconciler:
             except TransientError as exc:
                 self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
                 retry = RETRY_SOON_SECONDS
-            if spec.registry.type != "none":
+            if registry_in_use:
                 registered, registry_condition, registry_retry = await self._sync_registry(
                     spec, pods, sweep_due, fresh, read_error)
                 retry = _sooner(retry, registry_retry)

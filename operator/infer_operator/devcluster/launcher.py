@@ -569,9 +569,10 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
     # (default 50s). KWOK renews the Leases (--node-lease-duration-seconds below; without that flag
     # it makes none, the status heartbeat every ~10 minutes was all there was, and every pod went
     # NotReady about 10 minutes after `up`). Under CPU load (benchmarks, fault tests) a renewal can
-    # still slip past 50s, so readiness flapped; fake nodes never really fail, so allow 10 minutes. The controller itself must keep running: it is what
-    # removes the node.kubernetes.io/not-ready taint that the apiserver's TaintNodesByCondition
-    # admission puts on every new Node (with -nodelifecycle nodes stay tainted, nothing schedules).
+    # still slip past 50s, so readiness flapped; fake nodes never really fail, so allow 10 minutes.
+    # The controller itself must keep running: it is what removes the node.kubernetes.io/not-ready
+    # taint that the apiserver's TaintNodesByCondition admission puts on every new Node (with
+    # -nodelifecycle nodes stay tainted, nothing schedules).
     # -nodeipam/-route/-service/-cloud-node-lifecycle: no pod CIDRs (KWOK assigns pod IPs from
     # --cidr), no cloud provider, no load balancers.
     procs["kube-controller-manager"] = _start(sd, "kube-controller-manager", [
