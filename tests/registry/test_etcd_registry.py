@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from infer_operator.registry.base import Instance, Registry, RegistryError
+from infer_operator.registry.base import Registry
+from infer_operator.registry.model import Instance, RegistryError
 from infer_operator.registry.etcd import EtcdRegistry
-from infer_operator.registry.factory import make_registry
-from infer_operator.registry.operations import apply_sweep, deregister_confirmed, plan_sweep
+from infer_operator.registry.backends import connect
+from infer_operator.registration.actions import apply_sweep, deregister_confirmed
+from infer_operator.registration.plans import plan_sweep
 
 pytestmark = pytest.mark.registry
 
@@ -261,8 +263,8 @@ async def test_auth_user_password(etcd_fresh):
     password = "s3cret-Pa55word"
     etcd_fresh.enable_auth("root", password)
     etcd_fresh.put("/outside", "keep")
-    reg = make_registry("etcd", service_settings={"endpoints": [etcd_fresh.client_url]},
-                        credentials={"username": "root", "password": password}, timeout=3)
+    reg = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": password},
+                  timeout=3)
     assert password not in repr(reg) and password not in str(reg) and password not in reg.describe()
     await reg.register(SVC, A)
     assert (await reg.list_instances(SVC)).instances == [A]
@@ -275,8 +277,8 @@ async def test_auth_user_password(etcd_fresh):
 
     # wrong password: a clear RegistryError without the password
     wrong = "wr0ng-Pa55word"
-    bad = make_registry("etcd", service_settings={"endpoints": [etcd_fresh.client_url]},
-                        credentials={"username": "root", "password": wrong}, timeout=3)
+    bad = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": wrong},
+                  timeout=3)
     with pytest.raises(RegistryError) as ei:
         await bad.list_instances(SVC)
     msg = str(ei.value)

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from infer_operator.registry.base import Instance, RegistryError
-from infer_operator.registry.factory import make_registry
+from infer_operator.registry.backends import connect
+from infer_operator.registry.model import Instance, RegistryError
 from infer_operator.registry.http import HttpRegistry
-from infer_operator.registry.operations import apply_sweep, deregister_confirmed, plan_sweep
+from infer_operator.registration.actions import apply_sweep, deregister_confirmed
+from infer_operator.registration.plans import plan_sweep
 from tests.support.admin_controller import AdminController
 
 pytestmark = pytest.mark.registry
@@ -198,14 +199,14 @@ async def test_config_list_with_unusable_items(admin_controller, reg):
 async def test_bearer_token():
     token = "tok-3xtra-s3cret"
     async with AdminController(token=token) as ac:
-        good = make_registry("http", service_settings={"url": ac.url}, credentials={"token": token}, timeout=2)
+        good = connect("http", {"url": ac.url}, {"token": token}, timeout=2)
         assert token not in repr(good) and token not in good.describe()
         await good.register(SVC, A)
         assert (await good.list_instances(SVC)).instances == [A]
         await good.close()
 
         wrong = "wr0ng-t0ken-value"
-        bad = make_registry("http", service_settings={"url": ac.url}, credentials={"token": wrong}, timeout=2)
+        bad = connect("http", {"url": ac.url}, {"token": wrong}, timeout=2)
         with pytest.raises(RegistryError, match="HTTP 401") as ei:
             await bad.list_instances(SVC)
         assert wrong not in str(ei.value) and wrong not in repr(ei.value) and token not in str(ei.value)

@@ -5,7 +5,7 @@ import datetime
 
 import pytest
 
-from infer_operator.registration import desired_instances, instance_for, plan_registration
+from infer_operator.registration.plans import desired_instances, instance_for, plan_registration
 from tests.support.pods import pod
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)

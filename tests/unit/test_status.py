@@ -1,7 +1,7 @@
 """Status counts and conditions, and that an unchanged world gives an unchanged status."""
 
 from infer_operator.api.v1alpha1 import parse_spec
-from infer_operator.status import Outcome, Problem, compute_status, status_changed
+from infer_operator.reconcile.status import Outcome, Problem, compute_status, status_changed
 from tests.support.pods import pod
 from tests.support.specs import isvc_body
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infer_operator.registry.base import Instance
-from infer_operator.registry.operations import SweepPlan, plan_sweep
+from infer_operator.registration.plans import SweepPlan, plan_sweep
+from infer_operator.registry.model import Instance
 
 
 def inst(ip: str, port: int = 8080, pod: str = "p") -> Instance:

@@ -8,33 +8,15 @@ the API server rejects bad objects before the operator ever sees them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from infer_operator import labels
+from infer_operator.api.base import Model, Rule
+from infer_operator.registry.backends import BACKENDS
 
 PROBE_HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
-
-
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    validation = {"rule": rule, "message": message}
-    if field_path:
-        validation["fieldPath"] = field_path
-    return validation
-
-
-def _schema_extra(*, validations: list[dict[str, str]] | None = None, **extra: Any) -> dict[str, Any]:
-    out = dict(extra)
-    if validations:
-        out["x-kubernetes-validations"] = validations
-    return out
-
-
-class _Model(BaseModel):
-    """Base: camelCase on the wire, snake_case in Python, unknown fields rejected."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
 _Handler = Annotated[
@@ -43,19 +25,13 @@ _Handler = Annotated[
 ]
 
 
-class Probe(_Model):
+class Probe(Model):
     """A core/v1 Probe: one handler plus timing."""
 
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel(
-                    "[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)]"
-                    ".filter(x, x).size() == 1",
-                    "a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc",
-                )
-            ]
-        )
+    rules: ClassVar = (
+        Rule("[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)].filter(x, x).size() == 1",
+             "a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc",
+             lambda p: sum(h is not None for h in (p.http_get, p.tcp_socket, p.exec_, p.grpc)) == 1),
     )
 
     http_get: _Handler = Field(default=None, alias="httpGet", description="HTTP GET against the pod (2xx/3xx is ready).")
@@ -71,15 +47,8 @@ class Probe(_Model):
     def as_kubernetes(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
 
-    @model_validator(mode="after")
-    def _exactly_one_handler(self) -> Probe:
-        handlers = [self.http_get, self.tcp_socket, self.exec_, self.grpc]
-        if sum(handler is not None for handler in handlers) != 1:
-            raise ValueError("a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc")
-        return self
 
-
-class RoleSpec(_Model):
+class RoleSpec(Model):
     command: list[str] | None = Field(
         default=None,
         min_length=1,
@@ -106,11 +75,13 @@ class RoleSpec(_Model):
     )
 
 
-_ROLE_RULES = [_cel("!has(self.args) || has(self.command)", "args requires command", ".args")]
+    rules: ClassVar = (
+        Rule("!has(self.args) || has(self.command)", "args requires command",
+             lambda role: role.args is None or role.command is not None, ".args"),
+    )
 
 
 class SyncRoleSpec(RoleSpec):
-    model_config = ConfigDict(json_schema_extra=_schema_extra(validations=_ROLE_RULES))
 
     port: int = Field(
         default=8000,
@@ -125,30 +96,18 @@ class SyncRoleSpec(RoleSpec):
 
 
 class AsyncRoleSpec(RoleSpec):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            description="The async role (queue worker): no port, never registered.",
-            validations=_ROLE_RULES,
-        )
-    )
+    schema_extra: ClassVar = {"description": "The async role (queue worker): no port, never registered."}
 
 
-class LifecycleSpec(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel(
-                    "self.terminationGracePeriodSeconds > self.drainSeconds",
-                    "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds",
-                    ".terminationGracePeriodSeconds",
-                ),
-                _cel(
-                    "self.terminationGracePeriodSeconds > self.asyncDrainSeconds",
-                    "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds",
-                    ".terminationGracePeriodSeconds",
-                ),
-            ]
-        )
+class LifecycleSpec(Model):
+    rules: ClassVar = (
+        Rule("self.terminationGracePeriodSeconds > self.drainSeconds",
+             "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds",
+             lambda lc: lc.termination_grace_period_seconds > lc.drain_seconds, ".terminationGracePeriodSeconds"),
+        Rule("self.terminationGracePeriodSeconds > self.asyncDrainSeconds",
+             "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds",
+             lambda lc: lc.termination_grace_period_seconds > lc.async_drain_seconds,
+             ".terminationGracePeriodSeconds"),
     )
 
     drain_seconds: int = Field(
@@ -191,59 +150,22 @@ class LifecycleSpec(_Model):
     )
 
 
-class SecretReference(_Model):
-    name: str = Field(
-        min_length=1,
-        max_length=253,
-        description="Name of a Secret in the InferenceService's namespace.",
-    )
+def _section_required(backend_type: str) -> Rule:
+    return Rule(f"self.type != '{backend_type}' || has(self.{backend_type})",
+                f"registry.{backend_type} is required when registry.type is {backend_type}",
+                lambda registry: registry.type != backend_type or getattr(registry, backend_type) is not None,
+                f".{backend_type}")
 
 
-class EtcdRegistrySpec(_Model):
-    endpoints: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")]] = Field(
-        min_length=1,
-        description="etcd v3 endpoints (http:// or https://), tried in order.",
-    )
-    prefix: str = Field(
-        default="/services",
-        pattern=r"^/[^\s]*$",
-        description="Key prefix: instances live under {prefix}/{service}/instances/.",
-    )
-    credentials_secret: SecretReference | None = Field(
-        default=None,
-        alias="credentialsSecret",
-        description=(
-            "Secret with optional keys username, password, ca.crt, tls.crt, tls.key. Its values "
-            "are never logged."
-        ),
-    )
+class _RegistryBase(Model):
+    """The registry fields every backend shares; `RegistrySpec` adds one section per backend."""
 
+    rules: ClassVar = tuple(_section_required(t) for t, b in BACKENDS.items() if b.spec is not None)
 
-class HttpRegistrySpec(_Model):
-    url: str = Field(
-        pattern=r"^https?://[^\s/]+(/.*)?$",
-        description="Base URL of the admin controller (see docs/registry-http-api.yaml).",
-    )
-    credentials_secret: SecretReference | None = Field(
-        default=None,
-        alias="credentialsSecret",
-        description="Secret with optional keys token (bearer), ca.crt, tls.crt, tls.key.",
-    )
-
-
-class RegistrySpec(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel("self.type != 'etcd' || has(self.etcd)", "registry.etcd is required when registry.type is etcd", ".etcd"),
-                _cel("self.type != 'http' || has(self.http)", "registry.http is required when registry.type is http", ".http"),
-            ]
-        )
-    )
-
-    type: Literal["none", "etcd", "http"] = Field(
+    type: Literal[tuple(BACKENDS)] = Field(  # type: ignore[valid-type]
         default="none",
-        description="Where sync instances are registered: none (Kubernetes Services only), etcd, http.",
+        description=("Where sync instances are registered: "
+                     + ", ".join(backend.summary for backend in BACKENDS.values()) + "."),
     )
     service: str | None = Field(
         default=None,
@@ -251,15 +173,29 @@ class RegistrySpec(_Model):
         max_length=253,
         description="Service name in the registry (default: metadata.name).",
     )
-    etcd: EtcdRegistrySpec | None = None
-    http: HttpRegistrySpec | None = None
-    register_delay_seconds: int = Field(
+
+    @property
+    def in_use(self) -> bool:
+        """Whether pods are registered (and carry the deregistration finalizer)."""
+        return self.type != "none"
+
+    @property
+    def backend(self) -> Any:
+        return BACKENDS[self.type]
+
+
+RegistrySpec = create_model(
+    "RegistrySpec",
+    __base__=_RegistryBase,
+    **{t: (b.spec | None, None) for t, b in BACKENDS.items() if b.spec is not None},
+    register_delay_seconds=(int, Field(
         default=0,
         ge=0,
         le=3600,
         alias="registerDelaySeconds",
         description="Warm-up: register a sync pod only after it has been Ready this long.",
-    )
+    )),
+)
 
 
 class Container(BaseModel):
@@ -302,17 +238,11 @@ class PodTemplate(BaseModel):
     spec: PodSpec
 
 
-class InferenceServiceSpec(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel(
-                    "!has(self.syncReplicas) || self.syncReplicas <= self.replicas",
-                    "spec.syncReplicas must not exceed spec.replicas",
-                    ".syncReplicas",
-                ),
-            ]
-        )
+class InferenceServiceSpec(Model):
+    rules: ClassVar = (
+        Rule("!has(self.syncReplicas) || self.syncReplicas <= self.replicas",
+             "spec.syncReplicas must not exceed spec.replicas",
+             lambda spec: spec.sync_replicas is None or spec.sync_replicas <= spec.replicas, ".syncReplicas"),
     )
 
     replicas: int = Field(
@@ -384,27 +314,8 @@ class InferenceServiceSpec(_Model):
         except (TypeError, ValueError):
             return 1
 
-    @model_validator(mode="after")
-    def _cross_field_rules(self) -> InferenceServiceSpec:
-        # Mirrors the CEL rules, so objects that bypassed the API server (or an older CRD)
-        # are caught too.
-        if self.sync_replicas is not None and self.sync_replicas > self.replicas:
-            raise ValueError("spec.syncReplicas must not exceed spec.replicas")
-        if self.lifecycle.termination_grace_period_seconds <= self.lifecycle.drain_seconds:
-            raise ValueError("lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds")
-        if self.lifecycle.termination_grace_period_seconds <= self.lifecycle.async_drain_seconds:
-            raise ValueError("lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds")
-        for role_name, role in (("sync", self.sync), ("async", self.async_)):
-            if role.args is not None and role.command is None:
-                raise ValueError(f"spec.{role_name}.args requires spec.{role_name}.command")
-        if self.registry.type == "etcd" and self.registry.etcd is None:
-            raise ValueError("spec.registry.etcd is required when registry.type is etcd")
-        if self.registry.type == "http" and self.registry.http is None:
-            raise ValueError("spec.registry.http is required when registry.type is http")
-        return self
 
-
-class Condition(_Model):
+class Condition(Model):
     type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
@@ -413,7 +324,7 @@ class Condition(_Model):
     last_transition_time: str | None = Field(default=None, alias="lastTransitionTime")
 
 
-class InferenceServiceStatus(_Model):
+class InferenceServiceStatus(Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     replicas: int | None = Field(default=None, description="Pods that exist (not terminating).")
     ready_replicas: int | None = Field(default=None, alias="readyReplicas", description="Ready pods.")
@@ -428,7 +339,7 @@ class InferenceServiceStatus(_Model):
     )
 
 
-class InferenceService(_Model):
+class InferenceService(Model):
     model_config = ConfigDict(
         json_schema_extra={"description": "A GPU inference service: one StatefulSet whose pods run the sync or async role by ordinal."}
     )

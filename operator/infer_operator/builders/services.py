@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 from infer_operator.api.v1alpha1 import InferenceServiceSpec
 from infer_operator.builders.common import Owner, headless_service_name
 
@@ -16,8 +16,8 @@ def _sync_port(spec: InferenceServiceSpec) -> dict[str, Any]:
 def build_headless_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
     """The StatefulSet's governing Service: `<pod>.<name>-headless` DNS for every pod, both roles."""
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        "apiVersion": kinds.SERVICE.api_version,
+        "kind": kinds.SERVICE.kind,
         "metadata": owner.metadata(headless_service_name(owner.name)),
         "spec": {
             "clusterIP": "None",
@@ -32,8 +32,8 @@ def build_headless_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str
 def build_sync_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
     """ClusterIP Service `<name>`: only pods labelled role=sync, on sync.port."""
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        "apiVersion": kinds.SERVICE.api_version,
+        "kind": kinds.SERVICE.kind,
         "metadata": owner.metadata(owner.name),
         "spec": {
             "type": "ClusterIP",

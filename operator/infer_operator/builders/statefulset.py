@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, Probe
 from infer_operator.builders.common import BuildError, Owner, headless_service_name, scripts_configmap_name
 from infer_operator.builders.pod_scripts import SCRIPTS_DIR
@@ -151,8 +151,8 @@ def build_pod_template(owner: Owner, spec: InferenceServiceSpec) -> dict[str, An
 
 def build_statefulset(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
+        "apiVersion": kinds.STATEFUL_SET.api_version,
+        "kind": kinds.STATEFUL_SET.kind,
         "metadata": owner.metadata(owner.name),
         "spec": {
             "replicas": spec.replicas,

@@ -17,33 +17,35 @@ import pydantic
 
 from infer_operator import labels, metrics
 from infer_operator.api.v1alpha1 import parse_spec
-from infer_operator.registrar import RegistryConfigError
-from infer_operator.registry.base import RegistryError
-from infer_operator.reconciler import ServiceReconciler
+from infer_operator.reconcile.reconciler import ServiceReconciler
+from infer_operator.reconcile.schedule import Schedule
+from infer_operator.registration.registrar import RegistryConfigError
+from infer_operator.registry.model import RegistryError
 from infer_operator.runtime import RUNTIME
 
 
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL)
 def inferenceservice_changed(namespace: str, name: str, **_: Any) -> None:
     # Spec changes are noticed by generation inside the pass; this only makes it prompt.
-    RUNTIME.poke(namespace, name)
+    RUNTIME.services.poke(namespace, name)
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, id="reconcile", cancellation_timeout=10.0)
 async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str,
                          logger: logging.Logger, pods_by_service: kopf.Index, **_: Any) -> None:
-    waker = RUNTIME.wakeup(namespace, name)
+    record = RUNTIME.services.record(namespace, name)
+    waker = record.wakeup
     waker.poke(objects=True)
 
     def post(event_type: str, reason: str, message: str) -> None:
         kopf.event(body, type=event_type, reason=reason, message=message)
 
-    reconciler = ServiceReconciler(RUNTIME.kube, namespace, name, logger, post,
-                                   registrar=RUNTIME.registrar(namespace, name), releaser=RUNTIME.releaser,
-                                   sweep_seconds=RUNTIME.options.sweep_seconds,
-                                   resync_seconds=RUNTIME.options.resync_seconds,
-                                   audit_seconds=RUNTIME.options.resync_seconds)
-    RUNTIME.reconcilers[(namespace, name)] = reconciler
+    options = RUNTIME.options
+    reconciler = ServiceReconciler(RUNTIME.kube, record, logger, post, releaser=RUNTIME.releaser,
+                                   schedule=Schedule(resync_seconds=options.resync_seconds,
+                                                     audit_seconds=options.resync_seconds,
+                                                     sweep_seconds=options.sweep_seconds))
+    record.reconciler = reconciler
 
     async def relay_stop() -> None:
         await stopped.wait()
@@ -70,8 +72,7 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay
-        RUNTIME.wakeups.pop((namespace, name), None)
-        RUNTIME.reconcilers.pop((namespace, name), None)
+        record.reconciler = None
 
 
 @kopf.on.delete(labels.GROUP, labels.VERSION, labels.PLURAL, id="registry-cleanup")
@@ -82,10 +83,11 @@ async def remove_registry_entries(spec: kopf.Spec, namespace: str, name: str, lo
         parsed = parse_spec(dict(spec))
     except pydantic.ValidationError:
         return  # never valid, never registered anything
-    if parsed.registry.type == "none":
+    if not parsed.registry.in_use:
         return
-    RUNTIME.releaser.remember(namespace, name, parsed.registry, parsed.sync.port)
-    registrar = RUNTIME.registrar(namespace, name)
+    record = RUNTIME.services.record(namespace, name)
+    record.remember(parsed)
+    registrar = record.registrar
     try:
         await registrar.remove_everything(parsed.registry)
     except RegistryConfigError as exc:
@@ -96,4 +98,3 @@ async def remove_registry_entries(spec: kopf.Spec, namespace: str, name: str, lo
         raise kopf.TemporaryError(str(exc), delay=10) from None
     finally:
         await registrar.close()
-        RUNTIME.registrars.pop((namespace, name), None)

@@ -27,4 +27,4 @@ async def pod_changed(body: kopf.Body, namespace: str, pods_by_service: kopf.Ind
     if pod.deleting:
         # Deregistration starts at once, not on the service loop's next pass.
         RUNTIME.releaser.handle(pod, lambda: pods_by_service.get((namespace, pod.service), ()))
-    RUNTIME.poke(namespace, pod.service)
+    RUNTIME.services.poke(namespace, pod.service)

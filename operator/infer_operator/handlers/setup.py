@@ -8,19 +8,17 @@ from typing import Any
 
 import kopf
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 from infer_operator.clients.kube import load_configuration
 from infer_operator.runtime import RUNTIME
-
-OWNED_KINDS = (("", "pods"), ("apps", "statefulsets"), ("", "services"), ("", "configmaps"))
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Settings shared by `infer-operator run` and tests that run the operator in-process."""
     # Watch only what we own: the API server filters pods and owned objects by label, so the
     # operator never receives (or holds in memory) the rest of the cluster's pods.
-    for group, plural in OWNED_KINDS:
-        settings.watching.label_selectors[group, plural] = labels.MANAGED_SELECTOR
+    for kind in kinds.WATCHED:
+        settings.watching.label_selectors[kind.group, kind.plural] = labels.MANAGED_SELECTOR
     # A dead connection must be noticed: the server closes each watch after server_timeout,
     # and the client gives up on a silent one (a hung API server, a dropped connection that
     # sent no RST) a little later. A reset connection is retried at once by kopf.

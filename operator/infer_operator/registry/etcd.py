@@ -1,4 +1,5 @@
-"""etcd v3 backend over the JSON gRPC gateway (etcd 3.4 .. 3.6), using aiohttp.
+"""etcd v3 backend over the JSON gRPC gateway (etcd 3.4 .. 3.6), using aiohttp: its spec section
+(`registry.etcd`), its client and its row in the backend table.
 
 Key layout (prefix default ``/services``; slashes normalised, no trailing slash)::
 
@@ -22,25 +23,29 @@ import json
 import logging
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from ._aio import make_session, read_capped
-from .base import (
+from pydantic import Field
+
+from infer_operator.api.base import Model, SecretReference
+
+from .base import Backend, Registry
+from .model import (
     DEFAULT_TIMEOUT,
     Instance,
     Listing,
     MalformedEntry,
-    Registry,
     RegistryError,
-    Secret,
     one_line,
     scrub,
     validate_port,
     validate_segment,
 )
+from .tls import TLS_SECRET_KEYS, Secret, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -351,3 +356,42 @@ def _error_message(data: Any) -> str:
 def _looks_like_auth_error(data: Any) -> bool:
     msg = _error_message(data).lower()
     return "invalid auth token" in msg or "user name is empty" in msg or "auth token" in msg
+
+
+class EtcdRegistrySpec(Model):
+    # spec.registry.etcd (no docstring: it would become the schema description)
+
+    endpoints: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")]] = Field(
+        min_length=1,
+        description="etcd v3 endpoints (http:// or https://), tried in order.",
+    )
+    prefix: str = Field(
+        default="/services",
+        pattern=r"^/[^\s]*$",
+        description="Key prefix: instances live under {prefix}/{service}/instances/.",
+    )
+    credentials_secret: SecretReference | None = Field(
+        default=None,
+        alias="credentialsSecret",
+        description=(
+            "Secret with optional keys username, password, ca.crt, tls.crt, tls.key. Its values "
+            "are never logged."
+        ),
+    )
+
+
+def _connect(spec: EtcdRegistrySpec, credentials: dict[str, str], timeout: float) -> EtcdRegistry:
+    username, password = credentials.get("username"), credentials.get("password")
+    if (username is None) != (password is None):
+        raise ValueError("etcd credentials need both username and password")
+    return EtcdRegistry(spec.endpoints, prefix=spec.prefix, username=username, password=password,
+                        ssl_context=tls_context(credentials), timeout=timeout)
+
+
+BACKEND = Backend(
+    type="etcd",
+    summary="etcd",
+    spec=EtcdRegistrySpec,
+    secret_keys={"username": "username", "password": "password", **TLS_SECRET_KEYS},
+    connect=_connect,
+)

@@ -1,4 +1,5 @@
-"""HTTP backend: the admin-controller contract (see docs/registry-http-api.yaml).
+"""HTTP backend, the admin-controller contract (see docs/registry-http-api.yaml): its spec section
+(`registry.http`), its client and its row in the backend table.
 
     PUT    {url}/services/{service}/instances/{ip}:{port}   body = Instance JSON
     DELETE {url}/services/{service}/instances/{ip}:{port}
@@ -23,20 +24,24 @@ import aiohttp
 from yarl import URL
 
 from ._aio import make_session, read_capped
-from .base import (
+from pydantic import Field
+
+from infer_operator.api.base import Model, SecretReference
+
+from .base import Backend, Registry
+from .model import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,
     Instance,
     Listing,
     MalformedEntry,
-    Registry,
     RegistryError,
-    Secret,
     one_line,
     scrub,
     validate_port,
     validate_segment,
 )
+from .tls import TLS_SECRET_KEYS, Secret, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +185,31 @@ def _entry_id(item: Any) -> str:
     except (TypeError, ValueError):
         text = repr(item)
     return one_line(text, 120)
+
+
+class HttpRegistrySpec(Model):
+    # spec.registry.http (no docstring: it would become the schema description)
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="Base URL of the admin controller (see docs/registry-http-api.yaml).",
+    )
+    credentials_secret: SecretReference | None = Field(
+        default=None,
+        alias="credentialsSecret",
+        description="Secret with optional keys token (bearer), ca.crt, tls.crt, tls.key.",
+    )
+
+
+def _connect(spec: HttpRegistrySpec, credentials: dict[str, str], timeout: float) -> HttpRegistry:
+    return HttpRegistry(spec.url, token=credentials.get("token"), ssl_context=tls_context(credentials),
+                        timeout=timeout)
+
+
+BACKEND = Backend(
+    type="http",
+    summary="http",
+    spec=HttpRegistrySpec,
+    secret_keys={"token": "token", **TLS_SECRET_KEYS},
+    connect=_connect,
+)

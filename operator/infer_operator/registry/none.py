@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Instance, Listing, Registry, validate_port, validate_segment
+from .base import Backend, Registry
+from .model import Instance, Listing, validate_port, validate_segment
 
 
 class NoneRegistry(Registry):
@@ -37,3 +38,12 @@ class NoneRegistry(Registry):
 
     async def close(self) -> None:
         return None
+
+
+BACKEND = Backend(
+    type="none",
+    summary="none (Kubernetes Services only)",
+    spec=None,
+    secret_keys={},
+    connect=lambda _spec, _credentials, timeout: NoneRegistry(timeout=timeout),
+)

@@ -1,4 +1,4 @@
-"""Which instances belong in the registry, pure.
+"""What belongs in the registry, and what a pass or a sweep changes there: pure decisions.
 
 Registered set == sync pods that are Ready, not terminating, and Ready for registerDelaySeconds.
 The per-pass plan only touches entries whose IP is held by a pod the operator knows; entries for
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from infer_operator import labels
 from infer_operator.podview import PodView
-from infer_operator.registry.base import Instance
+from infer_operator.registry.model import Instance
 
 
 def instance_for(pod: PodView, port: int) -> Instance:
@@ -73,3 +73,30 @@ def plan_registration(desired: dict[str, Instance], listed: Iterable[Instance],
     deregister = tuple(inst for inst in listed if inst.address not in desired and inst.ip in known_ips
                        and warming.get(inst.address) != inst)
     return RegistrationPlan(register, deregister)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    stale_instances: tuple[Instance, ...] = ()
+    stale_config_ips: tuple[str, ...] = ()
+    skipped_reason: str | None = None  # set when nothing may be removed (live pods unknown)
+
+    @property
+    def empty(self) -> bool:
+        return not self.stale_instances and not self.stale_config_ips
+
+
+def plan_sweep(
+    instances: Iterable[Instance], config_ips: Iterable[str], live_ips: set[str] | None
+) -> SweepPlan:
+    """Entries whose IP no live pod holds. ``live_ips=None`` (pods unreadable) -> empty plan.
+
+    An IP reused by a live pod is not stale, whatever pod the entry names. An empty set of live IPs
+    means "the service has no pods": everything is stale.
+    """
+    if live_ips is None:
+        return SweepPlan(skipped_reason="live pod IPs unknown; keeping everything")
+    live = set(live_ips)
+    stale_inst = sorted({i for i in instances if i.ip not in live}, key=lambda i: (i.ip, i.port, i.pod))
+    stale_cfg = sorted({ip for ip in config_ips if ip not in live})
+    return SweepPlan(tuple(stale_inst), tuple(stale_cfg))

@@ -1,13 +1,14 @@
-"""Higher-level registry logic: confirmed deregistration and the stale-entry sweep."""
+"""Multi-step registry operations over any client: confirmed deregistration, applying a sweep plan."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .base import Instance, Registry, RegistryError
+from infer_operator.registration.plans import SweepPlan
+from infer_operator.registry.base import Registry
+from infer_operator.registry.model import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -68,38 +69,11 @@ async def deregister_confirmed(
     return DeregisterResult(False, attempts, needed_second, last_error)
 
 
-@dataclass(frozen=True)
-class SweepPlan:
-    stale_instances: tuple[Instance, ...] = ()
-    stale_config_ips: tuple[str, ...] = ()
-    skipped_reason: str | None = None  # set when nothing may be removed (live pods unknown)
-
-    @property
-    def empty(self) -> bool:
-        return not self.stale_instances and not self.stale_config_ips
-
-
 @dataclass
 class SweepResult:
     instances_removed: int = 0
     configs_removed: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def plan_sweep(
-    instances: Iterable[Instance], config_ips: Iterable[str], live_ips: set[str] | None
-) -> SweepPlan:
-    """Entries whose IP no live pod holds. ``live_ips=None`` (pods unreadable) -> empty plan.
-
-    An IP reused by a live pod is not stale, whatever pod the entry names. An empty set of live IPs
-    means "the service has no pods": everything is stale.
-    """
-    if live_ips is None:
-        return SweepPlan(skipped_reason="live pod IPs unknown; keeping everything")
-    live = set(live_ips)
-    stale_inst = sorted({i for i in instances if i.ip not in live}, key=lambda i: (i.ip, i.port, i.pod))
-    stale_cfg = sorted({ip for ip in config_ips if ip not in live})
-    return SweepPlan(tuple(stale_inst), tuple(stale_cfg))
 
 
 async def apply_sweep(registry: Registry, service: str, plan: SweepPlan) -> SweepResult:

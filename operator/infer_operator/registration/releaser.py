@@ -2,8 +2,8 @@
 
 This runs as soon as a pod gets its deletionTimestamp, in parallel with its preStop drain, so the
 instance leaves the registry before SIGTERM. It does not depend on the InferenceService's loop
-(which stops when the service is deleted); it needs only the pod and the service's registry
-settings, remembered from the last reconcile or read from the InferenceService.
+(which stops when the service is deleted); it needs only the pod and its service's record: the
+registry settings last synced (or read from the InferenceService) and the service's registrar.
 
 If the registry stays unreachable past the deregistration timeout, the pod is released anyway
 (never held hostage), a Warning event says so, and the sweep removes the leftovers later.
@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from infer_operator import labels, metrics
-from infer_operator.api.v1alpha1 import RegistrySpec, parse_spec
+from infer_operator import kinds, labels, metrics
+from infer_operator.api.v1alpha1 import parse_spec
+from infer_operator.clients.finalizers import remove_finalizer
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
-from infer_operator.registrar import Registrar, RegistryConfigError
-from infer_operator.registry.base import RegistryError
-from infer_operator.registry.operations import deregister_confirmed
+from infer_operator.registration.actions import deregister_confirmed
+from infer_operator.registration.registrar import RegistryConfigError
+from infer_operator.registry.model import RegistryError
+from infer_operator.runtime import RegistrySettings, ServiceRecord, ServiceRecords
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +40,13 @@ def pod_reference(pod: PodView) -> dict[str, Any]:
 
 
 class PodReleaser:
-    def __init__(self, kube: KubeClient, registrars: dict[tuple[str, str], Registrar], post: PostEvent,
-                 timeout: Callable[[], float], registry_timeout: Callable[[], float]):
+    def __init__(self, kube: KubeClient, services: ServiceRecords, post: PostEvent, timeout: Callable[[], float]):
         self.kube = kube
-        self.registrars = registrars
+        self.services = services
         self.post = post
         self.timeout = timeout
-        self.registry_timeout = registry_timeout
         self.tasks: dict[str, asyncio.Task] = {}
         self.recently_released: dict[str, float] = {}  # uid -> when its release finished
-        # Registry settings per service, kept after the service is deleted so its last pods can
-        # still be deregistered.
-        self.settings: dict[tuple[str, str], tuple[RegistrySpec, int]] = {}
-
-    def remember(self, namespace: str, service: str, spec_registry: RegistrySpec, port: int) -> None:
-        self.settings[(namespace, service)] = (spec_registry, port)
 
     def handle(self, pod: PodView, siblings: Callable[[], Iterable[PodView]]) -> None:
         """Start releasing a deleted pod that still carries our finalizer (at most once at a time)."""
@@ -92,19 +86,18 @@ class PodReleaser:
             self.post(pod_reference(pod), event_type, reason, f"Pod {pod.name}: {message}")
         return released
 
-    async def _settings_for(self, pod: PodView) -> tuple[RegistrySpec, int] | None:
-        known = self.settings.get((pod.namespace, pod.service))
-        if known is not None:
-            return known
+    async def _settings_for(self, record: ServiceRecord) -> RegistrySettings | None:
+        if record.settings is not None:
+            return record.settings
         try:
-            body = await self.kube.get(labels.API_VERSION, labels.KIND, pod.namespace, pod.service)
+            body = await self.kube.get(kinds.INFERENCE_SERVICE.api_version, kinds.INFERENCE_SERVICE.kind,
+                                       record.namespace, record.name)
         except KubeError as exc:
             if exc.not_found:
                 return None
-            raise RegistryError(f"could not read InferenceService {pod.service}: {exc}") from None
-        spec = parse_spec(body.get("spec"))
-        self.remember(pod.namespace, pod.service, spec.registry, spec.sync.port)
-        return spec.registry, spec.sync.port
+            raise RegistryError(f"could not read InferenceService {record.name}: {exc}") from None
+        record.remember(parse_spec(body.get("spec")))
+        return record.settings
 
     async def _deregister(self, pod: PodView, siblings: Callable[[], Iterable[PodView]]):
         """Returns (event type, reason, message) worth an event, or None for the quiet normal case."""
@@ -112,10 +105,11 @@ class PodReleaser:
         deadline = started + self.timeout()
         delay = 0.5
         last_error = "registry unreachable"
+        record = self.services.record(pod.namespace, pod.service)
         while True:
             try:
-                settings = await self._settings_for(pod)
-                if settings is None or settings[0].type == "none":
+                settings = await self._settings_for(record)
+                if settings is None or not settings.registry.in_use:
                     return None  # nothing registered anywhere for this pod
                 if not pod.ip:
                     return None  # never had an IP: never registered, no per-IP config
@@ -123,11 +117,9 @@ class PodReleaser:
                     # The IP already belongs to a live pod of the same service: its entry and
                     # config are that pod's now. Removing them would hurt a live instance.
                     return ("Normal", "IPReused", f"IP {pod.ip} is held by a live pod; its entry and config were kept")
-                spec_registry, port = settings
-                registrar = self.registrars.get((pod.namespace, pod.service)) or Registrar(
-                    self.kube, pod.namespace, pod.service, self.registry_timeout())
-                registry = await registrar.client(spec_registry)
-                service = registrar.service
+                port = settings.port
+                registry = await record.registrar.client(settings.registry)
+                service = record.registrar.service
                 remaining = max(0.5, deadline - time.monotonic())
                 async with asyncio.timeout(remaining):
                     result = await deregister_confirmed(registry, service, pod.ip, port)
@@ -135,7 +127,7 @@ class PodReleaser:
                         await registry.delete_config(service, pod.ip)
                 if result.confirmed:
                     if pod.role == labels.ROLE_SYNC:
-                        metrics.DEREGISTRATIONS.labels(spec_registry.type, "pod-deleted").inc()
+                        metrics.DEREGISTRATIONS.labels(settings.registry.type, "pod-deleted").inc()
                         metrics.DEREGISTRATION_LATENCY.observe(time.monotonic() - started)
                         log.info(f"Deregistered pod {pod.namespace}/{pod.name} ({pod.ip}:{port}) from {service} "
                                  f"and removed its per-IP config.")
@@ -162,28 +154,9 @@ class PodReleaser:
             delay = min(delay * 2, 5.0)
 
     async def _remove_finalizer(self, pod: PodView) -> bool:
-        for _ in range(10):
-            try:
-                body = await self.kube.get("v1", "Pod", pod.namespace, pod.name)
-            except KubeError as exc:
-                if exc.not_found:
-                    return True
-                await asyncio.sleep(1)
-                continue
-            meta = body["metadata"]
-            if meta.get("uid") != pod.uid:
-                return True  # gone; a new pod of the same name is not ours to touch
-            finalizers = meta.get("finalizers") or []
-            if labels.POD_FINALIZER not in finalizers:
-                return True
-            patch = {"metadata": {"finalizers": [f for f in finalizers if f != labels.POD_FINALIZER],
-                                  "resourceVersion": meta["resourceVersion"]}}
-            try:
-                await self.kube.merge_patch("v1", "Pod", pod.namespace, pod.name, patch)
-                return True
-            except KubeError as exc:
-                if exc.not_found:
-                    return True
-                if not exc.conflict:
-                    await asyncio.sleep(1)
-        return False
+        try:
+            return await remove_finalizer(self.kube, kinds.POD, pod.namespace, pod.name, labels.POD_FINALIZER,
+                                          uid=pod.uid)
+        except KubeError as exc:
+            log.error(f"Could not release pod {pod.namespace}/{pod.name} from {labels.POD_FINALIZER}: {exc}")
+            return False

@@ -12,29 +12,20 @@ import datetime
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from infer_operator import metrics
+from infer_operator import kinds, metrics
 from infer_operator.api.v1alpha1 import RegistrySpec
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
-from infer_operator.registration import desired_instances, plan_registration
-from infer_operator.registry.base import Registry, RegistryError
-from infer_operator.registry.factory import make_registry
-from infer_operator.registry.operations import apply_sweep, plan_sweep
+from infer_operator.registration.actions import apply_sweep
+from infer_operator.registration.plans import desired_instances, plan_registration, plan_sweep
+from infer_operator.registry.backends import connect
+from infer_operator.registry.base import Registry
+from infer_operator.registry.model import RegistryError
 
 log = logging.getLogger(__name__)
-
-# Secret key -> credential name understood by make_registry.
-SECRET_KEYS = {
-    "username": "username",
-    "password": "password",
-    "token": "token",
-    "ca.crt": "ca_data",
-    "tls.crt": "cert_data",
-    "tls.key": "key_data",
-}
 
 
 class RegistryConfigError(Exception):
@@ -52,24 +43,12 @@ def registry_service_name(spec_registry: RegistrySpec, isvc_name: str) -> str:
     return spec_registry.service or isvc_name
 
 
-def _settings(spec_registry: RegistrySpec) -> dict[str, Any]:
-    if spec_registry.type == "etcd" and spec_registry.etcd:
-        return {"endpoints": list(spec_registry.etcd.endpoints), "prefix": spec_registry.etcd.prefix}
-    if spec_registry.type == "http" and spec_registry.http:
-        return {"url": spec_registry.http.url}
-    return {}
-
-
-def _secret_name(spec_registry: RegistrySpec) -> str | None:
-    backend = spec_registry.etcd if spec_registry.type == "etcd" else spec_registry.http
-    reference = getattr(backend, "credentials_secret", None)
-    return reference.name if reference else None
-
-
-async def read_credentials(kube: KubeClient, namespace: str, secret_name: str) -> tuple[dict[str, str], str]:
-    """The Secret's registry credentials and its resourceVersion. Values are never logged."""
+async def read_credentials(kube: KubeClient, namespace: str, secret_name: str,
+                           secret_keys: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The Secret's registry credentials (`secret_keys`: Secret key -> credential name; other keys
+    are ignored) and its resourceVersion. Values are never logged."""
     try:
-        secret = await kube.get("v1", "Secret", namespace, secret_name)
+        secret = await kube.get(kinds.SECRET.api_version, kinds.SECRET.kind, namespace, secret_name)
     except KubeError as exc:
         if exc.not_found:
             raise RegistryConfigError(f"registry credentials Secret {secret_name} does not exist") from None
@@ -78,19 +57,21 @@ async def read_credentials(kube: KubeClient, namespace: str, secret_name: str) -
         raise RegistryError(f"could not read Secret {secret_name}: {exc.reason or exc.status}") from None
     credentials = {}
     for key, value in (secret.get("data") or {}).items():
-        if key in SECRET_KEYS:
-            credentials[SECRET_KEYS[key]] = base64.b64decode(value).decode()
+        if key in secret_keys:
+            credentials[secret_keys[key]] = base64.b64decode(value).decode()
     return credentials, secret["metadata"].get("resourceVersion", "")
 
 
 class Registrar:
     """Registry work for one InferenceService. Rebuilds its client when settings or Secret change."""
 
-    def __init__(self, kube: KubeClient, namespace: str, name: str, timeout: float):
+    def __init__(self, kube: KubeClient, namespace: str, name: str, timeout: float,
+                 connect: Callable[..., Registry] = connect):
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.timeout = timeout
+        self._connect = connect  # the backend table's; tests give a stub registry
         self.spec_registry: RegistrySpec | None = None
         self._client: Registry | None = None
         self._fingerprint: str | None = None
@@ -105,18 +86,20 @@ class Registrar:
 
     async def client(self, spec_registry: RegistrySpec) -> Registry:
         self.spec_registry = spec_registry
-        secret_name = _secret_name(spec_registry)
+        backend = spec_registry.backend
+        secret_name = backend.credentials_secret(spec_registry)
         credentials: dict[str, str] = {}
         secret_version = ""
         if secret_name:
-            credentials, secret_version = await read_credentials(self.kube, self.namespace, secret_name)
+            credentials, secret_version = await read_credentials(self.kube, self.namespace, secret_name,
+                                                                 backend.secret_keys)
         fingerprint = hashlib.sha256(json.dumps(
             [spec_registry.model_dump(mode="json"), secret_name, secret_version], sort_keys=True).encode()).hexdigest()
         if self._client is None or fingerprint != self._fingerprint:
             await self.close()
             try:
-                self._client = make_registry(spec_registry.type, service_settings=_settings(spec_registry),
-                                             credentials=credentials, timeout=self.timeout)
+                self._client = self._connect(spec_registry.type, backend.section(spec_registry), credentials,
+                                             self.timeout)
             except ValueError as exc:
                 raise RegistryConfigError(f"registry settings are not usable: {exc}") from None
             self._fingerprint = fingerprint

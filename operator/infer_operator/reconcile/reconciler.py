@@ -1,4 +1,4 @@
-"""One reconcile pass for one InferenceService: parse -> build -> apply -> pods -> status.
+"""One reconcile pass for one InferenceService: parse, what is due, audit, apply, pods, registry, status.
 
 Every step reads the world and moves it one step toward the spec, so a pass may run twice, be
 cut off at any line, or run after an operator restart, and the next pass finishes the job.
@@ -17,16 +17,18 @@ from typing import Any
 
 import pydantic
 
-from infer_operator import labels, metrics
+from infer_operator import kinds, labels, metrics
 from infer_operator.api.errors import describe_validation_error
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, parse_spec
 from infer_operator.builders import BuildError, Owner, build_all
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
-from infer_operator.registrar import Registrar
-from infer_operator.releaser import PodReleaser
-from infer_operator.roles import plan_role_flips, role_patch
-from infer_operator.status import Outcome, Problem, compute_status, status_changed
+from infer_operator.reconcile.roles import plan_role_flips, role_patch
+from infer_operator.reconcile.schedule import Schedule
+from infer_operator.reconcile.status import Outcome, Problem, compute_status, status_changed
+from infer_operator.registration.registrar import Registrar
+from infer_operator.registration.releaser import PodReleaser
+from infer_operator.runtime import ServiceRecord
 
 # (event type, reason, message) -> posts a Kubernetes Event on the InferenceService.
 EmitEvent = Callable[[str, str, str], None]
@@ -41,15 +43,11 @@ class TransientError(Exception):
 @dataclass
 class ServiceReconciler:
     kube: KubeClient
-    namespace: str
-    name: str
+    record: ServiceRecord
     logger: logging.Logger | logging.LoggerAdapter
     emit: EmitEvent
-    registrar: Registrar
     releaser: PodReleaser
-    sweep_seconds: float = 60.0
-    resync_seconds: float = 60.0  # re-apply the owned objects at least this often (drift backstop)
-    audit_seconds: float = 60.0   # read the pods from the API at least this often (ghost check)
+    schedule: Schedule = field(default_factory=Schedule)
     # What our last apply produced, per owned object, to tell our own writes from drift.
     applied: dict[tuple[str, str], str] = field(default_factory=dict)
     applied_generation: int | None = None
@@ -59,12 +57,6 @@ class ServiceReconciler:
     ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles
-    # The periodic work is timed here, not by the loop's wake-ups: a wake-up for one due task
-    # (a sweep, a warm-up ending) must not redo the others. The first pass applies and sweeps
-    # anyway; the first audit waits, as kopf's index was just listed and has no ghosts yet.
-    last_resync: float = field(default_factory=time.monotonic)
-    last_read: float = field(default_factory=time.monotonic)  # audit or sweep
-    last_sweep: float = 0.0
     last_sweep_error: str | None = None
     objects_pending: bool = False  # an apply failed on a transient error: apply on the next pass
     # Pods the index still holds that the API no longer has. kopf relists after a "410 Gone" (an
@@ -72,78 +64,68 @@ class ServiceReconciler:
     # a ghost would count as unavailable forever and stall every role flip.
     vanished: set[str] = field(default_factory=set)
 
+    @property
+    def namespace(self) -> str:
+        return self.record.namespace
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def registrar(self) -> Registrar:
+        return self.record.registrar
+
     # -- drift -------------------------------------------------------------------------------
 
-    def is_drift(self, kind: str, name: str, body: Any, deleted: bool) -> bool:
+    def is_drift(self, kind: kinds.Kind, name: str, body: Any, deleted: bool) -> bool:
         if deleted:
             return True
-        marker = self.applied.get((kind, name))
-        return marker is not None and marker != _marker(kind, body)
+        marker = self.applied.get((kind.kind, name))
+        return marker is not None and marker != kind.marker(body)
 
     # -- the pass ----------------------------------------------------------------------------
 
     async def run_pass(self, body: Any, pods: Sequence[PodView], apply_objects: bool) -> float | None:
-        """Reconcile once. Returns the seconds until the next pass is due at the latest."""
-        meta = body["metadata"]
-        generation = int(meta.get("generation") or 0)
+        """Reconcile once (`pods`: the index's view of the service's pods; `apply_objects`: a
+        wake-up asked for the owned objects to be re-applied). Returns the seconds until the next
+        pass is due at the latest, or None when the InferenceService is gone."""
+        generation = int(body["metadata"].get("generation") or 0)
         previous_status = dict(body.get("status") or {})
-        retry: float | None = None
-        problem: Problem | None = None
+        step = _Pass()
+
+        # parse
         spec: InferenceServiceSpec | None = None
-        pending_flips = 0
-        registered: int | None = None
-        registry_condition: tuple[str, str, str] | None = None
         try:
             spec = parse_spec(body.get("spec"))
         except pydantic.ValidationError as exc:
-            problem = Problem("InvalidSpec", describe_validation_error(exc))
+            step.problem = Problem("InvalidSpec", describe_validation_error(exc))
+        registry_in_use = spec is not None and spec.registry.in_use
 
-        now = time.monotonic()
-        resync_due = _due(now, self.last_resync, self.resync_seconds)
-        if resync_due:
-            self.last_resync = now
-        registry_in_use = spec is not None and spec.registry.type != "none"
-        sweep_due = registry_in_use and _due(now, self.last_sweep, self.sweep_seconds)
-        if sweep_due:
-            self.last_sweep = now
-        pods, fresh, read_error = await self._audit_pods(pods, now, force=sweep_due)
+        # what is due, and the audit
+        due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
+        pods, fresh, read_error = await self._audit_pods(pods, force=due.sweep)
 
-        if spec is not None and (apply_objects or resync_due or self.objects_pending
+        # apply
+        if spec is not None and (apply_objects or due.resync or self.objects_pending
                                  or generation != self.applied_generation):
-            try:
-                problem = await self._apply_objects(Owner.from_body(body), spec)
-                self.objects_pending = False
-                if problem is None:
-                    self.applied_generation = generation
-            except TransientError as exc:
-                self.objects_pending = True
-                self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
-                retry = RETRY_SOON_SECONDS
+            await self._apply(Owner.from_body(body), spec, generation, step)
 
-        if spec is not None and problem is None:
-            try:
-                await self._label_new_pods(spec, pods)
-                pending_flips = await self._flip_roles(spec, pods)
-            except TransientError as exc:
-                self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
-                retry = RETRY_SOON_SECONDS
+        if spec is not None and step.problem is None:
+            # pods
+            await self._update_pods(spec, pods, step)
+            # registry
+            self.record.remember(spec)
             if registry_in_use:
-                registered, registry_condition, registry_retry = await self._sync_registry(
-                    spec, pods, sweep_due, fresh, read_error)
-                retry = _sooner(retry, registry_retry)
+                await self._sync_registry(spec, pods, due.sweep, fresh, read_error, step)
             else:
-                # Forget the previous registry: pods that still carry the finalizer are released
-                # at once instead of waiting on a registry the service no longer uses.
-                self.releaser.remember(self.namespace, self.name, spec.registry, spec.sync.port)
-                registered = 0
+                step.registered = 0
 
-        periodic = [self.last_resync + self.resync_seconds, self.last_read + self.audit_seconds]
-        if registry_in_use:
-            periodic.append(self.last_sweep + self.sweep_seconds)
-        retry = _sooner(retry, max(0.0, min(periodic) - time.monotonic()))
-        self._report_problem(problem)
-        outcome = Outcome(generation=generation, problem=problem, pending_flips=pending_flips,
-                          registered=registered, registry_condition=registry_condition)
+        # status
+        step.retry_sooner(self.schedule.next_in(time.monotonic(), sweeps=registry_in_use))
+        self._report_problem(step.problem)
+        outcome = Outcome(generation=generation, problem=step.problem, pending_flips=step.pending_flips,
+                          registered=step.registered, registry_condition=step.registry_condition)
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
         if status_changed(previous_status, desired):
             try:
@@ -153,8 +135,27 @@ class ServiceReconciler:
                 if exc.not_found:
                     return None
                 self.logger.warning(f"Could not write the status of {self.name}, will retry: {exc}")
-                retry = RETRY_SOON_SECONDS
-        return retry
+                step.retry_sooner(RETRY_SOON_SECONDS)
+        return step.retry
+
+    async def _apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, step: _Pass) -> None:
+        try:
+            step.problem = await self._apply_objects(owner, spec)
+            self.objects_pending = False
+            if step.problem is None:
+                self.applied_generation = generation
+        except TransientError as exc:
+            self.objects_pending = True
+            self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
+            step.retry_sooner(RETRY_SOON_SECONDS)
+
+    async def _update_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
+        try:
+            await self._label_new_pods(spec, pods)
+            step.pending_flips = await self._flip_roles(spec, pods)
+        except TransientError as exc:
+            self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
+            step.retry_sooner(RETRY_SOON_SECONDS)
 
     async def _apply_objects(self, owner: Owner, spec: InferenceServiceSpec) -> Problem | None:
         try:
@@ -163,6 +164,7 @@ class ServiceReconciler:
             return Problem("InvalidTemplate", str(exc))
         for manifest in manifests:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
+            row = kinds.of(manifest["apiVersion"], kind)
             try:
                 result = await self.kube.apply(manifest)
             except KubeError as exc:
@@ -174,17 +176,17 @@ class ServiceReconciler:
                         message = f"{bad} ({message})"
                     return Problem(reason, f"{kind} {name} was rejected: {message}")
                 raise TransientError(f"{kind} {name}: {exc}") from exc
-            self.applied[(kind, name)] = _marker(kind, result)
+            self.applied[(kind, name)] = row.marker(result)
         return None
 
     async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
-        with_finalizer = spec.registry.type != "none"
+        with_finalizer = spec.registry.in_use
         for pod in pods:
             patch = role_patch(pod, spec, with_finalizer=with_finalizer)
             if patch is None:
                 continue
             try:
-                await self.kube.merge_patch("v1", "Pod", self.namespace, pod.name, patch)
+                await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, patch)
             except KubeError as exc:
                 if exc.not_found or exc.conflict:
                     continue  # gone, or changed under us: the next event brings the new version
@@ -205,7 +207,7 @@ class ServiceReconciler:
         for pod in plan.restart_now:
             target = spec.role_for(pod.ordinal)
             try:
-                await self.kube.delete("v1", "Pod", self.namespace, pod.name, uid=pod.uid)
+                await self.kube.delete(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, uid=pod.uid)
             except KubeError as exc:
                 if exc.not_found or exc.conflict:
                     continue
@@ -217,18 +219,17 @@ class ServiceReconciler:
             self.emit("Normal", "RoleChange", message)
         return plan.pending
 
-    async def _audit_pods(self, pods: Sequence[PodView], now: float, *, force: bool
+    async def _audit_pods(self, pods: Sequence[PodView], *, force: bool
                           ) -> tuple[list[PodView], list[PodView] | None, str | None]:
-        """Every `audit_seconds` (and for each sweep), read the service's pods from the API and drop
-        the index's ghosts. Returns the pods to act on, the fresh read (if one was made) and the
-        error that prevented it. A failed read drops nothing."""
+        """When the schedule says (and for each sweep), read the service's pods from the API and
+        drop the index's ghosts. Returns the pods to act on, the fresh read (if one was made) and
+        the error that prevented it. A failed read drops nothing."""
         self.vanished &= {pod.uid for pod in pods}  # kopf forgot them too
         fresh: list[PodView] | None = None
         error: str | None = None
-        if force or _due(now, self.last_read, self.audit_seconds):
-            self.last_read = now
+        if self.schedule.take_read(time.monotonic(), force=force):
             try:
-                bodies = await self.kube.list("v1", "Pod", self.namespace,
+                bodies = await self.kube.list(kinds.POD.api_version, kinds.POD.kind, self.namespace,
                                               label_selector=f"{labels.LABEL_SERVICE}={self.name}")
             except KubeError as exc:
                 error = str(exc)
@@ -243,9 +244,7 @@ class ServiceReconciler:
         return [pod for pod in pods if pod.uid not in self.vanished], fresh, error
 
     async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView], sweep_due: bool,
-                             fresh: list[PodView] | None, read_error: str | None
-                             ) -> tuple[int, tuple[str, str, str], float | None]:
-        self.releaser.remember(self.namespace, self.name, spec.registry, spec.sync.port)
+                             fresh: list[PodView] | None, read_error: str | None, step: _Pass) -> None:
         for pod in pods:  # level-triggered backstop for deletions whose event was missed
             self.releaser.handle(pod, lambda: pods)
         now = datetime.datetime.now(datetime.UTC)
@@ -261,7 +260,8 @@ class ServiceReconciler:
                 self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
         if condition[0] == "True" and self.last_sweep_error:
             condition = ("False", "SweepFailed", self.last_sweep_error)
-        return result.registered, condition, result.retry_in
+        step.registered, step.registry_condition = result.registered, condition
+        step.retry_sooner(result.retry_in)
 
     def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
         # On the first pass after a (re)start the API's timestamp is all there is to go on.
@@ -313,24 +313,16 @@ def vanished_pods(indexed: Sequence[PodView], fresh: Sequence[PodView]) -> list[
     return [pod for pod in indexed if pod.uid not in listed]
 
 
-# Periodic tasks whose time comes within this much of a pass run in it: the resync, the audit and
-# the sweep share one wake-up instead of each waking the loop a few milliseconds apart.
-DUE_SLACK_SECONDS = 1.0
+@dataclass
+class _Pass:
+    """What one pass found along the way, for its status and its next wake-up."""
 
+    problem: Problem | None = None
+    pending_flips: int = 0
+    registered: int | None = None
+    registry_condition: tuple[str, str, str] | None = None
+    retry: float | None = None  # seconds until the next pass at the latest
 
-def _due(now: float, last: float, interval: float) -> bool:
-    return now >= last + interval - DUE_SLACK_SECONDS
-
-
-def _sooner(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
-def _marker(kind: str, body: Any) -> str:
-    meta = (body or {}).get("metadata") or {}
-    # StatefulSet status updates don't bump generation; only spec edits (ours or someone's) do.
-    if kind == "StatefulSet":
-        return str(meta.get("generation", ""))
-    return str(meta.get("resourceVersion", ""))
+    def retry_sooner(self, seconds: float | None) -> None:
+        if seconds is not None and (self.retry is None or seconds < self.retry):
+            self.retry = seconds

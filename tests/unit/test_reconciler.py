@@ -1,0 +1,268 @@
+"""The reconcile pass against an in-memory API and registry: what it writes, when, and how it
+takes API faults (404, 409, 422, 5xx). The real API server runs these paths in tests/integration."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from infer_operator import kinds, labels
+from infer_operator.podview import PodView
+from infer_operator.reconcile.reconciler import RETRY_SOON_SECONDS, ServiceReconciler
+from infer_operator.reconcile.schedule import Schedule
+from infer_operator.registration.registrar import Registrar
+from infer_operator.registration.releaser import PodReleaser
+from infer_operator.runtime import ServiceRecords
+from tests.support.fakes import FakeKube, StubRegistry
+from tests.support.specs import isvc_body
+
+NS = "team"
+NAME = "llm"
+ETCD = {"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"]}}
+
+
+def pod_body(ordinal: int, role: str | None = None, *, ready: bool = True, ip: str | None = None,
+             finalizers: tuple[str, ...] = ()) -> dict:
+    meta_labels = {**labels.common_labels(NAME), labels.LABEL_POD_INDEX: str(ordinal)}
+    if role:
+        meta_labels[labels.LABEL_ROLE] = role
+    conditions = [{"type": "Ready", "status": "True" if ready else "False",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{NAME}-{ordinal}", "namespace": NS, "labels": meta_labels,
+                         "finalizers": list(finalizers)},
+            "status": {"phase": "Running", "podIP": ip or f"10.0.0.{ordinal + 10}", "conditions": conditions}}
+
+
+class World:
+    """An InferenceService, its pods and a stub registry, with the operator's objects wired up."""
+
+    def __init__(self, **spec):
+        self.kube = FakeKube()
+        self.registry = StubRegistry()
+        self.events: list[tuple[str, str, str]] = []
+        self.pod_events: list[tuple[str, str, str]] = []
+        body = isvc_body(NAME, NS, **{"syncReplicas": None, **spec})
+        self.kube.put(body)
+        self.services = ServiceRecords(lambda ns, name: Registrar(self.kube, ns, name, 1.0,
+                                                                  connect=lambda *_: self.registry))
+        self.releaser = PodReleaser(self.kube, self.services,
+                                    lambda ref, *event: self.pod_events.append(event), timeout=lambda: 1.0)
+        self.reconciler = ServiceReconciler(self.kube, self.services.record(NS, NAME), logging.getLogger("test"),
+                                            lambda *event: self.events.append(event), releaser=self.releaser,
+                                            schedule=Schedule(resync_seconds=3600, audit_seconds=3600,
+                                                              sweep_seconds=3600))
+
+    def body(self) -> dict:
+        return self.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+
+    def patch_spec(self, **changes) -> None:
+        key = (kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+        body = self.kube.objects[key]
+        body["spec"].update(changes)
+        body["metadata"]["generation"] += 1
+
+    def add_pods(self, *bodies: dict) -> None:
+        for body in bodies:
+            self.kube.put(body)
+
+    def index(self) -> list[PodView]:
+        return [PodView.from_body(b) for (_, kind, _, _), b in sorted(self.kube.objects.items()) if kind == "Pod"]
+
+    async def run(self, apply_objects: bool = False):
+        return await self.reconciler.run_pass(self.body(), self.index(), apply_objects)
+
+    def status(self) -> dict:
+        return self.body().get("status") or {}
+
+    def condition(self, type_: str) -> dict:
+        return next(c for c in self.status()["conditions"] if c["type"] == type_)
+
+    def pod(self, ordinal: int) -> dict | None:
+        return self.kube.obj("v1", "Pod", NS, f"{NAME}-{ordinal}")
+
+
+async def test_first_pass_applies_the_owned_objects_labels_pods_and_writes_status():
+    world = World(replicas=2, syncReplicas=1)
+    world.add_pods(pod_body(0), pod_body(1))
+    await world.run(apply_objects=True)
+
+    assert world.kube.count("apply") == 4
+    assert world.kube.obj("apps/v1", "StatefulSet", NS, NAME)["spec"]["replicas"] == 2
+    assert [world.pod(i)["metadata"]["labels"][labels.LABEL_ROLE] for i in (0, 1)] == ["sync", "async"]
+    assert world.pod(0)["metadata"]["annotations"][labels.ANNOTATION_SYNC_REPLICAS] == "1"
+    assert labels.POD_FINALIZER not in world.pod(0)["metadata"]["finalizers"]  # registry none: no finalizer
+    assert world.status()["observedGeneration"] == 1
+
+
+async def test_an_unchanged_world_writes_nothing_on_the_next_pass():
+    world = World(replicas=2, syncReplicas=1)
+    world.add_pods(pod_body(0, "sync"), pod_body(1, "async"))
+    await world.run(apply_objects=True)
+    await world.run()  # the status write of the first pass is seen now
+    writes = len(world.kube.calls)
+    await world.run()
+    assert world.kube.calls[writes:] == []
+
+
+async def test_a_spec_change_is_applied_once_by_generation():
+    world = World(replicas=2, syncReplicas=1)
+    await world.run(apply_objects=True)
+    world.patch_spec(replicas=3)
+    await world.run()
+    assert world.kube.count("apply") == 8
+    assert world.kube.obj("apps/v1", "StatefulSet", NS, NAME)["spec"]["replicas"] == 3
+    await world.run()
+    assert world.kube.count("apply") == 8
+
+
+async def test_drift_is_told_from_our_own_writes_by_the_kind_marker():
+    world = World(replicas=1)
+    await world.run(apply_objects=True)
+    sts = world.kube.obj("apps/v1", "StatefulSet", NS, NAME)
+    service = world.kube.obj("v1", "Service", NS, NAME)
+    reconciler = world.reconciler
+    assert not reconciler.is_drift(kinds.STATEFUL_SET, NAME, sts, deleted=False)
+    assert not reconciler.is_drift(kinds.SERVICE, NAME, service, deleted=False)
+    # A status update of the StatefulSet moves its resourceVersion, not its generation: not drift.
+    sts["metadata"]["resourceVersion"] = "999999"
+    assert not reconciler.is_drift(kinds.STATEFUL_SET, NAME, sts, deleted=False)
+    sts["metadata"]["generation"] += 1
+    assert reconciler.is_drift(kinds.STATEFUL_SET, NAME, sts, deleted=False)
+    service["metadata"]["resourceVersion"] = "999999"
+    assert reconciler.is_drift(kinds.SERVICE, NAME, service, deleted=False)
+    assert reconciler.is_drift(kinds.CONFIG_MAP, f"{NAME}-scripts", None, deleted=True)
+
+
+async def test_a_transient_apply_failure_is_retried_soon_without_a_degraded_status():
+    world = World(replicas=1)
+    world.kube.fail("apply", 503, kind="StatefulSet")
+    retry = await world.run(apply_objects=True)
+    assert retry == RETRY_SOON_SECONDS
+    assert world.condition("Degraded")["status"] == "False"
+    assert world.kube.obj("apps/v1", "StatefulSet", NS, NAME) is None
+    await world.run()  # objects_pending: applied again although nothing asked for it
+    assert world.kube.obj("apps/v1", "StatefulSet", NS, NAME) is not None
+
+
+async def test_a_rejected_statefulset_is_degraded_with_one_event_naming_the_object():
+    world = World(replicas=1)
+    world.kube.fail("apply", 422, kind="StatefulSet", count=2, message="spec.template: bad")
+    await world.run(apply_objects=True)
+    degraded = world.condition("Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "InvalidPodTemplate"
+    assert "StatefulSet llm was rejected: spec.template: bad" in degraded["message"]
+    await world.run(apply_objects=True)
+    assert [e[1] for e in world.events] == ["InvalidPodTemplate"]  # once, not on every pass
+    await world.run(apply_objects=True)
+    assert world.condition("Degraded")["status"] == "False"
+    assert [e[1] for e in world.events] == ["InvalidPodTemplate", "Recovered"]
+
+
+async def test_a_pod_that_changed_or_vanished_under_the_label_patch_is_skipped():
+    world = World(replicas=2, syncReplicas=1)
+    world.add_pods(pod_body(0), pod_body(1))
+    world.kube.fail("patch", 409, kind="Pod", name=f"{NAME}-0")
+    world.kube.fail("patch", 404, kind="Pod", name=f"{NAME}-1")
+    retry = await world.run(apply_objects=True)
+    assert retry != RETRY_SOON_SECONDS
+    await world.run()
+    assert world.pod(0)["metadata"]["labels"][labels.LABEL_ROLE] == "sync"
+
+
+async def test_a_failing_api_while_labelling_pods_retries_soon():
+    world = World(replicas=1)
+    world.add_pods(pod_body(0))
+    world.kube.fail("patch", 500, kind="Pod")
+    assert await world.run(apply_objects=True) == RETRY_SOON_SECONDS
+
+
+async def test_a_split_change_restarts_one_ready_pod_at_a_time_with_a_uid_precondition():
+    world = World(replicas=4, syncReplicas=2)
+    world.add_pods(*(pod_body(i, "sync" if i < 2 else "async") for i in range(4)))
+    world.patch_spec(syncReplicas=4)
+    await world.run(apply_objects=True)
+    deleted = [name for verb, kind, name in world.kube.calls if verb == "delete"]
+    assert deleted == [f"{NAME}-2"]
+    assert world.pod(2)["metadata"].get("deletionTimestamp")
+    assert [e[1] for e in world.events] == ["RoleChange"]
+    assert world.condition("Progressing")["reason"] == "ChangingSplit"
+    # The next pass sees pod 2 terminating: the budget is spent, nobody else goes.
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]
+
+
+async def test_a_pod_deleted_by_an_earlier_pass_counts_as_going_before_the_index_shows_it():
+    world = World(replicas=4, syncReplicas=2)
+    world.add_pods(*(pod_body(i, "sync" if i < 2 else "async") for i in range(4)))
+    world.patch_spec(syncReplicas=4)
+    stale_index = world.index()
+    await world.reconciler.run_pass(world.body(), stale_index, True)
+    await world.reconciler.run_pass(world.body(), stale_index, False)  # the index lags
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]
+
+
+async def test_the_status_write_of_a_deleted_service_ends_the_loop():
+    world = World(replicas=1)
+    world.kube.fail("patch", 404, kind=labels.KIND)
+    assert await world.run(apply_objects=True) is None
+
+
+async def test_ready_sync_pods_are_registered_and_the_condition_says_so():
+    world = World(replicas=3, syncReplicas=2, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)),
+                   pod_body(1, "sync", ready=False, finalizers=(labels.POD_FINALIZER,)),
+                   pod_body(2, "async", finalizers=(labels.POD_FINALIZER,)))
+    await world.run(apply_objects=True)
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    synced = world.condition("RegistrySynced")
+    assert synced["status"] == "True" and synced["reason"] == "InSync"
+    assert world.status()["registered"] == 1
+
+
+async def test_an_unreachable_registry_is_a_condition_and_a_soon_retry_not_an_error():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.registry.fail("list_instances", count=1)
+    retry = await world.run(apply_objects=True)
+    assert retry == 5.0
+    assert world.condition("RegistrySynced")["reason"] == "RegistryUnreachable"
+    assert world.condition("Degraded")["status"] == "False"
+
+
+async def test_the_sweep_removes_only_what_no_live_pod_holds_and_keeps_everything_when_pods_cannot_be_read():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.registry.configs[NAME] = {"10.0.0.10", "10.9.9.9"}
+    world.kube.fail("list", 500, kind="Pod")
+    await world.run(apply_objects=True)  # the first pass sweeps; its pod read fails
+    assert world.registry.configs[NAME] == {"10.0.0.10", "10.9.9.9"}
+    assert world.condition("RegistrySynced")["reason"] == "SweepFailed"
+    world.reconciler.schedule.last_sweep = -1e9  # the next sweep is due
+    await world.run()
+    assert world.registry.configs[NAME] == {"10.0.0.10"}
+    assert world.condition("RegistrySynced")["reason"] == "InSync"
+
+
+async def test_switching_the_registry_off_remembers_it_for_the_releaser():
+    world = World(replicas=1, registry=ETCD)
+    await world.run(apply_objects=True)
+    assert world.services.record(NS, NAME).settings.registry.type == "etcd"
+    world.patch_spec(registry={"type": "none"})
+    await world.run()
+    assert world.services.record(NS, NAME).settings.registry.type == "none"
+
+
+@pytest.mark.parametrize("verb", ["apply", "patch"])
+async def test_forbidden_writes_are_reported_not_retried_blindly(verb):
+    world = World(replicas=1)
+    world.add_pods(pod_body(0))
+    if verb == "apply":
+        world.kube.fail("apply", 403, kind="Service", message="forbidden")
+        await world.run(apply_objects=True)
+        assert world.condition("Degraded")["reason"] == "ApplyFailed"
+    else:
+        world.kube.fail("patch", 403, kind="Pod", message="forbidden")
+        retry = await world.run(apply_objects=True)
+        assert retry != RETRY_SOON_SECONDS and world.condition("Degraded")["status"] == "False"
