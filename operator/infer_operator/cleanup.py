@@ -3,7 +3,8 @@
 Removes the operator's finalizers so that nothing stays stuck Terminating:
 
 - `infer-operator.io/deregister` from pods (held until a deleted pod is deregistered);
-- `infer-operator.io/cleanup` from InferenceServices (held until the registry is cleaned).
+- `infer-operator.io/cleanup` from InferenceServices (held until the registry is cleaned);
+- `infer-operator.io/reconcile-loop` from InferenceServices (held by kopf while their loop runs).
 
 Objects that are not being deleted lose the finalizer too, so that deleting them later does not
 hang either. Registry entries and per-IP configs are NOT removed: a running operator's sweep
@@ -21,7 +22,8 @@ from infer_operator.clients.kube import KubeClient
 
 # (kind, finalizer, label selector of the objects that may carry it)
 TARGETS = ((kinds.POD, labels.POD_FINALIZER, labels.MANAGED_SELECTOR),
-           (kinds.INFERENCE_SERVICE, labels.CR_FINALIZER, None))
+           (kinds.INFERENCE_SERVICE, labels.CR_FINALIZER, None),
+           (kinds.INFERENCE_SERVICE, labels.LOOP_FINALIZER, None))
 
 
 async def release(kube: KubeClient, namespace: str | None, *, dry_run: bool = False,

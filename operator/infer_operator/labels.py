@@ -28,8 +28,16 @@ ANNOTATION_REPLICAS = PREFIX + "replicas"
 
 # Held on pods (registry != none) until the pod is deregistered and its per-IP config removed.
 POD_FINALIZER = PREFIX + "deregister"
-# Held on InferenceServices by kopf until their registry entries are gone.
+# Held on InferenceServices (that use a registry) until their registry entries are gone.
 CR_FINALIZER = PREFIX + "cleanup"
+# Held on InferenceServices by kopf while their reconcile loop (a kopf daemon) runs.
+LOOP_FINALIZER = PREFIX + "reconcile-loop"
+# Written by kopf's bookkeeping in versions that used kopf's on.delete handler; removed on sight.
+LEGACY_ANNOTATIONS = (PREFIX + "last-handled-configuration", PREFIX + "registry-cleanup")
+
+# A pod condition the operator sets once the pod has been registered (it is never unset): from
+# then on, per-IP config written for its IP is the pod's own (see registration/plans.py).
+CONDITION_REGISTERED = PREFIX + "registered"
 
 ROLE_SYNC = "sync"
 ROLE_ASYNC = "async"

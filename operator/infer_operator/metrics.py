@@ -12,6 +12,10 @@ REGISTRATIONS = Counter("infer_operator_registrations_total", "Instances registe
 DEREGISTRATIONS = Counter("infer_operator_deregistrations_total", "Instances deregistered", ["backend", "cause"])
 STALE_REMOVED = Counter("infer_operator_stale_removed_total", "Stale entries removed by the sweep", ["backend", "what"])
 REGISTRY_ERRORS = Counter("infer_operator_registry_errors_total", "Failed registry calls", ["backend", "operation"])
+INCOMPLETE_CLEANUPS = Counter(
+    "infer_operator_incomplete_cleanups_total",
+    "Objects let go although their registry data could not be cleaned, or whose finalizer could not be removed",
+    ["kind", "reason"])
 DEREGISTRATION_LATENCY = Histogram(
     "infer_operator_deregistration_seconds",
     "From a pod's deletionTimestamp to its confirmed deregistration",

@@ -45,18 +45,22 @@ class PodView:
     deleting: bool
     finalizers: tuple[str, ...]
     resource_version: str = ""
+    registered: bool = False  # carries the registration mark (labels.CONDITION_REGISTERED)
+    managed: bool = True      # carries the managed-by label the operator's watch selects on
 
     @classmethod
     def from_body(cls, body: Any) -> PodView:
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
         pod_labels = meta.get("labels") or {}
-        ready = False
+        ready = registered = False
         ready_since = None
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Ready":
                 ready = condition.get("status") == "True"
                 ready_since = parse_time(condition.get("lastTransitionTime")) if ready else None
+            elif condition.get("type") == labels.CONDITION_REGISTERED:
+                registered = condition.get("status") == "True"
         return cls(
             name=meta.get("name", ""),
             namespace=meta.get("namespace", ""),
@@ -70,6 +74,8 @@ class PodView:
             deleting=meta.get("deletionTimestamp") is not None,
             finalizers=tuple(meta.get("finalizers") or ()),
             resource_version=meta.get("resourceVersion", ""),
+            registered=registered,
+            managed=pod_labels.get(labels.LABEL_MANAGED_BY) == labels.MANAGED_BY,
         )
 
     @property

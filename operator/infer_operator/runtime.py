@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infer_operator.clients.kube import KubeClient
+from infer_operator.registry.model import ServiceRef
 
 if TYPE_CHECKING:
     from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec
     from infer_operator.reconcile.reconciler import ServiceReconciler
     from infer_operator.registration.registrar import Registrar
-    from infer_operator.registration.releaser import PodReleaser
+    from infer_operator.registration.releaser import PodReleaser, ServiceReleaser
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Options:
     sweep_seconds: float = 60.0
     registry_timeout_seconds: float = 5.0
     deregister_timeout_seconds: float = 30.0
+    cleanup_timeout_seconds: float = 300.0
     kubeconfig: str | None = None
     metrics_port: int | None = None
 
@@ -52,14 +54,16 @@ class Wakeup:
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """Where and how a service's pods are registered: its registry spec and the sync port."""
+    """Where and how a service's pods are registered: its registry spec, the sync port, and the
+    InferenceService that owns the entries."""
 
     registry: RegistrySpec
     port: int
+    owner: ServiceRef
 
-    @classmethod
-    def of(cls, spec: InferenceServiceSpec) -> RegistrySettings:
-        return cls(spec.registry, spec.sync.port)
+    @property
+    def place(self) -> tuple[Any, ...] | None:
+        return self.registry.place(self.owner.name)
 
 
 @dataclass
@@ -77,8 +81,8 @@ class ServiceRecord:
     reconciler: ServiceReconciler | None = None  # while the service's reconcile loop runs
     settings: RegistrySettings | None = None     # what the service last synced with
 
-    def remember(self, spec: InferenceServiceSpec) -> None:
-        self.settings = RegistrySettings.of(spec)
+    def remember(self, spec: InferenceServiceSpec, uid: str) -> None:
+        self.settings = RegistrySettings(spec.registry, spec.sync.port, ServiceRef(self.namespace, self.name, uid))
 
     def poke(self, *, objects: bool = False) -> None:
         self.wakeup.poke(objects=objects)
@@ -106,6 +110,12 @@ class ServiceRecords:
         if record is not None and record.reconciler is not None:
             record.poke(objects=objects)
 
+    def sharing(self, place: tuple[Any, ...] | None) -> list[ServiceRecord]:
+        """The services whose pods are registered at `place` (one registry service), as last synced."""
+        if place is None:
+            return []
+        return [r for r in self if r.settings is not None and r.settings.place == place]
+
     def __iter__(self) -> Iterator[ServiceRecord]:
         return iter(list(self._records.values()))
 
@@ -121,6 +131,7 @@ class Runtime:
         self._kube: KubeClient | None = None
         self._services: ServiceRecords | None = None
         self._releaser: PodReleaser | None = None
+        self._service_releaser: ServiceReleaser | None = None
 
     @property
     def kube(self) -> KubeClient:
@@ -137,24 +148,35 @@ class Runtime:
                 lambda namespace, name: Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds))
         return self._services
 
+    @staticmethod
+    def _post(reference: dict, event_type: str, reason: str, message: str) -> None:
+        import kopf
+
+        kopf.event(reference, type=event_type, reason=reason, message=message)
+
     @property
     def releaser(self) -> PodReleaser:
         if self._releaser is None:
-            import kopf
-
             from infer_operator.registration.releaser import PodReleaser
 
-            def post(reference: dict, event_type: str, reason: str, message: str) -> None:
-                kopf.event(reference, type=event_type, reason=reason, message=message)
-
-            self._releaser = PodReleaser(self.kube, self.services, post,
+            self._releaser = PodReleaser(self.kube, self.services, self._post,
                                          timeout=lambda: self.options.deregister_timeout_seconds)
         return self._releaser
 
+    @property
+    def service_releaser(self) -> ServiceReleaser:
+        if self._service_releaser is None:
+            from infer_operator.registration.releaser import ServiceReleaser
+
+            self._service_releaser = ServiceReleaser(self.kube, self.services, self._post,
+                                                     timeout=lambda: self.options.cleanup_timeout_seconds)
+        return self._service_releaser
+
     async def close(self) -> None:
-        if self._releaser is not None:
-            await self._releaser.close()
-            self._releaser = None
+        for releaser in (self._releaser, self._service_releaser):
+            if releaser is not None:
+                await releaser.close()
+        self._releaser = self._service_releaser = None
         if self._services is not None:
             await self._services.close()
             self._services = None

@@ -16,8 +16,9 @@ from pathlib import Path
 from kubernetes import client
 
 from infer_operator import labels
-from tests.support.kube import Kube, is_ready
+from tests.support.kube import Kube
 from tests.support.operator_process import OperatorProcess
+from tests.support.truth import expected_entries, ready_sync_pods
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,19 +53,6 @@ def etcd_registry(etcd, **extra) -> dict:
 
 
 # -- the truth -----------------------------------------------------------------------------------
-
-
-def ready_sync_pods(kube: Kube, namespace: str, service: str) -> dict[str, client.V1Pod]:
-    return {n: p for n, p in kube.pods(namespace, service).items()
-            if p.metadata.deletion_timestamp is None and is_ready(p)
-            and (p.metadata.labels or {}).get(labels.LABEL_ROLE) == "sync"}
-
-
-def expected_entries(kube: Kube, namespace: str, service: str, port: int = PORT) -> dict:
-    return {f"{p.status.pod_ip}:{port}": {
-        "pod": n, "namespace": namespace, "uid": p.metadata.uid, "ip": p.status.pod_ip, "port": port,
-        "role": "sync", "ordinal": int(p.metadata.labels[labels.LABEL_POD_INDEX])}
-        for n, p in ready_sync_pods(kube, namespace, service).items()}
 
 
 def live_ips(kube: Kube, namespace: str, service: str) -> set[str]:

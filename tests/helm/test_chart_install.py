@@ -90,7 +90,7 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
         # -- RBAC is tight ----------------------------------------------------------------------
         allowed = [("get", "inferenceservices"), ("watch", "inferenceservices"), ("patch", "inferenceservices"),
                    ("patch", "inferenceservices/status"), ("update", "inferenceservices/finalizers"),
-                   ("patch", "pods"), ("delete", "pods"),
+                   ("patch", "pods"), ("delete", "pods"), ("patch", "pods/status"),
                    ("patch", "statefulsets.apps"), ("patch", "services"), ("patch", "configmaps"),
                    ("create", "statefulsets.apps"), ("create", "services"), ("create", "configmaps"),
                    ("get", "secrets"), ("create", "events")]
@@ -100,12 +100,14 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
                   ("create", "deployments.apps"), ("patch", "deployments.apps"), ("create", "daemonsets.apps"),
                   ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
                   ("create", "pods/exec"), ("get", "pods/log"),
-                  ("update", "inferenceservices/status"), ("create", "serviceaccounts/token")]
+                  ("update", "inferenceservices/status"), ("create", "serviceaccounts/token"),
+                  ("update", "pods/status")]
         for verb, resource in allowed:
             assert can_i(cluster, sa, verb, resource, namespace), f"{sa} cannot {verb} {resource} in {namespace}"
         for verb, resource in denied:
             assert not can_i(cluster, sa, verb, resource, namespace), f"{sa} can {verb} {resource}"
-        for verb, resource in [("list", "secrets"), ("get", "nodes"), ("patch", "nodes"),
+        assert can_i(cluster, sa, "get", "namespaces", None), "cannot tell a namespace being deleted"
+        for verb, resource in [("list", "secrets"), ("get", "nodes"), ("patch", "nodes"), ("delete", "namespaces"),
                                ("create", "clusterroles.rbac.authorization.k8s.io"),
                                ("patch", "customresourcedefinitions.apiextensions.k8s.io")]:
             assert not can_i(cluster, sa, verb, resource, None), f"{sa} can {verb} {resource} cluster-wide"

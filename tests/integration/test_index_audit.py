@@ -119,7 +119,10 @@ async def test_a_ghost_blocks_the_role_flip_until_the_audit_drops_it(cluster, na
         # The live pod of the same ordinal is not mistaken for the ghost.
         assert not _terminating(core, namespace, f"{SERVICE}-1")
         await audited.run_pass(_body(namespace), index, apply_objects=False)
-        assert len([r for r in caplog.records if "still in the watch cache" in r.getMessage()]) == 1
+        # The ghost is logged once, however many passes see it (the restarted ghost-2 may be gone
+        # from the API by now too, and logged for itself).
+        assert len([r for r in caplog.records if "still in the watch cache" in r.getMessage()
+                    and f"{SERVICE}-1 " in r.getMessage()]) == 1
     finally:
         await kube.close()
 

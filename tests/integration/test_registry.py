@@ -12,7 +12,7 @@ from kubernetes import client
 
 from infer_operator import labels
 from tests.support.admin_process import AdminControllerProcess
-from tests.support.kube import is_ready
+from tests.support.truth import expected_entries, ready_sync_pods
 from tests.support.specs import isvc_body
 from tests.support.waiting import assert_stays, wait_for
 
@@ -47,19 +47,6 @@ def etcd_registry(etcd, **extra):
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def ready_sync_pods(kube, namespace, name):
-    return {n: p for n, p in kube.pods(namespace, name).items()
-            if p.metadata.deletion_timestamp is None and is_ready(p)
-            and p.metadata.labels.get(labels.LABEL_ROLE) == "sync"}
-
-
-def expected_entries(kube, namespace, name, port=8000):
-    return {f"{p.status.pod_ip}:{port}": {
-        "pod": n, "namespace": namespace, "uid": p.metadata.uid, "ip": p.status.pod_ip, "port": port,
-        "role": "sync", "ordinal": int(p.metadata.labels[labels.LABEL_POD_INDEX])}
-        for n, p in ready_sync_pods(kube, namespace, name).items()}
 
 
 def wait_registered(kube, namespace, name, listing, count, timeout=60):

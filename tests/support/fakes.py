@@ -92,13 +92,11 @@ class FakeKube:
     async def list(self, api_version: str, kind: str, namespace: str | None,
                    label_selector: str | None = None) -> list[Any]:
         self._call("list", kind, "")
-        wanted = dict(part.split("=", 1) for part in label_selector.split(",")) if label_selector else {}
         out = []
         for (av, k, ns, _), body in sorted(self.objects.items()):
             if (av, k) != (api_version, kind) or (namespace and ns != namespace):
                 continue
-            obj_labels = body["metadata"].get("labels") or {}
-            if all(obj_labels.get(key) == value for key, value in wanted.items()):
+            if _selects(label_selector, body["metadata"].get("labels") or {}):
                 out.append(copy.deepcopy(body))
         return out
 
@@ -140,6 +138,23 @@ class FakeKube:
         if body.get("spec") != current.get("spec"):
             body["metadata"]["generation"] = current["metadata"]["generation"] + 1
         self._store_or_finish(key, body)
+        return copy.deepcopy(body)
+
+    async def strategic_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
+                              patch: dict[str, Any], subresource: str | None = None) -> Any:
+        """Only what the operator sends: pod status conditions, merged by type."""
+        self._call("patch" if subresource is None else f"patch/{subresource}", kind, name)
+        key = self._key(api_version, kind, namespace, name)
+        current = self.objects.get(key)
+        if current is None:
+            raise KubeError(404, "NotFound", f"{kind} {name} not found")
+        body = copy.deepcopy(current)
+        conditions = {c["type"]: c for c in (body.setdefault("status", {}).get("conditions") or [])}
+        for condition in (patch.get("status") or {}).get("conditions") or []:
+            conditions[condition["type"]] = {**conditions.get(condition["type"], {}), **condition}
+        body["status"]["conditions"] = list(conditions.values())
+        body["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.objects[key] = body
         return copy.deepcopy(body)
 
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str,
@@ -194,6 +209,28 @@ class FakeKube:
                 raise KubeError(fault.status, _REASONS.get(fault.status, ""), fault.message)
 
 
+def _selects(selector: str | None, obj_labels: dict[str, str]) -> bool:
+    """Equality (`k=v`) and set (`k in (a,b)`) requirements, comma-separated outside parentheses."""
+    if not selector:
+        return True
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(selector + ","):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(selector[start:i].strip())
+            start = i + 1
+    for part in parts:
+        if " in (" in part:
+            key, values = part.split(" in (", 1)
+            if obj_labels.get(key.strip()) not in {v.strip() for v in values.rstrip(")").split(",")}:
+                return False
+        else:
+            key, value = part.split("=", 1)
+            if obj_labels.get(key) != value:
+                return False
+    return True
+
+
 @dataclass(eq=False, repr=False)
 class StubRegistry(Registry):
     """A registry in memory: instances and per-IP configs per service, failures on demand."""
@@ -203,6 +240,7 @@ class StubRegistry(Registry):
     malformed: dict[str, list[str]] = field(default_factory=dict)            # service -> entry ids not ours
     failures: dict[str, int] = field(default_factory=dict)                   # operation -> calls to fail
     ignore_deletes: int = 0   # acknowledge this many deregistrations without removing the entry
+    place: str = "stub"       # what identity() answers: two stubs with one place are one store
     calls: list[tuple[str, str]] = field(default_factory=list)
     closed: bool = False
     kind = "stub"
@@ -222,12 +260,23 @@ class StubRegistry(Registry):
         self._call("register", instance.address)
         self.instances.setdefault(service, {})[instance.address] = instance
 
-    async def deregister(self, service: str, ip: str, port: int) -> None:
+    async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
         self._call("deregister", f"{ip}:{port}")
         if self.ignore_deletes > 0:
             self.ignore_deletes -= 1
             return
-        self.instances.get(service, {}).pop(f"{ip}:{port}", None)
+        current = self.instances.get(service, {}).get(f"{ip}:{port}")
+        if current is not None and uid in (None, current.uid):
+            del self.instances[service][f"{ip}:{port}"]
+
+    async def claim(self, service: str, instance: Instance) -> None:
+        self._call("claim", instance.address)
+        self.configs.get(service, set()).discard(instance.ip)
+        self.instances.setdefault(service, {})[instance.address] = instance
+
+    async def identity(self) -> str:
+        self._call("identity", "")
+        return self.place
 
     async def list_instances(self, service: str) -> Listing:
         self._call("list_instances", service)

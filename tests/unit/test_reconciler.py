@@ -23,12 +23,14 @@ ETCD = {"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"]}}
 
 
 def pod_body(ordinal: int, role: str | None = None, *, ready: bool = True, ip: str | None = None,
-             finalizers: tuple[str, ...] = ()) -> dict:
+             finalizers: tuple[str, ...] = (), registered: bool = False) -> dict:
     meta_labels = {**labels.common_labels(NAME), labels.LABEL_POD_INDEX: str(ordinal)}
     if role:
         meta_labels[labels.LABEL_ROLE] = role
     conditions = [{"type": "Ready", "status": "True" if ready else "False",
                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    if registered:
+        conditions.append({"type": labels.CONDITION_REGISTERED, "status": "True"})
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{NAME}-{ordinal}", "namespace": NS, "labels": meta_labels,
                          "finalizers": list(finalizers)},
@@ -56,6 +58,9 @@ class World:
 
     def body(self) -> dict:
         return self.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+
+    def finalizers(self) -> list[str]:
+        return self.body()["metadata"].get("finalizers") or []
 
     def patch_spec(self, **changes) -> None:
         key = (kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
@@ -233,7 +238,7 @@ async def test_an_unreachable_registry_is_a_condition_and_a_soon_retry_not_an_er
 
 async def test_the_sweep_removes_only_what_no_live_pod_holds_and_keeps_everything_when_pods_cannot_be_read():
     world = World(replicas=1, registry=ETCD)
-    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
     world.registry.configs[NAME] = {"10.0.0.10", "10.9.9.9"}
     world.kube.fail("list", 500, kind="Pod")
     await world.run(apply_objects=True)  # the first pass sweeps; its pod read fails
@@ -266,3 +271,110 @@ async def test_forbidden_writes_are_reported_not_retried_blindly(verb):
         world.kube.fail("patch", 403, kind="Pod", message="forbidden")
         retry = await world.run(apply_objects=True)
         assert retry != RETRY_SOON_SECONDS and world.condition("Degraded")["status"] == "False"
+
+
+# -- issue: touch only what is ours, always let go ------------------------------------------------
+
+async def test_our_finalizer_is_held_exactly_while_a_registry_is_in_use_and_kopf_leftovers_go():
+    world = World(replicas=1, registry=ETCD)
+    key = (kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+    world.kube.objects[key]["metadata"]["annotations"] = {labels.LEGACY_ANNOTATIONS[0]: "{...}", "keep": "me"}
+    await world.run(apply_objects=True)
+    assert labels.CR_FINALIZER in world.finalizers()
+    assert world.body()["metadata"]["annotations"] == {"keep": "me"}
+    world.patch_spec(registry={"type": "none"})
+    await world.run()
+    await world.run()  # the old registry is cleaned first: then nothing is left to hold for
+    assert labels.CR_FINALIZER not in world.finalizers()
+
+
+async def test_nothing_is_registered_before_the_finalizer_that_cleans_it_up_is_held():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.kube.fail("patch", 409, kind=labels.KIND)
+    await world.run(apply_objects=True)
+    assert world.registry.instances.get(NAME, {}) == {}
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+
+
+async def test_a_pod_registered_for_the_first_time_claims_its_ip_and_is_marked():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.registry.configs[NAME] = {"10.0.0.10"}  # written for a dead pod that held this IP
+    await world.run(apply_objects=True)
+    assert world.registry.configs[NAME] == set()
+    conditions = {c["type"]: c["status"] for c in world.pod(0)["status"]["conditions"]}
+    assert conditions[labels.CONDITION_REGISTERED] == "True"
+    entry = world.registry.instances[NAME]["10.0.0.10:8000"]
+    assert entry.owner.uid == world.body()["metadata"]["uid"]
+    # Config written for the pod from now on is its own: a later pass keeps it.
+    world.registry.configs[NAME] = {"10.0.0.10"}
+    world.registry.instances[NAME].clear()  # e.g. deregistered while it was not Ready
+    await world.run()
+    assert world.registry.configs[NAME] == {"10.0.0.10"}
+    assert "10.0.0.10:8000" in world.registry.instances[NAME]
+
+
+async def test_moving_the_registry_cleans_the_old_place_and_says_so_until_it_has():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    by_prefix = {"/services": world.registry, "/v2": StubRegistry(place="v2")}
+    old, new = by_prefix["/services"], by_prefix["/v2"]
+    world.services.record(NS, NAME).registrar._connect = lambda _t, section, _c, _to: by_prefix[section.prefix]
+    await world.run(apply_objects=True)
+    assert set(old.instances[NAME]) == {"10.0.0.10:8000"}
+    assert world.status()["registry"]["etcd"]["prefix"] == "/services"
+
+    # The service moves to another prefix; the old place cannot be reached at first.
+    world.patch_spec(registry={"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"], "prefix": "/v2"}})
+    old.fail("*", count=100)
+    await world.run()
+    assert set(new.instances[NAME]) == {"10.0.0.10:8000"}
+    assert old.instances[NAME] != {}
+    assert [r["etcd"]["prefix"] for r in world.status()["retiredRegistries"]] == ["/services"]
+    synced = world.condition("RegistrySynced")
+    assert synced["status"] == "False" and synced["reason"] == "OldRegistryNotCleaned"
+    assert labels.CR_FINALIZER in world.finalizers()
+
+    old.failures.clear()
+    await world.run()
+    assert old.instances[NAME] == {}
+    assert "retiredRegistries" not in world.status()
+    assert world.condition("RegistrySynced")["reason"] == "InSync"
+
+    # Moving to no registry at all: the place in use is cleaned like any old one, then let go of.
+    world.patch_spec(registry={"type": "none"})
+    await world.run()
+    assert new.instances[NAME] == {}
+    assert "registry" not in world.status() and "retiredRegistries" not in world.status()
+    await world.run()
+    assert labels.CR_FINALIZER not in world.finalizers()
+
+
+async def test_a_registry_renamed_but_the_same_store_has_nothing_to_clean():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)
+    # Another endpoint list for the same etcd cluster: a new place by spec, the same store by identity.
+    world.patch_spec(registry={"type": "etcd", "etcd": {"endpoints": ["http://etcd-0:2379", "http://etcd:2379"]}})
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    assert "retiredRegistries" not in world.status()
+
+
+async def test_the_sweep_keeps_configs_at_ips_of_pods_of_services_sharing_the_registry():
+    from infer_operator.registration.sharing import Views
+
+    world = World(replicas=1, registry={**ETCD, "service": "shared"})
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    green = pod_body(0, "sync", ip="10.0.1.1")
+    green["metadata"].update(name="green-0", labels={**labels.common_labels("green"), labels.LABEL_POD_INDEX: "0"})
+    world.add_pods(green)
+    world.registry.configs["shared"] = {"10.0.0.10", "10.0.1.1", "10.0.2.2"}
+    place = world.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+    from infer_operator.api.v1alpha1 import parse_spec
+    key = parse_spec(place["spec"]).registry.place(NAME)
+    views = Views({}, {key: [(NS, NAME), (NS, "green")]})
+    await world.reconciler.run_pass(world.body(), world.index()[1:], True, views)
+    assert world.registry.configs["shared"] == {"10.0.0.10", "10.0.1.1"}

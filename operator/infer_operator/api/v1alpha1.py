@@ -183,6 +183,13 @@ class _RegistryBase(Model):
     def backend(self) -> Any:
         return BACKENDS[self.type]
 
+    def place(self, isvc_name: str) -> tuple[Any, ...] | None:
+        """Where the entries live: (type, normalised location, registry service name); None when
+        no registry is in use. InferenceServices with one place share a registry service."""
+        if not self.in_use:
+            return None
+        return (self.type, self.backend.location(self.backend.section(self)), self.service or isvc_name)
+
 
 RegistrySpec = create_model(
     "RegistrySpec",
@@ -333,6 +340,16 @@ class InferenceServiceStatus(Model):
     async_ready: int | None = Field(default=None, alias="asyncReady", description="Ready pods running the async role.")
     registered: int | None = Field(default=None, description="Instances currently in the registry.")
     selector: str | None = Field(default=None, description="Label selector of the pods (for /scale, HPA, KEDA).")
+    registry: RegistrySpec | None = Field(
+        default=None,
+        description="The registry the pods were last registered in (a copy of spec.registry), so a move is noticed.",
+    )
+    retired_registries: list[RegistrySpec] | None = Field(
+        default=None,
+        alias="retiredRegistries",
+        description="Registries this service moved away from whose entries are not removed yet; "
+                    "each goes once cleaned.",
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

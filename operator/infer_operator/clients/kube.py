@@ -162,6 +162,12 @@ class KubeClient:
         path = resource_path(api_version, kind, namespace, name, subresource)
         return await self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
+    async def strategic_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
+                              patch: dict[str, Any], subresource: str | None = None) -> Any:
+        """A strategic merge patch (built-in kinds only): lists such as pod conditions merge by key."""
+        path = resource_path(api_version, kind, namespace, name, subresource)
+        return await self.request("PATCH", path, body=patch, content_type="application/strategic-merge-patch+json")
+
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str,
                      *, uid: str | None = None) -> Any:
         """Delete; with `uid`, only that incarnation of the object (never a recreated namesake)."""

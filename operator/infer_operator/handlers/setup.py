@@ -25,10 +25,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
     settings.watching.connect_timeout = 10
-    settings.persistence.finalizer = labels.CR_FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="infer-operator.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="infer-operator.io", key="last-handled-configuration")
+    # kopf holds this finalizer while an InferenceService's loop (a daemon) runs; the registry
+    # cleanup's finalizer is the operator's own. kopf writes no other bookkeeping: there are no
+    # on.create/update/delete handlers.
+    settings.persistence.finalizer = labels.LOOP_FINALIZER
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "infer-operator"
     # Our own handlers retry with backoff; kopf's default of retrying failures forever is kept.

@@ -19,15 +19,18 @@ import pydantic
 
 from infer_operator import kinds, labels, metrics
 from infer_operator.api.errors import describe_validation_error
-from infer_operator.api.v1alpha1 import InferenceServiceSpec, parse_spec
+from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec, parse_spec
+from infer_operator.backoff import Backoff
 from infer_operator.builders import BuildError, Owner, build_all
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
 from infer_operator.reconcile.roles import plan_role_flips, role_patch
 from infer_operator.reconcile.schedule import Schedule
-from infer_operator.reconcile.status import Outcome, Problem, compute_status, status_changed
-from infer_operator.registration.registrar import Registrar
-from infer_operator.registration.releaser import PodReleaser
+from infer_operator.reconcile.status import Outcome, Problem, compute_status, now_iso, status_changed
+from infer_operator.registration.registrar import Registrar, RegistryConfigError
+from infer_operator.registration.releaser import PodReleaser, parse_registry
+from infer_operator.registration.sharing import NO_VIEWS, Views, live_ips, read_pods
+from infer_operator.registry.model import RegistryError, ServiceRef
 from infer_operator.runtime import ServiceRecord
 
 # (event type, reason, message) -> posts a Kubernetes Event on the InferenceService.
@@ -58,6 +61,7 @@ class ServiceReconciler:
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles
     last_sweep_error: str | None = None
+    moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
     objects_pending: bool = False  # an apply failed on a transient error: apply on the next pass
     # Pods the index still holds that the API no longer has. kopf relists after a "410 Gone" (an
     # API server restart, a long disconnect) without dropping objects deleted in the gap, so such
@@ -86,12 +90,16 @@ class ServiceReconciler:
 
     # -- the pass ----------------------------------------------------------------------------
 
-    async def run_pass(self, body: Any, pods: Sequence[PodView], apply_objects: bool) -> float | None:
+    async def run_pass(self, body: Any, pods: Sequence[PodView], apply_objects: bool,
+                       views: Views = NO_VIEWS) -> float | None:
         """Reconcile once (`pods`: the index's view of the service's pods; `apply_objects`: a
-        wake-up asked for the owned objects to be re-applied). Returns the seconds until the next
-        pass is due at the latest, or None when the InferenceService is gone."""
-        generation = int(body["metadata"].get("generation") or 0)
+        wake-up asked for the owned objects to be re-applied; `views`: the watches' view of the
+        services sharing its registry). Returns the seconds until the next pass is due at the
+        latest, or None when the InferenceService is gone."""
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
         previous_status = dict(body.get("status") or {})
+        owner = ServiceRef(self.namespace, self.name, meta["uid"])
         step = _Pass()
 
         # parse
@@ -104,28 +112,43 @@ class ServiceReconciler:
 
         # what is due, and the audit
         due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
-        pods, fresh, read_error = await self._audit_pods(pods, force=due.sweep)
+        pods, fresh, read_error = await self._audit_pods(pods, views, force=due.sweep)
 
         # apply
         if spec is not None and (apply_objects or due.resync or self.objects_pending
                                  or generation != self.applied_generation):
             await self._apply(Owner.from_body(body), spec, generation, step)
 
+        # registry: the one in use, and those moved away from (remembered in the status)
+        recorded = parse_registry(previous_status.get("registry"))
+        retired = [r for r in map(parse_registry, previous_status.get("retiredRegistries") or []) if r]
+        if spec is not None:
+            retired = registry_moves(recorded, retired, spec.registry, self.name)
+            recorded = spec.registry
+        holds = await self._hold_finalizer(meta, wanted=registry_in_use or bool(retired))
+
         if spec is not None and step.problem is None:
             # pods
             await self._update_pods(spec, pods, step)
             # registry
-            self.record.remember(spec)
-            if registry_in_use:
-                await self._sync_registry(spec, pods, due.sweep, fresh, read_error, step)
+            self.record.remember(spec, owner.uid)
+            if registry_in_use and holds:
+                await self._sync_registry(spec, pods, due.sweep, fresh, read_error, owner, views, step)
+            elif registry_in_use:
+                step.registry_condition = ("False", "RegistryUnreachable",
+                                           f"waiting to hold {labels.CR_FINALIZER} before registering anything")
+                step.retry_sooner(RETRY_SOON_SECONDS)
             else:
                 step.registered = 0
+        if retired and spec is not None:
+            retired = await self._clean_moved(spec.registry, retired, owner, views, step)
 
         # status
         step.retry_sooner(self.schedule.next_in(time.monotonic(), sweeps=registry_in_use))
         self._report_problem(step.problem)
         outcome = Outcome(generation=generation, problem=step.problem, pending_flips=step.pending_flips,
-                          registered=step.registered, registry_condition=step.registry_condition)
+                          registered=step.registered, registry_condition=step.registry_condition,
+                          registry=_dump(recorded), retired_registries=[_dump(r) for r in retired])
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
         if status_changed(previous_status, desired):
             try:
@@ -219,11 +242,12 @@ class ServiceReconciler:
             self.emit("Normal", "RoleChange", message)
         return plan.pending
 
-    async def _audit_pods(self, pods: Sequence[PodView], *, force: bool
+    async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS, *, force: bool
                           ) -> tuple[list[PodView], list[PodView] | None, str | None]:
-        """When the schedule says (and for each sweep), read the service's pods from the API and
-        drop the index's ghosts. Returns the pods to act on, the fresh read (if one was made) and
-        the error that prevented it. A failed read drops nothing."""
+        """When the schedule says (and for each sweep), read the service's pods from the API, drop
+        the index's ghosts and take back pods that left the watch holding our finalizer. Returns
+        the pods to act on, the fresh read (if one was made) and the error that prevented it. A
+        failed read drops nothing."""
         self.vanished &= {pod.uid for pod in pods}  # kopf forgot them too
         fresh: list[PodView] | None = None
         error: str | None = None
@@ -235,6 +259,8 @@ class ServiceReconciler:
                 error = str(exc)
             else:
                 fresh = [PodView.from_body(body) for body in bodies]
+                for stray in (p for p in fresh if not p.managed and labels.POD_FINALIZER in p.finalizers):
+                    await self.releaser.reclaim(stray, views)
                 for pod in vanished_pods(pods, fresh):
                     if pod.uid not in self.vanished:
                         self.vanished.add(pod.uid)
@@ -244,24 +270,104 @@ class ServiceReconciler:
         return [pod for pod in pods if pod.uid not in self.vanished], fresh, error
 
     async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView], sweep_due: bool,
-                             fresh: list[PodView] | None, read_error: str | None, step: _Pass) -> None:
+                             fresh: list[PodView] | None, read_error: str | None, owner: ServiceRef,
+                             views: Views, step: _Pass) -> None:
         for pod in pods:  # level-triggered backstop for deletions whose event was missed
-            self.releaser.handle(pod, lambda: pods)
+            self.releaser.handle(pod, views)
         now = datetime.datetime.now(datetime.UTC)
         result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
-                                           spec.registry.register_delay_seconds, now)
+                                           spec.registry.register_delay_seconds, now, owner)
+        await self._mark_registered(result.to_mark)
         condition = result.condition
         if sweep_due:
-            if fresh is None:
-                self.last_sweep_error = f"sweep skipped: {read_error}"
-            else:
-                self.last_sweep_error = await self.registrar.sweep(spec.registry, fresh)
+            self.last_sweep_error = await self._sweep(spec, fresh, read_error, owner, views)
             if self.last_sweep_error:
                 self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
         if condition[0] == "True" and self.last_sweep_error:
             condition = ("False", "SweepFailed", self.last_sweep_error)
         step.registered, step.registry_condition = result.registered, condition
         step.retry_sooner(result.retry_in)
+
+    async def _sweep(self, spec: InferenceServiceSpec, fresh: list[PodView] | None, read_error: str | None,
+                     owner: ServiceRef, views: Views) -> str | None:
+        """Sweep with fresh reads only: this service's pods (the audit's) and its sharers'."""
+        if fresh is None:
+            return f"sweep skipped: {read_error}"
+        others = [key for key in views.sharers(spec.registry.place(self.name)) if key != (self.namespace, self.name)]
+        try:
+            others_pods = await read_pods(self.kube, others) if others else []
+        except KubeError as exc:
+            return f"sweep skipped: could not read the pods of {len(others)} service(s) sharing the registry: {exc}"
+        return await self.registrar.sweep(spec.registry, fresh, live_ips([*fresh, *others_pods]), owner)
+
+    async def _mark_registered(self, pods: Sequence[PodView]) -> None:
+        """Mark pods registered (a pod condition): from now on their IP's per-IP config is theirs."""
+        for pod in pods:
+            condition = {"type": labels.CONDITION_REGISTERED, "status": "True", "reason": "Registered",
+                         "message": f"registered as an instance of {self.registrar.service}",
+                         "lastTransitionTime": now_iso()}
+            try:
+                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
+                                                {"status": {"conditions": [condition]}}, subresource="status")
+            except KubeError as exc:
+                # Not marked yet: the next pass finds its entry naming it and marks it then.
+                self.logger.warning(f"Could not mark pod {pod.name} of {self.name} as registered: {exc}")
+
+    async def _hold_finalizer(self, meta: Any, *, wanted: bool) -> bool:
+        """Keep our finalizer on the InferenceService exactly while it has registry data to clean
+        (and drop annotations of kopf's old bookkeeping). Returns whether it holds the finalizer."""
+        finalizers = list(meta.get("finalizers") or [])
+        holds = labels.CR_FINALIZER in finalizers
+        legacy = [key for key in labels.LEGACY_ANNOTATIONS if key in (meta.get("annotations") or {})]
+        if meta.get("deletionTimestamp"):
+            return holds  # never added while deleting; the ServiceReleaser removes it
+        patch: dict[str, Any] = {}
+        if wanted != holds:
+            patch["finalizers"] = ([*finalizers, labels.CR_FINALIZER] if wanted
+                                   else [f for f in finalizers if f != labels.CR_FINALIZER])
+            patch["resourceVersion"] = meta.get("resourceVersion")
+        if legacy:
+            patch["annotations"] = dict.fromkeys(legacy)
+        if not patch:
+            return holds
+        try:
+            await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
+                                        {"metadata": patch})
+        except KubeError as exc:
+            if not exc.conflict:
+                self.logger.warning(f"Could not update the finalizers of {self.name}, will retry: {exc}")
+            return holds
+        return wanted
+
+    async def _clean_moved(self, current: RegistrySpec, retired: list[RegistrySpec], owner: ServiceRef,
+                           views: Views, step: _Pass) -> list[RegistrySpec]:
+        """Remove what this service left at registries it moved away from; returns those still to
+        clean. A registry that turns out to be the one in use under another spelling (the same
+        etcd cluster and prefix) has nothing to clean."""
+        left: list[RegistrySpec] = []
+        errors: list[str] = []
+        for old in retired:
+            try:
+                async with self.registrar.connected(old) as registry:
+                    if current.in_use and self.registrar.service_of(old) == self.registrar.service_of(current):
+                        in_use = await self.registrar.client(current)
+                        if await registry.identity() == await in_use.identity():
+                            continue
+                    others = [key for key in views.sharers(old.place(self.name)) if key != (self.namespace, self.name)]
+                    others_ips = live_ips(await read_pods(self.kube, others)) if others else set()
+                    await self.registrar.remove_everything(registry, old, others_ips, owner)
+                self.logger.info(f"InferenceService {self.name} moved to another registry; its entries at "
+                                 f"{self.registrar.service_of(old)} ({old.type}) are gone.")
+            except (RegistryConfigError, RegistryError, KubeError) as exc:
+                left.append(old)
+                errors.append(f"{self.registrar.service_of(old)} ({old.type}): {exc}")
+        if errors:
+            message = "entries left at a registry this service moved away from: " + "; ".join(errors)
+            step.registry_condition = ("False", "OldRegistryNotCleaned", message)
+            step.retry_sooner(self.moved_backoff.next())
+        else:
+            self.moved_backoff.reset()
+        return left
 
     def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
         # On the first pass after a (re)start the API's timestamp is all there is to go on.
@@ -301,6 +407,24 @@ def _bad_quantities(spec: InferenceServiceSpec) -> str:
                         found.append(f"spec.template.spec.{group}[{i}].resources.{section}.{key}: "
                                      f"invalid quantity {str(value)[:40]!r}")
     return "; ".join(found)
+
+
+def registry_moves(recorded: RegistrySpec | None, retired: list[RegistrySpec], current: RegistrySpec,
+                   name: str) -> list[RegistrySpec]:
+    """The registries still to be cleaned after the spec says `current`: the one last synced
+    (`recorded`, from the status) joins them when the spec moved away from it; one moved back to
+    leaves them. Places compare type, location and registry service name, not credentials."""
+    here = current.place(name)
+    out = list(retired)
+    if recorded is not None and recorded.in_use and recorded.place(name) != here:
+        if all(r.place(name) != recorded.place(name) for r in out):
+            out.append(recorded)
+    return [r for r in out if r.place(name) != here]
+
+
+def _dump(registry: RegistrySpec | None) -> dict[str, Any] | None:
+    """A registry spec as recorded in the status (None for no registry)."""
+    return registry.model_dump(by_alias=True, exclude_none=True) if registry is not None and registry.in_use else None
 
 
 def vanished_pods(indexed: Sequence[PodView], fresh: Sequence[PodView]) -> list[PodView]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from infer_operator import labels
@@ -33,6 +33,8 @@ class Outcome:
     pending_flips: int = 0
     registered: int | None = None
     registry_condition: tuple[str, str, str] | None = None  # (status, reason, message)
+    registry: dict[str, Any] | None = None           # the registry in use, as spec.registry says it
+    retired_registries: list[dict[str, Any]] = field(default_factory=list)  # moved away from, not yet clean
 
 
 def now_iso() -> str:
@@ -78,6 +80,9 @@ def compute_status(
     }
     if outcome.registered is not None:
         status["registered"] = outcome.registered
+    # None removes the field from the stored status (merge patch): no registry, nothing retired.
+    status["registry"] = outcome.registry
+    status["retiredRegistries"] = outcome.retired_registries or None
 
     conditions: list[dict[str, Any]] = []
     if spec is None or outcome.problem is not None:

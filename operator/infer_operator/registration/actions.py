@@ -26,12 +26,16 @@ async def deregister_confirmed(
     service: str,
     ip: str,
     port: int,
+    uid: str | None = None,
     *,
     attempts: int = 5,
     backoff: float = 0.2,
     max_backoff: float = 2.0,
 ) -> DeregisterResult:
     """Delete ip:port, read the registry back, delete again while it is still listed.
+
+    With `uid` (a pod's), only the entry naming that pod counts: another pod's entry at the same
+    address (a reused IP) is neither deleted nor waited for.
 
     Each round = delete + list. After a read-back that still shows the entry, the next delete is
     issued at once the first time ("delete directly again"), later rounds wait with exponential
@@ -47,9 +51,9 @@ async def deregister_confirmed(
     for attempt in range(1, attempts + 1):
         still_listed = False
         try:
-            await registry.deregister(service, ip, port)
+            await registry.deregister(service, ip, port, uid)
             listing = await registry.list_instances(service)
-            still_listed = any(i.ip == ip and i.port == port for i in listing.instances)
+            still_listed = any(i.ip == ip and i.port == port and uid in (None, i.uid) for i in listing.instances)
         except RegistryError as exc:
             last_error = str(exc)
             log.info("deregister %s %s:%s attempt %d failed: %s", service, ip, port, attempt, exc)
@@ -81,7 +85,7 @@ async def apply_sweep(registry: Registry, service: str, plan: SweepPlan) -> Swee
     result = SweepResult()
     for inst in plan.stale_instances:
         try:
-            await registry.deregister(service, inst.ip, inst.port)
+            await registry.deregister(service, inst.ip, inst.port, inst.uid)
             result.instances_removed += 1
         except (RegistryError, ValueError) as exc:
             result.errors.append(f"instance {inst.address}: {exc}")

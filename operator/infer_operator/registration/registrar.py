@@ -8,11 +8,12 @@ Every registry call is bounded (the client's per-call timeout). An error is neve
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from infer_operator import kinds, metrics
@@ -23,7 +24,7 @@ from infer_operator.registration.actions import apply_sweep
 from infer_operator.registration.plans import desired_instances, plan_registration, plan_sweep
 from infer_operator.registry.backends import connect
 from infer_operator.registry.base import Registry
-from infer_operator.registry.model import RegistryError
+from infer_operator.registry.model import RegistryError, ServiceRef
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class SyncResult:
     registered: int
     condition: tuple[str, str, str]  # status, reason, message
     retry_in: float | None = None
+    to_mark: tuple[PodView, ...] = ()  # registered pods without the registration mark yet
 
 
 def registry_service_name(spec_registry: RegistrySpec, isvc_name: str) -> str:
@@ -63,7 +65,9 @@ async def read_credentials(kube: KubeClient, namespace: str, secret_name: str,
 
 
 class Registrar:
-    """Registry work for one InferenceService. Rebuilds its client when settings or Secret change."""
+    """Registry work for one InferenceService (`owner`). Keeps one client for the registry in use,
+    rebuilt when its settings or Secret change; a registry the service has moved away from is
+    reached with a client of its own for the time it takes (`connected`)."""
 
     def __init__(self, kube: KubeClient, namespace: str, name: str, timeout: float,
                  connect: Callable[..., Registry] = connect):
@@ -76,16 +80,20 @@ class Registrar:
         self._client: Registry | None = None
         self._fingerprint: str | None = None
 
+    def service_of(self, spec_registry: RegistrySpec) -> str:
+        return registry_service_name(spec_registry, self.name)
+
     @property
     def service(self) -> str:
-        return registry_service_name(self.spec_registry, self.name) if self.spec_registry else self.name
+        return self.service_of(self.spec_registry) if self.spec_registry else self.name
 
     @property
     def backend(self) -> str:
         return self.spec_registry.type if self.spec_registry else "none"
 
-    async def client(self, spec_registry: RegistrySpec) -> Registry:
-        self.spec_registry = spec_registry
+    async def _build(self, spec_registry: RegistrySpec, *, reuse: bool) -> tuple[Registry | None, str]:
+        """(a new client, or None when `reuse` and the current one still fits; the fingerprint of the
+        settings and Secret version it was built from)."""
         backend = spec_registry.backend
         secret_name = backend.credentials_secret(spec_registry)
         credentials: dict[str, str] = {}
@@ -95,15 +103,46 @@ class Registrar:
                                                                  backend.secret_keys)
         fingerprint = hashlib.sha256(json.dumps(
             [spec_registry.model_dump(mode="json"), secret_name, secret_version], sort_keys=True).encode()).hexdigest()
-        if self._client is None or fingerprint != self._fingerprint:
+        if reuse and self._client is not None and fingerprint == self._fingerprint:
+            return None, fingerprint
+        try:
+            return self._connect(spec_registry.type, backend.section(spec_registry), credentials,
+                                 self.timeout), fingerprint
+        except ValueError as exc:
+            raise RegistryConfigError(f"registry settings are not usable: {exc}") from None
+
+    async def client(self, spec_registry: RegistrySpec, *, keep_if_secret_gone: bool = False) -> Registry:
+        """The client for the registry in use (raises RegistryConfigError, RegistryError).
+
+        `keep_if_secret_gone`: when the credentials Secret can no longer be read, go on with the
+        client built from it before (for the same registry). Cleaning up after a deletion uses
+        this: a namespace being deleted takes its Secrets with it, and the registry may well still
+        take the credentials.
+        """
+        same_place = self.spec_registry is not None and self.spec_registry.place(self.name) == spec_registry.place(
+            self.name)
+        try:
+            fresh, fingerprint = await self._build(spec_registry, reuse=True)
+        except RegistryConfigError:
+            if keep_if_secret_gone and same_place and self._client is not None:
+                return self._client
+            raise
+        self.spec_registry = spec_registry
+        if fresh is not None:
             await self.close()
-            try:
-                self._client = self._connect(spec_registry.type, backend.section(spec_registry), credentials,
-                                             self.timeout)
-            except ValueError as exc:
-                raise RegistryConfigError(f"registry settings are not usable: {exc}") from None
-            self._fingerprint = fingerprint
+            self._client, self._fingerprint = fresh, fingerprint
+        assert self._client is not None
         return self._client
+
+    @contextlib.asynccontextmanager
+    async def connected(self, spec_registry: RegistrySpec) -> AsyncIterator[Registry]:
+        """A client of its own for a registry other than the one in use; closed afterwards."""
+        fresh, _ = await self._build(spec_registry, reuse=False)
+        assert fresh is not None
+        try:
+            yield fresh
+        finally:
+            await fresh.close()
 
     async def close(self) -> None:
         if self._client is not None:
@@ -111,26 +150,33 @@ class Registrar:
             self._client = None
 
     async def sync(self, spec_registry: RegistrySpec, pods: list[PodView], port: int, register_delay: float,
-                   now: datetime.datetime) -> SyncResult:
-        """Make the registry list exactly the due, Ready, sync pods (of those the operator knows)."""
+                   now: datetime.datetime, owner: ServiceRef) -> SyncResult:
+        """Make the registry list exactly the due, Ready, sync pods (of those the operator knows)
+        under `owner`'s name; a pod registered for the first time claims its IP."""
         try:
             registry = await self.client(spec_registry)
         except RegistryConfigError as exc:
             return SyncResult(0, ("False", "InvalidRegistryConfig", str(exc)), None)
         except RegistryError as exc:
             return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), 5.0)
-        desired = desired_instances(pods, port, register_delay, now)
+        service = self.service_of(spec_registry)
+        desired = desired_instances(pods, port, register_delay, now, owner)
         try:
-            listing = await registry.list_instances(self.service)
-            plan = plan_registration(desired.instances, listing.instances, pods, desired.warming)
-            for instance in plan.register:
-                await registry.register(self.service, instance)
+            listing = await registry.list_instances(service)
+            plan = plan_registration(desired.instances, listing.instances, pods, desired.warming, owner)
+            for instance in plan.claim:
+                await registry.claim(service, instance)
                 metrics.REGISTRATIONS.labels(self.backend).inc()
-                log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {self.service}.")
+                log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}, "
+                         f"after removing any per-IP config a previous holder of {instance.ip} left.")
+            for instance in plan.register:
+                await registry.register(service, instance)
+                metrics.REGISTRATIONS.labels(self.backend).inc()
+                log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}.")
             for instance in plan.deregister:
-                await registry.deregister(self.service, instance.ip, instance.port)
+                await registry.deregister(service, instance.ip, instance.port, instance.uid)
                 metrics.DEREGISTRATIONS.labels(self.backend, "not-ready").inc()
-                log.info(f"Deregistered {instance.pod} ({instance.address}) from {self.service}: it is no "
+                log.info(f"Deregistered {instance.pod} ({instance.address}) from {service}: it is no "
                          f"longer a Ready sync pod.")
         except RegistryError as exc:
             metrics.REGISTRY_ERRORS.labels(self.backend, "sync").inc()
@@ -139,44 +185,54 @@ class Registrar:
         message = f"{registered} instance(s) registered in {registry.describe()}"
         if listing.malformed:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
-        return SyncResult(registered, ("True", "InSync", message), desired.next_due)
+        registered_uids = {i.uid for i in desired.instances.values()}
+        to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
+        return SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark)
 
-    async def sweep(self, spec_registry: RegistrySpec, fresh_pods: list[PodView]) -> str | None:
-        """Remove entries and per-IP configs whose IP no live pod of the service holds.
+    async def sweep(self, spec_registry: RegistrySpec, own_pods: list[PodView], live_ips: set[str],
+                    owner: ServiceRef) -> str | None:
+        """Remove our entries naming no live pod of ours, and per-IP configs at IPs no live pod of
+        any InferenceService sharing the registry service holds.
 
-        `fresh_pods` must come from a read of the API made for this sweep (never from a watch
-        cache, which may lag): the caller does not sweep at all when that read failed. An error
+        `own_pods` and `live_ips` must come from reads of the API made for this sweep (never from a
+        watch cache, which may lag): the caller does not sweep at all when a read failed. An error
         in the registry removes nothing. Returns an error message, or None when the sweep ran.
         """
         try:
             registry = await self.client(spec_registry)
         except (RegistryConfigError, RegistryError) as exc:
             return f"sweep skipped: {exc}"
-        live_ips = {pod.ip for pod in fresh_pods if pod.ip and not pod.deleting}
+        live_uids = {pod.uid for pod in own_pods if not pod.deleting}
+        return await self._remove(registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of")
+
+    async def remove_everything(self, registry: Registry, spec_registry: RegistrySpec, others_ips: set[str],
+                                owner: ServiceRef) -> None:
+        """Remove all of `owner`'s entries at a registry (`registry` is a client for
+        `spec_registry`), and the per-IP configs no other InferenceService sharing it holds
+        (`others_ips`, read fresh): the service is going, or has moved away from there.
+        Raises RegistryError."""
+        error = await self._remove(registry, self.service_of(spec_registry), set(), others_ips, owner, "Removing",
+                                   raise_errors=True)
+        assert error is None
+
+    async def _remove(self, registry: Registry, service: str, live_uids: set[str], live_ips: set[str],
+                      owner: ServiceRef, doing: str, *, raise_errors: bool = False) -> str | None:
         try:
-            listing = await registry.list_instances(self.service)
-            config_ips = await registry.list_config_ips(self.service)
+            listing = await registry.list_instances(service)
+            config_ips = await registry.list_config_ips(service)
         except RegistryError as exc:
-            metrics.REGISTRY_ERRORS.labels(self.backend, "sweep").inc()
+            metrics.REGISTRY_ERRORS.labels(registry.kind, "sweep").inc()
+            if raise_errors:
+                raise
             return f"sweep skipped: {exc}"
-        plan = plan_sweep(listing.instances, config_ips, live_ips)
+        plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
         if plan.empty:
             return None
-        result = await apply_sweep(registry, self.service, plan)
-        metrics.STALE_REMOVED.labels(self.backend, "instance").inc(result.instances_removed)
-        metrics.STALE_REMOVED.labels(self.backend, "config").inc(result.configs_removed)
-        log.info(f"Sweep of {self.service} removed {result.instances_removed} stale instance(s) and "
-                 f"{result.configs_removed} stale per-IP config(s).")
-        return "; ".join(result.errors) or None
-
-    async def remove_everything(self, spec_registry: RegistrySpec) -> None:
-        """The InferenceService is going: remove all its instances and per-IP configs. Raises on error."""
-        registry = await self.client(spec_registry)
-        listing = await registry.list_instances(self.service)
-        config_ips = await registry.list_config_ips(self.service)
-        plan = plan_sweep(listing.instances, config_ips, live_ips=set())
-        result = await apply_sweep(registry, self.service, plan)
-        if result.errors:
+        result = await apply_sweep(registry, service, plan)
+        metrics.STALE_REMOVED.labels(registry.kind, "instance").inc(result.instances_removed)
+        metrics.STALE_REMOVED.labels(registry.kind, "config").inc(result.configs_removed)
+        log.info(f"{doing} {service} in {registry.describe()} removed {result.instances_removed} instance(s) of "
+                 f"{owner.namespace}/{owner.name} and {result.configs_removed} per-IP config(s).")
+        if result.errors and raise_errors:
             raise RegistryError("; ".join(result.errors))
-        log.info(f"Removed {result.instances_removed} instance(s) and {result.configs_removed} per-IP "
-                 f"config(s) of {self.service} from the registry.")
+        return "; ".join(result.errors) or None

@@ -19,8 +19,20 @@ class Registry(abc.ABC):
     async def register(self, service: str, instance: Instance) -> None: ...
 
     @abc.abstractmethod
-    async def deregister(self, service: str, ip: str, port: int) -> None:
-        """Remove the instance entry; an absent entry is success."""
+    async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
+        """Remove the instance entry at ip:port; an absent entry is success. With `uid` (a pod's),
+        only while the entry names that pod: an IP is reused quickly, and the entry of the pod
+        that holds it now is not the old pod's to remove."""
+
+    @abc.abstractmethod
+    async def claim(self, service: str, instance: Instance) -> None:
+        """Register `instance` as the new holder of its IP: a per-IP config written before it
+        belongs to a previous holder and is removed first (atomically where the backend can)."""
+
+    @abc.abstractmethod
+    async def identity(self) -> str:
+        """Where this client's data lives, as physically as the backend can tell (etcd: the cluster
+        id and the prefix), so two specs naming one store the same way are recognised as one."""
 
     @abc.abstractmethod
     async def list_instances(self, service: str) -> Listing: ...
@@ -60,6 +72,9 @@ class Backend:
     spec: type[Any] | None                  # model of spec.registry.<type>; None: no section
     secret_keys: Mapping[str, str]                # Secret data key -> credential name for connect
     connect: Callable[[Any, dict[str, str], float], Registry]  # (section, credentials, timeout)
+    # Where a section points, normalised (e.g. etcd: the endpoint set and the prefix), so that two
+    # specs naming one registry the same way are one place; () for a backend with no section.
+    location: Callable[[Any], tuple[Any, ...]] = lambda _section: ()
 
     def section(self, registry_spec: Any) -> Any:
         """This backend's section of a RegistrySpec (None when absent or not applicable)."""

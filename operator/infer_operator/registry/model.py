@@ -1,6 +1,6 @@
 """The registry's data model, shared by clients and pure planners: no I/O, no client here.
 
-- `Instance`: one registered sync pod, serialised as compact JSON with exactly INSTANCE_FIELDS;
+- `Instance`: one registered sync pod, naming its pod and the InferenceService that owns it;
 - `Listing`: what a listing of a service's instances found (ours, and entries that are not);
 - `RegistryError`: every failure of the remote side (refused, timeout, 5xx, garbage), a one-line
   message that never contains credentials;
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,9 +66,35 @@ def validate_port(port: Any) -> int:
     return port
 
 
+def is_ip(text: str) -> bool:
+    """Whether a key segment is an IPv4 or IPv6 address: the only per-IP config keys the operator
+    may delete (`config/defaults` and the like belong to other tools)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    """The InferenceService an instance entry belongs to: whoever wrote it, by uid."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def to_obj(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "name": self.name, "uid": self.uid}
+
+
+OWNER_FIELD = "inferenceService"
+
+
 @dataclass(frozen=True)
 class Instance:
-    """One registered instance; serialised as compact JSON with exactly INSTANCE_FIELDS."""
+    """One registered instance, serialised as compact JSON: INSTANCE_FIELDS, and `inferenceService`
+    (namespace, name, uid of the owner) for entries written by versions that record it."""
 
     pod: str
     namespace: str
@@ -76,13 +103,17 @@ class Instance:
     port: int
     role: str
     ordinal: int
+    owner: ServiceRef | None = None
 
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
 
     def to_obj(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in INSTANCE_FIELDS}
+        obj = {k: getattr(self, k) for k in INSTANCE_FIELDS}
+        if self.owner is not None:
+            obj[OWNER_FIELD] = self.owner.to_obj()
+        return obj
 
     def to_json(self) -> str:
         return json.dumps(self.to_obj(), separators=(",", ":"), ensure_ascii=False)
@@ -102,7 +133,12 @@ class Instance:
             v = obj[k]
             if isinstance(v, bool) or not isinstance(v, int):
                 raise MalformedEntry(f"field {k!r} must be an integer")
-        return cls(**{k: obj[k] for k in INSTANCE_FIELDS})
+        owner = obj.get(OWNER_FIELD)
+        if owner is not None:
+            if not isinstance(owner, dict) or not all(isinstance(owner.get(k), str) for k in ("namespace", "name", "uid")):
+                raise MalformedEntry(f"field {OWNER_FIELD!r} must name namespace, name and uid")
+            owner = ServiceRef(owner["namespace"], owner["name"], owner["uid"])
+        return cls(**{k: obj[k] for k in INSTANCE_FIELDS}, owner=owner)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Instance":

@@ -19,10 +19,16 @@ class NoneRegistry(Registry):
         validate_segment("service", service)
         instance.validate()
 
-    async def deregister(self, service: str, ip: str, port: int) -> None:
+    async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
         validate_segment("service", service)
         validate_segment("ip", ip)
         validate_port(port)
+
+    async def claim(self, service: str, instance: Instance) -> None:
+        await self.register(service, instance)
+
+    async def identity(self) -> str:
+        return "none"
 
     async def list_instances(self, service: str) -> Listing:
         validate_segment("service", service)
