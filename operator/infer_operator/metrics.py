@@ -6,6 +6,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 RECONCILES = Counter("infer_operator_reconciles_total", "Reconcile passes", ["result"])
 ROLE_RESTARTS = Counter("infer_operator_role_restarts_total", "Pods restarted to change role")
+ROLLOUT_RESTARTS = Counter("infer_operator_rollout_restarts_total", "Pods restarted to update them to a new template")
 VANISHED_PODS = Counter("infer_operator_vanished_pods_total",
                         "Pods the watch cache still held after the API had deleted them (missed deletions)")
 REGISTRATIONS = Counter("infer_operator_registrations_total", "Instances registered", ["backend"])

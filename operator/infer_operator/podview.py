@@ -31,6 +31,14 @@ def ordinal_of(name: str, pod_labels: dict[str, str]) -> int | None:
         return None
 
 
+def _named_port(pod_spec: dict[str, Any]) -> int | None:
+    for container in (pod_spec.get("containers") or [])[:1]:
+        for port in container.get("ports") or []:
+            if port.get("name") == labels.SYNC_PORT_NAME:
+                return port.get("containerPort")
+    return None
+
+
 @dataclass(frozen=True)
 class PodView:
     name: str
@@ -47,11 +55,15 @@ class PodView:
     resource_version: str = ""
     registered: bool = False  # carries the registration mark (labels.CONDITION_REGISTERED)
     managed: bool = True      # carries the managed-by label the operator's watch selects on
+    revision: str | None = None       # the StatefulSet revision it was made from (controller-revision-hash)
+    sync_port: int | None = None      # the serving port it was started with (its named container port)
+    grace_seconds: int | None = None  # its terminationGracePeriodSeconds
 
     @classmethod
     def from_body(cls, body: Any) -> PodView:
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
+        spec = body.get("spec") or {}
         pod_labels = meta.get("labels") or {}
         ready = registered = False
         ready_since = None
@@ -76,6 +88,9 @@ class PodView:
             resource_version=meta.get("resourceVersion", ""),
             registered=registered,
             managed=pod_labels.get(labels.LABEL_MANAGED_BY) == labels.MANAGED_BY,
+            revision=pod_labels.get(labels.LABEL_REVISION),
+            sync_port=_named_port(spec),
+            grace_seconds=spec.get("terminationGracePeriodSeconds"),
         )
 
     @property

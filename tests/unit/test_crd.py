@@ -55,9 +55,13 @@ def test_names_subresources_and_columns():
 
 
 def test_cel_rules_name_their_fields():
-    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    messages = [rule["message"] for rule in spec["x-kubernetes-validations"]]
-    assert any("spec.syncReplicas" in m for m in messages)
+    root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = root["properties"]["spec"]
+    paths = [rule["fieldPath"] for rule in spec["x-kubernetes-validations"]]
+    assert ".template.spec.containers[0].readinessProbe" in paths
+    assert ".template.spec.terminationGracePeriodSeconds" in paths
+    assert not any("syncReplicas" in rule["rule"] for rule in spec["x-kubernetes-validations"])  # HPA to 0
+    assert {rule["fieldPath"] for rule in root["x-kubernetes-validations"]} == {".metadata.name"}
     lifecycle_rules = spec["properties"]["lifecycle"]["x-kubernetes-validations"]
     assert any("terminationGracePeriodSeconds" in r["message"] and "drainSeconds" in r["message"] for r in lifecycle_rules)
 

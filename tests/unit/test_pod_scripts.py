@@ -492,6 +492,48 @@ def test_prestop_offline_server_down_still_exits_0(shell, make_dir):
     assert "failed (continuing)" in r.stderr
 
 
+def test_prestop_runs_the_templates_own_handler_first(shell, make_dir, http_server, tmp_path):
+    marker = tmp_path / "drained"
+    d = make_dir(sync_port=http_server.server_address[1], drain_seconds=0, offline_path="/offline")
+    r = run(shell, d, "prestop.sh", "exec", "sh", "-c", f"echo first > {marker}", env=base_env(d, **SYNC))
+    assert r.returncode == 0, r.stderr
+    assert marker.read_text() == "first\n"
+    assert r.stderr.index("ran the template's preStop command") < r.stderr.index("called offline path")
+    r = run(shell, d, "prestop.sh", "http", str(http_server.server_address[1]), "/quiesce", "HTTP", "127.0.0.1",
+            env=base_env(d, **SYNC))
+    assert r.returncode == 0 and http_server.hits[-2:] == ["/quiesce", "/offline"], (r.stderr, http_server.hits)
+    start = time.monotonic()
+    r = run(shell, d, "prestop.sh", "sleep", "1", env=base_env(d, **ASYNC))
+    assert r.returncode == 0 and time.monotonic() - start >= 1.0
+
+
+def test_prestop_goes_on_when_the_templates_handler_fails(shell, make_dir, http_server):
+    d = make_dir(sync_port=http_server.server_address[1], drain_seconds=0, offline_path="/offline")
+    r = run(shell, d, "prestop.sh", "exec", "false", env=base_env(d, **SYNC))
+    assert r.returncode == 0
+    assert "exited 1 (continuing)" in r.stderr and http_server.hits == ["/offline"]
+
+
+@pytest.mark.parametrize(("grace", "drain", "expected"), [("30", 1, "draining for 1 s"), ("2", 30, "cut to 1 s"),
+                                                          ("1", 5, "cut to 0 s")])
+def test_a_drain_never_outgrows_the_pods_own_grace_period(shell, make_dir, grace, drain, expected):
+    d = make_dir(sync_port=free_port(), drain_seconds=drain)
+    start = time.monotonic()
+    r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS=grace, **SYNC))
+    assert r.returncode == 0 and expected in r.stderr, r.stderr
+    assert time.monotonic() - start < min(drain, int(grace)) + 2
+
+
+def test_the_probe_checks_the_pods_own_sync_port_not_the_services_current_one(shell, make_dir, tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        own = listener.getsockname()[1]
+        d = make_dir(sync_port=free_port())  # the service moved to another port since
+        assert run(shell, d, "probe.sh", env=base_env(d, INFER_SYNC_PORT=str(own), **SYNC)).returncode == 0
+        assert run(shell, d, "probe.sh", env=base_env(d, **SYNC)).returncode != 0
+
+
 # --------------------------------------------------------------------------- gate.sh
 
 
@@ -563,19 +605,22 @@ def _bodies(text: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     "sync_port, probe, expected",
     [
-        (8000, None, "infer_listening 8000"),
+        (8000, None, 'infer_listening "$INFER_SYNC_PORT"'),
         (None, None, "true"),
-        (8000, {"httpGet": {"path": "/healthz", "port": 8000, "scheme": "HTTP"}}, "infer_http_get 8000 /healthz HTTP ''"),
-        (8000, {"httpGet": {"port": "sync"}}, "infer_http_get 8000 / HTTP ''"),
-        (8000, {"httpGet": {"port": "http", "scheme": "HTTPS", "host": "10.0.0.1"}}, "infer_http_get 8000 / HTTPS 10.0.0.1"),
+        # the sync port (by number or any name) is the pod's own at run time
+        (8000, {"httpGet": {"path": "/healthz", "port": 8000, "scheme": "HTTP"}},
+         """infer_http_get "$INFER_SYNC_PORT" /healthz HTTP ''"""),
+        (8000, {"httpGet": {"port": "sync"}}, """infer_http_get "$INFER_SYNC_PORT" / HTTP ''"""),
+        (8000, {"httpGet": {"port": "http", "scheme": "HTTPS", "host": "10.0.0.1"}},
+         'infer_http_get "$INFER_SYNC_PORT" / HTTPS 10.0.0.1'),
         (8000, {"httpGet": {"port": "9001", "path": "/h"}}, "infer_http_get 9001 /h HTTP ''"),
         (
             8000,
             {"httpGet": {"port": 1, "path": "/", "httpHeaders": [{"name": "A", "value": "b c"}]}},
             "infer_http_get 1 / HTTP '' 'A: b c'",
         ),
-        (8000, {"tcpSocket": {"port": 8000}}, "infer_tcp 8000"),
-        (8000, {"tcpSocket": {"port": "sync"}, "periodSeconds": 3}, "infer_tcp 8000"),
+        (8000, {"tcpSocket": {"port": 8000}}, 'infer_tcp "$INFER_SYNC_PORT"'),
+        (8000, {"tcpSocket": {"port": "sync"}, "periodSeconds": 3}, 'infer_tcp "$INFER_SYNC_PORT"'),
         (8000, {"grpc": {"port": 9000, "service": "x"}}, "infer_listening 9000"),
         (8000, {"exec": {"command": ["cat", "/tmp/ready"]}}, "cat /tmp/ready"),
         (8000, {"exec": {"command": ["sh", "-c", "test -e /x && echo ok"]}}, "sh -c 'test -e /x && echo ok'"),

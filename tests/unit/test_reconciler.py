@@ -189,13 +189,13 @@ async def test_a_split_change_restarts_one_ready_pod_at_a_time_with_a_uid_precon
     world.patch_spec(syncReplicas=4)
     await world.run(apply_objects=True)
     deleted = [name for verb, kind, name in world.kube.calls if verb == "delete"]
-    assert deleted == [f"{NAME}-2"]
-    assert world.pod(2)["metadata"].get("deletionTimestamp")
+    assert deleted == [f"{NAME}-3"]
+    assert world.pod(3)["metadata"].get("deletionTimestamp")
     assert [e[1] for e in world.events] == ["RoleChange"]
     assert world.condition("Progressing")["reason"] == "ChangingSplit"
-    # The next pass sees pod 2 terminating: the budget is spent, nobody else goes.
+    # The next pass sees pod 3 terminating: the budget is spent, nobody else goes.
     await world.run()
-    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-3"]
 
 
 async def test_a_pod_deleted_by_an_earlier_pass_counts_as_going_before_the_index_shows_it():
@@ -205,7 +205,7 @@ async def test_a_pod_deleted_by_an_earlier_pass_counts_as_going_before_the_index
     stale_index = world.index()
     await world.reconciler.run_pass(world.body(), stale_index, True)
     await world.reconciler.run_pass(world.body(), stale_index, False)  # the index lags
-    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-3"]
 
 
 async def test_the_status_write_of_a_deleted_service_ends_the_loop():
@@ -378,3 +378,102 @@ async def test_the_sweep_keeps_configs_at_ips_of_pods_of_services_sharing_the_re
     views = Views({}, {key: [(NS, NAME), (NS, "green")]})
     await world.reconciler.run_pass(world.body(), world.index()[1:], True, views)
     assert world.registry.configs["shared"] == {"10.0.0.10", "10.0.1.1"}
+
+
+# -- rollouts: the operator rolls pods itself, sharing one budget with role flips -----------------
+
+def revised(body: dict, revision: str, *, grace: int | None = None, port: int | None = 8000) -> dict:
+    body["metadata"]["labels"][labels.LABEL_REVISION] = revision
+    spec = body.setdefault("spec", {})
+    container = {"name": "model"}
+    if port is not None:
+        container["ports"] = [{"name": labels.SYNC_PORT_NAME, "containerPort": port}]
+    spec["containers"] = [container]
+    if grace is not None:
+        spec["terminationGracePeriodSeconds"] = grace
+    return body
+
+
+def statefulset_at(world: World, revision: str, observed: bool = True) -> None:
+    sts = world.kube.obj("apps/v1", "StatefulSet", NS, NAME)
+    generation = sts["metadata"]["generation"]
+    world.reconciler.observe_statefulset({"metadata": {"generation": generation}, "status": {
+        "observedGeneration": generation if observed else generation - 1, "updateRevision": revision}})
+
+
+async def test_a_new_template_rolls_one_pod_at_a_time_highest_ordinal_first():
+    world = World(replicas=3, syncReplicas=1)
+    world.add_pods(*(revised(pod_body(i, "sync" if i < 1 else "async"), "llm-1") for i in range(3)))
+    await world.run(apply_objects=True)
+    statefulset_at(world, "llm-2")
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]
+    assert [e[1] for e in world.events] == ["RollingUpdate"]
+    await world.run()
+    progressing = world.condition("Progressing")
+    assert progressing["status"] == "True" and progressing["reason"] in ("RollingUpdate", "PodsNotReady", "Scaling")
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]  # budget spent
+
+
+async def test_an_unobserved_template_is_not_rolled_yet():
+    world = World(replicas=2)
+    world.add_pods(*(revised(pod_body(i, "sync"), "llm-1") for i in range(2)))
+    await world.run(apply_objects=True)
+    statefulset_at(world, "llm-2", observed=False)
+    await world.run()
+    assert world.kube.count("delete") == 0
+
+
+async def test_one_edit_of_template_and_split_keeps_one_pod_down():
+    world = World(replicas=4, syncReplicas=2)
+    world.add_pods(*(revised(pod_body(i, "sync" if i < 2 else "async"), "llm-1") for i in range(4)))
+    await world.run(apply_objects=True)
+    world.patch_spec(syncReplicas=3)
+    statefulset_at(world, "llm-2")
+    await world.run()
+    await world.run()
+    assert world.kube.count("delete") == 1
+
+
+async def test_on_delete_outdated_pods_wait_and_the_status_says_so():
+    world = World(replicas=2, updateStrategy={"type": "OnDelete"},
+                  lifecycle={"drainSeconds": 50, "terminationGracePeriodSeconds": 60})
+    world.add_pods(*(revised(pod_body(i, "sync"), "llm-1", grace=30) for i in range(2)))
+    await world.run(apply_objects=True)
+    statefulset_at(world, "llm-2")
+    await world.run()
+    assert world.kube.count("delete") == 0
+    assert world.condition("Ready")["status"] == "True"
+    progressing = world.condition("Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "PodsOutdated")
+    assert "OnDelete" in progressing["message"] and "2 pod(s) run an older template" in progressing["message"]
+    assert "grace period not longer than drainSeconds" in progressing["message"]
+    assert world.status()["updatedReplicas"] == 0
+
+
+async def test_the_services_target_the_named_port_once_every_pod_has_it():
+    world = World(replicas=2)
+    world.add_pods(revised(pod_body(0, "sync"), "llm-1", port=None), revised(pod_body(1, "sync"), "llm-1"))
+    await world.run(apply_objects=True)
+    assert world.kube.obj("v1", "Service", NS, NAME)["spec"]["ports"][0]["targetPort"] == 8000
+    key = ("v1", "Pod", NS, f"{NAME}-0")
+    world.kube.objects[key] = revised(world.kube.objects[key], "llm-2")
+    await world.run()
+    assert world.kube.obj("v1", "Service", NS, NAME)["spec"]["ports"][0]["targetPort"] == labels.SYNC_PORT_NAME
+
+
+async def test_each_pod_is_registered_at_the_port_it_was_started_with():
+    world = World(replicas=2, registry=ETCD, sync={"port": 8001})
+    world.add_pods(revised(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-1", port=8000),
+                   revised(pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-2", port=8001))
+    await world.run(apply_objects=True)
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000", "10.0.0.11:8001"}
+
+
+async def test_a_name_the_owned_objects_cannot_carry_is_degraded_naming_it():
+    world = World(replicas=1)
+    key = (kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+    world.kube.objects[key]["metadata"]["name"] = "x" * 53  # stored under an older CRD
+    await world.reconciler.run_pass(world.kube.objects[key], [], True)
+    assert world.kube.count("apply") == 0
+    assert [e[1] for e in world.events] == ["InvalidSpec"] and "metadata.name" in world.events[0][2]

@@ -8,6 +8,7 @@ the API server rejects bad objects before the operator ever sees them.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -245,11 +246,59 @@ class PodTemplate(BaseModel):
     spec: PodSpec
 
 
+# Rules on the whole object (`self` is the InferenceService): its name becomes the names and labels
+# of what it owns, which are held to stricter limits than the name of a custom resource.
+NAME_RULES = (
+    Rule(f"self.metadata.name.size() <= {labels.MAX_NAME_LENGTH}",
+         f"metadata.name must be at most {labels.MAX_NAME_LENGTH} characters: the StatefulSet's pods carry it in "
+         f"their controller-revision-hash label (at most 63 characters with the hash)",
+         lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH, ".metadata.name"),
+    Rule("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+         "metadata.name must start with a letter and hold only lower-case letters, digits and '-': it also "
+         "names the Services <name> and <name>-headless",
+         lambda body: re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", body["metadata"]["name"]) is not None,
+         ".metadata.name"),
+)
+
+
+def name_problems(body: Any) -> list[str]:
+    """The name rules an object breaks, as `metadata.name: <message>` (objects that bypassed the CRD)."""
+    return [f"metadata.name: {rule.message}" for rule in NAME_RULES if not rule.holds(body)]
+
+
+def _main(template: Any) -> dict[str, Any]:
+    return (template.spec.containers[0].model_dump(by_alias=True, exclude_none=True)
+            if template.spec.containers else {})
+
+
+_ROLE_LABEL = labels.LABEL_ROLE
+_RESERVED_ENV = "[" + ", ".join(f"'{name}'" for name in labels.CONTRACT_ENV) + "]"
+
+
 class InferenceServiceSpec(Model):
+    # syncReplicas may exceed replicas: an HPA or KEDA scales through /scale, down to 0, and the
+    # split in force is min(syncReplicas, replicas). The fields below are the operator's to set:
+    # a template setting them is rejected, naming the field to use instead.
     rules: ClassVar = (
-        Rule("!has(self.syncReplicas) || self.syncReplicas <= self.replicas",
-             "spec.syncReplicas must not exceed spec.replicas",
-             lambda spec: spec.sync_replicas is None or spec.sync_replicas <= spec.replicas, ".syncReplicas"),
+        Rule("!has(self.template.spec.terminationGracePeriodSeconds)",
+             "set spec.lifecycle.terminationGracePeriodSeconds instead: the operator sets the pod's grace period "
+             "from it (it must cover the drain)",
+             lambda spec: "terminationGracePeriodSeconds" not in (spec.template.spec.model_extra or {}),
+             ".template.spec.terminationGracePeriodSeconds"),
+        Rule("!has(self.template.spec.containers[0].readinessProbe)",
+             "set spec.sync.readinessProbe and spec.async.readinessProbe instead: readiness is checked per role",
+             lambda spec: "readinessProbe" not in _main(spec.template),
+             ".template.spec.containers[0].readinessProbe"),
+        Rule(f"!has(self.template.spec.containers[0].env) || self.template.spec.containers[0].env.all(e, "
+             f"!(e.name in {_RESERVED_ENV}))",
+             f"the operator sets {', '.join(labels.CONTRACT_ENV)} in the main container: rename yours",
+             lambda spec: not {e.get("name") for e in _main(spec.template).get("env") or []} & set(labels.CONTRACT_ENV),
+             ".template.spec.containers[0].env"),
+        Rule(f"!has(self.template.metadata) || !has(self.template.metadata.labels) || "
+             f"!('{_ROLE_LABEL}' in self.template.metadata.labels)",
+             f"the operator sets {_ROLE_LABEL} on each pod by its ordinal: remove it from the template",
+             lambda spec: _ROLE_LABEL not in ((spec.template.metadata or {}).get("labels") or {}),
+             ".template.metadata.labels"),
     )
 
     replicas: int = Field(
@@ -265,7 +314,9 @@ class InferenceServiceSpec(Model):
         alias="syncReplicas",
         description=(
             "Pods with ordinal < syncReplicas run the sync role, the rest async. Default: "
-            "replicas (all sync). Changing it restarts only the pods whose role flips."
+            "replicas (all sync). It may exceed replicas (an HPA or KEDA scales through /scale, "
+            "down to 0): the split in force is min(syncReplicas, replicas), shown in "
+            "status.syncReplicas. Changing it restarts only the pods whose role flips."
         ),
     )
     template: PodTemplate
@@ -289,8 +340,11 @@ class InferenceServiceSpec(Model):
         alias="updateStrategy",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description=(
-            "StatefulSet updateStrategy for template changes. rollingUpdate.maxUnavailable also "
-            "bounds how many pods are restarted at once when syncReplicas changes (default 1)."
+            "How pods are updated to a new template, as for a StatefulSet: type RollingUpdate "
+            "(default) or OnDelete, rollingUpdate.partition and rollingUpdate.maxUnavailable "
+            "(default 1). The operator carries it out itself, so that template changes and role "
+            "flips (syncReplicas changes) share one maxUnavailable budget; with OnDelete it "
+            "restarts only pods whose role flips, and status says which pods are outdated."
         ),
     )
 
@@ -306,8 +360,20 @@ class InferenceServiceSpec(Model):
         return bool(self.sync.command or self.async_.command)
 
     @property
+    def rolling_partition(self) -> int | None:
+        """The lowest ordinal the operator rolls to a new template (updateStrategy.rollingUpdate.
+        partition, default 0); None for updateStrategy.type OnDelete (outdated pods wait for you)."""
+        strategy = self.update_strategy or {}
+        if strategy.get("type") == "OnDelete":
+            return None
+        try:
+            return max(0, int((strategy.get("rollingUpdate") or {}).get("partition", 0)))
+        except (TypeError, ValueError):
+            return 0
+
+    @property
     def max_unavailable(self) -> int:
-        """Pods that may be restarted at once for a split change (updateStrategy.rollingUpdate.maxUnavailable)."""
+        """Pods that may be down at once for a rollout or a split change (updateStrategy.rollingUpdate.maxUnavailable)."""
         rolling = (self.update_strategy or {}).get("rollingUpdate") or {}
         value = rolling.get("maxUnavailable", 1)
         if isinstance(value, str) and value.endswith("%"):
@@ -335,6 +401,8 @@ class InferenceServiceStatus(Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     replicas: int | None = Field(default=None, description="Pods that exist (not terminating).")
     ready_replicas: int | None = Field(default=None, alias="readyReplicas", description="Ready pods.")
+    updated_replicas: int | None = Field(default=None, alias="updatedReplicas",
+                                         description="Pods of the current template revision.")
     sync_replicas: int | None = Field(default=None, alias="syncReplicas", description="Effective syncReplicas.")
     sync_ready: int | None = Field(default=None, alias="syncReady", description="Ready pods running the sync role.")
     async_ready: int | None = Field(default=None, alias="asyncReady", description="Ready pods running the async role.")

@@ -20,6 +20,8 @@ def _on_change(kind: kinds.Kind):
             return
         if record.reconciler.is_drift(kind, name, body, deleted=event.get("type") == "DELETED"):
             record.poke(objects=True)
+        elif kind is kinds.STATEFUL_SET and record.reconciler.observe_statefulset(body):
+            record.poke()  # a new template revision: outdated pods to roll
 
     changed.__name__ = changed.__qualname__ = f"{kind.plural}_changed"
     return changed

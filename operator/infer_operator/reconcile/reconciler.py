@@ -19,12 +19,12 @@ import pydantic
 
 from infer_operator import kinds, labels, metrics
 from infer_operator.api.errors import describe_validation_error
-from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec, parse_spec
+from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec, name_problems, parse_spec
 from infer_operator.backoff import Backoff
 from infer_operator.builders import BuildError, Owner, build_all
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
-from infer_operator.reconcile.roles import plan_role_flips, role_patch
+from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.reconcile.status import Outcome, Problem, compute_status, now_iso, status_changed
 from infer_operator.registration.registrar import Registrar, RegistryConfigError
@@ -59,7 +59,9 @@ class ServiceReconciler:
     # counting registerDelaySeconds from the later of the two never makes the warm-up shorter.
     ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
-    restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles
+    restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
+    update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
+    named_target: bool | None = None    # whether the Services last applied target the named port
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
     objects_pending: bool = False  # an apply failed on a transient error: apply on the next pass
@@ -108,16 +110,19 @@ class ServiceReconciler:
             spec = parse_spec(body.get("spec"))
         except pydantic.ValidationError as exc:
             step.problem = Problem("InvalidSpec", describe_validation_error(exc))
+        if spec is not None and (bad_name := name_problems(body)):
+            spec, step.problem = None, Problem("InvalidSpec", "; ".join(bad_name))
         registry_in_use = spec is not None and spec.registry.in_use
 
         # what is due, and the audit
         due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
         pods, fresh, read_error = await self._audit_pods(pods, views, force=due.sweep)
 
-        # apply
+        # apply (the Services target the pods' named port once every pod has it)
+        named_target = all(pod.sync_port is not None for pod in pods if not pod.deleting)
         if spec is not None and (apply_objects or due.resync or self.objects_pending
-                                 or generation != self.applied_generation):
-            await self._apply(Owner.from_body(body), spec, generation, step)
+                                 or generation != self.applied_generation or named_target != self.named_target):
+            await self._apply(Owner.from_body(body), spec, generation, named_target, step)
 
         # registry: the one in use, and those moved away from (remembered in the status)
         recorded = parse_registry(previous_status.get("registry"))
@@ -147,6 +152,7 @@ class ServiceReconciler:
         step.retry_sooner(self.schedule.next_in(time.monotonic(), sweeps=registry_in_use))
         self._report_problem(step.problem)
         outcome = Outcome(generation=generation, problem=step.problem, pending_flips=step.pending_flips,
+                          outdated=step.outdated, update_revision=self.update_revision,
                           registered=step.registered, registry_condition=step.registry_condition,
                           registry=_dump(recorded), retired_registries=[_dump(r) for r in retired])
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
@@ -161,12 +167,14 @@ class ServiceReconciler:
                 step.retry_sooner(RETRY_SOON_SECONDS)
         return step.retry
 
-    async def _apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, step: _Pass) -> None:
+    async def _apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, named_target: bool,
+                     step: _Pass) -> None:
         try:
-            step.problem = await self._apply_objects(owner, spec)
+            step.problem = await self._apply_objects(owner, spec, named_target)
             self.objects_pending = False
             if step.problem is None:
                 self.applied_generation = generation
+                self.named_target = named_target
         except TransientError as exc:
             self.objects_pending = True
             self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
@@ -175,14 +183,15 @@ class ServiceReconciler:
     async def _update_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
         try:
             await self._label_new_pods(spec, pods)
-            step.pending_flips = await self._flip_roles(spec, pods)
+            plan = await self._restart_pods(spec, pods)
+            step.pending_flips, step.outdated = plan.pending, len(plan.outdated)
         except TransientError as exc:
             self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
             step.retry_sooner(RETRY_SOON_SECONDS)
 
-    async def _apply_objects(self, owner: Owner, spec: InferenceServiceSpec) -> Problem | None:
+    async def _apply_objects(self, owner: Owner, spec: InferenceServiceSpec, named_target: bool) -> Problem | None:
         try:
-            manifests = build_all(owner, spec)
+            manifests = build_all(owner, spec, named_target=named_target)
         except BuildError as exc:
             return Problem("InvalidTemplate", str(exc))
         for manifest in manifests:
@@ -200,6 +209,8 @@ class ServiceReconciler:
                     return Problem(reason, f"{kind} {name} was rejected: {message}")
                 raise TransientError(f"{kind} {name}: {exc}") from exc
             self.applied[(kind, name)] = row.marker(result)
+            if row is kinds.STATEFUL_SET:
+                self.observe_statefulset(result)
         return None
 
     async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
@@ -221,14 +232,26 @@ class ServiceReconciler:
             if role:
                 self.logger.info(f"Pod {pod.name} of {self.name} takes the {role} role (ordinal {pod.ordinal}).")
 
-    async def _flip_roles(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> int:
+    def observe_statefulset(self, body: Any) -> bool:
+        """Note the StatefulSet's update revision (pods of another one are outdated). Returns
+        whether it changed, i.e. whether a pass has rolling to do."""
+        meta, status = (body or {}).get("metadata") or {}, (body or {}).get("status") or {}
+        # Until the controller has seen the latest template, its updateRevision is the old one.
+        current = meta.get("generation") is not None and status.get("observedGeneration") == meta.get("generation")
+        revision = status.get("updateRevision") if current else None
+        changed = revision != self.update_revision
+        self.update_revision = revision
+        return changed and revision is not None
+
+    async def _restart_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> RestartPlan:
+        """Restart pods whose role flips, and (RollingUpdate) outdated ones, within the budget."""
         # A pod deleted by an earlier pass may not show its deletionTimestamp in the index yet:
         # count it as going, so it is neither deleted twice nor leaves room for a second restart.
         self.restarting &= {pod.uid for pod in pods}
         pods = [dataclasses.replace(pod, deleting=True) if pod.uid in self.restarting else pod for pod in pods]
-        plan = plan_role_flips(pods, spec)
+        plan = plan_restarts(pods, spec, self.update_revision)
+        flipping = {pod.uid for pod in plan.flips}
         for pod in plan.restart_now:
-            target = spec.role_for(pod.ordinal)
             try:
                 await self.kube.delete(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, uid=pod.uid)
             except KubeError as exc:
@@ -236,11 +259,17 @@ class ServiceReconciler:
                     continue
                 raise TransientError(f"pod {pod.name}: {exc}") from exc
             self.restarting.add(pod.uid)
-            metrics.ROLE_RESTARTS.inc()
-            message = f"Restarting pod {pod.name} to change its role from {pod.role} to {target}."
+            if pod.uid in flipping:
+                metrics.ROLE_RESTARTS.inc()
+                message = f"Restarting pod {pod.name} to change its role from {pod.role} to {spec.role_for(pod.ordinal)}."
+                reason = "RoleChange"
+            else:
+                metrics.ROLLOUT_RESTARTS.inc()
+                message = f"Restarting pod {pod.name} to update it to the current template ({self.update_revision})."
+                reason = "RollingUpdate"
             self.logger.info(message)
-            self.emit("Normal", "RoleChange", message)
-        return plan.pending
+            self.emit("Normal", reason, message)
+        return plan
 
     async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS, *, force: bool
                           ) -> tuple[list[PodView], list[PodView] | None, str | None]:
@@ -443,6 +472,7 @@ class _Pass:
 
     problem: Problem | None = None
     pending_flips: int = 0
+    outdated: int = 0
     registered: int | None = None
     registry_condition: tuple[str, str, str] | None = None
     retry: float | None = None  # seconds until the next pass at the latest

@@ -40,6 +40,8 @@ class Desired:
 
 def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
                       now: datetime.datetime, owner: ServiceRef | None = None) -> Desired:
+    """The instances of the due, Ready sync pods. Each is registered at the port it was started
+    with (its named container port), `port` (spec.sync.port) for pods made before ports were named."""
     instances: dict[str, Instance] = {}
     warming: dict[str, Instance] = {}
     next_due: float | None = None
@@ -51,9 +53,9 @@ def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
             wait = register_delay - (now - since).total_seconds()
             if wait > 0:
                 next_due = wait if next_due is None else min(next_due, wait)
-                warming[f"{pod.ip}:{port}"] = instance_for(pod, port, owner)
+                warming[f"{pod.ip}:{pod.sync_port or port}"] = instance_for(pod, pod.sync_port or port, owner)
                 continue
-        instance = instance_for(pod, port, owner)
+        instance = instance_for(pod, pod.sync_port or port, owner)
         instances[instance.address] = instance
     return Desired(instances, next_due, warming)
 

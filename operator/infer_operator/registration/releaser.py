@@ -179,7 +179,7 @@ class PodReleaser:
                     return None  # nothing registered anywhere for this pod
                 if not pod.ip:
                     return None  # never had an IP: never registered, no per-IP config
-                port = settings.port
+                port = pod.sync_port or settings.port  # the port it was registered at
                 registry = await record.registrar.client(settings.registry, keep_if_secret_gone=True)
                 service = record.registrar.service_of(settings.registry)
                 # The IP's per-IP config is the new holder's once that pod has been registered
