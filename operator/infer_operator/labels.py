@@ -31,6 +31,10 @@ SYNC_PORT_NAME = "infer-sync"
 ANNOTATION_SYNC_REPLICAS = PREFIX + "sync-replicas"
 ANNOTATION_REPLICAS = PREFIX + "replicas"
 
+# On an InferenceService, "true" stops its reconciling (nothing is applied, labelled, restarted or
+# registered) without deleting it; deleted pods are still released.
+ANNOTATION_PAUSED = PREFIX + "paused"
+
 # Held on pods (registry != none) until the pod is deregistered and its per-IP config removed.
 POD_FINALIZER = PREFIX + "deregister"
 # Held on InferenceServices (that use a registry) until their registry entries are gone.

@@ -363,3 +363,13 @@ async def test_two_spellings_of_one_etcd_are_one_identity(etcd):
     finally:
         for r in (first, second, other_prefix):
             await r.close()
+
+
+async def test_a_url_without_an_etcd_gateway_says_so(admin_controller):
+    # Any HTTP server that is not etcd's JSON gateway answers 404 on /v3/kv/range.
+    reg = EtcdRegistry([admin_controller.url], timeout=2.0)
+    try:
+        with pytest.raises(RegistryError, match="no etcd v3 JSON gateway at this URL"):
+            await reg.list_instances(SVC)
+    finally:
+        await reg.close()

@@ -62,9 +62,9 @@ async def test_the_client_is_built_once_and_rebuilt_only_when_the_secret_or_sett
     assert setup.credentials == [{"username": "root", "password": "pw"}]  # only the backend's own keys
     setup.secret(username="root", password="new")
     second = await setup.registrar.client(spec)
-    assert second is not first and first.closed
+    assert second is not first and first.inner.closed
     third = await setup.registrar.client(registry_spec(credentialsSecret={"name": "cred"}, prefix="/other"))
-    assert third is not second and second.closed
+    assert third is not second and second.inner.closed
 
 
 async def test_a_missing_secret_is_a_configuration_problem_and_an_unreadable_one_is_transient():
@@ -119,9 +119,21 @@ async def test_a_registry_error_during_sync_is_unreachable_not_a_crash():
     setup = Setup()
     spec = registry_spec()
     await setup.registrar.client(spec)
+    setup.registry.fail("claim", count=10)
+    waits = []
+    for _ in range(8):
+        result = await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
+        assert result.condition[:2] == ("False", "RegistryUnreachable")
+        waits.append(result.retry_in)
+    # growing, jittered (each in [step/2, step]), capped; back to the first step after a success
+    assert 1.0 <= waits[0] <= 2.0 and max(waits) <= 60.0 and waits[-1] >= 30.0
+    assert len(set(waits)) == len(waits)
+    setup.registry.failures.clear()
+    await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
     setup.registry.fail("claim")
+    setup.registry.instances.clear()
     result = await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
-    assert result.condition[:2] == ("False", "RegistryUnreachable") and result.retry_in == 5.0
+    assert result.retry_in <= 2.0
 
 
 async def test_the_sweep_removes_what_no_live_pod_holds_and_nothing_on_an_error():
@@ -161,5 +173,23 @@ async def test_a_registry_moved_away_from_gets_a_client_of_its_own_closed_after_
     current = await setup.registrar.client(registry_spec())
     async with setup.registrar.connected(registry_spec(prefix="/old")) as old:
         assert old is not current
-    assert old.closed and not current.closed
+    assert old.inner.closed and not current.inner.closed
     assert await setup.registrar.client(registry_spec()) is current
+
+
+async def test_every_registry_call_is_timed_by_backend_and_operation():
+    from infer_operator import metrics
+
+    setup = Setup()
+    spec = registry_spec()
+
+    def count(operation: str) -> float:
+        return metrics.REGISTRY_LATENCY.labels("etcd", operation)._sum.get(), sum(
+            b.get() for b in metrics.REGISTRY_LATENCY.labels("etcd", operation)._buckets)
+
+    before = count("list_instances")[1]
+    await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
+    assert count("list_instances")[1] == before + 1
+    setup.registry.fail("list_instances")
+    await setup.registrar.sync(spec, [], PORT, 0, NOW, OWNER)  # a failed call is timed too
+    assert count("list_instances")[1] == before + 2

@@ -408,6 +408,8 @@ class InferenceServiceStatus(Model):
     async_ready: int | None = Field(default=None, alias="asyncReady", description="Ready pods running the async role.")
     registered: int | None = Field(default=None, description="Instances currently in the registry.")
     selector: str | None = Field(default=None, description="Label selector of the pods (for /scale, HPA, KEDA).")
+    url: str | None = Field(default=None, description="Where the sync role is reached in the cluster: "
+                                                      "http://<name>.<namespace>.svc:<sync.port>.")
     registry: RegistrySpec | None = Field(
         default=None,
         description="The registry the pods were last registered in (a copy of spec.registry), so a move is noticed.",

@@ -71,7 +71,8 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
             apply_objects = waker.take()
             pods = views.pods_of(namespace, name)
             try:
-                retry = await reconciler.run_pass(body, pods, apply_objects, views)
+                with metrics.RECONCILE_DURATION.time():
+                    retry = await reconciler.run_pass(body, pods, apply_objects, views)
                 metrics.RECONCILES.labels("ok").inc()
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop
                 metrics.RECONCILES.labels("error").inc()
@@ -87,3 +88,4 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
         with contextlib.suppress(asyncio.CancelledError):
             await relay
         record.reconciler = None
+        metrics.forget_service(namespace, name)

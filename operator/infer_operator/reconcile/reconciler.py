@@ -61,6 +61,8 @@ class ServiceReconciler:
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
+    paused: bool = False
+    status_pending: bool = False        # the last status write failed: write again soon
     named_target: bool | None = None    # whether the Services last applied target the named port
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
@@ -113,6 +115,13 @@ class ServiceReconciler:
         if spec is not None and (bad_name := name_problems(body)):
             spec, step.problem = None, Problem("InvalidSpec", "; ".join(bad_name))
         registry_in_use = spec is not None and spec.registry.in_use
+        if self.paused and (meta.get("annotations") or {}).get(labels.ANNOTATION_PAUSED) != "true":
+            self.paused = False
+            self.logger.info(f"Reconciling {self.name} resumes.")
+            self.emit("Normal", "Resumed", f"the {labels.ANNOTATION_PAUSED} annotation is gone")
+        paused = (meta.get("annotations") or {}).get(labels.ANNOTATION_PAUSED) == "true"
+        if paused and spec is not None:
+            return await self._paused(body, spec, pods, generation, previous_status)
 
         # what is due, and the audit
         due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
@@ -153,19 +162,59 @@ class ServiceReconciler:
         self._report_problem(step.problem)
         outcome = Outcome(generation=generation, problem=step.problem, pending_flips=step.pending_flips,
                           outdated=step.outdated, update_revision=self.update_revision,
+                          url=_url(self.namespace, self.name, spec),
                           registered=step.registered, registry_condition=step.registry_condition,
                           registry=_dump(recorded), retired_registries=[_dump(r) for r in retired])
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
-        if status_changed(previous_status, desired):
-            try:
-                await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
-                                            {"status": desired}, subresource="status")
-            except KubeError as exc:
-                if exc.not_found:
-                    return None
-                self.logger.warning(f"Could not write the status of {self.name}, will retry: {exc}")
-                step.retry_sooner(RETRY_SOON_SECONDS)
+        self._export(spec, desired)
+        if not await self._write_status(previous_status, desired):
+            return None
+        if self.status_pending:
+            step.retry_sooner(RETRY_SOON_SECONDS)
         return step.retry
+
+    async def _write_status(self, previous: dict[str, Any], desired: dict[str, Any]) -> bool:
+        """Write the status if it changed; False when the InferenceService is gone."""
+        self.status_pending = False
+        if not status_changed(previous, desired):
+            return True
+        try:
+            await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
+                                        {"status": desired}, subresource="status")
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            self.logger.warning(f"Could not write the status of {self.name}, will retry: {exc}")
+            self.status_pending = True
+        return True
+
+    def _export(self, spec: InferenceServiceSpec | None, status: dict[str, Any]) -> None:
+        """Per-service gauges, from the status just computed."""
+        if spec is not None:
+            metrics.SERVICE_DESIRED.labels(self.namespace, self.name).set(spec.replicas)
+        metrics.SERVICE_READY.labels(self.namespace, self.name).set(status.get("readyReplicas") or 0)
+        metrics.SERVICE_REGISTERED.labels(self.namespace, self.name).set(status.get("registered") or 0)
+
+    async def _paused(self, body: Any, spec: InferenceServiceSpec, pods: Sequence[PodView], generation: int,
+                      previous_status: dict[str, Any]) -> float | None:
+        """The `infer-operator.io/paused` annotation: report what is there, change nothing."""
+        if not self.paused:
+            self.logger.info(f"Reconciling {self.name} is paused ({labels.ANNOTATION_PAUSED}).")
+            self.emit("Normal", "Paused", f"reconciling is paused by the {labels.ANNOTATION_PAUSED} annotation")
+        self.paused = True
+        self.applied_generation = None  # resuming applies the spec as it is then
+        previous = {c.get("type"): c for c in previous_status.get("conditions") or []}
+        kept = previous.get("RegistrySynced")
+        outcome = Outcome(generation=generation, paused=True, url=_url(self.namespace, self.name, spec),
+                          registered=previous_status.get("registered"),
+                          registry_condition=(kept["status"], kept["reason"], kept.get("message", "")) if kept else None,
+                          registry=previous_status.get("registry"),
+                          retired_registries=list(previous_status.get("retiredRegistries") or []))
+        desired = compute_status(self.name, spec, pods, outcome, previous_status)
+        self._export(spec, desired)
+        if not await self._write_status(previous_status, desired):
+            return None
+        return RETRY_SOON_SECONDS if self.status_pending else self.schedule.resync_seconds
 
     async def _apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, named_target: bool,
                      step: _Pass) -> None:
@@ -449,6 +498,11 @@ def registry_moves(recorded: RegistrySpec | None, retired: list[RegistrySpec], c
         if all(r.place(name) != recorded.place(name) for r in out):
             out.append(recorded)
     return [r for r in out if r.place(name) != here]
+
+
+def _url(namespace: str, name: str, spec: InferenceServiceSpec | None) -> str | None:
+    """Where the sync role is reached inside the cluster: the ClusterIP Service `<name>`."""
+    return f"http://{name}.{namespace}.svc:{spec.sync.port}" if spec is not None else None
 
 
 def _dump(registry: RegistrySpec | None) -> dict[str, Any] | None:

@@ -35,6 +35,8 @@ class Outcome:
     update_revision: str | None = None
     registered: int | None = None
     registry_condition: tuple[str, str, str] | None = None  # (status, reason, message)
+    paused: bool = False               # the infer-operator.io/paused annotation: nothing was changed
+    url: str | None = None             # where the sync role is reached inside the cluster
     registry: dict[str, Any] | None = None           # the registry in use, as spec.registry says it
     retired_registries: list[dict[str, Any]] = field(default_factory=list)  # moved away from, not yet clean
 
@@ -84,6 +86,7 @@ def compute_status(
     }
     if outcome.registered is not None:
         status["registered"] = outcome.registered
+    status["url"] = outcome.url
     # None removes the field from the stored status (merge patch): no registry, nothing retired.
     status["registry"] = outcome.registry
     status["retiredRegistries"] = outcome.retired_registries or None
@@ -109,7 +112,13 @@ def compute_status(
             and outcome.pending_flips == 0
             and all(p.ordinal is not None and p.ordinal < spec.replicas for p in live)
         )
-        if settled:
+        if outcome.paused:
+            ready_msg = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
+            conditions.append(_condition("Ready", settled, "AllReplicasReady" if settled else "PodsNotReady",
+                                         ready_msg, gen))
+            conditions.append(_condition("Progressing", False, "Paused",
+                                         f"reconciling is paused by the {labels.ANNOTATION_PAUSED} annotation", gen))
+        elif settled:
             ready_msg = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
             conditions.append(_condition("Ready", True, "AllReplicasReady", ready_msg, gen))
             conditions.append(_progress_of_rollout(spec, live, outcome, gen))

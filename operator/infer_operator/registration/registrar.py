@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from infer_operator import kinds, metrics
+from infer_operator.backoff import Backoff
 from infer_operator.api.v1alpha1 import RegistrySpec
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
 from infer_operator.registration.actions import apply_sweep
 from infer_operator.registration.plans import desired_instances, plan_registration, plan_sweep
-from infer_operator.registry.backends import connect
+from infer_operator.registry.backends import Measured, connect
 from infer_operator.registry.base import Registry
 from infer_operator.registry.model import RegistryError, ServiceRef
 
@@ -76,6 +77,9 @@ class Registrar:
         self.name = name
         self.timeout = timeout
         self._connect = connect  # the backend table's; tests give a stub registry
+        # An unreachable registry is retried with waits of its own per service, so many services
+        # do not hammer a recovering registry in step.
+        self.backoff = Backoff(first=2.0, cap=60.0)
         self.spec_registry: RegistrySpec | None = None
         self._client: Registry | None = None
         self._fingerprint: str | None = None
@@ -106,8 +110,8 @@ class Registrar:
         if reuse and self._client is not None and fingerprint == self._fingerprint:
             return None, fingerprint
         try:
-            return self._connect(spec_registry.type, backend.section(spec_registry), credentials,
-                                 self.timeout), fingerprint
+            client = self._connect(spec_registry.type, backend.section(spec_registry), credentials, self.timeout)
+            return Measured(client, spec_registry.type), fingerprint
         except ValueError as exc:
             raise RegistryConfigError(f"registry settings are not usable: {exc}") from None
 
@@ -158,7 +162,7 @@ class Registrar:
         except RegistryConfigError as exc:
             return SyncResult(0, ("False", "InvalidRegistryConfig", str(exc)), None)
         except RegistryError as exc:
-            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), 5.0)
+            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
         service = self.service_of(spec_registry)
         desired = desired_instances(pods, port, register_delay, now, owner)
         try:
@@ -180,7 +184,8 @@ class Registrar:
                          f"longer a Ready sync pod.")
         except RegistryError as exc:
             metrics.REGISTRY_ERRORS.labels(self.backend, "sync").inc()
-            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), 5.0)
+            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
+        self.backoff.reset()
         registered = len(desired.instances)
         message = f"{registered} instance(s) registered in {registry.describe()}"
         if listing.malformed:

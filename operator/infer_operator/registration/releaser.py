@@ -104,6 +104,7 @@ class PodReleaser:
         self.post = post
         self.timeout = timeout
         self.releases = Releases()
+        metrics.PODS_HELD.set_function(lambda: len(self.releases.tasks))
 
     @property
     def tasks(self) -> dict[str, asyncio.Task]:

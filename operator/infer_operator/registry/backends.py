@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import time
+
+from infer_operator import metrics
+
 from .base import Backend, Registry
+from .model import Instance, Listing
 
 def _rows() -> tuple[Backend, ...]:
     from . import etcd, http, none
@@ -54,3 +59,47 @@ def _text(value: Any, name: str) -> str | None:
     if not isinstance(value, str):
         raise ValueError(f"credential {name!r} must be a string")
     return value
+
+
+class Measured(Registry):
+    """A client whose every call is timed into `infer_operator_registry_request_duration_seconds`
+    (by backend and operation, failures included)."""
+
+    def __init__(self, inner: Registry, backend: str):
+        self.inner = inner
+        self.kind = inner.kind
+        self._backend = backend
+
+    async def _timed(self, operation: str, call: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await call
+        finally:
+            metrics.REGISTRY_LATENCY.labels(self._backend, operation).observe(time.monotonic() - started)
+
+    async def register(self, service: str, instance: Instance) -> None:
+        await self._timed("register", self.inner.register(service, instance))
+
+    async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
+        await self._timed("deregister", self.inner.deregister(service, ip, port, uid))
+
+    async def claim(self, service: str, instance: Instance) -> None:
+        await self._timed("claim", self.inner.claim(service, instance))
+
+    async def list_instances(self, service: str) -> Listing:
+        return await self._timed("list_instances", self.inner.list_instances(service))
+
+    async def list_config_ips(self, service: str) -> set[str]:
+        return await self._timed("list_configs", self.inner.list_config_ips(service))
+
+    async def delete_config(self, service: str, ip: str) -> None:
+        await self._timed("delete_config", self.inner.delete_config(service, ip))
+
+    async def identity(self) -> str:
+        return await self._timed("identity", self.inner.identity())
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def describe(self) -> str:
+        return self.inner.describe()

@@ -332,7 +332,7 @@ class EtcdRegistry(Registry):
                 reauthed = True
                 self._token = None  # expired/invalid token: authenticate once more
                 continue
-            raise self._err(f"etcd {what} at {ep}: HTTP {status}: {_error_message(data)}")
+            raise self._err(f"etcd {what} at {ep}: HTTP {status}: {_error_message(data)}{_hint(status)}")
 
     async def _authenticate(self, ep: str) -> None:
         async with self._auth_lock:
@@ -371,7 +371,7 @@ class EtcdRegistry(Registry):
             data = json.loads(raw) if raw else {}
         except ValueError:
             raise self._err(
-                f"etcd {what} at {ep}: HTTP {status}: response is not JSON: {raw[:80]!r}"
+                f"etcd {what} at {ep}: HTTP {status}{_hint(status)}: response is not JSON: {raw[:80]!r}"
             ) from None
         if not isinstance(data, dict):
             raise self._err(f"etcd {what} at {ep}: HTTP {status}: response is not a JSON object")
@@ -403,6 +403,14 @@ def _names_pod(value: bytes) -> str | None:
         return Instance.from_json(value).uid
     except MalformedEntry:
         return None
+
+
+def _hint(status: int) -> str:
+    # etcd answers the paths of its JSON (gRPC) gateway; a 404 means there is no gateway there.
+    if status != 404:
+        return ""
+    return (" (no etcd v3 JSON gateway at this URL: is it an etcd client URL, and is etcd's gRPC gateway "
+            "enabled? It is by default; --enable-grpc-gateway=false turns it off)")
 
 
 def _error_message(data: Any) -> str:
