@@ -34,9 +34,10 @@ def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any) -> d
 
 
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL)
-def inferenceservice_changed(body: kopf.Body, namespace: str, name: str, pods_by_service: kopf.Index,
+async def inferenceservice_changed(body: kopf.Body, namespace: str, name: str, pods_by_service: kopf.Index,
                              services_by_place: kopf.Index, **_: Any) -> None:
-    # Spec changes are noticed by generation inside the pass; this only makes it prompt.
+    # Spec changes are noticed by generation inside the pass; this only makes it prompt. (A
+    # coroutine: kopf runs plain functions in threads, and the cleanup starts a task on this loop.)
     RUNTIME.services.poke(namespace, name)
     if body.get("metadata", {}).get("deletionTimestamp"):
         RUNTIME.service_releaser.handle(body, Views(pods_by_service, services_by_place))

@@ -13,7 +13,9 @@ OWNED = {labels.LABEL_MANAGED_BY: labels.MANAGED_BY}
 
 
 def _on_change(kind: kinds.Kind):
-    def changed(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    # A coroutine, so it runs on the loop: kopf runs plain functions in threads, and waking a
+    # service's loop (an asyncio.Event) is not safe from another thread.
+    async def changed(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         service = (body.get("metadata", {}).get("labels") or {}).get(labels.LABEL_SERVICE)
         record = RUNTIME.services.get(namespace, service) if service else None
         if record is None or record.reconciler is None:
