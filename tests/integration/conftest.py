@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from infer_operator.api.crd import CRD_FILE
-from tests.support.kube import Kube
+from tests.support.kube import Kube, install_crds
 from tests.support.operator_process import OperatorProcess
 from tests.support.waiting import wait_for
 
@@ -21,11 +21,7 @@ def kube(cluster) -> Kube:
 
 @pytest.fixture(scope="session")
 def crd(cluster):
-    result = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / CRD_FILE))
-    assert result.returncode == 0, result.stderr
-    result = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                             "crd/inferenceservices.serving.infer-operator.io")
-    assert result.returncode == 0, result.stderr
+    install_crds(cluster, ROOT / CRD_FILE)
 
 
 @pytest.fixture(scope="session")
