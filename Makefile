@@ -18,11 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-# Debian packages the tests use: etcd-server is the registry's etcd in tests; busybox, wget and
-# curl are the shells and HTTP clients the pod scripts are tested with.
+# Debian packages the tests use: etcd-server is the registry's etcd in tests; redis-server the
+# queue of the sample app's async role; busybox, wget and curl are the shells and HTTP clients the
+# pod scripts are tested with.
 system-deps:
 	@missing=""; \
 	  [ -x /usr/bin/etcd ] || missing="$$missing etcd-server"; \
+	  command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	  command -v busybox >/dev/null || missing="$$missing busybox"; \
 	  command -v wget >/dev/null || missing="$$missing wget"; \
 	  command -v curl >/dev/null || missing="$$missing curl"; \
