@@ -15,7 +15,8 @@ import time
 import pytest
 
 from infer_operator import labels
-from tests.chaos.helpers import assert_converged, etcd_configs, etcd_instances, etcd_registry, live_ips
+from tests.chaos.helpers import (assert_converged, etcd_configs, etcd_instances, etcd_registry, fill_ip_holes_below,
+                                 live_ips)
 from tests.support.kube import condition
 from tests.support.specs import isvc_body
 from tests.support.truth import expected_entries
@@ -180,6 +181,7 @@ def test_a_new_holder_of_an_ip_never_inherits_the_config_of_the_pod_that_had_it(
     wait_for(lambda: len(etcd_instances(etcd, "llm")) == 2, timeout=60, message="2 registered")
     old = kube.pods(namespace, "llm")["llm-1"]
     ip = old.status.pod_ip
+    fill_ip_holes_below(kube, namespace, ip)  # so that the new pod gets this IP back
     etcd.put(f"/services/llm/config/{ip}", json.dumps({"weight": 0, "enabled": False}))
     os.kill(etcd.proc.pid, signal.SIGSTOP)
     try:
