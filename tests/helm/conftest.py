@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "infer-operator"
+
+
+def kube_version() -> str:
+    """The Kubernetes version to render for: the local control plane's. Without --kube-version helm
+    assumes v1.20, which the chart's kubeVersion refuses."""
+    from infer_operator.devcluster import versions
+
+    return versions.KUBERNETES_VERSION
+
+
+def render_notes(helm: "Helm", *args: str, tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it, rendered offline: helm template skips NOTES.txt, so a
+    copy of the chart renders it as a string inside a template of its own."""
+    chart = tmp_path / "notes-chart"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text('{{- define "test.notes" -}}' + notes + "{{- end -}}")
+    (chart / "templates" / "notes.yaml").write_text('notes: {{ include "test.notes" . | toJson }}\n')
+    result = helm("template", "infer-operator", str(chart), "--kube-version", kube_version(),
+                  "--show-only", "templates/notes.yaml", *args)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["notes"]
 
 
 @pytest.fixture(scope="session")

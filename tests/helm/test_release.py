@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import infer_operator
-from tests.helm.conftest import CHART, ROOT
+from tests.helm.conftest import CHART, ROOT, kube_version
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_dry_run_packages_the_chart_pointing_at_the_image_it_would_push(helm, he
         assert {n for n in archive.getnames() if n.startswith("infer-operator/crds/")} == {
             f"infer-operator/crds/{p.name}" for p in (CHART / "crds").glob("*.yaml")}
     assert (chart["version"], chart["appVersion"]) == (VERSION, VERSION)
-    rendered = helm("template", "x", str(package), "--kube-version", "1.34.0")
+    rendered = helm("template", "x", str(package), "--kube-version", kube_version())
     assert rendered.returncode == 0, rendered.stderr
     (deployment,) = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
@@ -58,7 +58,7 @@ def test_dry_run_packages_the_chart_pointing_at_the_image_it_would_push(helm, he
 def test_default_values_point_at_what_the_default_owner_publishes(helm, helm_bin, tmp_path):
     result = release("--dry-run", helm_bin=helm_bin, out=tmp_path)
     assert result.returncode == 0, result.stderr
-    rendered = helm("template", "x", str(CHART), "--kube-version", "1.34.0")
+    rendered = helm("template", "x", str(CHART), "--kube-version", kube_version())
     (deployment,) = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"]
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert f"--tag {image} " in result.stdout, (image, result.stdout)
