@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,3 +62,21 @@ class Helm:
 def helm(helm_bin) -> Helm:
     """helm without a cluster (lint, template)."""
     return Helm(helm_bin)
+
+
+@pytest.fixture
+def release_namespace(cluster):
+    """A namespace to install a release into, deleted afterwards."""
+    name = f"helm-{secrets.token_hex(3)}"
+    assert cluster.kubectl("create", "namespace", name).returncode == 0
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def can_i(cluster, sa: str, verb: str, resource: str, namespace: str | None) -> bool:
+    scope = ["-n", namespace] if namespace else ["-A"]
+    resource, _, sub = resource.partition("/")  # kubectl reads "pods/log" as a pod named "log"
+    subresource = [f"--subresource={sub}"] if sub else []
+    result = cluster.kubectl("auth", "can-i", verb, resource, *subresource, f"--as={sa}", *scope)
+    assert result.stdout.strip() in ("yes", "no"), result.stdout + result.stderr
+    return result.stdout.strip() == "yes"
