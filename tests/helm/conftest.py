@@ -22,7 +22,7 @@ def kube_version() -> str:
     return versions.KUBERNETES_VERSION
 
 
-def render_notes(helm: "Helm", *args: str, tmp_path: Path) -> str:
+def render_notes(helm: Helm, *args: str, tmp_path: Path) -> str:
     """NOTES.txt as `helm install` prints it, rendered offline: helm template skips NOTES.txt, so a
     copy of the chart renders it as a string inside a template of its own."""
     chart = tmp_path / "notes-chart"
