@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from infer_operator import labels
-from tests.helm.conftest import CHART, Helm
+from tests.helm.conftest import CHART, Helm, can_i
 from tests.support.kube import Kube, is_ready
 from tests.support.operator_process import OperatorProcess
 from tests.support.specs import isvc_body
@@ -45,29 +45,12 @@ def sa_kubeconfig(cluster, token: str, path) -> str:
     return str(path)
 
 
-def can_i(cluster, sa: str, verb: str, resource: str, namespace: str | None) -> bool:
-    scope = ["-n", namespace] if namespace else ["-A"]
-    resource, _, sub = resource.partition("/")  # kubectl reads "pods/log" as a pod named "log"
-    subresource = [f"--subresource={sub}"] if sub else []
-    result = cluster.kubectl("auth", "can-i", verb, resource, *subresource, f"--as={sa}", *scope)
-    assert result.stdout.strip() in ("yes", "no"), result.stdout + result.stderr
-    return result.stdout.strip() == "yes"
-
-
 def release_finalizers(cluster, namespace: str) -> None:
     """After a failure: let the namespace go even though no operator removes the finalizers."""
     for kind in ("inferenceservices", "pods"):
         names = cluster.kubectl("get", kind, "-n", namespace, "-o", "name").stdout.split()
         for name in names:
             cluster.kubectl("patch", name, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
-
-
-@pytest.fixture
-def release_namespace(cluster):
-    name = f"helm-{secrets.token_hex(3)}"
-    assert cluster.kubectl("create", "namespace", name).returncode == 0
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
 @pytest.mark.parametrize("mode", ["all-namespaces", "namespace-list-peering"])

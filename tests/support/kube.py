@@ -73,13 +73,17 @@ def install_crds(cluster, *paths) -> None:
     at once on a CRD whose status has no conditions yet, so this polls instead."""
     import yaml
 
-    from tests.support.waiting import wait_for
-
     names = []
     for path in paths:
         result = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
         assert result.returncode == 0, result.stderr
         names += [doc["metadata"]["name"] for doc in yaml.safe_load_all(open(path)) if doc]
+    wait_crds_established(cluster, *names)
+
+
+def wait_crds_established(cluster, *names: str) -> None:
+    """Wait, bounded, until each named CRD is Established (polling: see install_crds)."""
+    from tests.support.waiting import wait_for
 
     def established(name: str) -> bool:
         result = cluster.kubectl("get", "crd", name, "-o",
