@@ -156,11 +156,6 @@ def test_upgrade_from_the_previous_crd_keeps_every_object(cluster, helm, helm_bi
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the CRD's name rules sit on the root object, so the API server re-evaluates them on every write "
-    "(ratcheting skips only unchanged values): an object named longer than 52 characters under the previous "
-    "CRD refuses every patch after the upgrade, even the one removing its finalizer. Needs the rules checked "
-    "on create only (metadata.name is immutable): optionalOldSelf with `oldSelf.hasValue() || ...`"))
 def test_an_object_whose_name_the_new_rules_refuse_can_still_be_deleted(cluster, helm, helm_bin, namespace,
                                                                          tmp_path):
     command = documented_upgrade_commands(helm, tmp_path)["readme"]

@@ -509,3 +509,16 @@ async def test_per_service_gauges_follow_the_status_and_go_with_the_service():
     assert metrics.SERVICE_REGISTERED.labels(NS, NAME)._value.get() == 2
     metrics.forget_service(NS, NAME)
     assert (NS, NAME) not in metrics.SERVICE_READY._metrics
+
+
+async def test_a_template_stored_before_the_api_refused_operator_fields_still_works_and_is_reported():
+    world = World(replicas=1)
+    key = (kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+    world.kube.objects[key]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/h", "port": 8000}}
+    await world.run(apply_objects=True)
+    await world.run(apply_objects=True)
+    sts = world.kube.obj("apps/v1", "StatefulSet", NS, NAME)
+    assert sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]  # ours
+    assert [e[1] for e in world.events] == ["TemplateFieldsReplaced"]  # once
+    assert "spec.sync.readinessProbe" in world.events[0][2]

@@ -29,15 +29,28 @@ class Rule:
     """One cross-field rule: `cel` for the API server, `holds` for the operator, one `message`.
 
     `holds(model)` must say the same as `cel` evaluated with `self` = the model's object.
+
+    `ratchet`: objects stored before the rule existed keep working. The API server then enforces
+    it on create and on updates that bring the violation in, not on updates of an object that
+    already broke it (its finalizers could otherwise never be removed, nor a /scale go through);
+    the operator does not refuse such an object but reports it (`ratcheted`).
     """
 
     cel: str
     message: str
     holds: Callable[[Any], bool]
     field_path: str | None = None
+    ratchet: bool = False
 
-    def as_cel(self) -> dict[str, str]:
-        validation = {"rule": self.cel, "message": self.message}
+    def as_cel(self) -> dict[str, Any]:
+        rule = self.cel
+        validation: dict[str, Any] = {"rule": rule, "message": self.message}
+        if self.ratchet:
+            # `self` in the rule, read on the old object instead (the rules here name it only as
+            # `self.`, so this rewrite is exact).
+            old = self.cel.replace("self.", "oldSelf.value().")
+            validation["rule"] = f"({rule}) || (oldSelf.hasValue() && !({old}))"
+            validation["optionalOldSelf"] = True
         if self.field_path:
             validation["fieldPath"] = self.field_path
         return validation
@@ -65,9 +78,13 @@ class Model(BaseModel):
     @model_validator(mode="after")
     def _check_rules(self) -> Any:
         for rule in type(self).rules:
-            if not rule.holds(self):
+            if not rule.ratchet and not rule.holds(self):
                 raise RuleViolation(rule.message, rule.field_path)
         return self
+
+    def ratcheted(self) -> list[str]:
+        """Messages of the ratcheted rules this object breaks (stored before they existed)."""
+        return [rule.message for rule in type(self).rules if rule.ratchet and not rule.holds(self)]
 
 
 class SecretReference(Model):

@@ -253,11 +253,12 @@ NAME_RULES = (
     Rule(f"self.metadata.name.size() <= {labels.MAX_NAME_LENGTH}",
          f"metadata.name must be at most {labels.MAX_NAME_LENGTH} characters: the StatefulSet's pods carry it in "
          f"their controller-revision-hash label (at most 63 characters with the hash)",
-         lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH),
+         lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH, ratchet=True),
     Rule("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
          "metadata.name must start with a letter and hold only lower-case letters, digits and '-': it also "
          "names the Services <name> and <name>-headless",
-         lambda body: re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", body["metadata"]["name"]) is not None),
+         lambda body: re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", body["metadata"]["name"]) is not None,
+         ratchet=True),
 )
 
 
@@ -285,24 +286,24 @@ class InferenceServiceSpec(Model):
              "terminationGracePeriodSeconds instead (the operator sets the pod's grace period from it, to cover the "
              "drain)",
              lambda spec: "terminationGracePeriodSeconds" not in (spec.template.spec.model_extra or {}),
-             ".template.spec.terminationGracePeriodSeconds"),
+             ".template.spec.terminationGracePeriodSeconds", ratchet=True),
         Rule("!has(self.template.spec.containers[0].readinessProbe)",
              "spec.template.spec.containers[0].readinessProbe is not allowed: set spec.sync.readinessProbe and "
              "spec.async.readinessProbe instead (readiness is checked per role)",
              lambda spec: "readinessProbe" not in _main(spec.template),
-             ".template.spec.containers"),
+             ".template.spec.containers", ratchet=True),
         Rule(f"!has(self.template.spec.containers[0].env) || self.template.spec.containers[0].env.all(e, "
              f"!(e.name in {_RESERVED_ENV}))",
              f"spec.template.spec.containers[0].env must not set {', '.join(labels.CONTRACT_ENV)}: the operator "
              f"sets them (rename yours)",
              lambda spec: not {e.get("name") for e in _main(spec.template).get("env") or []} & set(labels.CONTRACT_ENV),
-             ".template.spec.containers"),
+             ".template.spec.containers", ratchet=True),
         Rule(f"!has(self.template.metadata) || !has(self.template.metadata.labels) || "
              f"!('{_ROLE_LABEL}' in self.template.metadata.labels)",
              f"spec.template.metadata.labels must not set {_ROLE_LABEL}: the operator sets it on each pod by its "
              f"ordinal",
              lambda spec: _ROLE_LABEL not in ((spec.template.metadata or {}).get("labels") or {}),
-             ".template.metadata.labels"),
+             ".template.metadata.labels", ratchet=True),
     )
 
     replicas: int = Field(

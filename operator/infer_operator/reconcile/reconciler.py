@@ -62,6 +62,7 @@ class ServiceReconciler:
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
     paused: bool = False
+    ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
     status_pending: bool = False        # the last status write failed: write again soon
     named_target: bool | None = None    # whether the Services last applied target the named port
     last_sweep_error: str | None = None
@@ -114,6 +115,8 @@ class ServiceReconciler:
             step.problem = Problem("InvalidSpec", describe_validation_error(exc))
         if spec is not None and (bad_name := name_problems(body)):
             spec, step.problem = None, Problem("InvalidSpec", "; ".join(bad_name))
+        if spec is not None:
+            self._report_ratcheted(spec, generation)
         registry_in_use = spec is not None and spec.registry.in_use
         if self.paused and (meta.get("annotations") or {}).get(labels.ANNOTATION_PAUSED) != "true":
             self.paused = False
@@ -455,6 +458,16 @@ class ServiceReconciler:
         self.first_pass = False
         return [dataclasses.replace(pod, ready_since=max(pod.ready_since or seen[pod.uid], seen[pod.uid]))
                 if pod.ready else pod for pod in pods]
+
+    def _report_ratcheted(self, spec: InferenceServiceSpec, generation: int) -> None:
+        """A template stored before the API refused fields the operator sets: it still works (the
+        operator's values win, as they did then), and is reported once per generation."""
+        found = spec.ratcheted()
+        if found and self.ratchet_reported != generation:
+            message = "; ".join(found) + " (the operator's values are used)"
+            self.logger.warning(f"InferenceService {self.name}: {message}.")
+            self.emit("Warning", "TemplateFieldsReplaced", message)
+        self.ratchet_reported = generation if found else None
 
     def _report_problem(self, problem: Problem | None) -> None:
         if problem == self.last_problem:
