@@ -111,7 +111,7 @@ def test_template_fields_the_operator_sets_are_named_with_the_field_to_use(chang
     operator reports an object that has them rather than refusing it."""
     body = isvc_body()
     change(body)
-    found = parse_spec(body["spec"]).ratcheted()
+    found = parse_spec(body["spec"]).reported()
     assert len(found) == 1 and field in found[0] and instead in found[0]
 
 

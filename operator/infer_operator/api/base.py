@@ -30,26 +30,30 @@ class Rule:
 
     `holds(model)` must say the same as `cel` evaluated with `self` = the model's object.
 
-    `ratchet`: objects stored before the rule existed keep working. The API server then enforces
-    it on create and on updates that bring the violation in, not on updates of an object that
-    already broke it (its finalizers could otherwise never be removed, nor a /scale go through);
-    the operator does not refuse such an object but reports it (`ratcheted`).
+    Rules added after objects were stored must let those objects be (their finalizers could never
+    be removed, nor a /scale go through):
+    - `at`: the rule sits on that schema node below the model (its CEL `self` is that node), as
+      deep as the fields it reads, so the API server's validation ratcheting skips it while that
+      node is unchanged (a scale, a status or a finalizer write);
+    - `on_create`: for a rule on a node every write changes (the whole object) about a field that
+      never changes (metadata.name), a CEL transition rule that checks it on create only;
+    - `report_only`: the operator does not refuse an object breaking it (only one stored before
+      the rule can), it reports it (`reported`) and goes on.
     """
 
     cel: str
     message: str
     holds: Callable[[Any], bool]
     field_path: str | None = None
-    ratchet: bool = False
+    at: tuple[str, ...] = ()
+    on_create: bool = False
+    report_only: bool = False
 
     def as_cel(self) -> dict[str, Any]:
         rule = self.cel
         validation: dict[str, Any] = {"rule": rule, "message": self.message}
-        if self.ratchet:
-            # `self` in the rule, read on the old object instead (the rules here name it only as
-            # `self.`, so this rewrite is exact).
-            old = self.cel.replace("self.", "oldSelf.value().")
-            validation["rule"] = f"({rule}) || (oldSelf.hasValue() && !({old}))"
+        if self.on_create:
+            validation["rule"] = f"oldSelf.hasValue() || ({rule})"  # an update has an old object
             validation["optionalOldSelf"] = True
         if self.field_path:
             validation["fieldPath"] = self.field_path
@@ -59,9 +63,20 @@ class Rule:
 def _schema_extra(schema: dict[str, Any], model: type[BaseModel]) -> None:
     for key, value in getattr(model, "schema_extra", {}).items():
         schema[key] = value
-    rules = getattr(model, "rules", ())
+    rules = [rule for rule in getattr(model, "rules", ()) if not rule.at]
     if rules:
         schema["x-kubernetes-validations"] = [rule.as_cel() for rule in rules]
+
+
+def attach_rules(schema: dict[str, Any], rules: tuple[Rule, ...]) -> None:
+    """Put the rules that sit below the model (`Rule.at`) onto their nodes of its schema."""
+    for rule in rules:
+        if not rule.at:
+            continue
+        node = schema
+        for name in rule.at:
+            node = node["properties"][name]
+        node.setdefault("x-kubernetes-validations", []).append(rule.as_cel())
 
 
 class Model(BaseModel):
@@ -78,13 +93,13 @@ class Model(BaseModel):
     @model_validator(mode="after")
     def _check_rules(self) -> Any:
         for rule in type(self).rules:
-            if not rule.ratchet and not rule.holds(self):
+            if not rule.report_only and not rule.holds(self):
                 raise RuleViolation(rule.message, rule.field_path)
         return self
 
-    def ratcheted(self) -> list[str]:
-        """Messages of the ratcheted rules this object breaks (stored before they existed)."""
-        return [rule.message for rule in type(self).rules if rule.ratchet and not rule.holds(self)]
+    def reported(self) -> list[str]:
+        """Messages of the report-only rules this object breaks (it was stored before them)."""
+        return [rule.message for rule in type(self).rules if rule.report_only and not rule.holds(self)]
 
 
 class SecretReference(Model):

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from infer_operator import labels
+from infer_operator.api.base import attach_rules
 from infer_operator.api.podtemplate import template_schema
 from infer_operator.api.v1alpha1 import NAME_RULES, InferenceServiceSpec, InferenceServiceStatus
 
@@ -84,6 +85,7 @@ def structural(model: type) -> dict[str, Any]:
 def openapi_schema() -> dict[str, Any]:
     spec = structural(InferenceServiceSpec)
     spec["properties"]["template"] = template_schema()
+    attach_rules(spec, InferenceServiceSpec.rules)
     status = structural(InferenceServiceStatus)
     return {
         "type": "object",
@@ -96,7 +98,8 @@ def openapi_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # A bound on the name keeps the cost of the CEL rules on it within the API server's budget.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 253}}},
             "spec": spec,
             "status": status,
         },

@@ -207,13 +207,23 @@ def _rules_table(root: str, node: dict[str, Any], whole: dict[str, Any]) -> list
             _code("(object)"), _code((rule.get("fieldPath") or "").lstrip(".")), _cell(_code(rule["rule"])),
             _cell(_text(rule.get("message", ""))),
         ]) + " |")
-    for section in _sections(root, node):
-        for rule in section.rules:
-            field_path = section.path + rule["fieldPath"] if rule.get("fieldPath") else section.path
-            lines.append("| " + " | ".join([
-                _code(section.path), _code(field_path), _cell(_code(rule["rule"])), _cell(_text(rule.get("message", ""))),
-            ]) + " |")
+    for path, rule in _all_rules(root, node):
+        field_path = path + rule["fieldPath"] if rule.get("fieldPath") else path
+        lines.append("| " + " | ".join([
+            _code(path), _code(field_path), _cell(_code(rule["rule"])), _cell(_text(rule.get("message", ""))),
+        ]) + " |")
     return lines
+
+
+def _all_rules(path: str, node: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every CEL rule at or below `node`, Kubernetes' embedded types included, depth first."""
+    for rule in node.get("x-kubernetes-validations") or []:
+        yield path, rule
+    for name, prop in (node.get("properties") or {}).items():
+        yield from _all_rules(f"{path}.{name}", prop)
+    items = node.get("items")
+    if isinstance(items, dict):
+        yield from _all_rules(f"{path}[]", items)
 
 
 def _printer_columns(version: dict[str, Any]) -> list[str]:

@@ -253,12 +253,12 @@ NAME_RULES = (
     Rule(f"self.metadata.name.size() <= {labels.MAX_NAME_LENGTH}",
          f"metadata.name must be at most {labels.MAX_NAME_LENGTH} characters: the StatefulSet's pods carry it in "
          f"their controller-revision-hash label (at most 63 characters with the hash)",
-         lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH, ratchet=True),
+         lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH, on_create=True),
     Rule("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
          "metadata.name must start with a letter and hold only lower-case letters, digits and '-': it also "
          "names the Services <name> and <name>-headless",
          lambda body: re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", body["metadata"]["name"]) is not None,
-         ratchet=True),
+         on_create=True),
 )
 
 
@@ -281,29 +281,27 @@ class InferenceServiceSpec(Model):
     # split in force is min(syncReplicas, replicas). The fields below are the operator's to set:
     # a template setting them is rejected, naming the field to use instead.
     rules: ClassVar = (
-        Rule("!has(self.template.spec.terminationGracePeriodSeconds)",
+        Rule("!has(self.terminationGracePeriodSeconds)",
              "spec.template.spec.terminationGracePeriodSeconds is not allowed: set spec.lifecycle."
              "terminationGracePeriodSeconds instead (the operator sets the pod's grace period from it, to cover the "
              "drain)",
              lambda spec: "terminationGracePeriodSeconds" not in (spec.template.spec.model_extra or {}),
-             ".template.spec.terminationGracePeriodSeconds", ratchet=True),
-        Rule("!has(self.template.spec.containers[0].readinessProbe)",
+             ".terminationGracePeriodSeconds", at=("template", "spec"), report_only=True),
+        Rule("!has(self[0].readinessProbe)",
              "spec.template.spec.containers[0].readinessProbe is not allowed: set spec.sync.readinessProbe and "
              "spec.async.readinessProbe instead (readiness is checked per role)",
              lambda spec: "readinessProbe" not in _main(spec.template),
-             ".template.spec.containers", ratchet=True),
-        Rule(f"!has(self.template.spec.containers[0].env) || self.template.spec.containers[0].env.all(e, "
-             f"!(e.name in {_RESERVED_ENV}))",
+             at=("template", "spec", "containers"), report_only=True),
+        Rule(f"!has(self[0].env) || self[0].env.all(e, !(e.name in {_RESERVED_ENV}))",
              f"spec.template.spec.containers[0].env must not set {', '.join(labels.CONTRACT_ENV)}: the operator "
              f"sets them (rename yours)",
              lambda spec: not {e.get("name") for e in _main(spec.template).get("env") or []} & set(labels.CONTRACT_ENV),
-             ".template.spec.containers", ratchet=True),
-        Rule(f"!has(self.template.metadata) || !has(self.template.metadata.labels) || "
-             f"!('{_ROLE_LABEL}' in self.template.metadata.labels)",
+             at=("template", "spec", "containers"), report_only=True),
+        Rule(f"!has(self.labels) || !('{_ROLE_LABEL}' in self.labels)",
              f"spec.template.metadata.labels must not set {_ROLE_LABEL}: the operator sets it on each pod by its "
              f"ordinal",
              lambda spec: _ROLE_LABEL not in ((spec.template.metadata or {}).get("labels") or {}),
-             ".template.metadata.labels", ratchet=True),
+             ".labels", at=("template", "metadata"), report_only=True),
     )
 
     replicas: int = Field(

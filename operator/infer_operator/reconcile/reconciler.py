@@ -462,7 +462,7 @@ class ServiceReconciler:
     def _report_ratcheted(self, spec: InferenceServiceSpec, generation: int) -> None:
         """A template stored before the API refused fields the operator sets: it still works (the
         operator's values win, as they did then), and is reported once per generation."""
-        found = spec.ratcheted()
+        found = spec.reported()
         if found and self.ratchet_reported != generation:
             message = "; ".join(found) + " (the operator's values are used)"
             self.logger.warning(f"InferenceService {self.name}: {message}.")
