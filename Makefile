@@ -35,20 +35,20 @@ system-deps:
 	  fi
 
 test: setup
-	$(PY) -m infer_operator.devcluster build
+	$(PY) -m devtools.cluster build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m infer_operator.demo
+	$(PY) -m devtools.demo
 
 cluster-up: setup
-	$(PY) -m infer_operator.devcluster up
+	$(PY) -m devtools.cluster up
 
 cluster-down:
-	$(PY) -m infer_operator.devcluster down
+	$(PY) -m devtools.cluster down
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/infer-operator crd > crds/serving.infer-operator.io_inferenceservices.yaml
@@ -59,9 +59,9 @@ docs: $(VENV)/.installed
 
 # Plain manifests rendered from the Helm chart with default values (a test fails when they are stale),
 # and the chart's copies of the CRDs.
-HELM_BIN = $$($(PY) -c 'from infer_operator.devcluster import toolchain; print(toolchain.binary_path("helm"))')
+HELM_BIN = $$($(PY) -c 'from devtools.cluster import toolchain; print(toolchain.binary_path("helm"))')
 deploy: $(VENV)/.installed
-	$(PY) -m infer_operator.devcluster build helm
+	$(PY) -m devtools.cluster build helm
 	cp crds/*.yaml charts/infer-operator/crds/
 	cp crds/serving.infer-operator.io_inferenceservices.yaml deploy/01-crd-inferenceservices.yaml
 	cp crds/kopf-peering.yaml deploy/01-crd-kopf-peering.yaml

@@ -28,7 +28,7 @@ import aiohttp
 import psutil
 import yaml
 
-from infer_operator.devcluster.processes import terminate
+from devtools.cluster.processes import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -149,14 +149,14 @@ def log(msg: str) -> None:
 
 
 def cluster_up(nodes: int = 2) -> Path:
-    from infer_operator.devcluster import launcher
+    from devtools.cluster import launcher
 
     info = launcher.up(CLUSTER_DIR, nodes=nodes, progress=lambda m: None)
     return Path(info.kubeconfig)
 
 
 def cluster_down() -> None:
-    from infer_operator.devcluster import launcher
+    from devtools.cluster import launcher
 
     launcher.down(CLUSTER_DIR)
 
@@ -237,7 +237,7 @@ class Kube:
 
     async def ensure_capacity(self, pods: int) -> None:
         """Add KWOK nodes (type=kwok) with a large pods capacity until `pods` more pods fit."""
-        from infer_operator.devcluster import launcher
+        from devtools.cluster import launcher
 
         per_node = 1000
         needed = -(-pods // per_node)
@@ -414,7 +414,7 @@ class EtcdWatch:
 
 
 def start_etcd():
-    from infer_operator.devcluster.etcd import EtcdServer
+    from devtools.cluster.etcd import EtcdServer
 
     return EtcdServer(name="bench-registry").start()
 

@@ -2,7 +2,7 @@
 
 - ``cluster`` (session): if ``$KUBECONFIG`` names a reachable cluster, that one is used; otherwise
   the local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK) is started
-  with ``infer_operator.devcluster.launcher.up()`` (building cached binaries on first use; progress
+  with ``devtools.cluster.launcher.up()`` (building cached binaries on first use; progress
   goes to the terminal) and stopped at session end unless ``INFER_OPERATOR_KEEP_CLUSTER=1`` or it was
   already running before the session.
 - ``namespace`` (function): a unique namespace ``t-<test>-<random>``, deleted afterwards.
@@ -91,12 +91,12 @@ def _terminal_progress(config: pytest.Config):
 def cluster(pytestconfig: pytest.Config):
     kubeconfig_env = os.environ.get("KUBECONFIG")
     if kubeconfig_env:
-        from infer_operator.devcluster.launcher import reachable
+        from devtools.cluster.launcher import reachable
 
         first = kubeconfig_env.split(os.pathsep)[0]
         server = reachable(first)
         if server:
-            from infer_operator.devcluster import toolchain
+            from devtools.cluster import toolchain
 
             kubectl = shutil.which("kubectl") or str(toolchain.binary_path("kubectl"))
             handle = ClusterHandle(Path(first), server, kubectl, external=True)
@@ -104,7 +104,7 @@ def cluster(pytestconfig: pytest.Config):
             handle.close()
             return
 
-    from infer_operator.devcluster import launcher, toolchain
+    from devtools.cluster import launcher, toolchain
 
     progress = _terminal_progress(pytestconfig)
     already_up = launcher.status().healthy

@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 
 from infer_operator import labels
-from infer_operator.devcluster import launcher
+from devtools.cluster import launcher
 from tests.chaos.helpers import assert_converged, etcd_configs, etcd_instances, etcd_registry
 from tests.support.kube import is_ready
 from tests.support.specs import isvc_body

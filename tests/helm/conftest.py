@@ -13,7 +13,7 @@ CHART = ROOT / "charts" / "infer-operator"
 
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
-    from infer_operator.devcluster import toolchain
+    from devtools.cluster import toolchain
 
     path = toolchain.binary_path("helm")
     if not path.exists():

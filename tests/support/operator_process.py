@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from infer_operator.devcluster.processes import terminate
+from devtools.cluster.processes import terminate
 
 
 def free_port() -> int:

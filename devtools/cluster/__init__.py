@@ -1,9 +1,9 @@
 """Local Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and KWOK (fake nodes and pods), built from the Go module proxy and cached.
 
-    python -m infer_operator.devcluster build|up|down|status|kubeconfig
+    python -m devtools.cluster build|up|down|status|kubeconfig
 
-    from infer_operator.devcluster import up, down, status
+    from devtools.cluster import up, down, status
     cluster = up()            # Cluster(kubeconfig, server, state_dir); idempotent
     down()
 

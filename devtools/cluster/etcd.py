@@ -49,7 +49,7 @@ def find_binary() -> str:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     raise EtcdError("no etcd binary: set INFER_OPERATOR_ETCD, `apt-get install etcd-server`, or "
-                    "`python -m infer_operator.devcluster build etcd`")
+                    "`python -m devtools.cluster build etcd`")
 
 
 def _free_port() -> int:

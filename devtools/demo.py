@@ -1,4 +1,4 @@
-"""A narrated, self-checking walkthrough of infer-operator: ``make demo`` / ``python -m infer_operator.demo``.
+"""A narrated, self-checking walkthrough of infer-operator: ``make demo`` / ``python -m devtools.demo``.
 
 What it does (every wait is bounded and polls a condition; any failed check exits non-zero, so the
 demo doubles as a smoke test):
@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import yaml
 
 from infer_operator import labels
-from infer_operator.devcluster.processes import terminate
+from devtools.cluster.processes import terminate
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ DRAIN_SECONDS = 2
 GRACE_SECONDS = 5
 SWEEP_SECONDS = 5
 DEAD_IP = "10.255.255.1"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CRD_NAME = f"{labels.PLURAL}.{labels.GROUP}"
 
 
@@ -380,7 +380,7 @@ class Demo:
 
     def step_cluster(self) -> None:
         OUT.section("1. A Kubernetes API")
-        from infer_operator.devcluster import launcher, toolchain
+        from devtools.cluster import launcher, toolchain
 
         kubeconfig_env = os.environ.get("KUBECONFIG")
         first = kubeconfig_env.split(os.pathsep)[0] if kubeconfig_env else None
@@ -444,7 +444,7 @@ class Demo:
             self._delete_namespace(timeout=120)
         c.kubectl("create", "namespace", NAMESPACE)
 
-        from infer_operator.devcluster.etcd import EtcdServer
+        from devtools.cluster.etcd import EtcdServer
 
         self.etcd = EtcdServer(name="demo-registry")
         OUT.step(f"starting etcd for the registry ({self.etcd.binary})")
@@ -765,9 +765,9 @@ class Demo:
             if self.args.keep:
                 OUT.step(f"--keep: the local control plane keeps running ({self.local_state_dir}); "
                          f"export KUBECONFIG={self.cluster.kubeconfig}; stop it with "
-                         "`python -m infer_operator.devcluster down` (or `make cluster-down`)")
+                         "`python -m devtools.cluster down` (or `make cluster-down`)")
             else:
-                from infer_operator.devcluster import launcher
+                from devtools.cluster import launcher
 
                 try:
                     launcher.down(self.local_state_dir)
@@ -807,7 +807,7 @@ class Demo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_operator.demo",
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true",
                         help="leave the local control plane running at the end (if the demo started it)")
