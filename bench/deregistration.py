@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import (PORT, PREFIX, EtcdWatch, Kube, OperatorProcess, PodTracker, Result, apply_isvc,
+from bench.common import (PORT, PREFIX, EtcdWatch, InstrumentedOperator, Kube, PodTracker, Result, apply_isvc,
                           cluster_up, etcd_version, isvc, log, parse_ts, pod_ip, pod_ready, start_etcd,
                           summary, workdir)
 from infer_operator import labels
@@ -153,7 +153,7 @@ async def main(args, name: str = "deregistration") -> Result:
             await kube.ensure_namespace(ns)
         await etcdw.start()
         log_path = workdir() / "operator-dereg.log"
-        operator = OperatorProcess(kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600")
+        operator = InstrumentedOperator(kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600")
         operator.start()
         log(f"operator pid {operator.pid}; log {log_path}")
         await apply_isvc(kube, isvc(SERVICE, NS_OURS, args.replicas, args.replicas, etcd.client_url))

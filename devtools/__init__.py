@@ -1,1 +1,1 @@
-"""Development tooling, not shipped with the operator: the local control plane, the demo and the harness tests and benchmarks share."""
+"""Development tooling, not shipped: the local control plane, the demo, and the harness tests and benchmarks share."""

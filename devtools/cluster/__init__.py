@@ -1,5 +1,6 @@
-"""Local Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK (fake nodes and pods), built from the Go module proxy and cached.
+"""The local Kubernetes control plane for tests, demo and benchmarks, built from the Go module proxy and cached.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK (fake nodes and pods).
 
     python -m devtools.cluster build|up|down|status|kubeconfig
 

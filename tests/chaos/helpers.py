@@ -15,10 +15,10 @@ from pathlib import Path
 
 from kubernetes import client
 
+from devtools import harness
+from devtools.harness import OperatorProcess, wait_for
 from infer_operator import labels
 from tests.support.kube import Kube, is_ready
-from tests.support.operator_process import OperatorProcess
-from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/services"
@@ -48,7 +48,7 @@ def etcd_configs(etcd, service: str) -> set[str]:
 
 
 def etcd_registry(etcd, **extra) -> dict:
-    return {"type": "etcd", "etcd": {"endpoints": [etcd.client_url], "prefix": PREFIX}, **extra}
+    return harness.etcd_registry(etcd.client_url, PREFIX, **extra)
 
 
 # -- the truth -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from devtools.cluster.launcher import READY_ANNOTATION
-from tests.support.waiting import assert_stays, wait_for
+from devtools.harness import assert_stays, wait_for
 
 pytestmark = pytest.mark.integration
 
