@@ -156,7 +156,6 @@ class Cluster:
             raise
 
 
-
 def is_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
