@@ -25,6 +25,7 @@ from typing import Any
 from bench.common import (PORT, PREFIX, EtcdWatch, InstrumentedOperator, Kube, PodTracker, Result, apply_isvc,
                           cluster_up, etcd_version, isvc, log, parse_ts, pod_ip, pod_ready, start_etcd,
                           summary, workdir)
+from devtools.harness import terminate
 from infer_operator import labels
 
 NS_OURS = "bench-dereg"
@@ -203,9 +204,7 @@ async def main(args, name: str = "deregistration") -> Result:
     finally:
         if operator:
             operator.stop()
-        if baseline:
-            baseline.terminate()
-            baseline.wait(10)
+        terminate(baseline, 10)
         await etcdw.stop()
         for ns in (NS_OURS, NS_BASE):
             try:
