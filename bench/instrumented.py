@@ -56,7 +56,7 @@ async def _counted(self, method, str_or_url, *args, **kwargs):
 
 def install() -> None:
     aiohttp.ClientSession._request = _counted
-    from infer_operator.reconciler import ServiceReconciler
+    from infer_operator.reconcile.reconciler import ServiceReconciler
 
     original_pass = ServiceReconciler.run_pass
 

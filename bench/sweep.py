@@ -18,7 +18,7 @@ from bench.common import PORT, PREFIX, Result, etcd_version, isvc, log, start_et
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.podview import PodView
-from infer_operator.registrar import Registrar
+from infer_operator.registration.registrar import Registrar
 
 SERVICE = "sweep"
 

@@ -3,7 +3,8 @@
 Removes the operator's finalizers so that nothing stays stuck Terminating:
 
 - `infer-operator.io/deregister` from pods (held until a deleted pod is deregistered);
-- `infer-operator.io/cleanup` from InferenceServices (held until the registry is cleaned).
+- `infer-operator.io/cleanup` from InferenceServices (held until the registry is cleaned);
+- `infer-operator.io/reconcile-loop` from InferenceServices (held by kopf while their loop runs).
 
 Objects that are not being deleted lose the finalizer too, so that deleting them later does not
 hang either. Registry entries and per-IP configs are NOT removed: a running operator's sweep
@@ -15,50 +16,38 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from infer_operator import labels
-from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator import kinds, labels
+from infer_operator.clients.finalizers import remove_finalizer
+from infer_operator.clients.kube import KubeClient
 
-TARGETS = (("v1", "Pod", labels.POD_FINALIZER, labels.MANAGED_SELECTOR),
-           (labels.API_VERSION, labels.KIND, labels.CR_FINALIZER, None))
+# (kind, finalizer, label selector of the objects that may carry it)
+TARGETS = ((kinds.POD, labels.POD_FINALIZER, labels.MANAGED_SELECTOR),
+           (kinds.INFERENCE_SERVICE, labels.CR_FINALIZER, None),
+           (kinds.INFERENCE_SERVICE, labels.LOOP_FINALIZER, None))
 
 
 async def release(kube: KubeClient, namespace: str | None, *, dry_run: bool = False,
                   say: Callable[[str], None] = print) -> int:
     """Remove our finalizers from pods and InferenceServices in `namespace` (None: all). Returns
-    the number of objects released."""
+    the number of objects released. Raises KubeError when the API refuses (e.g. 403)."""
     released = 0
-    for api_version, kind, finalizer, selector in TARGETS:
-        for item in await kube.list(api_version, kind, namespace, label_selector=selector):
+    for kind, finalizer, selector in TARGETS:
+        for item in await kube.list(kind.api_version, kind.kind, namespace, label_selector=selector):
             meta = item["metadata"]
-            for _ in range(5):  # a concurrent change: re-read and try again
-                finalizers = meta.get("finalizers") or []
-                if finalizer not in finalizers:
-                    break
-                state = "Terminating" if meta.get("deletionTimestamp") else "live"
-                where = f"{kind.lower()} {meta['namespace']}/{meta['name']} ({state})"
-                if dry_run:
-                    say(f"would release {where}: remove finalizer {finalizer}")
-                    released += 1
-                    break
-                patch = {"metadata": {"finalizers": [f for f in finalizers if f != finalizer],
-                                      "resourceVersion": meta["resourceVersion"]}}
-                try:
-                    await kube.merge_patch(api_version, kind, meta["namespace"], meta["name"], patch)
-                except KubeError as exc:
-                    if exc.not_found:
-                        break
-                    if not exc.conflict:
-                        raise
-                    try:
-                        meta = (await kube.get(api_version, kind, meta["namespace"], meta["name"]))["metadata"]
-                    except KubeError as again:
-                        if again.not_found:
-                            break
-                        raise
-                    continue
+            if finalizer not in (meta.get("finalizers") or []):
+                continue
+            state = "Terminating" if meta.get("deletionTimestamp") else "live"
+            where = f"{kind.kind.lower()} {meta['namespace']}/{meta['name']} ({state})"
+            if dry_run:
+                say(f"would release {where}: remove finalizer {finalizer}")
+                released += 1
+                continue
+            if await remove_finalizer(kube, kind, meta["namespace"], meta["name"], finalizer,
+                                      uid=meta.get("uid"), known=meta, attempts=5):
                 say(f"released {where}: removed finalizer {finalizer}")
                 released += 1
-                break
+            else:
+                say(f"could not release {where}: it kept changing or the API kept failing")
     return released
 
 

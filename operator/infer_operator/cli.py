@@ -29,6 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     options.sweep_seconds = args.sweep_seconds
     options.registry_timeout_seconds = args.registry_timeout
     options.deregister_timeout_seconds = args.deregister_timeout
+    options.cleanup_timeout_seconds = args.cleanup_timeout
     options.kubeconfig = args.kubeconfig
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--registry-timeout", type=float, default=5.0, help="timeout of one registry call")
     run.add_argument("--deregister-timeout", type=float, default=30.0,
                      help="how long a deleted pod is held while the registry is unreachable")
+    run.add_argument("--cleanup-timeout", type=float, default=300.0,
+                     help="how long after its deletion an InferenceService is held while its registry data "
+                          "cannot be removed (at once when its namespace is being deleted and the registry "
+                          "cannot be used)")
     group = run.add_mutually_exclusive_group()
     group.add_argument("--standalone", action="store_true", default=True,
                        help="no peering: this is the only operator instance (default)")

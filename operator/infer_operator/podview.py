@@ -31,6 +31,14 @@ def ordinal_of(name: str, pod_labels: dict[str, str]) -> int | None:
         return None
 
 
+def _named_port(pod_spec: dict[str, Any]) -> int | None:
+    for container in (pod_spec.get("containers") or [])[:1]:
+        for port in container.get("ports") or []:
+            if port.get("name") == labels.SYNC_PORT_NAME:
+                return port.get("containerPort")
+    return None
+
+
 @dataclass(frozen=True)
 class PodView:
     name: str
@@ -45,18 +53,26 @@ class PodView:
     deleting: bool
     finalizers: tuple[str, ...]
     resource_version: str = ""
+    registered: bool = False  # carries the registration mark (labels.CONDITION_REGISTERED)
+    managed: bool = True      # carries the managed-by label the operator's watch selects on
+    revision: str | None = None       # the StatefulSet revision it was made from (controller-revision-hash)
+    sync_port: int | None = None      # the serving port it was started with (its named container port)
+    grace_seconds: int | None = None  # its terminationGracePeriodSeconds
 
     @classmethod
     def from_body(cls, body: Any) -> PodView:
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
+        spec = body.get("spec") or {}
         pod_labels = meta.get("labels") or {}
-        ready = False
+        ready = registered = False
         ready_since = None
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Ready":
                 ready = condition.get("status") == "True"
                 ready_since = parse_time(condition.get("lastTransitionTime")) if ready else None
+            elif condition.get("type") == labels.CONDITION_REGISTERED:
+                registered = condition.get("status") == "True"
         return cls(
             name=meta.get("name", ""),
             namespace=meta.get("namespace", ""),
@@ -70,6 +86,11 @@ class PodView:
             deleting=meta.get("deletionTimestamp") is not None,
             finalizers=tuple(meta.get("finalizers") or ()),
             resource_version=meta.get("resourceVersion", ""),
+            registered=registered,
+            managed=pod_labels.get(labels.LABEL_MANAGED_BY) == labels.MANAGED_BY,
+            revision=pod_labels.get(labels.LABEL_REVISION),
+            sync_port=_named_port(spec),
+            grace_seconds=spec.get("terminationGracePeriodSeconds"),
         )
 
     @property

@@ -1,4 +1,6 @@
-"""Process-wide state of a running operator: options, the API client, and per-service wake-ups.
+"""Process-wide state of a running operator: its options, the API client, and one record per
+InferenceService (its wake-up, its reconciler, its registrar, the registry settings it last
+synced with), in the spirit of kopf's own per-object memory.
 
 Handlers stay thin by reaching for these; tests and the CLI set the options before start-up.
 """
@@ -6,16 +8,18 @@ Handlers stay thin by reaching for these; tests and the CLI set the options befo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infer_operator.clients.kube import KubeClient
+from infer_operator.registry.model import ServiceRef
 
 if TYPE_CHECKING:
-    from infer_operator.reconciler import ServiceReconciler
-    from infer_operator.registrar import Registrar
-    from infer_operator.releaser import PodReleaser
+    from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec
+    from infer_operator.reconcile.reconciler import ServiceReconciler
+    from infer_operator.registration.registrar import Registrar
+    from infer_operator.registration.releaser import PodReleaser, ServiceReleaser
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Options:
     sweep_seconds: float = 60.0
     registry_timeout_seconds: float = 5.0
     deregister_timeout_seconds: float = 30.0
+    cleanup_timeout_seconds: float = 300.0
     kubeconfig: str | None = None
     metrics_port: int | None = None
 
@@ -47,14 +52,86 @@ class Wakeup:
         return objects
 
 
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Where and how a service's pods are registered: its registry spec, the sync port, and the
+    InferenceService that owns the entries."""
+
+    registry: RegistrySpec
+    port: int
+    owner: ServiceRef
+
+    @property
+    def place(self) -> tuple[Any, ...] | None:
+        return self.registry.place(self.owner.name)
+
+
+@dataclass
+class ServiceRecord:
+    """What the operator keeps about one InferenceService between passes.
+
+    It outlives the service's reconcile loop: pods of a deleted service are still deregistered
+    with the settings last synced, by the same registrar (one registry client per service).
+    """
+
+    namespace: str
+    name: str
+    registrar: Registrar
+    wakeup: Wakeup = field(default_factory=Wakeup)
+    reconciler: ServiceReconciler | None = None  # while the service's reconcile loop runs
+    settings: RegistrySettings | None = None     # what the service last synced with
+
+    def remember(self, spec: InferenceServiceSpec, uid: str) -> None:
+        self.settings = RegistrySettings(spec.registry, spec.sync.port, ServiceRef(self.namespace, self.name, uid))
+
+    def poke(self, *, objects: bool = False) -> None:
+        self.wakeup.poke(objects=objects)
+
+
+class ServiceRecords:
+    """One ServiceRecord per (namespace, name), made on first use."""
+
+    def __init__(self, make_registrar: Callable[[str, str], Registrar]):
+        self._make_registrar = make_registrar
+        self._records: dict[tuple[str, str], ServiceRecord] = {}
+
+    def get(self, namespace: str, name: str) -> ServiceRecord | None:
+        return self._records.get((namespace, name))
+
+    def record(self, namespace: str, name: str) -> ServiceRecord:
+        key = (namespace, name)
+        if key not in self._records:
+            self._records[key] = ServiceRecord(namespace, name, self._make_registrar(namespace, name))
+        return self._records[key]
+
+    def poke(self, namespace: str, name: str, *, objects: bool = False) -> None:
+        """Wake the service's loop, if it runs."""
+        record = self._records.get((namespace, name))
+        if record is not None and record.reconciler is not None:
+            record.poke(objects=objects)
+
+    def sharing(self, place: tuple[Any, ...] | None) -> list[ServiceRecord]:
+        """The services whose pods are registered at `place` (one registry service), as last synced."""
+        if place is None:
+            return []
+        return [r for r in self if r.settings is not None and r.settings.place == place]
+
+    def __iter__(self) -> Iterator[ServiceRecord]:
+        return iter(list(self._records.values()))
+
+    async def close(self) -> None:
+        for record in self:
+            await record.registrar.close()
+        self._records.clear()
+
+
 class Runtime:
     def __init__(self) -> None:
         self.options = Options()
         self._kube: KubeClient | None = None
-        self.wakeups: dict[tuple[str, str], Wakeup] = {}
-        self.reconcilers: dict[tuple[str, str], ServiceReconciler] = {}
-        self.registrars: dict[tuple[str, str], Registrar] = {}
+        self._services: ServiceRecords | None = None
         self._releaser: PodReleaser | None = None
+        self._service_releaser: ServiceReleaser | None = None
 
     @property
     def kube(self) -> KubeClient:
@@ -63,46 +140,46 @@ class Runtime:
         return self._kube
 
     @property
+    def services(self) -> ServiceRecords:
+        if self._services is None:
+            from infer_operator.registration.registrar import Registrar
+
+            self._services = ServiceRecords(
+                lambda namespace, name: Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds))
+        return self._services
+
+    @staticmethod
+    def _post(reference: dict, event_type: str, reason: str, message: str) -> None:
+        import kopf
+
+        kopf.event(reference, type=event_type, reason=reason, message=message)
+
+    @property
     def releaser(self) -> PodReleaser:
         if self._releaser is None:
-            import kopf
+            from infer_operator.registration.releaser import PodReleaser
 
-            from infer_operator.releaser import PodReleaser
-
-            def post(reference: dict, event_type: str, reason: str, message: str) -> None:
-                kopf.event(reference, type=event_type, reason=reason, message=message)
-
-            self._releaser = PodReleaser(self.kube, self.registrars, post,
-                                         timeout=lambda: self.options.deregister_timeout_seconds,
-                                         registry_timeout=lambda: self.options.registry_timeout_seconds)
+            self._releaser = PodReleaser(self.kube, self.services, self._post,
+                                         timeout=lambda: self.options.deregister_timeout_seconds)
         return self._releaser
 
-    def registrar(self, namespace: str, name: str) -> Registrar:
-        from infer_operator.registrar import Registrar
+    @property
+    def service_releaser(self) -> ServiceReleaser:
+        if self._service_releaser is None:
+            from infer_operator.registration.releaser import ServiceReleaser
 
-        key = (namespace, name)
-        if key not in self.registrars:
-            self.registrars[key] = Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds)
-        return self.registrars[key]
-
-    def wakeup(self, namespace: str, name: str) -> Wakeup:
-        key = (namespace, name)
-        if key not in self.wakeups:
-            self.wakeups[key] = Wakeup()
-        return self.wakeups[key]
-
-    def poke(self, namespace: str, name: str, *, objects: bool = False) -> None:
-        waker = self.wakeups.get((namespace, name))
-        if waker is not None:
-            waker.poke(objects=objects)
+            self._service_releaser = ServiceReleaser(self.kube, self.services, self._post,
+                                                     timeout=lambda: self.options.cleanup_timeout_seconds)
+        return self._service_releaser
 
     async def close(self) -> None:
-        if self._releaser is not None:
-            await self._releaser.close()
-            self._releaser = None
-        for registrar in list(self.registrars.values()):
-            await registrar.close()
-        self.registrars.clear()
+        for releaser in (self._releaser, self._service_releaser):
+            if releaser is not None:
+                await releaser.close()
+        self._releaser = self._service_releaser = None
+        if self._services is not None:
+            await self._services.close()
+            self._services = None
         if self._kube is not None:
             await self._kube.close()
             self._kube = None

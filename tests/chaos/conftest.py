@@ -7,7 +7,7 @@ import pytest
 from infer_operator.api.crd import CRD_FILE
 from infer_operator.cleanup import run as cleanup_run
 from tests.chaos.helpers import ROOT, new_operator
-from tests.support.kube import Kube
+from tests.support.kube import Kube, install_crds
 
 PEERING_CRDS = ROOT / "crds" / "kopf-peering.yaml"
 
@@ -19,13 +19,7 @@ def kube(cluster) -> Kube:
 
 @pytest.fixture(scope="session")
 def crd(cluster):
-    for path in (ROOT / CRD_FILE, PEERING_CRDS):
-        result = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-        assert result.returncode == 0, result.stderr
-    result = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                             "crd/inferenceservices.serving.infer-operator.io", "crd/clusterkopfpeerings.kopf.dev",
-                             "crd/kopfpeerings.kopf.dev")
-    assert result.returncode == 0, result.stderr
+    install_crds(cluster, ROOT / CRD_FILE, PEERING_CRDS)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from kubernetes import client
 from devtools import harness
 from devtools.harness import OperatorProcess, wait_for
 from infer_operator import labels
-from tests.support.kube import Kube, is_ready
+from tests.support.kube import Kube
+from tests.support.truth import expected_entries, ready_sync_pods
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/services"
@@ -52,19 +53,6 @@ def etcd_registry(etcd, **extra) -> dict:
 
 
 # -- the truth -----------------------------------------------------------------------------------
-
-
-def ready_sync_pods(kube: Kube, namespace: str, service: str) -> dict[str, client.V1Pod]:
-    return {n: p for n, p in kube.pods(namespace, service).items()
-            if p.metadata.deletion_timestamp is None and is_ready(p)
-            and (p.metadata.labels or {}).get(labels.LABEL_ROLE) == "sync"}
-
-
-def expected_entries(kube: Kube, namespace: str, service: str, port: int = PORT) -> dict:
-    return {f"{p.status.pod_ip}:{port}": {
-        "pod": n, "namespace": namespace, "uid": p.metadata.uid, "ip": p.status.pod_ip, "port": port,
-        "role": "sync", "ordinal": int(p.metadata.labels[labels.LABEL_POD_INDEX])}
-        for n, p in ready_sync_pods(kube, namespace, service).items()}
 
 
 def live_ips(kube: Kube, namespace: str, service: str) -> set[str]:
@@ -186,3 +174,24 @@ def isvc_events(kube: Kube, namespace: str) -> list[client.CoreV1Event]:
 def new_operator(cluster, tmp_path: Path, *extra: str, name: str = "operator", env: dict | None = None
                  ) -> OperatorProcess:
     return OperatorProcess(cluster.kubeconfig, tmp_path / f"{name}.log", *OPERATOR_ARGS, *extra, env=env)
+
+
+def fill_ip_holes_below(kube: Kube, namespace: str, ip: str, limit: int = 200) -> int:
+    """Make `ip` the lowest free address of KWOK's pod network once its pod goes: KWOK hands out the
+    lowest free address, and pods deleted by earlier cases left holes below it. Bare filler pods
+    (no operator involvement) take those holes until one gets an address above `ip`. Returns how
+    many fillers it took. Bounded by `limit` pods."""
+    import ipaddress
+
+    target = ipaddress.ip_address(ip)
+    for count in range(1, limit + 1):
+        name = f"ip-filler-{count}"
+        kube.core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "registry.example/filler:1"}],
+                     "terminationGracePeriodSeconds": 0}})
+        got = wait_for(lambda n=name: kube.core.read_namespaced_pod(n, namespace).status.pod_ip, timeout=30,
+                       message=f"filler {name} has an IP")
+        if ipaddress.ip_address(got) > target:
+            return count
+    raise AssertionError(f"more than {limit} free addresses below {ip}")

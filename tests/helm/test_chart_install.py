@@ -18,7 +18,7 @@ import yaml
 
 from devtools.harness import OperatorProcess, isvc_body, wait_for
 from infer_operator import labels
-from tests.helm.conftest import CHART, Helm
+from tests.helm.conftest import CHART, Helm, can_i
 from tests.support.kube import Kube, is_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
@@ -43,29 +43,12 @@ def sa_kubeconfig(cluster, token: str, path) -> str:
     return str(path)
 
 
-def can_i(cluster, sa: str, verb: str, resource: str, namespace: str | None) -> bool:
-    scope = ["-n", namespace] if namespace else ["-A"]
-    resource, _, sub = resource.partition("/")  # kubectl reads "pods/log" as a pod named "log"
-    subresource = [f"--subresource={sub}"] if sub else []
-    result = cluster.kubectl("auth", "can-i", verb, resource, *subresource, f"--as={sa}", *scope)
-    assert result.stdout.strip() in ("yes", "no"), result.stdout + result.stderr
-    return result.stdout.strip() == "yes"
-
-
 def release_finalizers(cluster, namespace: str) -> None:
     """After a failure: let the namespace go even though no operator removes the finalizers."""
     for kind in ("inferenceservices", "pods"):
         names = cluster.kubectl("get", kind, "-n", namespace, "-o", "name").stdout.split()
         for name in names:
             cluster.kubectl("patch", name, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
-
-
-@pytest.fixture
-def release_namespace(cluster):
-    name = f"helm-{secrets.token_hex(3)}"
-    assert cluster.kubectl("create", "namespace", name).returncode == 0
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
 @pytest.mark.parametrize("mode", ["all-namespaces", "namespace-list-peering"])
@@ -88,7 +71,7 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
         # -- RBAC is tight ----------------------------------------------------------------------
         allowed = [("get", "inferenceservices"), ("watch", "inferenceservices"), ("patch", "inferenceservices"),
                    ("patch", "inferenceservices/status"), ("update", "inferenceservices/finalizers"),
-                   ("patch", "pods"), ("delete", "pods"),
+                   ("patch", "pods"), ("delete", "pods"), ("patch", "pods/status"),
                    ("patch", "statefulsets.apps"), ("patch", "services"), ("patch", "configmaps"),
                    ("create", "statefulsets.apps"), ("create", "services"), ("create", "configmaps"),
                    ("get", "secrets"), ("create", "events")]
@@ -98,12 +81,14 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
                   ("create", "deployments.apps"), ("patch", "deployments.apps"), ("create", "daemonsets.apps"),
                   ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
                   ("create", "pods/exec"), ("get", "pods/log"),
-                  ("update", "inferenceservices/status"), ("create", "serviceaccounts/token")]
+                  ("update", "inferenceservices/status"), ("create", "serviceaccounts/token"),
+                  ("update", "pods/status")]
         for verb, resource in allowed:
             assert can_i(cluster, sa, verb, resource, namespace), f"{sa} cannot {verb} {resource} in {namespace}"
         for verb, resource in denied:
             assert not can_i(cluster, sa, verb, resource, namespace), f"{sa} can {verb} {resource}"
-        for verb, resource in [("list", "secrets"), ("get", "nodes"), ("patch", "nodes"),
+        assert can_i(cluster, sa, "get", "namespaces", None), "cannot tell a namespace being deleted"
+        for verb, resource in [("list", "secrets"), ("get", "nodes"), ("patch", "nodes"), ("delete", "namespaces"),
                                ("create", "clusterroles.rbac.authorization.k8s.io"),
                                ("patch", "customresourcedefinitions.apiextensions.k8s.io")]:
             assert not can_i(cluster, sa, verb, resource, None), f"{sa} can {verb} {resource} cluster-wide"

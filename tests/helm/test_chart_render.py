@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helm.conftest import CHART, ROOT
+from tests.helm.conftest import CHART, ROOT, kube_version, render_notes
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +37,19 @@ OPTION_SETS["everything"] = [arg for args in OPTION_SETS.values() for arg in arg
 
 
 def render(helm, *args: str) -> list[dict]:
-    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator", *args)
+    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator",
+                  "--kube-version", kube_version(), *args)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [doc for doc in docs if doc["kind"] == kind]
+
+
+def operator_cluster_roles(docs: list[dict]) -> list[dict]:
+    """The operator's own ClusterRole (not the ones aggregated into users' roles)."""
+    return [doc for doc in by_kind(docs, "ClusterRole") if doc["metadata"]["name"] == "infer-operator"]
 
 
 def operator_args(docs: list[dict]) -> list[str]:
@@ -54,7 +60,7 @@ def operator_args(docs: list[dict]) -> list[str]:
 @pytest.mark.parametrize("name", list(OPTION_SETS))
 def test_lint_and_template(helm, name):
     args = OPTION_SETS[name]
-    lint = helm("lint", "--strict", str(CHART), *args)
+    lint = helm("lint", "--strict", "--kube-version", kube_version(), str(CHART), *args)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     docs = render(helm, *args)
     for doc in docs:
@@ -65,12 +71,13 @@ def test_lint_and_template(helm, name):
 
 def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
     docs = render(helm)
-    assert sorted(doc["kind"] for doc in docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment",
-                                                     "ServiceAccount"]
+    assert sorted(doc["kind"] for doc in docs) == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                                                     "Deployment", "ServiceAccount"]
     (deployment,) = by_kind(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532  # the image's nonroot user
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
@@ -104,7 +111,7 @@ def test_options_reach_the_operator(helm):
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
     assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
     assert all(b["subjects"][0]["name"] == "infer-sa" for b in by_kind(docs, "RoleBinding"))
-    (cluster_role,) = by_kind(docs, "ClusterRole")
+    (cluster_role,) = operator_cluster_roles(docs)
     cluster_resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}  # nothing namespaced cluster-wide
     (service,) = by_kind(docs, "Service")
@@ -117,7 +124,7 @@ def test_all_namespaces_peering_uses_a_cluster_peering(helm):
     docs = render(helm, "--set", "replicas=2")
     assert [p["metadata"]["name"] for p in by_kind(docs, "ClusterKopfPeering")] == ["infer-operator"]
     assert "--peering=infer-operator" in operator_args(docs)
-    (cluster_role,) = by_kind(docs, "ClusterRole")
+    (cluster_role,) = operator_cluster_roles(docs)
     assert any("clusterkopfpeerings" in rule["resources"] for rule in cluster_role["rules"])
 
 
@@ -129,13 +136,14 @@ def test_all_namespaces_peering_uses_a_cluster_peering(helm):
     (["--set", "operator.logFormat=xml"], "logFormat"),
 ])
 def test_schema_rejects_misspelt_values(helm, args, named):
-    result = helm("template", "infer-operator", str(CHART), *args)
+    result = helm("template", "infer-operator", str(CHART), "--kube-version", kube_version(), *args)
     assert result.returncode != 0
     assert "schema" in result.stderr and named in result.stderr, result.stderr
 
 
 def test_service_monitor_needs_the_service(helm):
-    result = helm("template", "x", str(CHART), "--set", "metrics.serviceMonitor.enabled=true")
+    result = helm("template", "x", str(CHART), "--kube-version", kube_version(),
+                  "--set", "metrics.serviceMonitor.enabled=true")
     assert result.returncode != 0 and "metrics.service.enabled" in result.stderr
 
 
@@ -169,10 +177,11 @@ def test_deploy_manifests_are_fresh(helm, tmp_path):
     assert (deploy / "01-crd-inferenceservices.yaml").read_text() == \
         (ROOT / "crds" / "serving.infer-operator.io_inferenceservices.yaml").read_text(), "run `make deploy`"
     assert (deploy / "01-crd-kopf-peering.yaml").read_text() == (ROOT / "crds" / "kopf-peering.yaml").read_text()
-    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator")
+    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator",
+                  "--kube-version", kube_version())
     assert result.returncode == 0, result.stderr
     header = ("# Generated by 'make deploy': helm template infer-operator charts/infer-operator "
-              "--namespace infer-operator\n")
+              f"--namespace infer-operator --kube-version {kube_version()}\n")
     assert (deploy / "02-infer-operator.yaml").read_text() == header + result.stdout, \
         "deploy/02-infer-operator.yaml is stale: run `make deploy`"
     kustomization = yaml.safe_load((deploy / "Kustomization").read_text())
@@ -190,3 +199,63 @@ def test_deploy_directory_works_with_kubectl_kustomize():
     assert result.returncode == 0, result.stderr
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc)
     assert kinds.count("CustomResourceDefinition") == 3 and "Namespace" in kinds and "Deployment" in kinds
+
+
+def test_chart_refuses_clusters_older_than_its_minimum(helm):
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+    for version, accepted in (("1.29.9", False), ("1.30.0", True), ("v1.30.4-eks-1a2b3c", True)):
+        result = helm("template", "x", str(CHART), "--kube-version", version)
+        assert (result.returncode == 0) == accepted, (version, result.stderr)
+        if not accepted:
+            assert "kubeVersion" in result.stderr
+
+
+def test_uid_and_gid_can_be_left_to_the_platform(helm):
+    """OpenShift's restricted-v2 assigns the uid: a fixed one is refused there."""
+    docs = render(helm, "--set", "podSecurityContext.runAsUser=null", "--set", "podSecurityContext.runAsGroup=null",
+                  "--set", "podSecurityContext.fsGroup=null")
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    for context in (pod["securityContext"], container["securityContext"]):
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context), context
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # A typo in a security setting is refused, not dropped.
+    result = helm("template", "x", str(CHART), "--kube-version", kube_version(),
+                  "--set", "podSecurityContext.runAsUSer=1000")
+    assert result.returncode != 0 and "runAsUSer" in result.stderr
+
+
+def test_memory_limit_leaves_room_for_the_measured_peak(helm):
+    """476 MB after a restart at 500 x 8 pods (bench/results/scale.json): the limit is twice that."""
+    peak_mb = json.loads((ROOT / "bench" / "results" / "scale.json").read_text())["figures"]["rss_mb_after_restart"]
+    container = by_kind(render(helm), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    limit = container["resources"]["limits"]["memory"]
+    assert limit == "1Gi" and 1024 >= 2 * peak_mb
+
+
+def test_aggregated_roles_give_edit_write_and_view_read(helm):
+    roles = {doc["metadata"]["name"]: doc for doc in by_kind(render(helm), "ClusterRole")}
+    edit, view = roles["infer-operator-edit"], roles["infer-operator-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    view_verbs = {verb for rule in view["rules"] for verb in rule["verbs"]}
+    assert view_verbs == {"get", "list", "watch"}
+    off = render(helm, "--set", "rbac.aggregateClusterRoles=false")
+    assert [doc["metadata"]["name"] for doc in by_kind(off, "ClusterRole")] == ["infer-operator"]
+
+
+def test_notes_give_the_crd_upgrade_command_and_reach_our_kind(helm, tmp_path):
+    notes = render_notes(helm, tmp_path=tmp_path)
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert (f"helm show crds oci://ghcr.io/infer-operator/charts/infer-operator --version {version} "
+            "| kubectl apply --server-side --force-conflicts -f -") in notes
+    assert "kubectl get infsvc -A" in notes
+    assert "kubectl get inferenceservices" not in notes  # ambiguous next to KServe
+    # The logs of every replica, not one picked by the Deployment (often the standby).
+    assert "logs -l app.kubernetes.io/instance=infer-operator --prefix" in notes
+    private = render_notes(helm, "--set", "image.repository=registry.example/infer-operator", tmp_path=tmp_path / "p")
+    assert "helm show crds CHART --version" in private

@@ -8,7 +8,7 @@ import pytest
 
 from devtools.harness import OperatorProcess, wait_for
 from infer_operator.api.crd import CRD_FILE
-from tests.support.kube import Kube
+from tests.support.kube import Kube, install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,11 +20,7 @@ def kube(cluster) -> Kube:
 
 @pytest.fixture(scope="session")
 def crd(cluster):
-    result = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / CRD_FILE))
-    assert result.returncode == 0, result.stderr
-    result = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                             "crd/inferenceservices.serving.infer-operator.io")
-    assert result.returncode == 0, result.stderr
+    install_crds(cluster, ROOT / CRD_FILE)
 
 
 @pytest.fixture(scope="session")

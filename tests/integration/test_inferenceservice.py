@@ -89,14 +89,19 @@ def test_split_env_services_status_and_columns(cluster, kube, namespace, running
     assert {"REGISTERED", "REGISTRY", "STATUS"} <= set(wide)
 
 
-def test_sync_replicas_above_replicas_is_rejected_naming_the_field(cluster, namespace, crd, tmp_path):
-    manifest = tmp_path / "bad.yaml"
-    import yaml
-
-    manifest.write_text(yaml.safe_dump(isvc_body("bad", namespace=namespace, replicas=5, syncReplicas=6)))
-    result = cluster.kubectl("apply", "-f", str(manifest))
-    assert result.returncode != 0
-    assert "spec.syncReplicas" in result.stderr
+def test_an_hpa_scales_below_the_split_and_to_zero_through_scale(cluster, kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=3, syncReplicas=2))
+    wait_settled(kube, namespace, "llm", 3, 2)
+    result = cluster.kubectl("scale", "infsvc", "llm", "-n", namespace, "--replicas=1")
+    assert result.returncode == 0, result.stderr  # was: 422, syncReplicas must not exceed replicas
+    wait_settled(kube, namespace, "llm", 1, 1)
+    assert kube.get_isvc(namespace, "llm")["status"]["syncReplicas"] == 1
+    assert cluster.kubectl("scale", "infsvc", "llm", "-n", namespace, "--replicas=0").returncode == 0
+    wait_for(lambda: not kube.pods(namespace, "llm") and
+             (kube.get_isvc(namespace, "llm").get("status") or {}).get("replicas") == 0, timeout=60,
+             message="scaled to zero")
+    assert cluster.kubectl("scale", "infsvc", "llm", "-n", namespace, "--replicas=3").returncode == 0
+    wait_settled(kube, namespace, "llm", 3, 2)  # the split comes back with the replicas
 
 
 def test_split_change_restarts_only_the_flipping_pod(kube, namespace, running_operator):
@@ -224,3 +229,92 @@ def test_split_change_restarts_flipping_pods_one_at_a_time(kube, namespace, runn
     assert most_down == 1, f"{most_down} pods were down at once (maxUnavailable is 1)"
     restarts = [e for e in kube.events(namespace, "llm") if e.reason == "RoleChange"]
     assert sum(e.count or 1 for e in restarts) == 2
+
+
+def watch_most_down(kube, namespace: str, name: str, replicas: int, done, timeout: float = 180) -> int:
+    """Poll the pods until `done(pods)`; the most that were not Ready (or terminating) at once."""
+    most_down = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = kube.pods(namespace, name)
+        live = {n: p for n, p in pods.items() if p.metadata.deletion_timestamp is None and is_ready(p)}
+        most_down = max(most_down, replicas - len(live))
+        if done(pods):
+            return most_down
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not settle within {timeout}s")
+
+
+def test_one_edit_of_the_template_and_the_split_keeps_one_pod_down(kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("llm", replicas=4, syncReplicas=2))
+    wait_settled(kube, namespace, "llm", 4, 2)
+    body = kube.get_isvc(namespace, "llm")
+    containers = body["spec"]["template"]["spec"]["containers"]
+    containers[0]["image"] = "registry.example/llm:2"
+    kube.patch_isvc(namespace, "llm", {"spec": {"syncReplicas": 3, "template": {"spec": {"containers": containers}}}})
+
+    def rolled(pods):
+        live = [p for p in pods.values() if p.metadata.deletion_timestamp is None and is_ready(p)]
+        return len(live) == 4 and all(p.spec.containers[0].image == "registry.example/llm:2" for p in live) and \
+            {p.metadata.name: p.metadata.labels.get(ROLE) for p in live} == {
+                "llm-0": "sync", "llm-1": "sync", "llm-2": "sync", "llm-3": "async"}
+
+    most_down = watch_most_down(kube, namespace, "llm", 4, rolled)
+    assert most_down == 1, f"{most_down} pods down at once: the role flip and the rollout share one budget"
+    wait_settled(kube, namespace, "llm", 4, 3)
+    assert kube.get_isvc(namespace, "llm")["status"]["updatedReplicas"] == 4
+    # llm-2 needed both (new template, new role): restarted once, as a role change
+    reasons = {e.reason for e in kube.events(namespace, "llm")}
+    assert {"RollingUpdate", "RoleChange"} <= reasons
+
+
+def test_a_port_change_reaches_each_pod_on_the_port_it_serves(kube, namespace, etcd, running_operator):
+    from tests.chaos.helpers import etcd_instances, etcd_registry
+
+    kube.create_isvc(namespace, isvc_body("web", replicas=3, syncReplicas=3, registry=etcd_registry(etcd)))
+    wait_settled(kube, namespace, "web", 3, 3)
+    wait_for(lambda: len(etcd_instances(etcd, "web")) == 3, timeout=60, message="3 registered")
+    service = kube.core.read_namespaced_service("web", namespace)
+    assert service.spec.ports[0].target_port == labels.SYNC_PORT_NAME
+    kube.patch_isvc(namespace, "web", {"spec": {"sync": {"port": 8001},
+                                                "updateStrategy": {"type": "OnDelete"}}})
+    # The Service moves to the new port number, but reaches every pod on its own named port; the
+    # registry keeps each pod at the port it serves: none of the (old) pods is at 8001.
+    wait_for(lambda: kube.core.read_namespaced_service("web", namespace).spec.ports[0].port == 8001, timeout=30,
+             message="Service on the new port")
+    entries = etcd_instances(etcd, "web")
+    assert len(entries) == 3 and all(e["port"] == 8000 for e in entries.values()), entries
+    # A pod restarted now serves 8001, and is registered there.
+    old = kube.pods(namespace, "web")["web-0"]
+    kube.core.delete_namespaced_pod("web-0", namespace)
+    wait_for(lambda: any(e["pod"] == "web-0" and e["port"] == 8001 and e["uid"] != old.metadata.uid
+                         for e in etcd_instances(etcd, "web").values()), timeout=60,
+             message="web-0 registered at 8001 after its restart")
+    assert sorted(e["port"] for e in etcd_instances(etcd, "web").values()) == [8000, 8000, 8001]
+
+
+def test_a_drain_raised_beyond_running_pods_grace_says_they_are_outdated(kube, namespace, running_operator):
+    kube.create_isvc(namespace, isvc_body("slow", replicas=2, syncReplicas=2, updateStrategy={"type": "OnDelete"},
+                                          lifecycle={"drainSeconds": 1, "terminationGracePeriodSeconds": 3}))
+    wait_settled(kube, namespace, "slow", 2, 2)
+    kube.patch_isvc(namespace, "slow", {"spec": {"lifecycle": {"drainSeconds": 50,
+                                                               "terminationGracePeriodSeconds": 60}}})
+
+    def says_outdated():
+        progressing = condition(kube.get_isvc(namespace, "slow"), "Progressing")
+        return progressing if progressing and progressing["reason"] == "PodsOutdated" else None
+
+    progressing = wait_for(says_outdated, timeout=60, message="status says pods are outdated")
+    assert "2 pod(s) run an older template" in progressing["message"]
+    assert "grace period not longer than drainSeconds" in progressing["message"]
+    assert all(p.spec.termination_grace_period_seconds == 3 for p in kube.pods(namespace, "slow").values())
+
+
+def test_the_templates_own_pre_stop_is_kept_and_runs_first(kube, namespace, running_operator):
+    body = isvc_body("hooked", replicas=1, syncReplicas=1)
+    body["spec"]["template"]["spec"]["containers"][0]["lifecycle"] = {
+        "preStop": {"exec": {"command": ["touch", "/tmp/drain"]}}}
+    kube.create_isvc(namespace, body)
+    pods = wait_settled(kube, namespace, "hooked", 1, 1)
+    assert pods["hooked-0"].spec.containers[0].lifecycle.pre_stop._exec.command == [
+        "/bin/sh", "/infer-operator/prestop.sh", "exec", "touch", "/tmp/drain"]

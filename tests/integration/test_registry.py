@@ -14,7 +14,7 @@ from devtools import harness
 from devtools.harness import assert_stays, isvc_body, wait_for
 from infer_operator import labels
 from tests.support.admin_process import AdminControllerProcess
-from tests.support.kube import is_ready
+from tests.support.truth import expected_entries, ready_sync_pods
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -47,19 +47,6 @@ def etcd_registry(etcd, **extra):
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def ready_sync_pods(kube, namespace, name):
-    return {n: p for n, p in kube.pods(namespace, name).items()
-            if p.metadata.deletion_timestamp is None and is_ready(p)
-            and p.metadata.labels.get(labels.LABEL_ROLE) == "sync"}
-
-
-def expected_entries(kube, namespace, name, port=8000):
-    return {f"{p.status.pod_ip}:{port}": {
-        "pod": n, "namespace": namespace, "uid": p.metadata.uid, "ip": p.status.pod_ip, "port": port,
-        "role": "sync", "ordinal": int(p.metadata.labels[labels.LABEL_POD_INDEX])}
-        for n, p in ready_sync_pods(kube, namespace, name).items()}
 
 
 def wait_registered(kube, namespace, name, listing, count, timeout=60):
@@ -147,13 +134,22 @@ def test_etcd_registers_exactly_ready_sync_pods_and_cleans_up_on_delete(kube, na
 def test_not_ready_pod_is_deregistered_and_register_delay_applies(kube, namespace, etcd, running_operator):
     kube.create_isvc(namespace, isvc_body("warm", replicas=2, syncReplicas=2,
                                           registry=etcd_registry(etcd, registerDelaySeconds=4)))
-    wait_for(lambda: len(ready_sync_pods(kube, namespace, "warm")) == 2, timeout=60, message="2 Ready sync pods")
-    ready_at = time.monotonic()
-    # Warm-up: nothing is registered during the first seconds of readiness.
-    assert_stays(lambda: len(etcd_instances(etcd, "warm")) == 0, duration=2.0, interval=0.1,
-                 message="registered before registerDelaySeconds elapsed")
+    # Watched from before the pods are Ready: when each entry first appears, against when its pod
+    # became Ready (the API's timestamps have one-second resolution).
+    first_seen: dict[str, float] = {}
+
+    def both_registered():
+        for entry in etcd_instances(etcd, "warm").values():
+            first_seen.setdefault(entry["pod"], time.time())
+        return len(first_seen) == 2
+
+    wait_for(both_registered, timeout=90, interval=0.05, message="2 registered")
+    pods = kube.pods(namespace, "warm")
+    for name, seen in first_seen.items():
+        ready = next(c for c in pods[name].status.conditions if c.type == "Ready")
+        waited = seen - ready.last_transition_time.timestamp()
+        assert waited >= 4.0 - 1.0, f"{name} registered {waited:.1f}s after it became Ready (registerDelaySeconds 4)"
     wait_registered(kube, namespace, "warm", lambda: etcd_instances(etcd, "warm"), 2, timeout=30)
-    assert time.monotonic() - ready_at >= 2.0
 
     kube.core.patch_namespaced_pod("warm-1", namespace, {"metadata": {"annotations": {HOLD_NOT_READY: "false"}}})
     wait_for(lambda: {e["pod"] for e in etcd_instances(etcd, "warm").values()} == {"warm-0"}, timeout=30,

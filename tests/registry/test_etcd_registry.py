@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from infer_operator.registry.base import Instance, Registry, RegistryError
+from infer_operator.registry.base import Registry
+from infer_operator.registry.model import Instance, RegistryError
 from infer_operator.registry.etcd import EtcdRegistry
-from infer_operator.registry.factory import make_registry
-from infer_operator.registry.operations import apply_sweep, deregister_confirmed, plan_sweep
+from infer_operator.registry.backends import connect
+from infer_operator.registration.actions import apply_sweep, deregister_confirmed
+from infer_operator.registration.plans import plan_sweep
 
 pytestmark = pytest.mark.registry
 
@@ -97,7 +99,7 @@ async def test_malformed_reported_and_kept(etcd, reg):
     assert listing.instances == [A]
     assert sorted(listing.malformed) == sorted(bad)
     # a sweep with nobody alive removes only our valid entries, never the malformed ones
-    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), set())
+    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), set(), set())
     res = await apply_sweep(reg, SVC, plan)
     assert res.instances_removed == 1 and res.errors == []
     for k, v in bad.items():
@@ -128,7 +130,7 @@ async def test_sweep_only_inside_prefix(etcd, reg):
     etcd.put("/services/llm/config/10.0.0.2", "b")
     etcd.put("/services/llm/config/10.0.0.3", "c")
     listing = await reg.list_instances(SVC)
-    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), {"10.0.0.2"})
+    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), {B.uid}, {"10.0.0.2"})
     res = await apply_sweep(reg, SVC, plan)
     assert (res.instances_removed, res.configs_removed, res.errors) == (1, 2, [])
     assert set(etcd.range_prefix("/services/llm/")) == {
@@ -136,7 +138,7 @@ async def test_sweep_only_inside_prefix(etcd, reg):
     assert_outside_untouched(etcd)
     # unreadable pods: nothing is removed
     res = await apply_sweep(reg, SVC, plan_sweep((await reg.list_instances(SVC)).instances,
-                                                 await reg.list_config_ips(SVC), None))
+                                                 await reg.list_config_ips(SVC), None, None))
     assert (res.instances_removed, res.configs_removed) == (0, 0)
     assert len(etcd.range_prefix("/services/llm/")) == 2
 
@@ -166,8 +168,8 @@ class ResurrectingRegistry(Registry):
     async def register(self, service, instance):
         await self.inner.register(service, instance)
 
-    async def deregister(self, service, ip, port):
-        await self.inner.deregister(service, ip, port)
+    async def deregister(self, service, ip, port, uid=None):
+        await self.inner.deregister(service, ip, port, uid)
         if self.n > 0:
             self.n -= 1
             await self.inner.register(service, self.instance)  # a late heartbeat re-registers it
@@ -180,6 +182,12 @@ class ResurrectingRegistry(Registry):
 
     async def delete_config(self, service, ip):
         await self.inner.delete_config(service, ip)
+
+    async def claim(self, service, instance):
+        await self.inner.claim(service, instance)
+
+    async def identity(self):
+        return await self.inner.identity()
 
     async def close(self):
         await self.inner.close()
@@ -261,8 +269,8 @@ async def test_auth_user_password(etcd_fresh):
     password = "s3cret-Pa55word"
     etcd_fresh.enable_auth("root", password)
     etcd_fresh.put("/outside", "keep")
-    reg = make_registry("etcd", service_settings={"endpoints": [etcd_fresh.client_url]},
-                        credentials={"username": "root", "password": password}, timeout=3)
+    reg = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": password},
+                  timeout=3)
     assert password not in repr(reg) and password not in str(reg) and password not in reg.describe()
     await reg.register(SVC, A)
     assert (await reg.list_instances(SVC)).instances == [A]
@@ -275,8 +283,8 @@ async def test_auth_user_password(etcd_fresh):
 
     # wrong password: a clear RegistryError without the password
     wrong = "wr0ng-Pa55word"
-    bad = make_registry("etcd", service_settings={"endpoints": [etcd_fresh.client_url]},
-                        credentials={"username": "root", "password": wrong}, timeout=3)
+    bad = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": wrong},
+                  timeout=3)
     with pytest.raises(RegistryError) as ei:
         await bad.list_instances(SVC)
     msg = str(ei.value)
@@ -296,3 +304,72 @@ async def test_concurrent_calls_share_session(etcd, reg):
     insts = [Instance(f"p-{i}", "ns", f"u{i}", f"10.1.0.{i}", 80, "sync", i) for i in range(1, 30)]
     await asyncio.gather(*(reg.register(SVC, i) for i in insts))
     assert len((await reg.list_instances(SVC)).instances) == len(insts)
+
+
+# -- ownership: a pod's entry, a new holder's claim, where the data lives --------------------------
+
+async def test_a_conditional_deregistration_keeps_another_pods_entry_at_the_same_address(etcd, reg):
+    newer = Instance(pod="llm-0", namespace="ns", uid="u-new", ip=A.ip, port=A.port, role="sync", ordinal=0)
+    await reg.register(SVC, newer)  # the IP went to a new pod, which registered
+    await reg.deregister(SVC, A.ip, A.port, A.uid)  # the old pod's release
+    assert (await reg.list_instances(SVC)).instances == [newer]
+    res = await deregister_confirmed(reg, SVC, A.ip, A.port, A.uid, attempts=1)
+    assert res.confirmed  # nothing of the old pod's is listed
+    await reg.deregister(SVC, A.ip, A.port, newer.uid)
+    assert (await reg.list_instances(SVC)).instances == []
+    etcd.put("/services/llm/instances/10.0.0.1:8080", "not our json")
+    await reg.deregister(SVC, A.ip, A.port, A.uid)  # never removes what is not its entry
+    assert etcd.get("/services/llm/instances/10.0.0.1:8080") == b"not our json"
+
+
+async def test_a_claim_removes_the_previous_holders_config_and_registers_in_one_transaction(etcd, reg):
+    seed_outside(etcd)
+    etcd.put("/services/llm/config/10.0.0.1", '{"weight":0,"enabled":false}')
+    etcd.put("/services/llm/config/10.0.0.1/canary", "1")
+    etcd.put("/services/llm/config/10.0.0.10", "a neighbour's")
+    await reg.claim(SVC, A)
+    assert (await reg.list_instances(SVC)).instances == [A]
+    assert await reg.list_config_ips(SVC) == {"10.0.0.10"}
+    assert_outside_untouched(etcd)
+    # without any config to remove, the claim is a plain registration
+    await reg.claim(SVC, B)
+    assert sorted(i.ip for i in (await reg.list_instances(SVC)).instances) == ["10.0.0.1", "10.0.0.2"]
+
+
+async def test_a_config_written_during_a_claim_fails_the_claim_and_survives(etcd, reg, monkeypatch):
+    etcd.put("/services/llm/config/10.0.0.1", "old")
+    original = reg._txn
+
+    async def racing(compare, success, what):
+        etcd.put("/services/llm/config/10.0.0.1", "written meanwhile")
+        return await original(compare, success, what)
+
+    monkeypatch.setattr(reg, "_txn", racing)
+    with pytest.raises(RegistryError, match="changed while"):
+        await reg.claim(SVC, A)
+    assert etcd.get("/services/llm/config/10.0.0.1") == b"written meanwhile"
+    assert (await reg.list_instances(SVC)).instances == []
+
+
+async def test_two_spellings_of_one_etcd_are_one_identity(etcd):
+    host, port = etcd.client_url.rsplit(":", 1)
+    first = EtcdRegistry([etcd.client_url], timeout=2.0)
+    second = EtcdRegistry([f"http://localhost:{port}", etcd.client_url], prefix="/services/", timeout=2.0)
+    other_prefix = EtcdRegistry([etcd.client_url], prefix="/v2", timeout=2.0)
+    try:
+        assert await first.identity() == await second.identity()
+        assert await first.identity() != await other_prefix.identity()
+        assert "cluster" in await first.identity()
+    finally:
+        for r in (first, second, other_prefix):
+            await r.close()
+
+
+async def test_a_url_without_an_etcd_gateway_says_so(admin_controller):
+    # Any HTTP server that is not etcd's JSON gateway answers 404 on /v3/kv/range.
+    reg = EtcdRegistry([admin_controller.url], timeout=2.0)
+    try:
+        with pytest.raises(RegistryError, match="no etcd v3 JSON gateway at this URL"):
+            await reg.list_instances(SVC)
+    finally:
+        await reg.close()

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from infer_operator.registry.base import Instance, RegistryError
-from infer_operator.registry.factory import make_registry
+from infer_operator.registry.backends import connect
+from infer_operator.registry.model import Instance, RegistryError
 from infer_operator.registry.http import HttpRegistry
-from infer_operator.registry.operations import apply_sweep, deregister_confirmed, plan_sweep
+from infer_operator.registration.actions import apply_sweep, deregister_confirmed
+from infer_operator.registration.plans import plan_sweep
 from tests.support.admin_controller import AdminController
 
 pytestmark = pytest.mark.registry
@@ -81,7 +82,7 @@ async def test_malformed_items_reported_and_kept(admin_controller, reg):
     listing = await reg.list_instances(SVC)
     assert listing.instances == [A]
     assert sorted(listing.malformed) == sorted(['"just a string"', "10.0.0.6:80", "[1,2]"])
-    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), set())
+    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), set(), set())
     await apply_sweep(reg, SVC, plan)
     assert set(ac.instances(SVC)) == {"junk1", "junk2", "junk3"}
 
@@ -96,7 +97,7 @@ async def test_configs_listing_deletion_and_sweep(admin_controller, reg):
     assert await reg.list_config_ips(SVC) == {"10.0.0.1", "10.0.0.2", "10.0.0.3"}
     await reg.delete_config(SVC, "10.0.0.3")
     assert ac.configs(SVC) == {"10.0.0.1", "10.0.0.2"}
-    plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), {"10.0.0.2"})
+    plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), {B.uid}, {"10.0.0.2"})
     res = await apply_sweep(reg, SVC, plan)
     assert (res.instances_removed, res.configs_removed, res.errors) == (1, 1, [])
     assert set(ac.instances(SVC)) == {"10.0.0.2:8080"} and ac.configs(SVC) == {"10.0.0.2"}
@@ -108,7 +109,7 @@ async def test_sweep_continues_past_errors(admin_controller, reg):
     await reg.register(SVC, A)
     await reg.register(SVC, B)
     ac.seed_config(SVC, "10.0.0.1")
-    plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), set())
+    plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), set(), set())
     ac.fail_next(500, method="DELETE")
     res = await apply_sweep(reg, SVC, plan)
     assert res.instances_removed == 1 and res.configs_removed == 1 and len(res.errors) == 1
@@ -198,14 +199,14 @@ async def test_config_list_with_unusable_items(admin_controller, reg):
 async def test_bearer_token():
     token = "tok-3xtra-s3cret"
     async with AdminController(token=token) as ac:
-        good = make_registry("http", service_settings={"url": ac.url}, credentials={"token": token}, timeout=2)
+        good = connect("http", {"url": ac.url}, {"token": token}, timeout=2)
         assert token not in repr(good) and token not in good.describe()
         await good.register(SVC, A)
         assert (await good.list_instances(SVC)).instances == [A]
         await good.close()
 
         wrong = "wr0ng-t0ken-value"
-        bad = make_registry("http", service_settings={"url": ac.url}, credentials={"token": wrong}, timeout=2)
+        bad = connect("http", {"url": ac.url}, {"token": wrong}, timeout=2)
         with pytest.raises(RegistryError, match="HTTP 401") as ei:
             await bad.list_instances(SVC)
         assert wrong not in str(ei.value) and wrong not in repr(ei.value) and token not in str(ei.value)
@@ -227,3 +228,30 @@ async def test_path_traversal_rejected(admin_controller, reg, service, ip):
     with pytest.raises(ValueError):
         await reg.delete_config(service, ip)
     assert admin_controller.requests == []
+
+
+async def test_a_conditional_deregistration_keeps_another_pods_entry(admin_controller, reg):
+    ac = admin_controller
+    newer = Instance(pod="llm-0", namespace="ns", uid="u-new", ip=A.ip, port=A.port, role="sync", ordinal=0)
+    await reg.register(SVC, newer)
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert ac.instances(SVC)["10.0.0.1:8080"]["uid"] == "u-new"
+    # The contract's own guard (`?uid=`): a controller that answers 409 keeps the entry.
+    ac.requests.clear()
+    await reg._request("DELETE", reg.instance_url(SVC, A.ip, A.port).with_query(uid=A.uid), ok_404=True,
+                       ok_conflict=True)
+    assert ac.instances(SVC)["10.0.0.1:8080"]["uid"] == "u-new"
+    await reg.deregister(SVC, A.ip, A.port, "u-new")
+    assert ac.instances(SVC) == {}
+    assert ("DELETE", "/services/llm/instances/10.0.0.1:8080") in ac.requests
+
+
+async def test_a_claim_deletes_the_ips_config_before_registering(admin_controller, reg):
+    ac = admin_controller
+    ac.seed_config(SVC, A.ip, {"weight": 0})
+    ac.seed_config(SVC, B.ip)
+    ac.requests.clear()
+    await reg.claim(SVC, A)
+    assert ac.requests == [("DELETE", "/services/llm/configs/10.0.0.1"), ("PUT", "/services/llm/instances/10.0.0.1:8080")]
+    assert ac.configs(SVC) == {B.ip} and set(ac.instances(SVC)) == {"10.0.0.1:8080"}
+    assert await reg.identity() == f"http {ac.url}"

@@ -1,7 +1,8 @@
 """A real, in-memory admin-controller HTTP server implementing docs/registry-http-api.yaml.
 
 Contract:
-    PUT|DELETE /services/{service}/instances/{ip}:{port}   (PUT body = Instance JSON)
+    PUT|DELETE /services/{service}/instances/{ip}:{port}   (PUT body = Instance JSON; DELETE ?uid=: 409
+                                                           when the entry names another pod)
     GET        /services/{service}/instances               -> JSON list
     GET        /services/{service}/configs                 -> JSON list of IPs
     DELETE     /services/{service}/configs/{ip}
@@ -141,8 +142,13 @@ class AdminController:
         if self.ignore_deletes > 0:  # "the delete didn't take": acknowledge but keep the entry
             self.ignore_deletes -= 1
             return web.Response(status=204)
-        if self.state.instances.get(service, {}).pop(addr, None) is None:
+        current = self.state.instances.get(service, {}).get(addr)
+        if current is None:
             return web.json_response({"error": "not found"}, status=404)
+        uid = request.query.get("uid")
+        if uid is not None and isinstance(current, dict) and current.get("uid") != uid:
+            return web.json_response({"error": "the entry names another pod"}, status=409)
+        del self.state.instances[service][addr]
         return web.Response(status=204)
 
     async def _garbage_or(self, request: web.Request, payload: Any) -> web.StreamResponse:

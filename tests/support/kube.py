@@ -65,3 +65,30 @@ def is_ready(pod: client.V1Pod) -> bool:
 
 def condition(isvc: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in (isvc.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
+def install_crds(cluster, *paths) -> None:
+    """Apply CRD files (server-side: the InferenceService CRD is too large for the last-applied
+    annotation) and wait, bounded, until every CRD they define is Established. `kubectl wait` fails
+    at once on a CRD whose status has no conditions yet, so this polls instead."""
+    import yaml
+
+    names = []
+    for path in paths:
+        result = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        assert result.returncode == 0, result.stderr
+        names += [doc["metadata"]["name"] for doc in yaml.safe_load_all(open(path)) if doc]
+    wait_crds_established(cluster, *names)
+
+
+def wait_crds_established(cluster, *names: str) -> None:
+    """Wait, bounded, until each named CRD is Established (polling: see install_crds)."""
+    from devtools.harness import wait_for
+
+    def established(name: str) -> bool:
+        result = cluster.kubectl("get", "crd", name, "-o",
+                                 "jsonpath={.status.conditions[?(@.type=='Established')].status}")
+        return result.returncode == 0 and result.stdout.strip() == "True"
+
+    for name in names:
+        wait_for(lambda n=name: established(n), timeout=60, interval=0.5, message=f"CRD {name} Established")

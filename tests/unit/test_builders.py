@@ -82,14 +82,15 @@ def test_role_command_without_any_fallback_is_a_clear_error():
         build_all(OWNER, parse_spec(body["spec"]))
 
 
-def test_contract_env_and_user_env_kept_but_not_overriding_ours():
+def test_contract_env_and_user_env_kept():
     body = isvc_body()
-    body["spec"]["template"]["spec"]["containers"][0]["env"] = [
-        {"name": "MODEL", "value": "llama"}, {"name": "INFER_ORDINAL", "value": "99"}]
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "MODEL", "value": "llama"}]
     main = build_statefulset(OWNER, parse_spec(body["spec"]))["spec"]["template"]["spec"]["containers"][0]
     env = env_of(main)
     assert env == {
         "MODEL": "llama",
+        "INFER_SYNC_PORT": "8000",
+        "INFER_GRACE_SECONDS": "3",
         "INFER_SERVICE": "llm",
         "INFER_ORDINAL": "metadata.labels['apps.kubernetes.io/pod-index']",
         "INFER_REPLICAS": "metadata.annotations['infer-operator.io/replicas']",
@@ -151,11 +152,61 @@ def test_second_containers_are_untouched():
     assert pod_spec["containers"][1] == sidecar
 
 
-def test_template_cannot_pin_a_role_label():
+@pytest.mark.parametrize(
+    ("ports", "expected"),
+    [
+        (None, [{"name": labels.SYNC_PORT_NAME, "containerPort": 8000, "protocol": "TCP"}]),
+        # the same port declared without a name: named now
+        ([{"containerPort": 8000}], [{"name": labels.SYNC_PORT_NAME, "containerPort": 8000, "protocol": "TCP"}]),
+        # other ports (and a named declaration of the same one) are kept
+        ([{"name": "metrics", "containerPort": 9090}, {"name": "http", "containerPort": 8000}],
+         [{"name": "metrics", "containerPort": 9090}, {"name": "http", "containerPort": 8000},
+          {"name": labels.SYNC_PORT_NAME, "containerPort": 8000, "protocol": "TCP"}]),
+    ],
+)
+def test_the_sync_port_is_a_named_container_port_of_the_pod(ports, expected):
     body = isvc_body()
-    body["spec"]["template"]["metadata"]["labels"][labels.LABEL_ROLE] = "sync"
+    if ports is not None:
+        body["spec"]["template"]["spec"]["containers"][0]["ports"] = ports
+    main = build_statefulset(OWNER, parse_spec(body["spec"]))["spec"]["template"]["spec"]["containers"][0]
+    assert main["ports"] == expected
+
+
+@pytest.mark.parametrize(
+    ("pre_stop", "args"),
+    [
+        (None, []),
+        ({"exec": {"command": ["touch", "/tmp/drain"]}}, ["exec", "touch", "/tmp/drain"]),
+        ({"httpGet": {"path": "/quiesce", "port": "http"}}, ["http", "8080", "/quiesce", "HTTP", ""]),
+        ({"httpGet": {"path": "/q", "port": 9000, "scheme": "HTTPS", "host": "h",
+                      "httpHeaders": [{"name": "X", "value": "y"}]}}, ["http", "9000", "/q", "HTTPS", "h", "X: y"]),
+        ({"sleep": {"seconds": 5}}, ["sleep", "5"]),
+        ({"tcpSocket": {"port": 1}}, []),
+    ],
+)
+def test_the_templates_own_pre_stop_runs_first_in_ours(pre_stop, args):
+    body = isvc_body()
+    main = body["spec"]["template"]["spec"]["containers"][0]
+    main["ports"] = [{"name": "http", "containerPort": 8080}]
+    if pre_stop is not None:
+        main["lifecycle"] = {"preStop": pre_stop, "postStart": {"exec": {"command": ["true"]}}}
+    built = build_statefulset(OWNER, parse_spec(body["spec"]))["spec"]["template"]["spec"]["containers"][0]
+    assert built["lifecycle"]["preStop"]["exec"]["command"] == ["/bin/sh", "/infer-operator/prestop.sh", *args]
+    if pre_stop is not None:
+        assert built["lifecycle"]["postStart"] == {"exec": {"command": ["true"]}}
+
+
+def test_a_pre_stop_on_a_port_name_the_container_lacks_is_a_build_error():
+    body = isvc_body()
+    body["spec"]["template"]["spec"]["containers"][0]["lifecycle"] = {"preStop": {"httpGet": {"port": "nope"}}}
+    with pytest.raises(BuildError, match="preStop.httpGet.port"):
+        build_statefulset(OWNER, parse_spec(body["spec"]))
+
+
+def test_the_statefulset_leaves_rolling_to_the_operator():
+    body = isvc_body(updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}})
     sts = build_statefulset(OWNER, parse_spec(body["spec"]))
-    assert labels.LABEL_ROLE not in sts["spec"]["template"]["metadata"]["labels"]
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
 
 
 @pytest.mark.parametrize("port", [8000, 50051])
@@ -166,7 +217,13 @@ def test_services(port):
     assert headless["spec"]["selector"] == {labels.LABEL_NAME: "llm", labels.LABEL_SERVICE: "llm"}
     assert headless["spec"]["publishNotReadyAddresses"] is True
     assert sync["spec"]["selector"] == {labels.LABEL_NAME: "llm", labels.LABEL_SERVICE: "llm", labels.LABEL_ROLE: "sync"}
-    assert sync["spec"]["ports"] == [{"name": "sync", "port": port, "targetPort": port, "protocol": "TCP"}]
+    assert sync["spec"]["ports"] == [{"name": "sync", "port": port, "targetPort": labels.SYNC_PORT_NAME,
+                                      "protocol": "TCP"}]
+    assert headless["spec"]["ports"] == sync["spec"]["ports"]
+    # pods made before the port had a name are reached by number until they are all replaced
+    by_number = build_all(OWNER, parse_spec(isvc_body(sync={"port": port})["spec"]), named_target=False)
+    services = [m for m in by_number if m["kind"] == "Service"]
+    assert [s["spec"]["ports"][0]["targetPort"] for s in services] == [port, port]
 
 
 def test_scripts_configmap_carries_scripts_and_settings():

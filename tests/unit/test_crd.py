@@ -55,9 +55,16 @@ def test_names_subresources_and_columns():
 
 
 def test_cel_rules_name_their_fields():
-    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    messages = [rule["message"] for rule in spec["x-kubernetes-validations"]]
-    assert any("spec.syncReplicas" in m for m in messages)
+    root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = root["properties"]["spec"]
+    rules = [(rule["fieldPath"], rule["message"]) for rule in spec["x-kubernetes-validations"]]
+    # fieldPath must name a schema field (no list index): the messages name the exact field
+    assert any(path == ".template.spec.containers" and message.startswith("spec.template.spec.containers[0].readinessProbe")
+               for path, message in rules)
+    assert any(path == ".template.spec.terminationGracePeriodSeconds" and "spec.lifecycle.terminationGracePeriodSeconds"
+               in message for path, message in rules)
+    assert not any("syncReplicas" in rule["rule"] for rule in spec["x-kubernetes-validations"])  # HPA to 0
+    assert all("metadata.name" in rule["message"] for rule in root["x-kubernetes-validations"])
     lifecycle_rules = spec["properties"]["lifecycle"]["x-kubernetes-validations"]
     assert any("terminationGracePeriodSeconds" in r["message"] and "drainSeconds" in r["message"] for r in lifecycle_rules)
 

@@ -4,6 +4,7 @@ import pydantic
 import pytest
 
 from devtools.harness import isvc_body
+from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.api.errors import describe_validation_error
 
@@ -60,7 +61,6 @@ def test_max_unavailable_for_split_changes(strategy, replicas, expected):
 @pytest.mark.parametrize(
     ("overrides", "names"),
     [
-        ({"replicas": 2, "syncReplicas": 3}, "spec.syncReplicas"),
         ({"lifecycle": {"drainSeconds": 60, "terminationGracePeriodSeconds": 60}}, "lifecycle.terminationGracePeriodSeconds"),
         ({"sync": {"args": ["--x"]}}, "spec.sync.args"),
         ({"registry": {"type": "etcd"}}, "spec.registry.etcd"),
@@ -78,3 +78,60 @@ def test_invalid_specs_name_the_field(overrides, names):
     with pytest.raises(pydantic.ValidationError) as info:
         spec(**overrides)
     assert names in describe_validation_error(info.value)
+
+
+@pytest.mark.parametrize(("replicas", "sync_replicas", "in_force"), [(1, 2, 1), (0, 2, 0), (3, 2, 2), (3, None, 3)])
+def test_sync_replicas_may_exceed_replicas_as_an_hpa_scales(replicas, sync_replicas, in_force):
+    s = spec(replicas=replicas, syncReplicas=sync_replicas)
+    assert s.effective_sync_replicas == in_force
+    assert [s.role_for(i) for i in range(replicas)] == ["sync"] * in_force + ["async"] * (replicas - in_force)
+
+
+def template_with(**main) -> dict:
+    body = isvc_body()
+    body["spec"]["template"]["spec"]["containers"][0].update(main)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "instead"),
+    [
+        (lambda b: b["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=600),
+         "spec.template.spec.terminationGracePeriodSeconds", "spec.lifecycle.terminationGracePeriodSeconds"),
+        (lambda b: b["spec"]["template"]["spec"]["containers"][0].update(readinessProbe={"httpGet": {"path": "/h"}}),
+         "spec.template.spec.containers[0].readinessProbe", "spec.sync.readinessProbe"),
+        (lambda b: b["spec"]["template"]["spec"]["containers"][0].update(env=[{"name": "INFER_ROLE", "value": "x"}]),
+         "spec.template.spec.containers[0].env", "INFER_ROLE"),
+        (lambda b: b["spec"]["template"]["metadata"]["labels"].update({labels.LABEL_ROLE: "sync"}),
+         "spec.template.metadata.labels", labels.LABEL_ROLE),
+    ],
+)
+def test_template_fields_the_operator_sets_are_named_with_the_field_to_use(change, field, instead):
+    """The API server refuses them (CEL, ratcheted: objects stored before keep working); the
+    operator reports an object that has them rather than refusing it."""
+    body = isvc_body()
+    change(body)
+    found = parse_spec(body["spec"]).ratcheted()
+    assert len(found) == 1 and field in found[0] and instead in found[0]
+
+
+def test_other_template_fields_pass_through():
+    body = isvc_body()
+    main = body["spec"]["template"]["spec"]["containers"][0]
+    main.update(livenessProbe={"httpGet": {"path": "/live", "port": 8000}},
+                lifecycle={"preStop": {"exec": {"command": ["touch", "/tmp/drain"]}}},
+                env=[{"name": "MODEL", "value": "llama"}])
+    assert parse_spec(body["spec"]).template.spec.containers[0].model_extra["livenessProbe"]
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("llm", True), ("a" * 52, True), ("a" * 53, False), ("llm.v2", False), ("7b-chat", False), ("Llm", False),
+     ("llm-", False)],
+)
+def test_names_the_owned_objects_can_carry(name, ok):
+    from infer_operator.api.v1alpha1 import name_problems
+
+    problems = name_problems({"metadata": {"name": name}})
+    assert (problems == []) is ok
+    assert all(p.startswith("metadata.name: ") for p in problems)

@@ -25,6 +25,7 @@ from devtools.harness import free_port, wait_for
 from infer_operator.builders.pod_scripts import (
     SCRIPTS_DIR,
     SETTINGS_FILE,
+    PodSettings,
     pod_scripts_configmap_data,
     render_settings,
     script_files,
@@ -65,7 +66,7 @@ def make_dir(tmp_path):
     def make(**kwargs) -> Path:
         d = tmp_path / f"cm{next(counter)}"
         d.mkdir()
-        for name, text in pod_scripts_configmap_data(**{**SETTINGS_DEFAULTS, **kwargs}).items():
+        for name, text in pod_scripts_configmap_data(PodSettings(**{**SETTINGS_DEFAULTS, **kwargs})).items():
             (d / name).write_text(text)
         return d
 
@@ -153,7 +154,7 @@ def test_script_files_and_configmap_data():
     files = script_files()
     assert set(files) == {"lib.sh", "launch.sh", "probe.sh", "prestop.sh", "gate.sh"}
     assert all(text.strip() for text in files.values())
-    data = pod_scripts_configmap_data(**SETTINGS_DEFAULTS)
+    data = pod_scripts_configmap_data(PodSettings(**SETTINGS_DEFAULTS))
     assert set(data) == set(files) | {SETTINGS_FILE}
     assert SCRIPTS_DIR == "/infer-operator"
     assert "infer_sync_probe()" in data[SETTINGS_FILE]
@@ -476,6 +477,48 @@ def test_prestop_offline_server_down_still_exits_0(shell, make_dir):
     assert "failed (continuing)" in r.stderr
 
 
+def test_prestop_runs_the_templates_own_handler_first(shell, make_dir, http_server, tmp_path):
+    marker = tmp_path / "drained"
+    d = make_dir(sync_port=http_server.server_address[1], drain_seconds=0, offline_path="/offline")
+    r = run(shell, d, "prestop.sh", "exec", "sh", "-c", f"echo first > {marker}", env=base_env(d, **SYNC))
+    assert r.returncode == 0, r.stderr
+    assert marker.read_text() == "first\n"
+    assert r.stderr.index("ran the template's preStop command") < r.stderr.index("called offline path")
+    r = run(shell, d, "prestop.sh", "http", str(http_server.server_address[1]), "/quiesce", "HTTP", "127.0.0.1",
+            env=base_env(d, **SYNC))
+    assert r.returncode == 0 and http_server.hits[-2:] == ["/quiesce", "/offline"], (r.stderr, http_server.hits)
+    start = time.monotonic()
+    r = run(shell, d, "prestop.sh", "sleep", "1", env=base_env(d, **ASYNC))
+    assert r.returncode == 0 and time.monotonic() - start >= 1.0
+
+
+def test_prestop_goes_on_when_the_templates_handler_fails(shell, make_dir, http_server):
+    d = make_dir(sync_port=http_server.server_address[1], drain_seconds=0, offline_path="/offline")
+    r = run(shell, d, "prestop.sh", "exec", "false", env=base_env(d, **SYNC))
+    assert r.returncode == 0
+    assert "exited 1 (continuing)" in r.stderr and http_server.hits == ["/offline"]
+
+
+@pytest.mark.parametrize(("grace", "drain", "expected"), [("30", 1, "draining for 1 s"), ("2", 30, "cut to 1 s"),
+                                                          ("1", 5, "cut to 0 s")])
+def test_a_drain_never_outgrows_the_pods_own_grace_period(shell, make_dir, grace, drain, expected):
+    d = make_dir(sync_port=free_port(), drain_seconds=drain)
+    start = time.monotonic()
+    r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS=grace, **SYNC))
+    assert r.returncode == 0 and expected in r.stderr, r.stderr
+    assert time.monotonic() - start < min(drain, int(grace)) + 2
+
+
+def test_the_probe_checks_the_pods_own_sync_port_not_the_services_current_one(shell, make_dir, tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        own = listener.getsockname()[1]
+        d = make_dir(sync_port=free_port())  # the service moved to another port since
+        assert run(shell, d, "probe.sh", env=base_env(d, INFER_SYNC_PORT=str(own), **SYNC)).returncode == 0
+        assert run(shell, d, "probe.sh", env=base_env(d, **SYNC)).returncode != 0
+
+
 # --------------------------------------------------------------------------- gate.sh
 
 
@@ -547,39 +590,42 @@ def _bodies(text: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     "sync_port, probe, expected",
     [
-        (8000, None, "infer_listening 8000"),
+        (8000, None, 'infer_listening "$INFER_SYNC_PORT"'),
         (None, None, "true"),
-        (8000, {"httpGet": {"path": "/healthz", "port": 8000, "scheme": "HTTP"}}, "infer_http_get 8000 /healthz HTTP ''"),
-        (8000, {"httpGet": {"port": "sync"}}, "infer_http_get 8000 / HTTP ''"),
-        (8000, {"httpGet": {"port": "http", "scheme": "HTTPS", "host": "10.0.0.1"}}, "infer_http_get 8000 / HTTPS 10.0.0.1"),
+        # the sync port (by number or any name) is the pod's own at run time
+        (8000, {"httpGet": {"path": "/healthz", "port": 8000, "scheme": "HTTP"}},
+         """infer_http_get "$INFER_SYNC_PORT" /healthz HTTP ''"""),
+        (8000, {"httpGet": {"port": "sync"}}, """infer_http_get "$INFER_SYNC_PORT" / HTTP ''"""),
+        (8000, {"httpGet": {"port": "http", "scheme": "HTTPS", "host": "10.0.0.1"}},
+         'infer_http_get "$INFER_SYNC_PORT" / HTTPS 10.0.0.1'),
         (8000, {"httpGet": {"port": "9001", "path": "/h"}}, "infer_http_get 9001 /h HTTP ''"),
         (
             8000,
             {"httpGet": {"port": 1, "path": "/", "httpHeaders": [{"name": "A", "value": "b c"}]}},
             "infer_http_get 1 / HTTP '' 'A: b c'",
         ),
-        (8000, {"tcpSocket": {"port": 8000}}, "infer_tcp 8000"),
-        (8000, {"tcpSocket": {"port": "sync"}, "periodSeconds": 3}, "infer_tcp 8000"),
+        (8000, {"tcpSocket": {"port": 8000}}, 'infer_tcp "$INFER_SYNC_PORT"'),
+        (8000, {"tcpSocket": {"port": "sync"}, "periodSeconds": 3}, 'infer_tcp "$INFER_SYNC_PORT"'),
         (8000, {"grpc": {"port": 9000, "service": "x"}}, "infer_listening 9000"),
         (8000, {"exec": {"command": ["cat", "/tmp/ready"]}}, "cat /tmp/ready"),
         (8000, {"exec": {"command": ["sh", "-c", "test -e /x && echo ok"]}}, "sh -c 'test -e /x && echo ok'"),
     ],
 )
 def test_render_settings_probe_table(sync_port, probe, expected):
-    text = render_settings(
+    text = render_settings(PodSettings(
         sync_port=sync_port, drain_seconds=5, async_drain_seconds=0, offline_path=None,
         sync_probe=probe, async_probe=probe,
-    )
+    ))
     bodies = _bodies(text)
     assert bodies["infer_sync_probe"] == expected
     assert bodies["infer_async_probe"] == (expected if probe is not None else "true")
 
 
 def test_render_settings_variables(shell, tmp_path):
-    (tmp_path / "settings.sh").write_text(render_settings(
+    (tmp_path / "settings.sh").write_text(render_settings(PodSettings(
         sync_port=8000, drain_seconds=30, async_drain_seconds=2, offline_path="/offline",
         sync_probe=None, async_probe=None, probe_timeout_seconds=3,
-    ))
+    )))
     r = subprocess.run(
         [*shell, "-c", '. ./settings.sh; printf "%s|" "$INFER_SYNC_PORT" "$INFER_DRAIN_SECONDS" '
          '"$INFER_ASYNC_DRAIN_SECONDS" "$INFER_OFFLINE_PATH" "$INFER_PROBE_TIMEOUT_SECONDS"'],
@@ -603,12 +649,12 @@ HOSTILE = [
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_render_settings_quotes_hostile_input(shell, tmp_path, hostile):
     """Hostile path/argv/header values reach the helpers as literal words."""
-    text = render_settings(
+    text = render_settings(PodSettings(
         sync_port=8000, drain_seconds=0, async_drain_seconds=0, offline_path=hostile,
         sync_probe={"httpGet": {"path": hostile, "port": 8000, "host": hostile,
                                 "httpHeaders": [{"name": "X", "value": hostile}]}},
         async_probe={"exec": {"command": ["printf", "<%s>", hostile, hostile]}},
-    )
+    ))
     (tmp_path / "settings.sh").write_text(text)
     script = (
         ". ./settings.sh\n"
@@ -630,12 +676,10 @@ def test_render_settings_quotes_hostile_input(shell, tmp_path, hostile):
         {"sync_probe": {"httpGet": {"port": "http"}}, "sync_port": None},
         {"sync_probe": {"tcpSocket": {"port": 70000}}},
         {"sync_probe": {"tcpSocket": {"port": True}}},
-        {"sync_port": 0},
-        {"drain_seconds": -1},
-        {"probe_timeout_seconds": 0},
         {"offline_path": "/a\x00b"},
     ],
 )
 def test_render_settings_rejects(kwargs):
+    """Free-form probe handlers are checked here; numbers come validated from the API model."""
     with pytest.raises(ValueError):
-        render_settings(**{**SETTINGS_DEFAULTS, "sync_port": 8000, **kwargs})
+        render_settings(PodSettings(**{**SETTINGS_DEFAULTS, "sync_port": 8000, **kwargs}))

@@ -1,4 +1,4 @@
-"""Instance JSON, factory, secrets hygiene, TLS context building, none backend."""
+"""Instance JSON, the backend table, secrets hygiene, TLS context building, none backend."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import subprocess
 
 import pytest
 
-from infer_operator.registry.base import Instance, MalformedEntry, Secret, build_ssl_context
+from infer_operator.registration.actions import deregister_confirmed
+from infer_operator.registry.backends import BACKENDS, connect
 from infer_operator.registry.etcd import EtcdRegistry, normalise_prefix
-from infer_operator.registry.factory import make_registry
 from infer_operator.registry.http import HttpRegistry
+from infer_operator.registry.model import Instance, MalformedEntry
 from infer_operator.registry.none import NoneRegistry
-from infer_operator.registry.operations import deregister_confirmed
+from infer_operator.registry.tls import Secret, build_ssl_context
 
 A = Instance(pod="web-0", namespace="ns", uid="u", ip="10.0.0.1", port=80, role="sync", ordinal=0)
 
@@ -40,31 +41,32 @@ def test_instance_from_json_malformed(text):
         Instance.from_json(text)
 
 
-def test_factory_kinds_and_validation():
-    assert isinstance(make_registry("none", service_settings={}, credentials=None, timeout=1), NoneRegistry)
-    e = make_registry("ETCD", service_settings={"endpoints": "a:2379,b:2379", "prefix": "x/"}, credentials=None, timeout=1)
+def test_backend_table_connects_each_type_and_rejects_bad_settings():
+    assert set(BACKENDS) == {"none", "etcd", "http"}
+    assert isinstance(connect("none", None, None, timeout=1), NoneRegistry)
+    e = connect("etcd", {"endpoints": ["http://a:2379", "http://b:2379"], "prefix": "/x/"}, None, timeout=1)
     assert isinstance(e, EtcdRegistry) and e.prefix == "/x"
     assert "http://a:2379,http://b:2379" in e.describe()
-    h = make_registry("http", service_settings={"url": "http://admin:8080/api"}, credentials={}, timeout=1)
+    h = connect("http", {"url": "http://admin:8080/api"}, {}, timeout=1)
     assert isinstance(h, HttpRegistry)
     for kind, settings, creds in [
-        ("zookeeper", {}, None), ("etcd", {}, None), ("http", {}, None),
-        ("etcd", {"endpoints": ["a"]}, {"username": "u"}),
+        ("zookeeper", {}, None), ("etcd", {}, None), ("http", {}, None), ("etcd", None, None),
+        ("etcd", {"endpoints": ["http://a:1"]}, {"username": "u"}),
         ("etcd", {"endpoints": ["http://u:p@a:1"]}, None),
         ("http", {"url": "http://u:p@a"}, None),
         ("http", {"url": "ftp://a"}, None),
         ("http", {"url": "http://a"}, {"bogus_key": "x"}),
+        ("etcd", {"endpoints": ["http://a:1"]}, {"token": "t"}),  # a key of another backend
     ]:
         with pytest.raises(ValueError) as ei:
-            make_registry(kind, service_settings=settings, credentials=creds, timeout=1)
+            connect(kind, settings, creds, timeout=1)
         assert ":p@" not in str(ei.value)
 
 
 def test_secrets_never_in_repr():
     pw, tok = "pw-VERY-secret", "tok-VERY-secret"
-    e = make_registry("etcd", service_settings={"endpoints": ["a:1"]},
-                      credentials={"username": "root", "password": pw}, timeout=1)
-    h = make_registry("http", service_settings={"url": "http://a"}, credentials={"token": tok}, timeout=1)
+    e = connect("etcd", {"endpoints": ["http://a:1"]}, {"username": "root", "password": pw}, timeout=1)
+    h = connect("http", {"url": "http://a"}, {"token": tok}, timeout=1)
     for obj in (e, h):
         for text in (repr(obj), str(obj), obj.describe(), repr(vars(obj))):
             assert pw not in text and tok not in text
@@ -103,8 +105,7 @@ def test_ssl_context_from_pem_data(pem_pair, tmp_path, monkeypatch):
     with pytest.raises(ValueError) as ei:
         build_ssl_context(cert_data=cert, key_data="-----BEGIN PRIVATE KEY-----\nGARBAGE\n-----END PRIVATE KEY-----\n")
     assert "GARBAGE" not in str(ei.value)
-    r = make_registry("http", service_settings={"url": "https://a"},
-                      credentials={"ca_data": cert, "cert_data": cert, "key_data": key}, timeout=1)
+    r = connect("http", {"url": "https://a"}, {"ca_data": cert, "cert_data": cert, "key_data": key}, timeout=1)
     assert "BEGIN" not in repr(r)
 
 

@@ -9,8 +9,8 @@ from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.podview import PodView
-from infer_operator.reconciler import vanished_pods
-from infer_operator.roles import plan_role_flips, role_patch
+from infer_operator.reconcile.reconciler import vanished_pods
+from infer_operator.reconcile.roles import plan_restarts, role_patch
 from tests.support.pods import pod
 
 
@@ -54,11 +54,11 @@ def test_labelled_pod_is_left_alone_and_finalizer_added_only_when_needed():
         (settled(5, 2), {"replicas": 5, "syncReplicas": 2}, [], 0),
         # 2 -> 3: only pod 2 flips
         (settled(5, 2), {"replicas": 5, "syncReplicas": 3}, ["llm-2"], 1),
-        # 2 -> 4: two flip, one at a time
-        (settled(5, 2), {"replicas": 5, "syncReplicas": 4}, ["llm-2"], 2),
+        # 2 -> 4: two flip, one at a time, highest ordinal first
+        (settled(5, 2), {"replicas": 5, "syncReplicas": 4}, ["llm-3"], 2),
         # ... up to maxUnavailable at once
         (settled(5, 2), {"replicas": 5, "syncReplicas": 4,
-                         "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}, ["llm-2", "llm-3"], 2),
+                         "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}, ["llm-3", "llm-2"], 2),
         # one pod already restarting: wait for it
         (settled(5, 2)[:2] + [pod(2, None, ready=False)] + settled(5, 2)[3:], {"replicas": 5, "syncReplicas": 4},
          [], 1),
@@ -70,13 +70,52 @@ def test_labelled_pod_is_left_alone_and_finalizer_added_only_when_needed():
         # scaling down: pods above replicas are the StatefulSet's to remove, not ours to flip
         (settled(5, 5), {"replicas": 3, "syncReplicas": 3}, [], 0),
         # 4 -> 2: sync pods 2 and 3 become async, one at a time
-        (settled(4, 4), {"replicas": 4, "syncReplicas": 2}, ["llm-2"], 2),
+        (settled(4, 4), {"replicas": 4, "syncReplicas": 2}, ["llm-3"], 2),
+        # syncReplicas above replicas (an HPA scaled down): all sync, nobody flips
+        (settled(2, 2), {"replicas": 2, "syncReplicas": 5}, [], 0),
     ],
 )
 def test_role_flip_plan(pods, overrides, restart, pending):
-    plan = plan_role_flips(pods, spec(**overrides))
+    plan = plan_restarts(pods, spec(**overrides), "llm-new")
     assert [p.name for p in plan.restart_now] == restart
     assert plan.pending == pending
+
+
+def revised(pods, *old: int):
+    """The pods, those with the given ordinals still of the old template revision."""
+    return [dataclasses.replace(p, revision="llm-old" if p.ordinal in old else "llm-new") for p in pods]
+
+
+@pytest.mark.parametrize(
+    ("pods", "overrides", "update_revision", "restart", "outdated"),
+    [
+        # a new template: the highest ordinal first, one at a time
+        (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2}, "llm-new", ["llm-3"], 4),
+        (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2,
+                                              "updateStrategy": {"rollingUpdate": {"maxUnavailable": "50%"}}},
+         "llm-new", ["llm-3", "llm-2"], 4),
+        # the template and the split in one edit share one budget: one pod down, not two
+        (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 3}, "llm-new", ["llm-3"], 4),
+        (revised(settled(4, 2), 3), {"replicas": 4, "syncReplicas": 3}, "llm-new", ["llm-3"], 1),
+        # a pod both outdated and of the wrong role is restarted once
+        (revised(settled(4, 2), 2), {"replicas": 4, "syncReplicas": 3}, "llm-new", ["llm-2"], 1),
+        # OnDelete: outdated pods wait for someone; only flips are the operator's
+        (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2,
+                                              "updateStrategy": {"type": "OnDelete"}}, "llm-new", [], 4),
+        # a partition keeps the ordinals below it
+        (revised(settled(4, 2), 0, 1), {"replicas": 4, "syncReplicas": 2,
+                                        "updateStrategy": {"rollingUpdate": {"partition": 2}}}, "llm-new", [], 2),
+        # the revision unknown (the StatefulSet controller has not seen the template yet): wait
+        (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2}, None, [], 0),
+        # a pod down already spends the budget
+        (revised(settled(4, 2)[:3] + [pod(3, "async", ready=False)], 0, 1, 2), {"replicas": 4, "syncReplicas": 2},
+         "llm-new", [], 3),
+    ],
+)
+def test_rollouts_and_flips_share_one_budget(pods, overrides, update_revision, restart, outdated):
+    plan = plan_restarts(pods, spec(**overrides), update_revision)
+    assert [p.name for p in plan.restart_now] == restart
+    assert len(plan.outdated) == outdated
 
 
 def test_podview_reads_ordinal_role_readiness():

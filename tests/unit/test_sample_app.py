@@ -63,7 +63,7 @@ def test_sync_role_serves_goes_offline_and_drains_on_sigterm():
         result = {}
         slow = threading.Thread(target=lambda: result.update(zip(("status", "body"), get(base + "/"))))
         slow.start()
-        time.sleep(0.2)
+        wait(lambda: get(base + "/stats")[1]["in_flight"] == 1)
         assert get(base + "/offline")[0] == 200
         assert get(base + "/healthz")[0] == 503
         proc.send_signal(signal.SIGTERM)
@@ -77,22 +77,76 @@ def test_sync_role_serves_goes_offline_and_drains_on_sigterm():
     assert "stopped after 2 request(s)" in output, output
 
 
-def test_async_role_processes_items_writes_ready_file_and_finishes_on_sigterm(tmp_path):
-    queue, ready = tmp_path / "queue", tmp_path / "worker-ready"
-    proc = start("async", QUEUE_DIR=str(queue), READY_FILE=str(ready), WORK_SECONDS="0.3")
+@pytest.fixture
+def redis_server():
+    from tests.support.redis_server import RedisServer, RedisUnavailable
+
+    try:
+        server = RedisServer()
+    except RedisUnavailable as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+def test_async_role_works_the_queue_finishes_the_job_in_hand_on_sigterm(tmp_path, redis_server):
+    jobs = redis_server.client()
+    ready = tmp_path / "worker-ready"
+    env = dict(REDIS_URL=redis_server.url, READY_FILE=str(ready), WORK_SECONDS="0.4", POD_NAME="llm-2")
+    proc = start("async", **env)
     try:
         wait(ready.exists)
-        (queue / "item-1").write_text("x")
-        wait(lambda: (queue / "item-1.done").exists())
-        (queue / "item-2").write_text("y")
-        wait(lambda: (queue / "item-2.working").exists())  # item-2 is in flight now
+        jobs.lpush("jobs", "job-1")
+        wait(lambda: jobs.hget("jobs:done", "job-1") == "1")
+        jobs.lpush("jobs", "job-2")
+        wait(lambda: jobs.llen("jobs:processing:llm-2") == 1)  # job-2 is in hand now
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
-        assert (queue / "item-2.done").exists(), "the in-flight item is finished before exit"
+        assert jobs.hget("jobs:done", "job-2") == "1", "the job in hand is finished before exit"
+        assert jobs.llen("jobs:processing:llm-2") == 0 and jobs.llen("jobs") == 0
         assert not ready.exists()
     finally:
         if proc.poll() is None:
             proc.kill()
+    output = proc.stdout.read()
+    assert "SIGTERM received" in output and "stopped after 2 job(s)" in output, output
+
+
+def test_a_job_taken_by_a_killed_worker_is_done_once_by_the_next_pod_of_the_same_name(tmp_path, redis_server):
+    jobs = redis_server.client()
+    env = dict(REDIS_URL=redis_server.url, READY_FILE=str(tmp_path / "r1"), WORK_SECONDS="5", POD_NAME="llm-3")
+    first = start("async", **env)
+    try:
+        wait(lambda: (tmp_path / "r1").exists())
+        jobs.lpush("jobs", "job-a")
+        wait(lambda: jobs.llen("jobs:processing:llm-3") == 1)
+        first.kill()  # SIGKILL mid-job: the job stays in this pod's processing list
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = start("async", **{**env, "READY_FILE": str(tmp_path / "r2"), "WORK_SECONDS": "0.1"})
+    try:
+        wait(lambda: jobs.hget("jobs:done", "job-a") == "1")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(10) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert jobs.hgetall("jobs:done") == {"job-a": "1"}  # not lost, not done twice
+    assert "put back a job" in second.stdout.read()
+
+
+def test_a_slow_model_load_keeps_the_sync_role_unready_until_loaded():
+    port = free_port()
+    proc = start("sync", PORT=str(port), MODEL_LOAD_SECONDS="1.5")
+    started = time.monotonic()
+    try:
+        wait(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
+        assert time.monotonic() - started >= 1.5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
 
 
 def test_role_falls_back_to_ordinal_without_infer_role():

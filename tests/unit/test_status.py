@@ -2,7 +2,7 @@
 
 from devtools.harness import isvc_body
 from infer_operator.api.v1alpha1 import parse_spec
-from infer_operator.status import Outcome, Problem, compute_status, status_changed
+from infer_operator.reconcile.status import Outcome, Problem, compute_status, status_changed
 from tests.support.pods import pod
 
 SPEC = parse_spec(isvc_body(replicas=5, syncReplicas=2)["spec"])

@@ -63,3 +63,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "infer-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/* The job label of the operator's series (PrometheusRule, dashboard default). */}}
+{{- define "infer-operator.metricsJob" -}}
+{{- default (printf "%s-metrics" (include "infer-operator.fullname" .)) .Values.metrics.prometheusRule.job }}
+{{- end }}
+
+{{/*
+Where this chart is published: hack/release.sh pushes it to oci://ghcr.io/OWNER/charts next to the
+image ghcr.io/OWNER/infer-operator. Another image repository: the placeholder CHART.
+*/}}
+{{- define "infer-operator.chartRef" -}}
+{{- $ref := regexReplaceAll "^ghcr\\.io/([^/]+)/infer-operator$" .Values.image.repository "oci://ghcr.io/${1}/charts/infer-operator" }}
+{{- if hasPrefix "oci://" $ref }}{{ $ref }}{{ else }}CHART{{ end }}
+{{- end }}

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from infer_operator import labels
-from infer_operator.api.v1alpha1 import InferenceServiceSpec, InferenceServiceStatus
+from infer_operator.api.podtemplate import template_schema
+from infer_operator.api.v1alpha1 import NAME_RULES, InferenceServiceSpec, InferenceServiceStatus
 
 CRD_FILE = f"crds/{labels.GROUP}_{labels.PLURAL}.yaml"
 
@@ -82,9 +83,11 @@ def structural(model: type) -> dict[str, Any]:
 
 def openapi_schema() -> dict[str, Any]:
     spec = structural(InferenceServiceSpec)
+    spec["properties"]["template"] = template_schema()
     status = structural(InferenceServiceStatus)
     return {
         "type": "object",
+        "x-kubernetes-validations": [rule.as_cel() for rule in NAME_RULES],
         "description": (
             "A GPU inference service: one StatefulSet whose pods run the sync role (ordinal < "
             "syncReplicas) or the async role, kept in step with a service registry."
@@ -107,6 +110,8 @@ PRINTER_COLUMNS = [
     {"name": "Sync-Ready", "type": "integer", "jsonPath": ".status.syncReady", "description": "Ready sync pods"},
     {"name": "Async-Ready", "type": "integer", "jsonPath": ".status.asyncReady", "description": "Ready async pods"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Up-To-Date", "type": "integer", "jsonPath": ".status.updatedReplicas", "priority": 1,
+     "description": "Pods of the current template"},
     {"name": "Registered", "type": "integer", "jsonPath": ".status.registered", "priority": 1,
      "description": "Instances in the registry"},
     {"name": "Registry", "type": "string", "jsonPath": ".spec.registry.type", "priority": 1},

@@ -56,6 +56,10 @@ def _object_path(path: str, node: dict[str, Any]) -> str:
     return f"{path}[]" if node.get("type") == "array" else path
 
 
+# Kubernetes' own types embedded in the schema: one row points to their documentation.
+EMBEDDED = {"spec.template": "a core/v1 PodTemplateSpec (`kubectl explain inferenceservice.spec.template`)"}
+
+
 def _sections(path: str, node: dict[str, Any]) -> Iterator[_Section]:
     """Depth first, in schema order: the object at `path`, then the objects below it."""
     section = _Section(
@@ -69,7 +73,7 @@ def _sections(path: str, node: dict[str, Any]) -> Iterator[_Section]:
     for name, prop in (node.get("properties") or {}).items():
         child = f"{path}.{name}"
         section.rows.append((child, prop, name in required))
-        obj = _object_of(prop)
+        obj = _object_of(prop) if child not in EMBEDDED else None
         if obj is not None:
             below.append((_object_path(child, prop), obj))
     yield section
@@ -196,8 +200,13 @@ def _render_sections(root: str, node: dict[str, Any], with_defaults: bool) -> li
     return out
 
 
-def _rules_table(root: str, node: dict[str, Any]) -> list[str]:
+def _rules_table(root: str, node: dict[str, Any], whole: dict[str, Any]) -> list[str]:
     lines = ["| Object | Field | Rule (CEL) | Message |", "|---|---|---|---|"]
+    for rule in whole.get("x-kubernetes-validations") or []:  # rules on the whole object
+        lines.append("| " + " | ".join([
+            _code("(object)"), _code((rule.get("fieldPath") or "").lstrip(".")), _cell(_code(rule["rule"])),
+            _cell(_text(rule.get("message", ""))),
+        ]) + " |")
     for section in _sections(root, node):
         for rule in section.rules:
             field_path = section.path + rule["fieldPath"] if rule.get("fieldPath") else section.path
@@ -278,7 +287,7 @@ def render_reference() -> str:
         "`InvalidSpec`.",
         "",
     ]
-    out += _rules_table("spec", schema["properties"]["spec"])
+    out += _rules_table("spec", schema["properties"]["spec"], schema)
     out += [
         "",
         "## Status",

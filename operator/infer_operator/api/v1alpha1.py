@@ -8,33 +8,16 @@ the API server rejects bad objects before the operator ever sees them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from infer_operator import labels
+from infer_operator.api.base import Model, Rule
+from infer_operator.registry.backends import BACKENDS
 
 PROBE_HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
-
-
-def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    validation = {"rule": rule, "message": message}
-    if field_path:
-        validation["fieldPath"] = field_path
-    return validation
-
-
-def _schema_extra(*, validations: list[dict[str, str]] | None = None, **extra: Any) -> dict[str, Any]:
-    out = dict(extra)
-    if validations:
-        out["x-kubernetes-validations"] = validations
-    return out
-
-
-class _Model(BaseModel):
-    """Base: camelCase on the wire, snake_case in Python, unknown fields rejected."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
 _Handler = Annotated[
@@ -43,19 +26,13 @@ _Handler = Annotated[
 ]
 
 
-class Probe(_Model):
+class Probe(Model):
     """A core/v1 Probe: one handler plus timing."""
 
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel(
-                    "[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)]"
-                    ".filter(x, x).size() == 1",
-                    "a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc",
-                )
-            ]
-        )
+    rules: ClassVar = (
+        Rule("[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)].filter(x, x).size() == 1",
+             "a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc",
+             lambda p: sum(h is not None for h in (p.http_get, p.tcp_socket, p.exec_, p.grpc)) == 1),
     )
 
     http_get: _Handler = Field(default=None, alias="httpGet", description="HTTP GET against the pod (2xx/3xx is ready).")
@@ -71,15 +48,8 @@ class Probe(_Model):
     def as_kubernetes(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
 
-    @model_validator(mode="after")
-    def _exactly_one_handler(self) -> Probe:
-        handlers = [self.http_get, self.tcp_socket, self.exec_, self.grpc]
-        if sum(handler is not None for handler in handlers) != 1:
-            raise ValueError("a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc")
-        return self
 
-
-class RoleSpec(_Model):
+class RoleSpec(Model):
     command: list[str] | None = Field(
         default=None,
         min_length=1,
@@ -106,11 +76,13 @@ class RoleSpec(_Model):
     )
 
 
-_ROLE_RULES = [_cel("!has(self.args) || has(self.command)", "args requires command", ".args")]
+    rules: ClassVar = (
+        Rule("!has(self.args) || has(self.command)", "args requires command",
+             lambda role: role.args is None or role.command is not None, ".args"),
+    )
 
 
 class SyncRoleSpec(RoleSpec):
-    model_config = ConfigDict(json_schema_extra=_schema_extra(validations=_ROLE_RULES))
 
     port: int = Field(
         default=8000,
@@ -125,30 +97,18 @@ class SyncRoleSpec(RoleSpec):
 
 
 class AsyncRoleSpec(RoleSpec):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            description="The async role (queue worker): no port, never registered.",
-            validations=_ROLE_RULES,
-        )
-    )
+    schema_extra: ClassVar = {"description": "The async role (queue worker): no port, never registered."}
 
 
-class LifecycleSpec(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel(
-                    "self.terminationGracePeriodSeconds > self.drainSeconds",
-                    "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds",
-                    ".terminationGracePeriodSeconds",
-                ),
-                _cel(
-                    "self.terminationGracePeriodSeconds > self.asyncDrainSeconds",
-                    "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds",
-                    ".terminationGracePeriodSeconds",
-                ),
-            ]
-        )
+class LifecycleSpec(Model):
+    rules: ClassVar = (
+        Rule("self.terminationGracePeriodSeconds > self.drainSeconds",
+             "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds",
+             lambda lc: lc.termination_grace_period_seconds > lc.drain_seconds, ".terminationGracePeriodSeconds"),
+        Rule("self.terminationGracePeriodSeconds > self.asyncDrainSeconds",
+             "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds",
+             lambda lc: lc.termination_grace_period_seconds > lc.async_drain_seconds,
+             ".terminationGracePeriodSeconds"),
     )
 
     drain_seconds: int = Field(
@@ -191,59 +151,22 @@ class LifecycleSpec(_Model):
     )
 
 
-class SecretReference(_Model):
-    name: str = Field(
-        min_length=1,
-        max_length=253,
-        description="Name of a Secret in the InferenceService's namespace.",
-    )
+def _section_required(backend_type: str) -> Rule:
+    return Rule(f"self.type != '{backend_type}' || has(self.{backend_type})",
+                f"registry.{backend_type} is required when registry.type is {backend_type}",
+                lambda registry: registry.type != backend_type or getattr(registry, backend_type) is not None,
+                f".{backend_type}")
 
 
-class EtcdRegistrySpec(_Model):
-    endpoints: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")]] = Field(
-        min_length=1,
-        description="etcd v3 endpoints (http:// or https://), tried in order.",
-    )
-    prefix: str = Field(
-        default="/services",
-        pattern=r"^/[^\s]*$",
-        description="Key prefix: instances live under {prefix}/{service}/instances/.",
-    )
-    credentials_secret: SecretReference | None = Field(
-        default=None,
-        alias="credentialsSecret",
-        description=(
-            "Secret with optional keys username, password, ca.crt, tls.crt, tls.key. Its values "
-            "are never logged."
-        ),
-    )
+class _RegistryBase(Model):
+    """The registry fields every backend shares; `RegistrySpec` adds one section per backend."""
 
+    rules: ClassVar = tuple(_section_required(t) for t, b in BACKENDS.items() if b.spec is not None)
 
-class HttpRegistrySpec(_Model):
-    url: str = Field(
-        pattern=r"^https?://[^\s/]+(/.*)?$",
-        description="Base URL of the admin controller (see docs/registry-http-api.yaml).",
-    )
-    credentials_secret: SecretReference | None = Field(
-        default=None,
-        alias="credentialsSecret",
-        description="Secret with optional keys token (bearer), ca.crt, tls.crt, tls.key.",
-    )
-
-
-class RegistrySpec(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel("self.type != 'etcd' || has(self.etcd)", "registry.etcd is required when registry.type is etcd", ".etcd"),
-                _cel("self.type != 'http' || has(self.http)", "registry.http is required when registry.type is http", ".http"),
-            ]
-        )
-    )
-
-    type: Literal["none", "etcd", "http"] = Field(
+    type: Literal[tuple(BACKENDS)] = Field(  # type: ignore[valid-type]
         default="none",
-        description="Where sync instances are registered: none (Kubernetes Services only), etcd, http.",
+        description=("Where sync instances are registered: "
+                     + ", ".join(backend.summary for backend in BACKENDS.values()) + "."),
     )
     service: str | None = Field(
         default=None,
@@ -251,15 +174,36 @@ class RegistrySpec(_Model):
         max_length=253,
         description="Service name in the registry (default: metadata.name).",
     )
-    etcd: EtcdRegistrySpec | None = None
-    http: HttpRegistrySpec | None = None
-    register_delay_seconds: int = Field(
+
+    @property
+    def in_use(self) -> bool:
+        """Whether pods are registered (and carry the deregistration finalizer)."""
+        return self.type != "none"
+
+    @property
+    def backend(self) -> Any:
+        return BACKENDS[self.type]
+
+    def place(self, isvc_name: str) -> tuple[Any, ...] | None:
+        """Where the entries live: (type, normalised location, registry service name); None when
+        no registry is in use. InferenceServices with one place share a registry service."""
+        if not self.in_use:
+            return None
+        return (self.type, self.backend.location(self.backend.section(self)), self.service or isvc_name)
+
+
+RegistrySpec = create_model(
+    "RegistrySpec",
+    __base__=_RegistryBase,
+    **{t: (b.spec | None, None) for t, b in BACKENDS.items() if b.spec is not None},
+    register_delay_seconds=(int, Field(
         default=0,
         ge=0,
         le=3600,
         alias="registerDelaySeconds",
         description="Warm-up: register a sync pod only after it has been Ready this long.",
-    )
+    )),
+)
 
 
 class Container(BaseModel):
@@ -302,17 +246,64 @@ class PodTemplate(BaseModel):
     spec: PodSpec
 
 
-class InferenceServiceSpec(_Model):
-    model_config = ConfigDict(
-        json_schema_extra=_schema_extra(
-            validations=[
-                _cel(
-                    "!has(self.syncReplicas) || self.syncReplicas <= self.replicas",
-                    "spec.syncReplicas must not exceed spec.replicas",
-                    ".syncReplicas",
-                ),
-            ]
-        )
+# Rules on the whole object (`self` is the InferenceService): its name becomes the names and labels
+# of what it owns, which are held to stricter limits than the name of a custom resource. (No
+# fieldPath: the CRD's schema has no properties under metadata; the messages name the field.)
+NAME_RULES = (
+    Rule(f"self.metadata.name.size() <= {labels.MAX_NAME_LENGTH}",
+         f"metadata.name must be at most {labels.MAX_NAME_LENGTH} characters: the StatefulSet's pods carry it in "
+         f"their controller-revision-hash label (at most 63 characters with the hash)",
+         lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH, ratchet=True),
+    Rule("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+         "metadata.name must start with a letter and hold only lower-case letters, digits and '-': it also "
+         "names the Services <name> and <name>-headless",
+         lambda body: re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", body["metadata"]["name"]) is not None,
+         ratchet=True),
+)
+
+
+def name_problems(body: Any) -> list[str]:
+    """The name rules an object breaks, as `metadata.name: <message>` (objects that bypassed the CRD)."""
+    return [f"metadata.name: {rule.message}" for rule in NAME_RULES if not rule.holds(body)]
+
+
+def _main(template: Any) -> dict[str, Any]:
+    return (template.spec.containers[0].model_dump(by_alias=True, exclude_none=True)
+            if template.spec.containers else {})
+
+
+_ROLE_LABEL = labels.LABEL_ROLE
+_RESERVED_ENV = "[" + ", ".join(f"'{name}'" for name in labels.CONTRACT_ENV) + "]"
+
+
+class InferenceServiceSpec(Model):
+    # syncReplicas may exceed replicas: an HPA or KEDA scales through /scale, down to 0, and the
+    # split in force is min(syncReplicas, replicas). The fields below are the operator's to set:
+    # a template setting them is rejected, naming the field to use instead.
+    rules: ClassVar = (
+        Rule("!has(self.template.spec.terminationGracePeriodSeconds)",
+             "spec.template.spec.terminationGracePeriodSeconds is not allowed: set spec.lifecycle."
+             "terminationGracePeriodSeconds instead (the operator sets the pod's grace period from it, to cover the "
+             "drain)",
+             lambda spec: "terminationGracePeriodSeconds" not in (spec.template.spec.model_extra or {}),
+             ".template.spec.terminationGracePeriodSeconds", ratchet=True),
+        Rule("!has(self.template.spec.containers[0].readinessProbe)",
+             "spec.template.spec.containers[0].readinessProbe is not allowed: set spec.sync.readinessProbe and "
+             "spec.async.readinessProbe instead (readiness is checked per role)",
+             lambda spec: "readinessProbe" not in _main(spec.template),
+             ".template.spec.containers", ratchet=True),
+        Rule(f"!has(self.template.spec.containers[0].env) || self.template.spec.containers[0].env.all(e, "
+             f"!(e.name in {_RESERVED_ENV}))",
+             f"spec.template.spec.containers[0].env must not set {', '.join(labels.CONTRACT_ENV)}: the operator "
+             f"sets them (rename yours)",
+             lambda spec: not {e.get("name") for e in _main(spec.template).get("env") or []} & set(labels.CONTRACT_ENV),
+             ".template.spec.containers", ratchet=True),
+        Rule(f"!has(self.template.metadata) || !has(self.template.metadata.labels) || "
+             f"!('{_ROLE_LABEL}' in self.template.metadata.labels)",
+             f"spec.template.metadata.labels must not set {_ROLE_LABEL}: the operator sets it on each pod by its "
+             f"ordinal",
+             lambda spec: _ROLE_LABEL not in ((spec.template.metadata or {}).get("labels") or {}),
+             ".template.metadata.labels", ratchet=True),
     )
 
     replicas: int = Field(
@@ -328,7 +319,9 @@ class InferenceServiceSpec(_Model):
         alias="syncReplicas",
         description=(
             "Pods with ordinal < syncReplicas run the sync role, the rest async. Default: "
-            "replicas (all sync). Changing it restarts only the pods whose role flips."
+            "replicas (all sync). It may exceed replicas (an HPA or KEDA scales through /scale, "
+            "down to 0): the split in force is min(syncReplicas, replicas), shown in "
+            "status.syncReplicas. Changing it restarts only the pods whose role flips."
         ),
     )
     template: PodTemplate
@@ -352,8 +345,11 @@ class InferenceServiceSpec(_Model):
         alias="updateStrategy",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description=(
-            "StatefulSet updateStrategy for template changes. rollingUpdate.maxUnavailable also "
-            "bounds how many pods are restarted at once when syncReplicas changes (default 1)."
+            "How pods are updated to a new template, as for a StatefulSet: type RollingUpdate "
+            "(default) or OnDelete, rollingUpdate.partition and rollingUpdate.maxUnavailable "
+            "(default 1). The operator carries it out itself, so that template changes and role "
+            "flips (syncReplicas changes) share one maxUnavailable budget; with OnDelete it "
+            "restarts only pods whose role flips, and status says which pods are outdated."
         ),
     )
 
@@ -369,8 +365,20 @@ class InferenceServiceSpec(_Model):
         return bool(self.sync.command or self.async_.command)
 
     @property
+    def rolling_partition(self) -> int | None:
+        """The lowest ordinal the operator rolls to a new template (updateStrategy.rollingUpdate.
+        partition, default 0); None for updateStrategy.type OnDelete (outdated pods wait for you)."""
+        strategy = self.update_strategy or {}
+        if strategy.get("type") == "OnDelete":
+            return None
+        try:
+            return max(0, int((strategy.get("rollingUpdate") or {}).get("partition", 0)))
+        except (TypeError, ValueError):
+            return 0
+
+    @property
     def max_unavailable(self) -> int:
-        """Pods that may be restarted at once for a split change (updateStrategy.rollingUpdate.maxUnavailable)."""
+        """Pods that may be down at once for a rollout or a split change (updateStrategy.rollingUpdate.maxUnavailable)."""
         rolling = (self.update_strategy or {}).get("rollingUpdate") or {}
         value = rolling.get("maxUnavailable", 1)
         if isinstance(value, str) and value.endswith("%"):
@@ -384,27 +392,8 @@ class InferenceServiceSpec(_Model):
         except (TypeError, ValueError):
             return 1
 
-    @model_validator(mode="after")
-    def _cross_field_rules(self) -> InferenceServiceSpec:
-        # Mirrors the CEL rules, so objects that bypassed the API server (or an older CRD)
-        # are caught too.
-        if self.sync_replicas is not None and self.sync_replicas > self.replicas:
-            raise ValueError("spec.syncReplicas must not exceed spec.replicas")
-        if self.lifecycle.termination_grace_period_seconds <= self.lifecycle.drain_seconds:
-            raise ValueError("lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds")
-        if self.lifecycle.termination_grace_period_seconds <= self.lifecycle.async_drain_seconds:
-            raise ValueError("lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds")
-        for role_name, role in (("sync", self.sync), ("async", self.async_)):
-            if role.args is not None and role.command is None:
-                raise ValueError(f"spec.{role_name}.args requires spec.{role_name}.command")
-        if self.registry.type == "etcd" and self.registry.etcd is None:
-            raise ValueError("spec.registry.etcd is required when registry.type is etcd")
-        if self.registry.type == "http" and self.registry.http is None:
-            raise ValueError("spec.registry.http is required when registry.type is http")
-        return self
 
-
-class Condition(_Model):
+class Condition(Model):
     type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
@@ -413,22 +402,36 @@ class Condition(_Model):
     last_transition_time: str | None = Field(default=None, alias="lastTransitionTime")
 
 
-class InferenceServiceStatus(_Model):
+class InferenceServiceStatus(Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     replicas: int | None = Field(default=None, description="Pods that exist (not terminating).")
     ready_replicas: int | None = Field(default=None, alias="readyReplicas", description="Ready pods.")
+    updated_replicas: int | None = Field(default=None, alias="updatedReplicas",
+                                         description="Pods of the current template revision.")
     sync_replicas: int | None = Field(default=None, alias="syncReplicas", description="Effective syncReplicas.")
     sync_ready: int | None = Field(default=None, alias="syncReady", description="Ready pods running the sync role.")
     async_ready: int | None = Field(default=None, alias="asyncReady", description="Ready pods running the async role.")
     registered: int | None = Field(default=None, description="Instances currently in the registry.")
     selector: str | None = Field(default=None, description="Label selector of the pods (for /scale, HPA, KEDA).")
+    url: str | None = Field(default=None, description="Where the sync role is reached in the cluster: "
+                                                      "http://<name>.<namespace>.svc:<sync.port>.")
+    registry: RegistrySpec | None = Field(
+        default=None,
+        description="The registry the pods were last registered in (a copy of spec.registry), so a move is noticed.",
+    )
+    retired_registries: list[RegistrySpec] | None = Field(
+        default=None,
+        alias="retiredRegistries",
+        description="Registries this service moved away from whose entries are not removed yet; "
+                    "each goes once cleaned.",
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 
 
-class InferenceService(_Model):
+class InferenceService(Model):
     model_config = ConfigDict(
         json_schema_extra={"description": "A GPU inference service: one StatefulSet whose pods run the sync or async role by ordinal."}
     )

@@ -11,12 +11,16 @@ from infer_operator.builders.services import build_headless_service, build_sync_
 from infer_operator.builders.statefulset import build_statefulset
 
 
-def build_all(owner: Owner, spec: InferenceServiceSpec) -> list[dict[str, Any]]:
-    """Every object an InferenceService owns, in apply order (the pods' dependencies first)."""
+def build_all(owner: Owner, spec: InferenceServiceSpec, *, named_target: bool = True) -> list[dict[str, Any]]:
+    """Every object an InferenceService owns, in apply order (the pods' dependencies first).
+
+    `named_target`: the Services target the pods' named sync port; False while some pod was made
+    before its port had a name (an operator upgrade), so those are still reached by number.
+    """
     return [
         build_scripts_configmap(owner, spec),
-        build_headless_service(owner, spec),
-        build_sync_service(owner, spec),
+        build_headless_service(owner, spec, named_target),
+        build_sync_service(owner, spec, named_target),
         build_statefulset(owner, spec),
     ]
 

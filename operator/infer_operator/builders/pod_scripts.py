@@ -7,8 +7,9 @@ rendered here from the service spec. The scripts need only ``/bin/sh`` (and
 ``sleep``); ``httpGet`` probes and the offline call use curl, wget or python3
 when the image has one, else degrade to a listen check.
 
-``settings.sh`` defines ``INFER_SYNC_PORT``, ``INFER_DRAIN_SECONDS``,
-``INFER_ASYNC_DRAIN_SECONDS``, ``INFER_OFFLINE_PATH``,
+``settings.sh`` is rendered from one ``PodSettings`` (made from the spec by
+``PodSettings.from_spec``) and defines ``INFER_SYNC_PORT``,
+``INFER_DRAIN_SECONDS``, ``INFER_ASYNC_DRAIN_SECONDS``, ``INFER_OFFLINE_PATH``,
 ``INFER_PROBE_TIMEOUT_SECONDS`` and the functions ``infer_sync_probe`` /
 ``infer_async_probe`` (exit 0 = ready). Probe translation (Kubernetes Probe
 dicts, camelCase):
@@ -23,14 +24,19 @@ dicts, camelCase):
 
 Named (string) ports cannot be resolved against the container here; any
 non-numeric string port means ``sync_port``. Every embedded value is
-``shlex.quote``d.
+``shlex.quote``d. The numbers come from the validated spec; only the free-form
+probe handlers (ports, commands) are checked here.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infer_operator.api.v1alpha1 import InferenceServiceSpec
 
 SCRIPTS_DIR = "/infer-operator"
 SETTINGS_FILE = "settings.sh"
@@ -52,27 +58,26 @@ def _q(value: Any) -> str:
     return shlex.quote(text)
 
 
-def _nonneg_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    return value
-
-
 def _port_number(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ValueError(f"{what} must be a port number 1..65535, got {value!r}")
     return value
 
 
-def _resolve_port(port: Any, sync_port: int | None, what: str) -> int:
-    if isinstance(port, str):
-        if port.isdigit():
-            return _port_number(int(port), what)
-        # A named port ("sync", "http", ...): only the sync port is known here.
+# The pod's own sync port at run time: its env (from its template revision), not the live
+# ConfigMap's, so that a changed sync.port never probes pods of the old revision on the new port.
+POD_SYNC_PORT = '"$INFER_SYNC_PORT"'
+
+
+def _resolve_port(port: Any, sync_port: int | None, what: str) -> str:
+    """The probe's port as a shell word: the pod's sync port for the sync port's number or any
+    name (only the sync port is known here), else the number."""
+    if isinstance(port, str) and not port.isdigit():
         if sync_port is None:
             raise ValueError(f"{what}: named port {port!r} needs sync_port")
-        return sync_port
-    return _port_number(port, what)
+        return POD_SYNC_PORT
+    number = _port_number(int(port) if isinstance(port, str) else port, what)
+    return POD_SYNC_PORT if number == sync_port else _q(number)
 
 
 def _probe_command(probe: dict | None, *, sync_port: int | None, default: str, what: str) -> str:
@@ -93,7 +98,7 @@ def _probe_command(probe: dict | None, *, sync_port: int | None, default: str, w
     if kind == "httpGet":
         words = [
             "infer_http_get",
-            _q(port),
+            port,
             _q(spec.get("path") or "/"),
             _q(spec.get("scheme") or "HTTP"),
             _q(spec.get("host") or ""),
@@ -102,38 +107,48 @@ def _probe_command(probe: dict | None, *, sync_port: int | None, default: str, w
             words.append(_q(f"{header['name']}: {header.get('value', '')}"))
         return " ".join(words)
     if kind == "tcpSocket":
-        return f"infer_tcp {_q(port)}"
+        return f"infer_tcp {port}"
     # grpc: fall back to "something listens on the port".
-    return f"infer_listening {_q(port)}"
+    return f"infer_listening {port}"
 
 
-def render_settings(
-    *,
-    sync_port: int | None,
-    drain_seconds: int,
-    async_drain_seconds: int,
-    offline_path: str | None,
-    sync_probe: dict | None,
-    async_probe: dict | None,
-    probe_timeout_seconds: int = 1,
-) -> str:
-    """Render settings.sh (sourced by every script after lib.sh)."""
-    if sync_port is not None:
-        _port_number(sync_port, "sync_port")
-    _nonneg_int("drain_seconds", drain_seconds)
-    _nonneg_int("async_drain_seconds", async_drain_seconds)
-    if _nonneg_int("probe_timeout_seconds", probe_timeout_seconds) == 0:
-        raise ValueError("probe_timeout_seconds must be >= 1")
-    sync_default = f"infer_listening {_q(sync_port)}" if sync_port is not None else "true"
-    sync_cmd = _probe_command(sync_probe, sync_port=sync_port, default=sync_default, what="sync_probe")
-    async_cmd = _probe_command(async_probe, sync_port=sync_port, default="true", what="async_probe")
+@dataclass(frozen=True)
+class PodSettings:
+    """What the pod-side scripts read at run time (seconds are whole seconds)."""
+
+    sync_port: int | None                 # None: no sync port (the default sync probe passes)
+    drain_seconds: int
+    async_drain_seconds: int
+    offline_path: str | None
+    sync_probe: dict[str, Any] | None     # core/v1 Probe dicts (camelCase), as in the spec
+    async_probe: dict[str, Any] | None
+    probe_timeout_seconds: int = 1        # budget of one HTTP check, inside the kubelet's timeout
+
+    @classmethod
+    def from_spec(cls, spec: InferenceServiceSpec, probe_timeout_seconds: int) -> PodSettings:
+        def probe(role: Any) -> dict[str, Any] | None:
+            return role.readiness_probe.as_kubernetes() if role.readiness_probe else None
+
+        return cls(sync_port=spec.sync.port, drain_seconds=spec.lifecycle.drain_seconds,
+                   async_drain_seconds=spec.lifecycle.async_drain_seconds,
+                   offline_path=spec.lifecycle.offline_path, sync_probe=probe(spec.sync),
+                   async_probe=probe(spec.async_), probe_timeout_seconds=probe_timeout_seconds)
+
+
+def render_settings(settings: PodSettings) -> str:
+    """Render settings.sh (sourced by every script after lib.sh). ValueError on unusable probes."""
+    sync_port = settings.sync_port
+    sync_default = f"infer_listening {POD_SYNC_PORT}" if sync_port is not None else "true"
+    sync_cmd = _probe_command(settings.sync_probe, sync_port=sync_port, default=sync_default, what="sync_probe")
+    async_cmd = _probe_command(settings.async_probe, sync_port=sync_port, default="true", what="async_probe")
     lines = [
         "# Generated by infer-operator; do not edit. Sourced after lib.sh.",
-        f"INFER_SYNC_PORT={_q('' if sync_port is None else sync_port)}",
-        f"INFER_DRAIN_SECONDS={_q(drain_seconds)}",
-        f"INFER_ASYNC_DRAIN_SECONDS={_q(async_drain_seconds)}",
-        f"INFER_OFFLINE_PATH={_q(offline_path or '')}",
-        f"INFER_PROBE_TIMEOUT_SECONDS={_q(probe_timeout_seconds)}",
+        # A pod started by this version has its own (its env); older pods use the service's.
+        f"INFER_SYNC_PORT=${{INFER_SYNC_PORT:-{_q('' if sync_port is None else sync_port)}}}",
+        f"INFER_DRAIN_SECONDS={_q(settings.drain_seconds)}",
+        f"INFER_ASYNC_DRAIN_SECONDS={_q(settings.async_drain_seconds)}",
+        f"INFER_OFFLINE_PATH={_q(settings.offline_path or '')}",
+        f"INFER_PROBE_TIMEOUT_SECONDS={_q(settings.probe_timeout_seconds)}",
         "",
         "infer_sync_probe() {",
         f"    {sync_cmd}",
@@ -147,25 +162,8 @@ def render_settings(
     return "\n".join(lines)
 
 
-def pod_scripts_configmap_data(
-    *,
-    sync_port: int | None,
-    drain_seconds: int,
-    async_drain_seconds: int,
-    offline_path: str | None,
-    sync_probe: dict | None,
-    async_probe: dict | None,
-    probe_timeout_seconds: int = 1,
-) -> dict[str, str]:
+def pod_scripts_configmap_data(settings: PodSettings) -> dict[str, str]:
     """ConfigMap data: the static scripts plus the rendered settings.sh."""
     data = script_files()
-    data[SETTINGS_FILE] = render_settings(
-        sync_port=sync_port,
-        drain_seconds=drain_seconds,
-        async_drain_seconds=async_drain_seconds,
-        offline_path=offline_path,
-        sync_probe=sync_probe,
-        async_probe=async_probe,
-        probe_timeout_seconds=probe_timeout_seconds,
-    )
+    data[SETTINGS_FILE] = render_settings(settings)
     return data

@@ -4,40 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 from infer_operator.api.v1alpha1 import InferenceServiceSpec
 from infer_operator.builders.common import Owner, headless_service_name
 
 
-def _sync_port(spec: InferenceServiceSpec) -> dict[str, Any]:
-    return {"name": "sync", "port": spec.sync.port, "targetPort": spec.sync.port, "protocol": "TCP"}
+def _sync_port(spec: InferenceServiceSpec, named_target: bool) -> dict[str, Any]:
+    # A named target reaches every pod on the port it was started with, also while a changed
+    # sync.port rolls out; pods made before the port was named are reached by number.
+    target: int | str = labels.SYNC_PORT_NAME if named_target else spec.sync.port
+    return {"name": "sync", "port": spec.sync.port, "targetPort": target, "protocol": "TCP"}
 
 
-def build_headless_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
+def build_headless_service(owner: Owner, spec: InferenceServiceSpec, named_target: bool = True) -> dict[str, Any]:
     """The StatefulSet's governing Service: `<pod>.<name>-headless` DNS for every pod, both roles."""
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        "apiVersion": kinds.SERVICE.api_version,
+        "kind": kinds.SERVICE.kind,
         "metadata": owner.metadata(headless_service_name(owner.name)),
         "spec": {
             "clusterIP": "None",
             "selector": labels.selector_labels(owner.name),
             # Pods are addressable while they load their model, before they are Ready.
             "publishNotReadyAddresses": True,
-            "ports": [_sync_port(spec)],
+            "ports": [_sync_port(spec, named_target)],
         },
     }
 
 
-def build_sync_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
+def build_sync_service(owner: Owner, spec: InferenceServiceSpec, named_target: bool = True) -> dict[str, Any]:
     """ClusterIP Service `<name>`: only pods labelled role=sync, on sync.port."""
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        "apiVersion": kinds.SERVICE.api_version,
+        "kind": kinds.SERVICE.kind,
         "metadata": owner.metadata(owner.name),
         "spec": {
             "type": "ClusterIP",
             "selector": {**labels.selector_labels(owner.name), labels.LABEL_ROLE: labels.ROLE_SYNC},
-            "ports": [_sync_port(spec)],
+            "ports": [_sync_port(spec, named_target)],
         },
     }

@@ -3,6 +3,12 @@
 Nothing in the pod template depends on syncReplicas or replicas: each pod learns its split from
 annotations the operator writes on the pod (read through the downward API). So changing the split
 never rolls the StatefulSet; the operator restarts exactly the pods whose role flips.
+
+What a pod must keep for its whole life is in the template, so it is frozen per pod with its
+revision: the sync port (a named container port, and INFER_SYNC_PORT), the grace period (and
+INFER_GRACE_SECONDS, which caps the drain read from the live ConfigMap), and the user's own
+preStop handler. The StatefulSet's strategy is OnDelete: the operator rolls pods itself
+(reconcile/roles.plan_restarts), within the budget role flips share.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, Probe
 from infer_operator.builders.common import BuildError, Owner, headless_service_name, scripts_configmap_name
 from infer_operator.builders.pod_scripts import SCRIPTS_DIR
@@ -26,6 +32,13 @@ _PROBE_TIMING_KEYS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", 
 
 def _field_env(name: str, field_path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}
+
+
+def pod_env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
+    """What the pod-side scripts need of this pod's own revision (they read the rest from the
+    live ConfigMap): its serving port and its grace period, in seconds."""
+    return [{"name": "INFER_SYNC_PORT", "value": str(spec.sync.port)},
+            {"name": "INFER_GRACE_SECONDS", "value": str(spec.lifecycle.termination_grace_period_seconds)}]
 
 
 def contract_env(service: str, with_role: bool) -> list[dict[str, Any]]:
@@ -73,9 +86,45 @@ def readiness_probe(spec: InferenceServiceSpec) -> dict[str, Any]:
 
 
 def _merge_env(ours: list[dict[str, Any]], theirs: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    # Ours come last and win: the role and ordinal must not be overridable by accident.
+    # The API rejects a template setting the contract's names; an object stored before that rule
+    # still gets ours (last, and only once).
     reserved = {item["name"] for item in ours}
     return [item for item in (theirs or []) if item.get("name") not in reserved] + ours
+
+
+def _with_sync_port(ports: list[dict[str, Any]] | None, port: int) -> list[dict[str, Any]]:
+    """The container's ports plus the named sync port (an unnamed declaration of it is replaced)."""
+    ours = {"name": labels.SYNC_PORT_NAME, "containerPort": port, "protocol": "TCP"}
+    kept = [p for p in ports or [] if p.get("name") != labels.SYNC_PORT_NAME
+            and not (p.get("containerPort") == port and (p.get("protocol") or "TCP") == "TCP" and not p.get("name"))]
+    return [*kept, ours]
+
+
+def user_prestop_args(container: dict[str, Any]) -> list[str]:
+    """Arguments that make prestop.sh run the template's own preStop handler first.
+
+    exec -> `exec <argv...>`; httpGet -> `http PORT PATH SCHEME HOST [HEADER...]` (a named port is
+    looked up in the container's ports); sleep -> `sleep SECONDS`; tcpSocket (a no-op in
+    Kubernetes) and none -> no arguments.
+    """
+    handler = ((container.get("lifecycle") or {}).get("preStop")) or {}
+    if handler.get("exec"):
+        return ["exec", *[str(word) for word in handler["exec"].get("command") or []]]
+    if handler.get("sleep"):
+        return ["sleep", str(handler["sleep"].get("seconds", 0))]
+    if handler.get("httpGet"):
+        get = handler["httpGet"]
+        port = get.get("port")
+        if isinstance(port, str) and not port.isdigit():
+            named = [p.get("containerPort") for p in container.get("ports") or [] if p.get("name") == port]
+            if not named:
+                raise BuildError(f"spec.template.spec.containers[0].lifecycle.preStop.httpGet.port: no container "
+                                 f"port is named {port!r}")
+            port = named[0]
+        headers = [f"{h['name']}: {h.get('value', '')}" for h in get.get("httpHeaders") or []]
+        return ["http", str(port), get.get("path") or "/", get.get("scheme") or "HTTP", get.get("host") or "",
+                *headers]
+    return []
 
 
 def _scripts_mount() -> dict[str, Any]:
@@ -84,12 +133,14 @@ def _scripts_mount() -> dict[str, Any]:
 
 def _main_container(owner: Owner, spec: InferenceServiceSpec, container: dict[str, Any]) -> dict[str, Any]:
     main = copy.deepcopy(container)
-    main["env"] = _merge_env(contract_env(owner.name, spec.has_role_commands), main.get("env"))
+    main["env"] = _merge_env([*contract_env(owner.name, spec.has_role_commands), *pod_env(spec)], main.get("env"))
     if spec.has_role_commands:
         main["command"], main["args"] = launcher_command(spec, container)
     main["readinessProbe"] = readiness_probe(spec)
+    main["ports"] = _with_sync_port(main.get("ports"), spec.sync.port)
     lifecycle = dict(main.get("lifecycle") or {})
-    lifecycle["preStop"] = {"exec": {"command": ["/bin/sh", f"{SCRIPTS_DIR}/prestop.sh"]}}
+    lifecycle["preStop"] = {"exec": {"command": ["/bin/sh", f"{SCRIPTS_DIR}/prestop.sh",
+                                                 *user_prestop_args(container)]}}
     main["lifecycle"] = lifecycle
     mounts = [m for m in main.get("volumeMounts") or [] if m.get("name") != SCRIPTS_VOLUME]
     main["volumeMounts"] = [*mounts, _scripts_mount()]
@@ -151,15 +202,16 @@ def build_pod_template(owner: Owner, spec: InferenceServiceSpec) -> dict[str, An
 
 def build_statefulset(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
+        "apiVersion": kinds.STATEFUL_SET.api_version,
+        "kind": kinds.STATEFUL_SET.kind,
         "metadata": owner.metadata(owner.name),
         "spec": {
             "replicas": spec.replicas,
             "serviceName": headless_service_name(owner.name),
             "selector": {"matchLabels": labels.selector_labels(owner.name)},
             "podManagementPolicy": spec.pod_management_policy,
-            "updateStrategy": copy.deepcopy(spec.update_strategy) or {"type": "RollingUpdate"},
+            # The operator rolls pods itself (spec.updateStrategy): one budget with role flips.
+            "updateStrategy": {"type": "OnDelete"},
             "template": build_pod_template(owner, spec),
         },
     }

@@ -19,21 +19,9 @@ import aiohttp
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 
 log = logging.getLogger(__name__)
-
-# apiVersion, kind -> (path prefix, plural)
-_RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
-    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
-    ("v1", "Service"): ("/api/v1", "services"),
-    ("v1", "Pod"): ("/api/v1", "pods"),
-    ("v1", "Secret"): ("/api/v1", "secrets"),
-    ("v1", "Event"): ("/api/v1", "events"),
-    ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
-    ("apps/v1", "ControllerRevision"): ("/apis/apps/v1", "controllerrevisions"),
-    (labels.API_VERSION, labels.KIND): (f"/apis/{labels.API_VERSION}", labels.PLURAL),
-}
 
 
 class KubeError(Exception):
@@ -67,11 +55,11 @@ class KubeError(Exception):
 
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
                   subresource: str | None = None) -> str:
-    prefix, plural = _RESOURCES[(api_version, kind)]
-    path = prefix
+    row = kinds.of(api_version, kind)
+    path = row.path_prefix
     if namespace:
         path += f"/namespaces/{quote(namespace, safe='')}"
-    path += f"/{plural}"
+    path += f"/{row.plural}"
     if name:
         path += f"/{quote(name, safe='')}"
     if subresource:
@@ -173,6 +161,12 @@ class KubeClient:
                           patch: dict[str, Any], subresource: str | None = None) -> Any:
         path = resource_path(api_version, kind, namespace, name, subresource)
         return await self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    async def strategic_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
+                              patch: dict[str, Any], subresource: str | None = None) -> Any:
+        """A strategic merge patch (built-in kinds only): lists such as pod conditions merge by key."""
+        path = resource_path(api_version, kind, namespace, name, subresource)
+        return await self.request("PATCH", path, body=patch, content_type="application/strategic-merge-patch+json")
 
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str,
                      *, uid: str | None = None) -> Any:

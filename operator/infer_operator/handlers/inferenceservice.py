@@ -1,8 +1,11 @@
-"""InferenceServices: one long-lived reconcile loop per object (a kopf daemon).
+"""InferenceServices: one long-lived reconcile loop per object (a kopf daemon), an index by registry
+place (who shares a registry service), and the start of the cleanup when one is deleted.
 
 The loop is level-triggered: it wakes on any event about the object, its pods or its owned
-objects, or after `resync_seconds` at the latest, and recomputes everything from what is there.
-Bursts of events coalesce into one pass.
+objects, or when its periodic work is due at the latest, and recomputes everything from what is
+there. Bursts of events coalesce into one pass. kopf keeps no bookkeeping of its own on the object
+(no on.create/update/delete handlers): the operator's finalizer is added and removed by the
+operator, so kopf's annotations can never make an object too large to update.
 """
 
 from __future__ import annotations
@@ -13,37 +16,51 @@ import logging
 from typing import Any
 
 import kopf
-import pydantic
 
 from infer_operator import labels, metrics
-from infer_operator.api.v1alpha1 import parse_spec
-from infer_operator.registrar import RegistryConfigError
-from infer_operator.registry.base import RegistryError
-from infer_operator.reconciler import ServiceReconciler
+from infer_operator.reconcile.reconciler import ServiceReconciler
+from infer_operator.reconcile.schedule import Schedule
+from infer_operator.registration.releaser import registries_of
+from infer_operator.registration.sharing import Views
 from infer_operator.runtime import RUNTIME
 
 
+@kopf.index(labels.GROUP, labels.VERSION, labels.PLURAL)
+def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, tuple[str, str]] | None:
+    """(namespace, name) of each InferenceService, keyed by the registry place it registers at."""
+    current, _retired = registries_of(body)
+    place = current.place(name) if current is not None else None
+    return {place: (namespace, name)} if place is not None else None
+
+
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL)
-def inferenceservice_changed(namespace: str, name: str, **_: Any) -> None:
-    # Spec changes are noticed by generation inside the pass; this only makes it prompt.
-    RUNTIME.poke(namespace, name)
+async def inferenceservice_changed(body: kopf.Body, namespace: str, name: str, pods_by_service: kopf.Index,
+                             services_by_place: kopf.Index, **_: Any) -> None:
+    # Spec changes are noticed by generation inside the pass; this only makes it prompt. (A
+    # coroutine: kopf runs plain functions in threads, and the cleanup starts a task on this loop.)
+    RUNTIME.services.poke(namespace, name)
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        RUNTIME.service_releaser.handle(body, Views(pods_by_service, services_by_place))
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, id="reconcile", cancellation_timeout=10.0)
 async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str,
-                         logger: logging.Logger, pods_by_service: kopf.Index, **_: Any) -> None:
-    waker = RUNTIME.wakeup(namespace, name)
+                         logger: logging.Logger, pods_by_service: kopf.Index, services_by_place: kopf.Index,
+                         **_: Any) -> None:
+    record = RUNTIME.services.record(namespace, name)
+    waker = record.wakeup
     waker.poke(objects=True)
+    views = Views(pods_by_service, services_by_place)
 
     def post(event_type: str, reason: str, message: str) -> None:
         kopf.event(body, type=event_type, reason=reason, message=message)
 
-    reconciler = ServiceReconciler(RUNTIME.kube, namespace, name, logger, post,
-                                   registrar=RUNTIME.registrar(namespace, name), releaser=RUNTIME.releaser,
-                                   sweep_seconds=RUNTIME.options.sweep_seconds,
-                                   resync_seconds=RUNTIME.options.resync_seconds,
-                                   audit_seconds=RUNTIME.options.resync_seconds)
-    RUNTIME.reconcilers[(namespace, name)] = reconciler
+    options = RUNTIME.options
+    reconciler = ServiceReconciler(RUNTIME.kube, record, logger, post, releaser=RUNTIME.releaser,
+                                   schedule=Schedule(resync_seconds=options.resync_seconds,
+                                                     audit_seconds=options.resync_seconds,
+                                                     sweep_seconds=options.sweep_seconds))
+    record.reconciler = reconciler
 
     async def relay_stop() -> None:
         await stopped.wait()
@@ -53,9 +70,10 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
     try:
         while not stopped:
             apply_objects = waker.take()
-            pods = list(pods_by_service.get((namespace, name), ()))
+            pods = views.pods_of(namespace, name)
             try:
-                retry = await reconciler.run_pass(body, pods, apply_objects)
+                with metrics.RECONCILE_DURATION.time():
+                    retry = await reconciler.run_pass(body, pods, apply_objects, views)
                 metrics.RECONCILES.labels("ok").inc()
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop
                 metrics.RECONCILES.labels("error").inc()
@@ -70,30 +88,5 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay
-        RUNTIME.wakeups.pop((namespace, name), None)
-        RUNTIME.reconcilers.pop((namespace, name), None)
-
-
-@kopf.on.delete(labels.GROUP, labels.VERSION, labels.PLURAL, id="registry-cleanup")
-async def remove_registry_entries(spec: kopf.Spec, namespace: str, name: str, logger: logging.Logger,
-                                  **_: Any) -> None:
-    """Deleting an InferenceService removes all its instances and per-IP configs (retried until done)."""
-    try:
-        parsed = parse_spec(dict(spec))
-    except pydantic.ValidationError:
-        return  # never valid, never registered anything
-    if parsed.registry.type == "none":
-        return
-    RUNTIME.releaser.remember(namespace, name, parsed.registry, parsed.sync.port)
-    registrar = RUNTIME.registrar(namespace, name)
-    try:
-        await registrar.remove_everything(parsed.registry)
-    except RegistryConfigError as exc:
-        logger.warning(f"Could not clean the registry for {name}: {exc}. Fix it or remove the finalizer.")
-        raise kopf.TemporaryError(str(exc), delay=30) from None
-    except RegistryError as exc:
-        logger.warning(f"Registry cleanup for {name} failed, will retry: {exc}")
-        raise kopf.TemporaryError(str(exc), delay=10) from None
-    finally:
-        await registrar.close()
-        RUNTIME.registrars.pop((namespace, name), None)
+        record.reconciler = None
+        metrics.forget_service(namespace, name)

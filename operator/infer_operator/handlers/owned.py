@@ -6,31 +6,28 @@ from typing import Any
 
 import kopf
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 from infer_operator.runtime import RUNTIME
 
 OWNED = {labels.LABEL_MANAGED_BY: labels.MANAGED_BY}
 
 
-def _changed(kind: str, event: dict[str, Any], body: kopf.Body, namespace: str, name: str) -> None:
-    service = (body.get("metadata", {}).get("labels") or {}).get(labels.LABEL_SERVICE)
-    reconciler = RUNTIME.reconcilers.get((namespace, service)) if service else None
-    if reconciler is None:
-        return
-    if reconciler.is_drift(kind, name, body, deleted=event.get("type") == "DELETED"):
-        RUNTIME.poke(namespace, service, objects=True)
+def _on_change(kind: kinds.Kind):
+    # A coroutine, so it runs on the loop: kopf runs plain functions in threads, and waking a
+    # service's loop (an asyncio.Event) is not safe from another thread.
+    async def changed(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        service = (body.get("metadata", {}).get("labels") or {}).get(labels.LABEL_SERVICE)
+        record = RUNTIME.services.get(namespace, service) if service else None
+        if record is None or record.reconciler is None:
+            return
+        if record.reconciler.is_drift(kind, name, body, deleted=event.get("type") == "DELETED"):
+            record.poke(objects=True)
+        elif kind is kinds.STATEFUL_SET and record.reconciler.observe_statefulset(body):
+            record.poke()  # a new template revision: outdated pods to roll
+
+    changed.__name__ = changed.__qualname__ = f"{kind.plural}_changed"
+    return changed
 
 
-@kopf.on.event("apps", "v1", "statefulsets", labels=OWNED)
-def statefulset_changed(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-    _changed("StatefulSet", event, body, namespace, name)
-
-
-@kopf.on.event("v1", "services", labels=OWNED)
-def service_changed(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-    _changed("Service", event, body, namespace, name)
-
-
-@kopf.on.event("v1", "configmaps", labels=OWNED)
-def configmap_changed(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-    _changed("ConfigMap", event, body, namespace, name)
+for _kind in kinds.OWNED:
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=OWNED)(_on_change(_kind))

@@ -8,29 +8,27 @@ from typing import Any
 
 import kopf
 
-from infer_operator import labels
+from infer_operator import kinds, labels
 from infer_operator.clients.kube import load_configuration
 from infer_operator.runtime import RUNTIME
-
-OWNED_KINDS = (("", "pods"), ("apps", "statefulsets"), ("", "services"), ("", "configmaps"))
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Settings shared by `infer-operator run` and tests that run the operator in-process."""
     # Watch only what we own: the API server filters pods and owned objects by label, so the
     # operator never receives (or holds in memory) the rest of the cluster's pods.
-    for group, plural in OWNED_KINDS:
-        settings.watching.label_selectors[group, plural] = labels.MANAGED_SELECTOR
+    for kind in kinds.WATCHED:
+        settings.watching.label_selectors[kind.group, kind.plural] = labels.MANAGED_SELECTOR
     # A dead connection must be noticed: the server closes each watch after server_timeout,
     # and the client gives up on a silent one (a hung API server, a dropped connection that
     # sent no RST) a little later. A reset connection is retried at once by kopf.
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
     settings.watching.connect_timeout = 10
-    settings.persistence.finalizer = labels.CR_FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="infer-operator.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="infer-operator.io", key="last-handled-configuration")
+    # kopf holds this finalizer while an InferenceService's loop (a daemon) runs; the registry
+    # cleanup's finalizer is the operator's own. kopf writes no other bookkeeping: there are no
+    # on.create/update/delete handlers.
+    settings.persistence.finalizer = labels.LOOP_FINALIZER
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "infer-operator"
     # Our own handlers retry with backoff; kopf's default of retrying failures forever is kept.

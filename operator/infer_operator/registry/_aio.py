@@ -6,7 +6,7 @@ import ssl
 
 import aiohttp
 
-from .base import RegistryError
+from .model import RegistryError
 
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int, what: str) -> bytes:

@@ -1,4 +1,5 @@
-"""etcd v3 backend over the JSON gRPC gateway (etcd 3.4 .. 3.6), using aiohttp.
+"""etcd v3 backend over the JSON gRPC gateway (etcd 3.4 .. 3.6), using aiohttp: its spec section
+(`registry.etcd`), its client and its row in the backend table.
 
 Key layout (prefix default ``/services``; slashes normalised, no trailing slash)::
 
@@ -22,25 +23,30 @@ import json
 import logging
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from ._aio import make_session, read_capped
-from .base import (
+from pydantic import Field
+
+from infer_operator.api.base import Model, SecretReference
+
+from .base import Backend, Registry
+from .model import (
     DEFAULT_TIMEOUT,
     Instance,
     Listing,
     MalformedEntry,
-    Registry,
     RegistryError,
-    Secret,
     one_line,
     scrub,
     validate_port,
     validate_segment,
 )
+from .tls import TLS_SECRET_KEYS, Secret, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +134,7 @@ class EtcdRegistry(Registry):
         self._token: Secret | None = None
         self._auth_lock = asyncio.Lock()
         self._preferred = 0  # index of the endpoint that answered last
+        self._cluster_id: str | None = None  # from any response header
 
     # ---- description -------------------------------------------------------------------------
     def describe(self) -> str:
@@ -165,18 +172,46 @@ class EtcdRegistry(Registry):
         key = self.instance_key(service, instance.ip, instance.port)
         await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(instance.to_json())}, f"put {key}")
 
-    async def deregister(self, service: str, ip: str, port: int) -> None:
+    async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
         key = self.instance_key(service, ip, port)
-        await self._call("/v3/kv/deleterange", {"key": _b64(key)}, f"delete {key}")
+        if uid is None:
+            await self._call("/v3/kv/deleterange", {"key": _b64(key)}, f"delete {key}")
+            return
+        found = await self._range(key, prefix=False, keys_only=False)
+        if not found or _names_pod(found[0].value) != uid:
+            return  # gone already, or another pod's entry now (a reused address), or not ours
+        # Delete only the version read: a new holder writing the key meanwhile keeps its entry.
+        await self._txn([_unchanged(found[0])], [_delete(key)], f"delete {key} of pod {uid}")
+
+    async def claim(self, service: str, instance: Instance) -> None:
+        instance.validate()
+        key = self.config_key(service, instance.ip)
+        entry = self.instance_key(service, instance.ip, instance.port)
+        found = [*await self._range(key, prefix=False, keys_only=True),
+                 *await self._range(key + "/", prefix=True, keys_only=True)]
+        compare = [_unchanged(kv) for kv in found]
+        if not any(kv.key == key for kv in found):  # absent when read: must still be absent
+            compare.append({"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
+        success = [_delete(key), _delete(key + "/", prefix=True),
+                   {"request_put": {"key": _b64(entry), "value": _b64(instance.to_json())}}]
+        if not await self._txn(compare, success, f"claim {instance.ip} for {instance.pod}"):
+            raise self._err(f"etcd claim of {instance.ip}: its per-IP config changed while the previous "
+                            f"holder's was being removed; retrying on the next pass")
+
+    async def identity(self) -> str:
+        if self._cluster_id is None:
+            await self._call("/v3/kv/range", {"key": _b64(self._prefix + "/"), "limit": 1, "keys_only": True},
+                             "read the cluster id")
+        return f"etcd cluster {self._cluster_id} prefix {self._prefix or '/'}"
 
     async def list_instances(self, service: str) -> Listing:
         pfx = self.instances_prefix(service)
-        kvs = await self._range_prefix(pfx, keys_only=False)
         listing = Listing()
-        for key, value in kvs:
+        for kv in await self._range(pfx, prefix=True, keys_only=False):
+            key = kv.key
             name = key[len(pfx):]
             try:
-                inst = Instance.from_json(value)
+                inst = Instance.from_json(kv.value)
                 if name != inst.address:
                     raise MalformedEntry(f"key names {name!r} but value is {inst.address}")
             except MalformedEntry as exc:
@@ -188,10 +223,9 @@ class EtcdRegistry(Registry):
 
     async def list_config_ips(self, service: str) -> set[str]:
         pfx = self.config_prefix(service)
-        kvs = await self._range_prefix(pfx, keys_only=True)
         ips: set[str] = set()
-        for key, _ in kvs:
-            ip = key[len(pfx):].split("/", 1)[0]
+        for kv in await self._range(pfx, prefix=True, keys_only=True):
+            ip = kv.key[len(pfx):].split("/", 1)[0]
             if ip:
                 ips.add(ip)
         return ips
@@ -200,15 +234,7 @@ class EtcdRegistry(Registry):
         key = self.config_key(service, ip)
         sub = key + "/"
         # One transaction: the exact key and everything below "{key}/".
-        body = {
-            "compare": [],
-            "success": [
-                {"request_delete_range": {"key": _b64(key)}},
-                {"request_delete_range": {"key": _b64(sub), "range_end": prefix_range_end(sub)}},
-            ],
-            "failure": [],
-        }
-        await self._call("/v3/kv/txn", body, f"delete config {key}")
+        await self._txn([], [_delete(key), _delete(sub, prefix=True)], f"delete config {key}")
 
     async def close(self) -> None:
         if self._session is not None:
@@ -216,25 +242,34 @@ class EtcdRegistry(Registry):
             self._session = None
 
     # ---- internals ---------------------------------------------------------------------------
-    async def _range_prefix(self, prefix: str, *, keys_only: bool) -> list[tuple[str, bytes]]:
-        body: dict[str, Any] = {"key": _b64(prefix), "range_end": prefix_range_end(prefix)}
+    async def _range(self, key: str, *, prefix: bool, keys_only: bool) -> list[_KV]:
+        """The key (or every key below the prefix `key`), with mod revisions."""
+        body: dict[str, Any] = {"key": _b64(key)}
+        if prefix:
+            body["range_end"] = prefix_range_end(key)
         if keys_only:
             body["keys_only"] = True
-        data = await self._call("/v3/kv/range", body, f"range {prefix}")
-        out: list[tuple[str, bytes]] = []
+        data = await self._call("/v3/kv/range", body, f"range {key}")
+        out: list[_KV] = []
         kvs = data.get("kvs") or []
         if not isinstance(kvs, list):
-            raise RegistryError(f"etcd range {prefix}: unexpected response shape")
+            raise RegistryError(f"etcd range {key}: unexpected response shape")
         for kv in kvs:
             try:
-                key = _unb64(kv["key"]).decode("utf-8", errors="replace")
+                name = _unb64(kv["key"]).decode("utf-8", errors="replace")
                 value = _unb64(kv.get("value", "")) if not keys_only else b""
+                revision = int(kv.get("mod_revision", 0))
             except (KeyError, TypeError, ValueError):
-                raise RegistryError(f"etcd range {prefix}: undecodable key/value in response") from None
-            if not key.startswith(prefix):  # defensive: never act on keys outside our prefix
+                raise RegistryError(f"etcd range {key}: undecodable key/value in response") from None
+            if not name.startswith(key):  # defensive: never act on keys outside what was asked
                 continue
-            out.append((key, value))
+            out.append(_KV(name, value, revision))
         return out
+
+    async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]], what: str) -> bool:
+        """One transaction; whether its comparisons held (and so its operations ran)."""
+        data = await self._call("/v3/kv/txn", {"compare": compare, "success": success, "failure": []}, what)
+        return bool(data.get("succeeded")) or not compare
 
     def _secrets(self) -> list[str | None]:
         return [
@@ -286,6 +321,9 @@ class EtcdRegistry(Registry):
                 headers["Authorization"] = self._token.reveal()
             status, data = await self._post(ep, path, body, headers, what)
             if status == 200:
+                cluster_id = (data.get("header") or {}).get("cluster_id")
+                if cluster_id:
+                    self._cluster_id = str(cluster_id)
                 return data
             code = data.get("code") if isinstance(data, dict) else None
             if self._password is not None and not reauthed and (
@@ -294,7 +332,7 @@ class EtcdRegistry(Registry):
                 reauthed = True
                 self._token = None  # expired/invalid token: authenticate once more
                 continue
-            raise self._err(f"etcd {what} at {ep}: HTTP {status}: {_error_message(data)}")
+            raise self._err(f"etcd {what} at {ep}: HTTP {status}: {_error_message(data)}{_hint(status)}")
 
     async def _authenticate(self, ep: str) -> None:
         async with self._auth_lock:
@@ -333,11 +371,46 @@ class EtcdRegistry(Registry):
             data = json.loads(raw) if raw else {}
         except ValueError:
             raise self._err(
-                f"etcd {what} at {ep}: HTTP {status}: response is not JSON: {raw[:80]!r}"
+                f"etcd {what} at {ep}: HTTP {status}{_hint(status)}: response is not JSON: {raw[:80]!r}"
             ) from None
         if not isinstance(data, dict):
             raise self._err(f"etcd {what} at {ep}: HTTP {status}: response is not a JSON object")
         return status, data
+
+
+@dataclass(frozen=True)
+class _KV:
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+def _unchanged(kv: _KV) -> dict[str, Any]:
+    """A txn comparison: the key still has the version that was read."""
+    return {"key": _b64(kv.key), "target": "MOD", "result": "EQUAL", "mod_revision": str(kv.mod_revision)}
+
+
+def _delete(key: str, *, prefix: bool = False) -> dict[str, Any]:
+    request: dict[str, Any] = {"key": _b64(key)}
+    if prefix:
+        request["range_end"] = prefix_range_end(key)
+    return {"request_delete_range": request}
+
+
+def _names_pod(value: bytes) -> str | None:
+    """The pod uid an instance entry names; None when it is not our JSON."""
+    try:
+        return Instance.from_json(value).uid
+    except MalformedEntry:
+        return None
+
+
+def _hint(status: int) -> str:
+    # etcd answers the paths of its JSON (gRPC) gateway; a 404 means there is no gateway there.
+    if status != 404:
+        return ""
+    return (" (no etcd v3 JSON gateway at this URL: is it an etcd client URL, and is etcd's gRPC gateway "
+            "enabled? It is by default; --enable-grpc-gateway=false turns it off)")
 
 
 def _error_message(data: Any) -> str:
@@ -351,3 +424,43 @@ def _error_message(data: Any) -> str:
 def _looks_like_auth_error(data: Any) -> bool:
     msg = _error_message(data).lower()
     return "invalid auth token" in msg or "user name is empty" in msg or "auth token" in msg
+
+
+class EtcdRegistrySpec(Model):
+    # spec.registry.etcd (no docstring: it would become the schema description)
+
+    endpoints: list[Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")]] = Field(
+        min_length=1,
+        description="etcd v3 endpoints (http:// or https://), tried in order.",
+    )
+    prefix: str = Field(
+        default="/services",
+        pattern=r"^/[^\s]*$",
+        description="Key prefix: instances live under {prefix}/{service}/instances/.",
+    )
+    credentials_secret: SecretReference | None = Field(
+        default=None,
+        alias="credentialsSecret",
+        description=(
+            "Secret with optional keys username, password, ca.crt, tls.crt, tls.key. Its values "
+            "are never logged."
+        ),
+    )
+
+
+def _connect(spec: EtcdRegistrySpec, credentials: dict[str, str], timeout: float) -> EtcdRegistry:
+    username, password = credentials.get("username"), credentials.get("password")
+    if (username is None) != (password is None):
+        raise ValueError("etcd credentials need both username and password")
+    return EtcdRegistry(spec.endpoints, prefix=spec.prefix, username=username, password=password,
+                        ssl_context=tls_context(credentials), timeout=timeout)
+
+
+BACKEND = Backend(
+    type="etcd",
+    summary="etcd",
+    spec=EtcdRegistrySpec,
+    secret_keys={"username": "username", "password": "password", **TLS_SECRET_KEYS},
+    connect=_connect,
+    location=lambda spec: (tuple(sorted(e.rstrip("/") for e in spec.endpoints)), normalise_prefix(spec.prefix)),
+)

@@ -1,7 +1,8 @@
-"""HTTP backend: the admin-controller contract (see docs/registry-http-api.yaml).
+"""HTTP backend, the admin-controller contract (see docs/registry-http-api.yaml): its spec section
+(`registry.http`), its client and its row in the backend table.
 
     PUT    {url}/services/{service}/instances/{ip}:{port}   body = Instance JSON
-    DELETE {url}/services/{service}/instances/{ip}:{port}
+    DELETE {url}/services/{service}/instances/{ip}:{port}[?uid=POD_UID]   (409/412: names another pod)
     GET    {url}/services/{service}/instances               -> JSON list of Instance objects
     GET    {url}/services/{service}/configs                 -> JSON list of IP strings
     DELETE {url}/services/{service}/configs/{ip}
@@ -23,20 +24,24 @@ import aiohttp
 from yarl import URL
 
 from ._aio import make_session, read_capped
-from .base import (
+from pydantic import Field
+
+from infer_operator.api.base import Model, SecretReference
+
+from .base import Backend, Registry
+from .model import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,
     Instance,
     Listing,
     MalformedEntry,
-    Registry,
     RegistryError,
-    Secret,
     one_line,
     scrub,
     validate_port,
     validate_segment,
 )
+from .tls import TLS_SECRET_KEYS, Secret, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +101,26 @@ class HttpRegistry(Registry):
         url = self.instance_url(service, instance.ip, instance.port)
         await self._request("PUT", url, data=instance.to_json().encode("utf-8"))
 
-    async def deregister(self, service: str, ip: str, port: int) -> None:
-        await self._request("DELETE", self.instance_url(service, ip, port), ok_404=True)
+    async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
+        url = self.instance_url(service, ip, port)
+        if uid is not None:
+            # The contract's conditional delete is `?uid=`: an admin controller that ignores it
+            # deletes whatever is there, so look first (a window of one round trip remains).
+            listed = await self.list_instances(service)
+            current = next((i for i in listed.instances if i.ip == ip and i.port == port), None)
+            if current is None or current.uid != uid:
+                return
+            url = url.with_query(uid=uid)
+        await self._request("DELETE", url, ok_404=True, ok_conflict=uid is not None)
+
+    async def claim(self, service: str, instance: Instance) -> None:
+        # No revisions over HTTP: remove whatever config the IP has, then register. A config
+        # written between the two calls is kept (it could be the new holder's).
+        await self.delete_config(service, instance.ip)
+        await self.register(service, instance)
+
+    async def identity(self) -> str:
+        return f"http {self._base}"
 
     async def list_instances(self, service: str) -> Listing:
         url = self._service_url(service) / "instances"
@@ -143,7 +166,8 @@ class HttpRegistry(Registry):
             raise self._err(f"GET {url}: expected a JSON list, got {type(data).__name__}")
         return data
 
-    async def _request(self, method: str, url: URL, *, data: bytes | None = None, ok_404: bool = False) -> bytes:
+    async def _request(self, method: str, url: URL, *, data: bytes | None = None, ok_404: bool = False,
+                       ok_conflict: bool = False) -> bytes:
         what = f"{method} {url}"
         headers = {"Accept": "application/json"}
         if data is not None:
@@ -165,7 +189,7 @@ class HttpRegistry(Registry):
             raise self._err(f"{what}: {type(exc).__name__}: {exc}") from None
         if 200 <= status < 300:
             return body
-        if status == 404 and ok_404:
+        if (status == 404 and ok_404) or (status in (409, 412) and ok_conflict):
             return b""
         hint = " (unauthorized: check the registry token)" if status in (401, 403) else ""
         snippet = one_line(body[:200].decode("utf-8", errors="replace"), 120)
@@ -180,3 +204,32 @@ def _entry_id(item: Any) -> str:
     except (TypeError, ValueError):
         text = repr(item)
     return one_line(text, 120)
+
+
+class HttpRegistrySpec(Model):
+    # spec.registry.http (no docstring: it would become the schema description)
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="Base URL of the admin controller (see docs/registry-http-api.yaml).",
+    )
+    credentials_secret: SecretReference | None = Field(
+        default=None,
+        alias="credentialsSecret",
+        description="Secret with optional keys token (bearer), ca.crt, tls.crt, tls.key.",
+    )
+
+
+def _connect(spec: HttpRegistrySpec, credentials: dict[str, str], timeout: float) -> HttpRegistry:
+    return HttpRegistry(spec.url, token=credentials.get("token"), ssl_context=tls_context(credentials),
+                        timeout=timeout)
+
+
+BACKEND = Backend(
+    type="http",
+    summary="http",
+    spec=HttpRegistrySpec,
+    secret_keys={"token": "token", **TLS_SECRET_KEYS},
+    connect=_connect,
+    location=lambda spec: (spec.url.rstrip("/"),),
+)

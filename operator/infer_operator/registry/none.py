@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Instance, Listing, Registry, validate_port, validate_segment
+from .base import Backend, Registry
+from .model import Instance, Listing, validate_port, validate_segment
 
 
 class NoneRegistry(Registry):
@@ -18,10 +19,16 @@ class NoneRegistry(Registry):
         validate_segment("service", service)
         instance.validate()
 
-    async def deregister(self, service: str, ip: str, port: int) -> None:
+    async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
         validate_segment("service", service)
         validate_segment("ip", ip)
         validate_port(port)
+
+    async def claim(self, service: str, instance: Instance) -> None:
+        await self.register(service, instance)
+
+    async def identity(self) -> str:
+        return "none"
 
     async def list_instances(self, service: str) -> Listing:
         validate_segment("service", service)
@@ -37,3 +44,12 @@ class NoneRegistry(Registry):
 
     async def close(self) -> None:
         return None
+
+
+BACKEND = Backend(
+    type="none",
+    summary="none (Kubernetes Services only)",
+    spec=None,
+    secret_keys={},
+    connect=lambda _spec, _credentials, timeout: NoneRegistry(timeout=timeout),
+)

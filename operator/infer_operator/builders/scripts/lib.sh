@@ -154,7 +154,9 @@ infer_http_get() {
             _infer_k=$((_infer_k - 1))
         done
         case $(wget --help 2>&1) in
-            *'GNU Wget'*) set -- -T "$_infer_t" -t 1 "$@" ;;
+            # GNU Wget would reuse the connection to follow a redirect; a server that closes it
+            # after the 3xx (many do) then fails the check. One connection per request.
+            *'GNU Wget'*) set -- -T "$_infer_t" -t 1 --no-http-keep-alive "$@" ;;
             *'-T SEC'*) set -- -T "$_infer_t" "$@" ;;
             # busybox wget built without FEATURE_WGET_TIMEOUT: no timeout
             # option (passing -T would fail); the kubelet's probe timeout

@@ -1,13 +1,14 @@
-"""Higher-level registry logic: confirmed deregistration and the stale-entry sweep."""
+"""Multi-step registry operations over any client: confirmed deregistration, applying a sweep plan."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .base import Instance, Registry, RegistryError
+from infer_operator.registration.plans import SweepPlan
+from infer_operator.registry.base import Registry
+from infer_operator.registry.model import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,16 @@ async def deregister_confirmed(
     service: str,
     ip: str,
     port: int,
+    uid: str | None = None,
     *,
     attempts: int = 5,
     backoff: float = 0.2,
     max_backoff: float = 2.0,
 ) -> DeregisterResult:
     """Delete ip:port, read the registry back, delete again while it is still listed.
+
+    With `uid` (a pod's), only the entry naming that pod counts: another pod's entry at the same
+    address (a reused IP) is neither deleted nor waited for.
 
     Each round = delete + list. After a read-back that still shows the entry, the next delete is
     issued at once the first time ("delete directly again"), later rounds wait with exponential
@@ -46,9 +51,9 @@ async def deregister_confirmed(
     for attempt in range(1, attempts + 1):
         still_listed = False
         try:
-            await registry.deregister(service, ip, port)
+            await registry.deregister(service, ip, port, uid)
             listing = await registry.list_instances(service)
-            still_listed = any(i.ip == ip and i.port == port for i in listing.instances)
+            still_listed = any(i.ip == ip and i.port == port and uid in (None, i.uid) for i in listing.instances)
         except RegistryError as exc:
             last_error = str(exc)
             log.info("deregister %s %s:%s attempt %d failed: %s", service, ip, port, attempt, exc)
@@ -68,17 +73,6 @@ async def deregister_confirmed(
     return DeregisterResult(False, attempts, needed_second, last_error)
 
 
-@dataclass(frozen=True)
-class SweepPlan:
-    stale_instances: tuple[Instance, ...] = ()
-    stale_config_ips: tuple[str, ...] = ()
-    skipped_reason: str | None = None  # set when nothing may be removed (live pods unknown)
-
-    @property
-    def empty(self) -> bool:
-        return not self.stale_instances and not self.stale_config_ips
-
-
 @dataclass
 class SweepResult:
     instances_removed: int = 0
@@ -86,28 +80,12 @@ class SweepResult:
     errors: list[str] = field(default_factory=list)
 
 
-def plan_sweep(
-    instances: Iterable[Instance], config_ips: Iterable[str], live_ips: set[str] | None
-) -> SweepPlan:
-    """Entries whose IP no live pod holds. ``live_ips=None`` (pods unreadable) -> empty plan.
-
-    An IP reused by a live pod is not stale, whatever pod the entry names. An empty set of live IPs
-    means "the service has no pods": everything is stale.
-    """
-    if live_ips is None:
-        return SweepPlan(skipped_reason="live pod IPs unknown; keeping everything")
-    live = set(live_ips)
-    stale_inst = sorted({i for i in instances if i.ip not in live}, key=lambda i: (i.ip, i.port, i.pod))
-    stale_cfg = sorted({ip for ip in config_ips if ip not in live})
-    return SweepPlan(tuple(stale_inst), tuple(stale_cfg))
-
-
 async def apply_sweep(registry: Registry, service: str, plan: SweepPlan) -> SweepResult:
     """Remove what the plan says; continue past individual errors and report them."""
     result = SweepResult()
     for inst in plan.stale_instances:
         try:
-            await registry.deregister(service, inst.ip, inst.port)
+            await registry.deregister(service, inst.ip, inst.port, inst.uid)
             result.instances_removed += 1
         except (RegistryError, ValueError) as exc:
             result.errors.append(f"instance {inst.address}: {exc}")

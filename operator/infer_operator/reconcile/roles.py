@@ -41,32 +41,42 @@ def role_patch(pod: PodView, spec: InferenceServiceSpec, *, with_finalizer: bool
 
 
 @dataclass(frozen=True)
-class FlipPlan:
-    mismatched: tuple[PodView, ...]   # live pods whose role differs from the current split
+class RestartPlan:
+    flips: tuple[PodView, ...]        # live pods whose role differs from the split in force
+    outdated: tuple[PodView, ...]     # live pods of an older template revision
     restart_now: tuple[PodView, ...]  # the ones to delete in this pass (within the budget)
 
     @property
     def pending(self) -> int:
-        return len(self.mismatched)
+        return len(self.flips)
 
 
-def plan_role_flips(pods: Iterable[PodView], spec: InferenceServiceSpec) -> FlipPlan:
-    """Pick pods to restart so their role matches the split, keeping at most maxUnavailable down.
+def plan_restarts(pods: Iterable[PodView], spec: InferenceServiceSpec, update_revision: str | None) -> RestartPlan:
+    """Pick pods to restart, keeping at most maxUnavailable down: those whose role no longer matches
+    the split, and, with a RollingUpdate strategy, those of an older template revision at or above
+    the partition. Both share one budget, so a change of the split and of the template in one
+    edit never has more pods down than either alone. A pod that needs both is restarted once.
 
     A pod counts as unavailable while it is terminating, not Ready, or missing (an ordinal below
-    replicas with no pod): the budget is spent on those first, so restarts go one after another.
+    replicas with no pod): the budget is spent on those first, so restarts go one after another,
+    highest ordinal first (as a StatefulSet rolls). `update_revision` is the StatefulSet's
+    (None while unknown: no pod counts as outdated).
     """
     live = [p for p in pods if p.ordinal is not None and p.ordinal < spec.replicas]
-    mismatched = sorted(
-        (p for p in live if not p.deleting and p.role is not None and p.role != spec.role_for(p.ordinal)),
-        key=lambda p: p.ordinal,
-    )
+    current = [p for p in live if not p.deleting]
+    flips = [p for p in current if p.role is not None and p.role != spec.role_for(p.ordinal)]
+    outdated = [p for p in current if update_revision and p.revision and p.revision != update_revision]
+    partition = spec.rolling_partition
+    to_roll = [p for p in outdated if partition is not None and p.ordinal >= partition]
+    candidates = sorted({p.uid: p for p in flips + to_roll}.values(), key=lambda p: -p.ordinal)
     present = {p.ordinal for p in live}
     unavailable = sum(1 for p in live if p.deleting or not p.ready)
     unavailable += sum(1 for ordinal in range(spec.replicas) if ordinal not in present)
     # Restarting a pod that is not Ready costs no availability, so those never wait for budget
-    # (otherwise a mismatched pod stuck loading would block the flip forever).
-    not_ready = [p for p in mismatched if not p.ready]
-    ready = [p for p in mismatched if p.ready]
+    # (otherwise a pod stuck loading would block the change forever).
+    not_ready = [p for p in candidates if not p.ready]
+    ready = [p for p in candidates if p.ready]
     budget = max(0, spec.max_unavailable - unavailable)
-    return FlipPlan(mismatched=tuple(mismatched), restart_now=tuple(not_ready + ready[:budget]))
+    return RestartPlan(flips=tuple(sorted(flips, key=lambda p: p.ordinal)),
+                       outdated=tuple(sorted(outdated, key=lambda p: p.ordinal)),
+                       restart_now=tuple(not_ready + ready[:budget]))

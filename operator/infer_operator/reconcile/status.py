@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from infer_operator import labels
@@ -31,8 +31,14 @@ class Outcome:
     generation: int
     problem: Problem | None = None
     pending_flips: int = 0
+    outdated: int = 0                  # live pods of an older template revision
+    update_revision: str | None = None
     registered: int | None = None
     registry_condition: tuple[str, str, str] | None = None  # (status, reason, message)
+    paused: bool = False               # the infer-operator.io/paused annotation: nothing was changed
+    url: str | None = None             # where the sync role is reached inside the cluster
+    registry: dict[str, Any] | None = None           # the registry in use, as spec.registry says it
+    retired_registries: list[dict[str, Any]] = field(default_factory=list)  # moved away from, not yet clean
 
 
 def now_iso() -> str:
@@ -72,12 +78,18 @@ def compute_status(
         "observedGeneration": gen,
         "replicas": len(live),
         "readyReplicas": len(ready),
+        "updatedReplicas": (sum(1 for p in live if p.revision == outcome.update_revision)
+                            if outcome.update_revision else None),
         "syncReady": sync_ready,
         "asyncReady": async_ready,
         "selector": labels.selector_string(labels.selector_labels(name)),
     }
     if outcome.registered is not None:
         status["registered"] = outcome.registered
+    status["url"] = outcome.url
+    # None removes the field from the stored status (merge patch): no registry, nothing retired.
+    status["registry"] = outcome.registry
+    status["retiredRegistries"] = outcome.retired_registries or None
 
     conditions: list[dict[str, Any]] = []
     if spec is None or outcome.problem is not None:
@@ -100,14 +112,23 @@ def compute_status(
             and outcome.pending_flips == 0
             and all(p.ordinal is not None and p.ordinal < spec.replicas for p in live)
         )
-        if settled:
+        if outcome.paused:
+            ready_msg = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
+            conditions.append(_condition("Ready", settled, "AllReplicasReady" if settled else "PodsNotReady",
+                                         ready_msg, gen))
+            conditions.append(_condition("Progressing", False, "Paused",
+                                         f"reconciling is paused by the {labels.ANNOTATION_PAUSED} annotation", gen))
+        elif settled:
             ready_msg = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
             conditions.append(_condition("Ready", True, "AllReplicasReady", ready_msg, gen))
-            conditions.append(_condition("Progressing", False, "Settled", "nothing to roll out", gen))
+            conditions.append(_progress_of_rollout(spec, live, outcome, gen))
         else:
             if outcome.pending_flips:
                 reason = "ChangingSplit"
                 message = f"{outcome.pending_flips} pod(s) restarting to change role"
+            elif outcome.outdated and spec.rolling_partition is not None:
+                reason = "RollingUpdate"
+                message = f"{outcome.outdated} of {len(live)} pod(s) run an older template"
             elif len(live) != spec.replicas:
                 reason = "Scaling"
                 message = f"{len(live)} of {spec.replicas} pods exist"
@@ -123,6 +144,35 @@ def compute_status(
     _keep_transition_times(conditions, (previous or {}).get("conditions"), now)
     status["conditions"] = conditions
     return status
+
+
+def _progress_of_rollout(spec: InferenceServiceSpec, live: list[PodView], outcome: Outcome, gen: int
+                         ) -> dict[str, Any]:
+    """Progressing for a service whose pods are all there and Ready: settled, rolling, or waiting
+    for someone to delete outdated pods (OnDelete, or below the partition)."""
+    if not outcome.outdated:
+        return _condition("Progressing", False, "Settled", "nothing to roll out", gen)
+    short = [p for p in live if p.grace_seconds is not None and p.role == labels.ROLE_SYNC
+             and p.grace_seconds <= spec.lifecycle.drain_seconds]
+    note = (f"; {len(short)} of them have a grace period not longer than drainSeconds "
+            f"({spec.lifecycle.drain_seconds} s): their drain is cut to fit it until they are restarted"
+            if short else "")
+    partition = spec.rolling_partition
+    if partition is None:
+        return _condition("Progressing", False, "PodsOutdated",
+                          f"{outdated_phrase(outcome.outdated)}; updateStrategy is OnDelete: delete them to "
+                          f"update them{note}", gen)
+    rolling = [p for p in live if p.ordinal is not None and p.ordinal >= partition
+               and p.revision != outcome.update_revision]
+    if rolling:
+        return _condition("Progressing", True, "RollingUpdate", f"{outdated_phrase(outcome.outdated)}{note}", gen)
+    return _condition("Progressing", False, "PodsOutdated",
+                      f"{outdated_phrase(outcome.outdated)}, below updateStrategy.rollingUpdate.partition "
+                      f"({partition}){note}", gen)
+
+
+def outdated_phrase(count: int) -> str:
+    return f"{count} pod(s) run an older template"
 
 
 def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:

@@ -1,0 +1,549 @@
+"""One reconcile pass for one InferenceService: parse, what is due, audit, apply, pods, registry, status.
+
+Every step reads the world and moves it one step toward the spec, so a pass may run twice, be
+cut off at any line, or run after an operator restart, and the next pass finishes the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from infer_operator import kinds, labels, metrics
+from infer_operator.api.errors import describe_validation_error
+from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec, name_problems, parse_spec
+from infer_operator.backoff import Backoff
+from infer_operator.builders import BuildError, Owner, build_all
+from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.podview import PodView
+from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
+from infer_operator.reconcile.schedule import Schedule
+from infer_operator.reconcile.status import Outcome, Problem, compute_status, now_iso, status_changed
+from infer_operator.registration.registrar import Registrar, RegistryConfigError
+from infer_operator.registration.releaser import PodReleaser, parse_registry
+from infer_operator.registration.sharing import NO_VIEWS, Views, live_ips, read_pods
+from infer_operator.registry.model import RegistryError, ServiceRef
+from infer_operator.runtime import ServiceRecord
+
+# (event type, reason, message) -> posts a Kubernetes Event on the InferenceService.
+EmitEvent = Callable[[str, str, str], None]
+
+RETRY_SOON_SECONDS = 5.0
+
+
+class TransientError(Exception):
+    """The API could not be reached or answered 5xx: try again soon, change no status."""
+
+
+@dataclass
+class ServiceReconciler:
+    kube: KubeClient
+    record: ServiceRecord
+    logger: logging.Logger | logging.LoggerAdapter
+    emit: EmitEvent
+    releaser: PodReleaser
+    schedule: Schedule = field(default_factory=Schedule)
+    # What our last apply produced, per owned object, to tell our own writes from drift.
+    applied: dict[tuple[str, str], str] = field(default_factory=dict)
+    applied_generation: int | None = None
+    last_problem: Problem | None = None
+    # When this operator first saw each pod Ready. API timestamps have one-second resolution;
+    # counting registerDelaySeconds from the later of the two never makes the warm-up shorter.
+    ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
+    first_pass: bool = True
+    restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
+    update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
+    paused: bool = False
+    ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
+    status_pending: bool = False        # the last status write failed: write again soon
+    named_target: bool | None = None    # whether the Services last applied target the named port
+    last_sweep_error: str | None = None
+    moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
+    objects_pending: bool = False  # an apply failed on a transient error: apply on the next pass
+    # Pods the index still holds that the API no longer has. kopf relists after a "410 Gone" (an
+    # API server restart, a long disconnect) without dropping objects deleted in the gap, so such
+    # a ghost would count as unavailable forever and stall every role flip.
+    vanished: set[str] = field(default_factory=set)
+
+    @property
+    def namespace(self) -> str:
+        return self.record.namespace
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def registrar(self) -> Registrar:
+        return self.record.registrar
+
+    # -- drift -------------------------------------------------------------------------------
+
+    def is_drift(self, kind: kinds.Kind, name: str, body: Any, deleted: bool) -> bool:
+        if deleted:
+            return True
+        marker = self.applied.get((kind.kind, name))
+        return marker is not None and marker != kind.marker(body)
+
+    # -- the pass ----------------------------------------------------------------------------
+
+    async def run_pass(self, body: Any, pods: Sequence[PodView], apply_objects: bool,
+                       views: Views = NO_VIEWS) -> float | None:
+        """Reconcile once (`pods`: the index's view of the service's pods; `apply_objects`: a
+        wake-up asked for the owned objects to be re-applied; `views`: the watches' view of the
+        services sharing its registry). Returns the seconds until the next pass is due at the
+        latest, or None when the InferenceService is gone."""
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
+        previous_status = dict(body.get("status") or {})
+        owner = ServiceRef(self.namespace, self.name, meta["uid"])
+        step = _Pass()
+
+        # parse
+        spec: InferenceServiceSpec | None = None
+        try:
+            spec = parse_spec(body.get("spec"))
+        except pydantic.ValidationError as exc:
+            step.problem = Problem("InvalidSpec", describe_validation_error(exc))
+        if spec is not None and (bad_name := name_problems(body)):
+            spec, step.problem = None, Problem("InvalidSpec", "; ".join(bad_name))
+        if spec is not None:
+            self._report_ratcheted(spec, generation)
+        registry_in_use = spec is not None and spec.registry.in_use
+        if self.paused and (meta.get("annotations") or {}).get(labels.ANNOTATION_PAUSED) != "true":
+            self.paused = False
+            self.logger.info(f"Reconciling {self.name} resumes.")
+            self.emit("Normal", "Resumed", f"the {labels.ANNOTATION_PAUSED} annotation is gone")
+        paused = (meta.get("annotations") or {}).get(labels.ANNOTATION_PAUSED) == "true"
+        if paused and spec is not None:
+            return await self._paused(body, spec, pods, generation, previous_status)
+
+        # what is due, and the audit
+        due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
+        pods, fresh, read_error = await self._audit_pods(pods, views, force=due.sweep)
+
+        # apply (the Services target the pods' named port once every pod has it)
+        named_target = all(pod.sync_port is not None for pod in pods if not pod.deleting)
+        if spec is not None and (apply_objects or due.resync or self.objects_pending
+                                 or generation != self.applied_generation or named_target != self.named_target):
+            await self._apply(Owner.from_body(body), spec, generation, named_target, step)
+
+        # registry: the one in use, and those moved away from (remembered in the status)
+        recorded = parse_registry(previous_status.get("registry"))
+        retired = [r for r in map(parse_registry, previous_status.get("retiredRegistries") or []) if r]
+        if spec is not None:
+            retired = registry_moves(recorded, retired, spec.registry, self.name)
+            recorded = spec.registry
+        holds = await self._hold_finalizer(meta, wanted=registry_in_use or bool(retired))
+
+        if spec is not None and step.problem is None:
+            # pods
+            await self._update_pods(spec, pods, step)
+            # registry
+            self.record.remember(spec, owner.uid)
+            if registry_in_use and holds:
+                await self._sync_registry(spec, pods, due.sweep, fresh, read_error, owner, views, step)
+            elif registry_in_use:
+                step.registry_condition = ("False", "RegistryUnreachable",
+                                           f"waiting to hold {labels.CR_FINALIZER} before registering anything")
+                step.retry_sooner(RETRY_SOON_SECONDS)
+            else:
+                step.registered = 0
+        if retired and spec is not None:
+            retired = await self._clean_moved(spec.registry, retired, owner, views, step)
+
+        # status
+        step.retry_sooner(self.schedule.next_in(time.monotonic(), sweeps=registry_in_use))
+        self._report_problem(step.problem)
+        outcome = Outcome(generation=generation, problem=step.problem, pending_flips=step.pending_flips,
+                          outdated=step.outdated, update_revision=self.update_revision,
+                          url=_url(self.namespace, self.name, spec),
+                          registered=step.registered, registry_condition=step.registry_condition,
+                          registry=_dump(recorded), retired_registries=[_dump(r) for r in retired])
+        desired = compute_status(self.name, spec, pods, outcome, previous_status)
+        self._export(spec, desired)
+        if not await self._write_status(previous_status, desired):
+            return None
+        if self.status_pending:
+            step.retry_sooner(RETRY_SOON_SECONDS)
+        return step.retry
+
+    async def _write_status(self, previous: dict[str, Any], desired: dict[str, Any]) -> bool:
+        """Write the status if it changed; False when the InferenceService is gone."""
+        self.status_pending = False
+        if not status_changed(previous, desired):
+            return True
+        try:
+            await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
+                                        {"status": desired}, subresource="status")
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            self.logger.warning(f"Could not write the status of {self.name}, will retry: {exc}")
+            self.status_pending = True
+        return True
+
+    def _export(self, spec: InferenceServiceSpec | None, status: dict[str, Any]) -> None:
+        """Per-service gauges, from the status just computed."""
+        if spec is not None:
+            metrics.SERVICE_DESIRED.labels(self.namespace, self.name).set(spec.replicas)
+        metrics.SERVICE_READY.labels(self.namespace, self.name).set(status.get("readyReplicas") or 0)
+        metrics.SERVICE_REGISTERED.labels(self.namespace, self.name).set(status.get("registered") or 0)
+
+    async def _paused(self, body: Any, spec: InferenceServiceSpec, pods: Sequence[PodView], generation: int,
+                      previous_status: dict[str, Any]) -> float | None:
+        """The `infer-operator.io/paused` annotation: report what is there, change nothing."""
+        if not self.paused:
+            self.logger.info(f"Reconciling {self.name} is paused ({labels.ANNOTATION_PAUSED}).")
+            self.emit("Normal", "Paused", f"reconciling is paused by the {labels.ANNOTATION_PAUSED} annotation")
+        self.paused = True
+        self.applied_generation = None  # resuming applies the spec as it is then
+        previous = {c.get("type"): c for c in previous_status.get("conditions") or []}
+        kept = previous.get("RegistrySynced")
+        outcome = Outcome(generation=generation, paused=True, url=_url(self.namespace, self.name, spec),
+                          registered=previous_status.get("registered"),
+                          registry_condition=(kept["status"], kept["reason"], kept.get("message", "")) if kept else None,
+                          registry=previous_status.get("registry"),
+                          retired_registries=list(previous_status.get("retiredRegistries") or []))
+        desired = compute_status(self.name, spec, pods, outcome, previous_status)
+        self._export(spec, desired)
+        if not await self._write_status(previous_status, desired):
+            return None
+        return RETRY_SOON_SECONDS if self.status_pending else self.schedule.resync_seconds
+
+    async def _apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, named_target: bool,
+                     step: _Pass) -> None:
+        try:
+            step.problem = await self._apply_objects(owner, spec, named_target)
+            self.objects_pending = False
+            if step.problem is None:
+                self.applied_generation = generation
+                self.named_target = named_target
+        except TransientError as exc:
+            self.objects_pending = True
+            self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
+            step.retry_sooner(RETRY_SOON_SECONDS)
+
+    async def _update_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
+        try:
+            await self._label_new_pods(spec, pods)
+            plan = await self._restart_pods(spec, pods)
+            step.pending_flips, step.outdated = plan.pending, len(plan.outdated)
+        except TransientError as exc:
+            self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
+            step.retry_sooner(RETRY_SOON_SECONDS)
+
+    async def _apply_objects(self, owner: Owner, spec: InferenceServiceSpec, named_target: bool) -> Problem | None:
+        try:
+            manifests = build_all(owner, spec, named_target=named_target)
+        except BuildError as exc:
+            return Problem("InvalidTemplate", str(exc))
+        for manifest in manifests:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            row = kinds.of(manifest["apiVersion"], kind)
+            try:
+                result = await self.kube.apply(manifest)
+            except KubeError as exc:
+                if exc.invalid or exc.status == 403:
+                    reason = "InvalidPodTemplate" if kind == "StatefulSet" and exc.invalid else "ApplyFailed"
+                    message = exc.message
+                    bad = _bad_quantities(spec) if kind == "StatefulSet" else ""
+                    if bad:
+                        message = f"{bad} ({message})"
+                    return Problem(reason, f"{kind} {name} was rejected: {message}")
+                raise TransientError(f"{kind} {name}: {exc}") from exc
+            self.applied[(kind, name)] = row.marker(result)
+            if row is kinds.STATEFUL_SET:
+                self.observe_statefulset(result)
+        return None
+
+    async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
+        with_finalizer = spec.registry.in_use
+        for pod in pods:
+            patch = role_patch(pod, spec, with_finalizer=with_finalizer)
+            if patch is None:
+                continue
+            try:
+                await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, patch)
+            except KubeError as exc:
+                if exc.not_found or exc.conflict:
+                    continue  # gone, or changed under us: the next event brings the new version
+                if exc.status == 0 or exc.status >= 500:
+                    raise TransientError(f"pod {pod.name}: {exc}") from exc
+                self.logger.error(f"Could not label pod {pod.name} of {self.name}: {exc}")
+                continue
+            role = patch["metadata"].get("labels", {}).get(labels.LABEL_ROLE)
+            if role:
+                self.logger.info(f"Pod {pod.name} of {self.name} takes the {role} role (ordinal {pod.ordinal}).")
+
+    def observe_statefulset(self, body: Any) -> bool:
+        """Note the StatefulSet's update revision (pods of another one are outdated). Returns
+        whether it changed, i.e. whether a pass has rolling to do."""
+        meta, status = (body or {}).get("metadata") or {}, (body or {}).get("status") or {}
+        # Until the controller has seen the latest template, its updateRevision is the old one.
+        current = meta.get("generation") is not None and status.get("observedGeneration") == meta.get("generation")
+        revision = status.get("updateRevision") if current else None
+        changed = revision != self.update_revision
+        self.update_revision = revision
+        return changed and revision is not None
+
+    async def _restart_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> RestartPlan:
+        """Restart pods whose role flips, and (RollingUpdate) outdated ones, within the budget."""
+        # A pod deleted by an earlier pass may not show its deletionTimestamp in the index yet:
+        # count it as going, so it is neither deleted twice nor leaves room for a second restart.
+        self.restarting &= {pod.uid for pod in pods}
+        pods = [dataclasses.replace(pod, deleting=True) if pod.uid in self.restarting else pod for pod in pods]
+        plan = plan_restarts(pods, spec, self.update_revision)
+        flipping = {pod.uid for pod in plan.flips}
+        for pod in plan.restart_now:
+            try:
+                await self.kube.delete(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, uid=pod.uid)
+            except KubeError as exc:
+                if exc.not_found or exc.conflict:
+                    continue
+                raise TransientError(f"pod {pod.name}: {exc}") from exc
+            self.restarting.add(pod.uid)
+            if pod.uid in flipping:
+                metrics.ROLE_RESTARTS.inc()
+                message = f"Restarting pod {pod.name} to change its role from {pod.role} to {spec.role_for(pod.ordinal)}."
+                reason = "RoleChange"
+            else:
+                metrics.ROLLOUT_RESTARTS.inc()
+                message = f"Restarting pod {pod.name} to update it to the current template ({self.update_revision})."
+                reason = "RollingUpdate"
+            self.logger.info(message)
+            self.emit("Normal", reason, message)
+        return plan
+
+    async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS, *, force: bool
+                          ) -> tuple[list[PodView], list[PodView] | None, str | None]:
+        """When the schedule says (and for each sweep), read the service's pods from the API, drop
+        the index's ghosts and take back pods that left the watch holding our finalizer. Returns
+        the pods to act on, the fresh read (if one was made) and the error that prevented it. A
+        failed read drops nothing."""
+        self.vanished &= {pod.uid for pod in pods}  # kopf forgot them too
+        fresh: list[PodView] | None = None
+        error: str | None = None
+        if self.schedule.take_read(time.monotonic(), force=force):
+            try:
+                bodies = await self.kube.list(kinds.POD.api_version, kinds.POD.kind, self.namespace,
+                                              label_selector=f"{labels.LABEL_SERVICE}={self.name}")
+            except KubeError as exc:
+                error = str(exc)
+            else:
+                fresh = [PodView.from_body(body) for body in bodies]
+                for stray in (p for p in fresh if not p.managed and labels.POD_FINALIZER in p.finalizers):
+                    await self.releaser.reclaim(stray, views)
+                for pod in vanished_pods(pods, fresh):
+                    if pod.uid not in self.vanished:
+                        self.vanished.add(pod.uid)
+                        metrics.VANISHED_PODS.inc()
+                        self.logger.warning(f"Pod {pod.name} ({pod.uid}) of {self.name} is gone from the API but "
+                                            f"still in the watch cache (its deletion was missed); ignoring it.")
+        return [pod for pod in pods if pod.uid not in self.vanished], fresh, error
+
+    async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView], sweep_due: bool,
+                             fresh: list[PodView] | None, read_error: str | None, owner: ServiceRef,
+                             views: Views, step: _Pass) -> None:
+        for pod in pods:  # level-triggered backstop for deletions whose event was missed
+            self.releaser.handle(pod, views)
+        now = datetime.datetime.now(datetime.UTC)
+        result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
+                                           spec.registry.register_delay_seconds, now, owner)
+        await self._mark_registered(result.to_mark)
+        condition = result.condition
+        if sweep_due:
+            self.last_sweep_error = await self._sweep(spec, fresh, read_error, owner, views)
+            if self.last_sweep_error:
+                self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
+        if condition[0] == "True" and self.last_sweep_error:
+            condition = ("False", "SweepFailed", self.last_sweep_error)
+        step.registered, step.registry_condition = result.registered, condition
+        step.retry_sooner(result.retry_in)
+
+    async def _sweep(self, spec: InferenceServiceSpec, fresh: list[PodView] | None, read_error: str | None,
+                     owner: ServiceRef, views: Views) -> str | None:
+        """Sweep with fresh reads only: this service's pods (the audit's) and its sharers'."""
+        if fresh is None:
+            return f"sweep skipped: {read_error}"
+        others = [key for key in views.sharers(spec.registry.place(self.name)) if key != (self.namespace, self.name)]
+        try:
+            others_pods = await read_pods(self.kube, others) if others else []
+        except KubeError as exc:
+            return f"sweep skipped: could not read the pods of {len(others)} service(s) sharing the registry: {exc}"
+        return await self.registrar.sweep(spec.registry, fresh, live_ips([*fresh, *others_pods]), owner)
+
+    async def _mark_registered(self, pods: Sequence[PodView]) -> None:
+        """Mark pods registered (a pod condition): from now on their IP's per-IP config is theirs."""
+        for pod in pods:
+            condition = {"type": labels.CONDITION_REGISTERED, "status": "True", "reason": "Registered",
+                         "message": f"registered as an instance of {self.registrar.service}",
+                         "lastTransitionTime": now_iso()}
+            try:
+                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
+                                                {"status": {"conditions": [condition]}}, subresource="status")
+            except KubeError as exc:
+                # Not marked yet: the next pass finds its entry naming it and marks it then.
+                self.logger.warning(f"Could not mark pod {pod.name} of {self.name} as registered: {exc}")
+
+    async def _hold_finalizer(self, meta: Any, *, wanted: bool) -> bool:
+        """Keep our finalizer on the InferenceService exactly while it has registry data to clean
+        (and drop annotations of kopf's old bookkeeping). Returns whether it holds the finalizer."""
+        finalizers = list(meta.get("finalizers") or [])
+        holds = labels.CR_FINALIZER in finalizers
+        legacy = [key for key in labels.LEGACY_ANNOTATIONS if key in (meta.get("annotations") or {})]
+        if meta.get("deletionTimestamp"):
+            return holds  # never added while deleting; the ServiceReleaser removes it
+        patch: dict[str, Any] = {}
+        if wanted != holds:
+            patch["finalizers"] = ([*finalizers, labels.CR_FINALIZER] if wanted
+                                   else [f for f in finalizers if f != labels.CR_FINALIZER])
+            patch["resourceVersion"] = meta.get("resourceVersion")
+        if legacy:
+            patch["annotations"] = dict.fromkeys(legacy)
+        if not patch:
+            return holds
+        try:
+            await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
+                                        {"metadata": patch})
+        except KubeError as exc:
+            if not exc.conflict:
+                self.logger.warning(f"Could not update the finalizers of {self.name}, will retry: {exc}")
+            return holds
+        return wanted
+
+    async def _clean_moved(self, current: RegistrySpec, retired: list[RegistrySpec], owner: ServiceRef,
+                           views: Views, step: _Pass) -> list[RegistrySpec]:
+        """Remove what this service left at registries it moved away from; returns those still to
+        clean. A registry that turns out to be the one in use under another spelling (the same
+        etcd cluster and prefix) has nothing to clean."""
+        left: list[RegistrySpec] = []
+        errors: list[str] = []
+        for old in retired:
+            try:
+                async with self.registrar.connected(old) as registry:
+                    if current.in_use and self.registrar.service_of(old) == self.registrar.service_of(current):
+                        in_use = await self.registrar.client(current)
+                        if await registry.identity() == await in_use.identity():
+                            continue
+                    others = [key for key in views.sharers(old.place(self.name)) if key != (self.namespace, self.name)]
+                    others_ips = live_ips(await read_pods(self.kube, others)) if others else set()
+                    await self.registrar.remove_everything(registry, old, others_ips, owner)
+                self.logger.info(f"InferenceService {self.name} moved to another registry; its entries at "
+                                 f"{self.registrar.service_of(old)} ({old.type}) are gone.")
+            except (RegistryConfigError, RegistryError, KubeError) as exc:
+                left.append(old)
+                errors.append(f"{self.registrar.service_of(old)} ({old.type}): {exc}")
+        if errors:
+            message = "entries left at a registry this service moved away from: " + "; ".join(errors)
+            step.registry_condition = ("False", "OldRegistryNotCleaned", message)
+            step.retry_sooner(self.moved_backoff.next())
+        else:
+            self.moved_backoff.reset()
+        return left
+
+    def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
+        # On the first pass after a (re)start the API's timestamp is all there is to go on.
+        default = {pod.uid: (pod.ready_since or now) if self.first_pass else now for pod in pods}
+        seen = {pod.uid: self.ready_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.ready}
+        self.ready_seen = seen
+        self.first_pass = False
+        return [dataclasses.replace(pod, ready_since=max(pod.ready_since or seen[pod.uid], seen[pod.uid]))
+                if pod.ready else pod for pod in pods]
+
+    def _report_ratcheted(self, spec: InferenceServiceSpec, generation: int) -> None:
+        """A template stored before the API refused fields the operator sets: it still works (the
+        operator's values win, as they did then), and is reported once per generation."""
+        found = spec.ratcheted()
+        if found and self.ratchet_reported != generation:
+            message = "; ".join(found) + " (the operator's values are used)"
+            self.logger.warning(f"InferenceService {self.name}: {message}.")
+            self.emit("Warning", "TemplateFieldsReplaced", message)
+        self.ratchet_reported = generation if found else None
+
+    def _report_problem(self, problem: Problem | None) -> None:
+        if problem == self.last_problem:
+            return
+        if problem is not None:
+            self.logger.error(f"InferenceService {self.name} is degraded: {problem.reason}: {problem.message}")
+            self.emit("Warning", problem.reason, problem.message)
+        elif self.last_problem is not None:
+            self.logger.info(f"InferenceService {self.name} recovered from {self.last_problem.reason}.")
+            self.emit("Normal", "Recovered", f"recovered from {self.last_problem.reason}")
+        self.last_problem = problem
+
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+
+
+def _bad_quantities(spec: InferenceServiceSpec) -> str:
+    """The API server reports an unparseable quantity as a conversion error that names no field:
+    name the fields ourselves ("spec.template.spec.containers[0].resources.limits.memory: ...")."""
+    template = spec.template.model_dump(by_alias=True, exclude_none=True)
+    found = []
+    pod = template.get("spec") or {}
+    for group in ("initContainers", "containers"):
+        for i, container in enumerate(pod.get(group) or []):
+            for section in ("limits", "requests"):
+                for key, value in ((container.get("resources") or {}).get(section) or {}).items():
+                    if not _QUANTITY.match(str(value)):
+                        found.append(f"spec.template.spec.{group}[{i}].resources.{section}.{key}: "
+                                     f"invalid quantity {str(value)[:40]!r}")
+    return "; ".join(found)
+
+
+def registry_moves(recorded: RegistrySpec | None, retired: list[RegistrySpec], current: RegistrySpec,
+                   name: str) -> list[RegistrySpec]:
+    """The registries still to be cleaned after the spec says `current`: the one last synced
+    (`recorded`, from the status) joins them when the spec moved away from it; one moved back to
+    leaves them. Places compare type, location and registry service name, not credentials."""
+    here = current.place(name)
+    out = list(retired)
+    if recorded is not None and recorded.in_use and recorded.place(name) != here:
+        if all(r.place(name) != recorded.place(name) for r in out):
+            out.append(recorded)
+    return [r for r in out if r.place(name) != here]
+
+
+def _url(namespace: str, name: str, spec: InferenceServiceSpec | None) -> str | None:
+    """Where the sync role is reached inside the cluster: the ClusterIP Service `<name>`."""
+    return f"http://{name}.{namespace}.svc:{spec.sync.port}" if spec is not None else None
+
+
+def _dump(registry: RegistrySpec | None) -> dict[str, Any] | None:
+    """A registry spec as recorded in the status (None for no registry)."""
+    return registry.model_dump(by_alias=True, exclude_none=True) if registry is not None and registry.in_use else None
+
+
+def vanished_pods(indexed: Sequence[PodView], fresh: Sequence[PodView]) -> list[PodView]:
+    """Pods of the index that a later read of the API does not list: deleted (uids never return).
+
+    Only sound when `indexed` was taken before the read started; a pod the read lists but the
+    index lacks is merely not seen yet, and is none of this function's business.
+    """
+    listed = {pod.uid for pod in fresh}
+    return [pod for pod in indexed if pod.uid not in listed]
+
+
+@dataclass
+class _Pass:
+    """What one pass found along the way, for its status and its next wake-up."""
+
+    problem: Problem | None = None
+    pending_flips: int = 0
+    outdated: int = 0
+    registered: int | None = None
+    registry_condition: tuple[str, str, str] | None = None
+    retry: float | None = None  # seconds until the next pass at the latest
+
+    def retry_sooner(self, seconds: float | None) -> None:
+        if seconds is not None and (self.retry is None or seconds < self.retry):
+            self.retry = seconds

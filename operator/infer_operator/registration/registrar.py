@@ -1,0 +1,243 @@
+"""The registry side of one InferenceService: a client built from the spec and its Secret,
+registration passes, the sweep, and removing everything when the service goes.
+
+Every registry call is bounded (the client's per-call timeout). An error is never taken to mean
+"gone": a failed read leaves everything in place and reports RegistrySynced=False.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+from infer_operator import kinds, metrics
+from infer_operator.backoff import Backoff
+from infer_operator.api.v1alpha1 import RegistrySpec
+from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.podview import PodView
+from infer_operator.registration.actions import apply_sweep
+from infer_operator.registration.plans import desired_instances, plan_registration, plan_sweep
+from infer_operator.registry.backends import Measured, connect
+from infer_operator.registry.base import Registry
+from infer_operator.registry.model import RegistryError, ServiceRef
+
+log = logging.getLogger(__name__)
+
+
+class RegistryConfigError(Exception):
+    """The registry settings cannot be used (missing Secret, bad values): a user must act."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    registered: int
+    condition: tuple[str, str, str]  # status, reason, message
+    retry_in: float | None = None
+    to_mark: tuple[PodView, ...] = ()  # registered pods without the registration mark yet
+
+
+def registry_service_name(spec_registry: RegistrySpec, isvc_name: str) -> str:
+    return spec_registry.service or isvc_name
+
+
+async def read_credentials(kube: KubeClient, namespace: str, secret_name: str,
+                           secret_keys: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The Secret's registry credentials (`secret_keys`: Secret key -> credential name; other keys
+    are ignored) and its resourceVersion. Values are never logged."""
+    try:
+        secret = await kube.get(kinds.SECRET.api_version, kinds.SECRET.kind, namespace, secret_name)
+    except KubeError as exc:
+        if exc.not_found:
+            raise RegistryConfigError(f"registry credentials Secret {secret_name} does not exist") from None
+        if exc.status == 403:
+            raise RegistryConfigError(f"not allowed to read registry credentials Secret {secret_name}") from None
+        raise RegistryError(f"could not read Secret {secret_name}: {exc.reason or exc.status}") from None
+    credentials = {}
+    for key, value in (secret.get("data") or {}).items():
+        if key in secret_keys:
+            credentials[secret_keys[key]] = base64.b64decode(value).decode()
+    return credentials, secret["metadata"].get("resourceVersion", "")
+
+
+class Registrar:
+    """Registry work for one InferenceService (`owner`). Keeps one client for the registry in use,
+    rebuilt when its settings or Secret change; a registry the service has moved away from is
+    reached with a client of its own for the time it takes (`connected`)."""
+
+    def __init__(self, kube: KubeClient, namespace: str, name: str, timeout: float,
+                 connect: Callable[..., Registry] = connect):
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.timeout = timeout
+        self._connect = connect  # the backend table's; tests give a stub registry
+        # An unreachable registry is retried with waits of its own per service, so many services
+        # do not hammer a recovering registry in step.
+        self.backoff = Backoff(first=2.0, cap=60.0)
+        self.spec_registry: RegistrySpec | None = None
+        self._client: Registry | None = None
+        self._fingerprint: str | None = None
+
+    def service_of(self, spec_registry: RegistrySpec) -> str:
+        return registry_service_name(spec_registry, self.name)
+
+    @property
+    def service(self) -> str:
+        return self.service_of(self.spec_registry) if self.spec_registry else self.name
+
+    @property
+    def backend(self) -> str:
+        return self.spec_registry.type if self.spec_registry else "none"
+
+    async def _build(self, spec_registry: RegistrySpec, *, reuse: bool) -> tuple[Registry | None, str]:
+        """(a new client, or None when `reuse` and the current one still fits; the fingerprint of the
+        settings and Secret version it was built from)."""
+        backend = spec_registry.backend
+        secret_name = backend.credentials_secret(spec_registry)
+        credentials: dict[str, str] = {}
+        secret_version = ""
+        if secret_name:
+            credentials, secret_version = await read_credentials(self.kube, self.namespace, secret_name,
+                                                                 backend.secret_keys)
+        fingerprint = hashlib.sha256(json.dumps(
+            [spec_registry.model_dump(mode="json"), secret_name, secret_version], sort_keys=True).encode()).hexdigest()
+        if reuse and self._client is not None and fingerprint == self._fingerprint:
+            return None, fingerprint
+        try:
+            client = self._connect(spec_registry.type, backend.section(spec_registry), credentials, self.timeout)
+            return Measured(client, spec_registry.type), fingerprint
+        except ValueError as exc:
+            raise RegistryConfigError(f"registry settings are not usable: {exc}") from None
+
+    async def client(self, spec_registry: RegistrySpec, *, keep_if_secret_gone: bool = False) -> Registry:
+        """The client for the registry in use (raises RegistryConfigError, RegistryError).
+
+        `keep_if_secret_gone`: when the credentials Secret can no longer be read, go on with the
+        client built from it before (for the same registry). Cleaning up after a deletion uses
+        this: a namespace being deleted takes its Secrets with it, and the registry may well still
+        take the credentials.
+        """
+        same_place = self.spec_registry is not None and self.spec_registry.place(self.name) == spec_registry.place(
+            self.name)
+        try:
+            fresh, fingerprint = await self._build(spec_registry, reuse=True)
+        except RegistryConfigError:
+            if keep_if_secret_gone and same_place and self._client is not None:
+                return self._client
+            raise
+        self.spec_registry = spec_registry
+        if fresh is not None:
+            await self.close()
+            self._client, self._fingerprint = fresh, fingerprint
+        assert self._client is not None
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def connected(self, spec_registry: RegistrySpec) -> AsyncIterator[Registry]:
+        """A client of its own for a registry other than the one in use; closed afterwards."""
+        fresh, _ = await self._build(spec_registry, reuse=False)
+        assert fresh is not None
+        try:
+            yield fresh
+        finally:
+            await fresh.close()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def sync(self, spec_registry: RegistrySpec, pods: list[PodView], port: int, register_delay: float,
+                   now: datetime.datetime, owner: ServiceRef) -> SyncResult:
+        """Make the registry list exactly the due, Ready, sync pods (of those the operator knows)
+        under `owner`'s name; a pod registered for the first time claims its IP."""
+        try:
+            registry = await self.client(spec_registry)
+        except RegistryConfigError as exc:
+            return SyncResult(0, ("False", "InvalidRegistryConfig", str(exc)), None)
+        except RegistryError as exc:
+            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
+        service = self.service_of(spec_registry)
+        desired = desired_instances(pods, port, register_delay, now, owner)
+        try:
+            listing = await registry.list_instances(service)
+            plan = plan_registration(desired.instances, listing.instances, pods, desired.warming, owner)
+            for instance in plan.claim:
+                await registry.claim(service, instance)
+                metrics.REGISTRATIONS.labels(self.backend).inc()
+                log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}, "
+                         f"after removing any per-IP config a previous holder of {instance.ip} left.")
+            for instance in plan.register:
+                await registry.register(service, instance)
+                metrics.REGISTRATIONS.labels(self.backend).inc()
+                log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}.")
+            for instance in plan.deregister:
+                await registry.deregister(service, instance.ip, instance.port, instance.uid)
+                metrics.DEREGISTRATIONS.labels(self.backend, "not-ready").inc()
+                log.info(f"Deregistered {instance.pod} ({instance.address}) from {service}: it is no "
+                         f"longer a Ready sync pod.")
+        except RegistryError as exc:
+            metrics.REGISTRY_ERRORS.labels(self.backend, "sync").inc()
+            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
+        self.backoff.reset()
+        registered = len(desired.instances)
+        message = f"{registered} instance(s) registered in {registry.describe()}"
+        if listing.malformed:
+            message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
+        registered_uids = {i.uid for i in desired.instances.values()}
+        to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
+        return SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark)
+
+    async def sweep(self, spec_registry: RegistrySpec, own_pods: list[PodView], live_ips: set[str],
+                    owner: ServiceRef) -> str | None:
+        """Remove our entries naming no live pod of ours, and per-IP configs at IPs no live pod of
+        any InferenceService sharing the registry service holds.
+
+        `own_pods` and `live_ips` must come from reads of the API made for this sweep (never from a
+        watch cache, which may lag): the caller does not sweep at all when a read failed. An error
+        in the registry removes nothing. Returns an error message, or None when the sweep ran.
+        """
+        try:
+            registry = await self.client(spec_registry)
+        except (RegistryConfigError, RegistryError) as exc:
+            return f"sweep skipped: {exc}"
+        live_uids = {pod.uid for pod in own_pods if not pod.deleting}
+        return await self._remove(registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of")
+
+    async def remove_everything(self, registry: Registry, spec_registry: RegistrySpec, others_ips: set[str],
+                                owner: ServiceRef) -> None:
+        """Remove all of `owner`'s entries at a registry (`registry` is a client for
+        `spec_registry`), and the per-IP configs no other InferenceService sharing it holds
+        (`others_ips`, read fresh): the service is going, or has moved away from there.
+        Raises RegistryError."""
+        error = await self._remove(registry, self.service_of(spec_registry), set(), others_ips, owner, "Removing",
+                                   raise_errors=True)
+        assert error is None
+
+    async def _remove(self, registry: Registry, service: str, live_uids: set[str], live_ips: set[str],
+                      owner: ServiceRef, doing: str, *, raise_errors: bool = False) -> str | None:
+        try:
+            listing = await registry.list_instances(service)
+            config_ips = await registry.list_config_ips(service)
+        except RegistryError as exc:
+            metrics.REGISTRY_ERRORS.labels(registry.kind, "sweep").inc()
+            if raise_errors:
+                raise
+            return f"sweep skipped: {exc}"
+        plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
+        if plan.empty:
+            return None
+        result = await apply_sweep(registry, service, plan)
+        metrics.STALE_REMOVED.labels(registry.kind, "instance").inc(result.instances_removed)
+        metrics.STALE_REMOVED.labels(registry.kind, "config").inc(result.configs_removed)
+        log.info(f"{doing} {service} in {registry.describe()} removed {result.instances_removed} instance(s) of "
+                 f"{owner.namespace}/{owner.name} and {result.configs_removed} per-IP config(s).")
+        if result.errors and raise_errors:
+            raise RegistryError("; ".join(result.errors))
+        return "; ".join(result.errors) or None

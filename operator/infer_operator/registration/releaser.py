@@ -1,0 +1,360 @@
+"""Letting go of deleted objects: pods (deregister, confirmed; remove the per-IP config) and
+InferenceServices (remove all their registry data). Each holds one of our finalizers until that
+is done, and never longer than a bound.
+
+A pod's release starts as soon as it gets its deletionTimestamp, in parallel with its preStop
+drain, so the instance leaves the registry before SIGTERM. It does not depend on the
+InferenceService's loop (which stops when the service is deleted); it needs only the pod and its
+service's record: the registry settings last synced (or read from the InferenceService) and the
+service's registrar. If the registry stays unreachable past the deregistration timeout, the pod
+is released anyway (never held hostage), a Warning event says so, and the sweep removes the
+leftovers later.
+
+An InferenceService's release removes its entries and the per-IP configs no sharer holds, at
+the registry in use and at every registry it moved away from without cleaning up yet (both
+remembered in its status). It ends at `--cleanup-timeout` after the deletion at the latest
+(at once when the namespace itself is going and the registry cannot be used), with an event
+and a metric for whatever was left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from infer_operator import kinds, labels, metrics
+from infer_operator.api.v1alpha1 import RegistrySpec, parse_spec
+from infer_operator.backoff import Backoff
+from infer_operator.clients.finalizers import remove_finalizer
+from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.podview import PodView, parse_time
+from infer_operator.registration.actions import deregister_confirmed
+from infer_operator.registration.registrar import RegistryConfigError
+from infer_operator.registration.sharing import NO_VIEWS, Views, live_ips, read_pods
+from infer_operator.registry.model import RegistryError, ServiceRef
+from infer_operator.runtime import RegistrySettings, ServiceRecord, ServiceRecords
+
+log = logging.getLogger(__name__)
+
+# (object reference, event type, reason, message)
+PostEvent = Callable[[dict[str, Any], str, str, str], None]
+
+
+def pod_reference(pod: PodView) -> dict[str, Any]:
+    """Enough of a pod body for an Event's involvedObject."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid}}
+
+
+
+class Releases:
+    """Background releases, one task per object uid at a time; an object just released is not
+    started again for a while (late events still show the finalizer that was just removed)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.recently_released: dict[str, float] = {}  # uid -> when its release finished
+
+    def start(self, uid: str, name: str, release: Callable[[], Awaitable[bool]]) -> None:
+        if uid in self.tasks:
+            return
+        now = time.monotonic()
+        self.recently_released = {u: at for u, at in self.recently_released.items() if now - at < 300}
+        if uid in self.recently_released:
+            return
+        task = asyncio.create_task(release(), name=name)
+        self.tasks[uid] = task
+
+        def done(_: asyncio.Task) -> None:
+            self.tasks.pop(uid, None)
+            if not task.cancelled() and task.exception() is None and task.result():
+                self.recently_released[uid] = time.monotonic()
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+async def _settings_for(kube: KubeClient, record: ServiceRecord) -> RegistrySettings | None:
+    """The registry settings the service last synced with, else read from the InferenceService."""
+    if record.settings is not None:
+        return record.settings
+    try:
+        body = await kube.get(kinds.INFERENCE_SERVICE.api_version, kinds.INFERENCE_SERVICE.kind,
+                              record.namespace, record.name)
+    except KubeError as exc:
+        if exc.not_found:
+            return None
+        raise RegistryError(f"could not read InferenceService {record.name}: {exc}") from None
+    record.remember(parse_spec(body.get("spec")), body["metadata"]["uid"])
+    return record.settings
+
+
+class PodReleaser:
+    def __init__(self, kube: KubeClient, services: ServiceRecords, post: PostEvent, timeout: Callable[[], float]):
+        self.kube = kube
+        self.services = services
+        self.post = post
+        self.timeout = timeout
+        self.releases = Releases()
+        metrics.PODS_HELD.set_function(lambda: len(self.releases.tasks))
+
+    @property
+    def tasks(self) -> dict[str, asyncio.Task]:
+        return self.releases.tasks
+
+    def handle(self, pod: PodView, views: Views = NO_VIEWS) -> None:
+        """Start releasing a deleted pod that still carries our finalizer (at most once at a time).
+        `views` shows the pods of every service sharing its registry (who holds its IP now)."""
+        if pod.deleting and labels.POD_FINALIZER in pod.finalizers:
+            self.releases.start(pod.uid, f"release {pod.namespace}/{pod.name}", lambda: self._release(pod, views))
+
+    async def reclaim(self, pod: PodView, views: Views) -> None:
+        """A pod holding our finalizer has left the watch (its managed-by label was changed). A
+        deleted one is released like any other; a live one gets the label back, so that the watch
+        sees it again and its deletion, whenever it comes, is not missed."""
+        if pod.deleting:
+            self.handle(pod, views)
+            return
+        patch = {"metadata": {"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+                              "resourceVersion": pod.resource_version}}
+        try:
+            await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name, patch)
+        except KubeError as exc:
+            if not (exc.not_found or exc.conflict):  # gone, or changed again: the next audit looks again
+                log.warning(f"Could not put the {labels.LABEL_MANAGED_BY} label back on pod "
+                            f"{pod.namespace}/{pod.name}: {exc}")
+            return
+        message = (f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
+                   f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again")
+        log.info(f"{message}.")
+        self.post(pod_reference(pod), "Normal", "Relabelled", message)
+
+    async def close(self) -> None:
+        await self.releases.close()
+
+    async def _release(self, pod: PodView, views: Views) -> bool:
+        """Returns whether the pod is released (our finalizer is gone)."""
+        try:
+            outcome = await self._deregister(pod, views)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever happens, the pod must not be stuck
+            log.exception(f"Deregistering pod {pod.namespace}/{pod.name} failed unexpectedly; releasing it.")
+            outcome = ("Warning", "DeregistrationFailed", "unexpected error; the sweep will finish the job")
+        released = await self._remove_finalizer(pod)
+        if outcome is not None:
+            event_type, reason, message = outcome
+            self.post(pod_reference(pod), event_type, reason, f"Pod {pod.name}: {message}")
+            if event_type == "Warning":
+                metrics.INCOMPLETE_CLEANUPS.labels("Pod", reason).inc()
+        return released
+
+    @staticmethod
+    def _holder(settings: RegistrySettings, pod: PodView, views: Views) -> PodView | None:
+        """A live pod of any service sharing the registry that holds the pod's IP now."""
+        for namespace, name in views.sharers(settings.place) or [(pod.namespace, pod.service)]:
+            for other in views.pods_of(namespace, name):
+                if other.ip == pod.ip and other.uid != pod.uid and not other.deleting:
+                    return other
+        return None
+
+    async def _deregister(self, pod: PodView, views: Views):
+        """Returns (event type, reason, message) worth an event, or None for the quiet normal case."""
+        started = time.monotonic()
+        deadline = started + self.timeout()
+        backoff = Backoff()
+        last_error = "registry unreachable"
+        record = self.services.record(pod.namespace, pod.service)
+        while True:
+            try:
+                settings = await _settings_for(self.kube, record)
+                if settings is None or not settings.registry.in_use:
+                    return None  # nothing registered anywhere for this pod
+                if not pod.ip:
+                    return None  # never had an IP: never registered, no per-IP config
+                port = pod.sync_port or settings.port  # the port it was registered at
+                registry = await record.registrar.client(settings.registry, keep_if_secret_gone=True)
+                service = record.registrar.service_of(settings.registry)
+                # The IP's per-IP config is the new holder's once that pod has been registered
+                # (it claimed the IP then); until then it is still this pod's.
+                holder = self._holder(settings, pod, views)
+                keep_config = holder is not None and holder.registered
+                remaining = max(0.5, deadline - time.monotonic())
+                async with asyncio.timeout(remaining):
+                    result = await deregister_confirmed(registry, service, pod.ip, port, pod.uid)
+                    if result.confirmed and not keep_config:
+                        await registry.delete_config(service, pod.ip)
+                if result.confirmed:
+                    if pod.role == labels.ROLE_SYNC:
+                        metrics.DEREGISTRATIONS.labels(settings.registry.type, "pod-deleted").inc()
+                        metrics.DEREGISTRATION_LATENCY.observe(time.monotonic() - started)
+                        log.info(f"Deregistered pod {pod.namespace}/{pod.name} ({pod.ip}:{port}) from {service}"
+                                 + ("." if keep_config else " and removed its per-IP config."))
+                    elif not keep_config:
+                        # Async pods are never registered; their per-IP config still goes with them.
+                        log.info(f"Removed the per-IP config of pod {pod.namespace}/{pod.name} ({pod.ip}) "
+                                 f"from {service}.")
+                    if keep_config:
+                        return ("Normal", "IPReused", f"IP {pod.ip} is held by {holder.namespace}/{holder.name}, "
+                                f"registered since: its per-IP config is that pod's and was kept")
+                    if result.needed_second_confirmation:
+                        return ("Normal", "DeregisteredOnSecondConfirmation",
+                                f"{pod.ip}:{port} was still listed after the first delete; removed directly")
+                    return None
+                last_error = result.last_error or last_error
+            except RegistryConfigError as exc:
+                return ("Warning", "DeregistrationSkipped", f"{exc}; released without deregistration")
+            except (RegistryError, TimeoutError) as exc:
+                last_error = str(exc) or type(exc).__name__
+                metrics.REGISTRY_ERRORS.labels("unknown", "deregister").inc()
+            delay = backoff.next()
+            if time.monotonic() + delay >= deadline:
+                message = (f"registry unreachable for {self.timeout():g}s ({last_error}); released without "
+                           f"confirmed deregistration, the sweep will remove its entry and config")
+                log.warning(f"Pod {pod.namespace}/{pod.name}: {message}.")
+                return ("Warning", "DeregistrationTimedOut", message)
+            await asyncio.sleep(delay)
+
+    async def _remove_finalizer(self, pod: PodView) -> bool:
+        try:
+            return await remove_finalizer(self.kube, kinds.POD, pod.namespace, pod.name, labels.POD_FINALIZER,
+                                          uid=pod.uid)
+        except KubeError as exc:
+            log.error(f"Could not release pod {pod.namespace}/{pod.name} from {labels.POD_FINALIZER}: {exc}")
+            metrics.INCOMPLETE_CLEANUPS.labels("Pod", "FinalizerNotRemoved").inc()
+            return False
+
+
+def registries_of(body: Any) -> tuple[RegistrySpec | None, list[RegistrySpec]]:
+    """(the registry in use, the ones moved away from and not cleaned yet) of an InferenceService.
+
+    The spec says which registry is in use; when it cannot be parsed, the status's record of the
+    registry last synced stands in. Unparseable records are skipped (nothing to connect to).
+    """
+    status = body.get("status") or {}
+    current: RegistrySpec | None
+    try:
+        current = parse_spec(body.get("spec")).registry
+    except ValueError:
+        current = parse_registry(status.get("registry"))
+    retired = [r for r in map(parse_registry, status.get("retiredRegistries") or []) if r is not None and r.in_use]
+    return (current if current is not None and current.in_use else None), retired
+
+
+def parse_registry(data: Any) -> RegistrySpec | None:
+    """A registry spec as recorded in a status, or None when absent or unusable."""
+    try:
+        return RegistrySpec.model_validate(data) if data else None
+    except ValueError:
+        return None
+
+
+class ServiceReleaser:
+    """Deleted InferenceServices: their registry data goes, then our finalizer, within a bound."""
+
+    def __init__(self, kube: KubeClient, services: ServiceRecords, post: PostEvent, timeout: Callable[[], float]):
+        self.kube = kube
+        self.services = services
+        self.post = post
+        self.timeout = timeout
+        self.releases = Releases()
+
+    def handle(self, body: Any, views: Views = NO_VIEWS) -> None:
+        """Start cleaning up a deleted InferenceService that still carries our finalizer."""
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp") and labels.CR_FINALIZER in (meta.get("finalizers") or []):
+            snapshot = {"metadata": dict(meta), "spec": body.get("spec"), "status": body.get("status")}
+            self.releases.start(meta["uid"], f"clean up {meta['namespace']}/{meta['name']}",
+                                lambda: self._release(snapshot, views))
+
+    async def close(self) -> None:
+        await self.releases.close()
+
+    async def _release(self, body: dict[str, Any], views: Views) -> bool:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        owner = ServiceRef(namespace, name, meta["uid"])
+        reference = {"apiVersion": labels.API_VERSION, "kind": labels.KIND,
+                     "metadata": {"name": name, "namespace": namespace, "uid": owner.uid}}
+        try:
+            outcome = await self._clean(body, owner, views)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - whatever happens, the object must not be stuck
+            log.exception(f"Cleaning the registry of InferenceService {namespace}/{name} failed unexpectedly.")
+            outcome = ("RegistryCleanupAbandoned", "unexpected error; its registry entries may remain")
+        if outcome is not None:
+            reason, message = outcome
+            log.warning(f"InferenceService {namespace}/{name}: {message}.")
+            self.post(reference, "Warning", reason, message)
+            metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, reason).inc()
+        try:
+            released = await remove_finalizer(self.kube, kinds.INFERENCE_SERVICE, namespace, name,
+                                              labels.CR_FINALIZER, uid=owner.uid)
+        except KubeError as exc:
+            released = False
+            log.error(f"Could not release InferenceService {namespace}/{name} from {labels.CR_FINALIZER}: {exc}")
+        if not released:
+            self.post(reference, "Warning", "FinalizerNotRemoved",
+                      f"could not remove {labels.CR_FINALIZER}; `infer-operator cleanup` removes it")
+            metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, "FinalizerNotRemoved").inc()
+        return released
+
+    async def _clean(self, body: dict[str, Any], owner: ServiceRef, views: Views) -> tuple[str, str] | None:
+        """Clean every registry the service used; (reason, message) for an event when it gave up."""
+        current, retired = registries_of(body)
+        left = ([current] if current else []) + retired
+        record = self.services.record(owner.namespace, owner.name)
+        deletion = parse_time(body["metadata"].get("deletionTimestamp")) or datetime.datetime.now(datetime.UTC)
+        deadline = deletion + datetime.timedelta(seconds=self.timeout())
+        backoff = Backoff(first=1.0, cap=30.0)
+        last_error = ""
+        while left:
+            spec_registry = left[0]
+            try:
+                others = [s for s in views.sharers(spec_registry.place(owner.name))
+                          if s != (owner.namespace, owner.name)]
+                others_ips = live_ips(await read_pods(self.kube, others)) if others else set()
+                if spec_registry is current:
+                    registry = await record.registrar.client(spec_registry, keep_if_secret_gone=True)
+                    await record.registrar.remove_everything(registry, spec_registry, others_ips, owner)
+                else:
+                    async with record.registrar.connected(spec_registry) as registry:
+                        await record.registrar.remove_everything(registry, spec_registry, others_ips, owner)
+                left.pop(0)
+                backoff.reset()
+                continue
+            except RegistryConfigError as exc:
+                last_error = str(exc)
+                if await self._namespace_going(owner.namespace):
+                    return ("RegistryCleanupAbandoned",
+                            f"the namespace is being deleted and the registry cannot be used ({exc}); "
+                            f"entries and per-IP configs of {owner.name} may remain there")
+            except (RegistryError, KubeError, TimeoutError) as exc:
+                last_error = str(exc) or type(exc).__name__
+            delay = backoff.next()
+            now = datetime.datetime.now(datetime.UTC)
+            if now + datetime.timedelta(seconds=delay) >= deadline:
+                return ("RegistryCleanupAbandoned",
+                        f"the registry could not be cleaned within {self.timeout():g}s of the deletion "
+                        f"({last_error}); entries and per-IP configs of {owner.name} may remain there")
+            log.warning(f"Cleaning the registry of InferenceService {owner.namespace}/{owner.name} failed, "
+                        f"retrying in {delay:.1f}s: {last_error}")
+            await asyncio.sleep(delay)
+        return None
+
+    async def _namespace_going(self, namespace: str) -> bool:
+        """Whether the namespace is being deleted (a Secret it lost can never come back then)."""
+        try:
+            ns = await self.kube.get(kinds.NAMESPACE.api_version, kinds.NAMESPACE.kind, None, namespace)
+        except KubeError:
+            return False  # unknown (e.g. not allowed to read it): wait out the bound instead
+        return bool(ns["metadata"].get("deletionTimestamp")) or (ns.get("status") or {}).get("phase") == "Terminating"
