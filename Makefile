@@ -37,20 +37,20 @@ system-deps:
 	  fi
 
 test: setup
-	$(PY) -m infer_operator.devcluster build
+	$(PY) -m devtools.cluster build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m infer_operator.demo
+	$(PY) -m devtools.demo
 
 cluster-up: setup
-	$(PY) -m infer_operator.devcluster up
+	$(PY) -m devtools.cluster up
 
 cluster-down:
-	$(PY) -m infer_operator.devcluster down
+	$(PY) -m devtools.cluster down
 
 crds: $(VENV)/.installed
 	$(VENV)/bin/infer-operator crd > crds/serving.infer-operator.io_inferenceservices.yaml
@@ -61,12 +61,12 @@ docs: $(VENV)/.installed
 
 # Plain manifests rendered from the Helm chart with default values (a test fails when they are stale),
 # and the chart's copies of the CRDs.
-HELM_BIN = $$($(PY) -c 'from infer_operator.devcluster import toolchain; print(toolchain.binary_path("helm"))')
+HELM_BIN = $$($(PY) -c 'from devtools.cluster import toolchain; print(toolchain.binary_path("helm"))')
 # Rendered for the local control plane's Kubernetes version (helm's own default, v1.20, is below the
 # chart's kubeVersion); nothing in the chart depends on it.
-KUBE_VERSION = $$($(PY) -c 'from infer_operator.devcluster import versions; print(versions.KUBERNETES_VERSION)')
+KUBE_VERSION = $$($(PY) -c 'from devtools.cluster import versions; print(versions.KUBERNETES_VERSION)')
 deploy: $(VENV)/.installed
-	$(PY) -m infer_operator.devcluster build helm
+	$(PY) -m devtools.cluster build helm
 	cp crds/*.yaml charts/infer-operator/crds/
 	cp crds/serving.infer-operator.io_inferenceservices.yaml deploy/01-crd-inferenceservices.yaml
 	cp crds/kopf-peering.yaml deploy/01-crd-kopf-peering.yaml
@@ -81,7 +81,7 @@ lock: $(VENV)/.installed
 # What the release workflow would publish for this version: the chart packaged into dist/release/,
 # the image and chart pushes printed (hack/release.sh; tag vX.Y.Z runs it for real in CI).
 release-dry-run: $(VENV)/.installed
-	$(PY) -m infer_operator.devcluster build helm
+	$(PY) -m devtools.cluster build helm
 	HELM=$(HELM_BIN) hack/release.sh --dry-run
 
 # End to end on kind (needs Docker and kind; exits 0 with "skipped: ..." without them).

@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import (Kube, OperatorProcess, PodTracker, Result, apply_isvc, cluster_up, isvc, log, summary,
+from bench.common import (InstrumentedOperator, Kube, PodTracker, Result, apply_isvc, cluster_up, isvc, log, summary,
                           workdir)
 from infer_operator import labels
 
@@ -37,7 +37,7 @@ async def main(args, name: str = "apply") -> Result:
         await kube.install_crd()
         await kube.delete_namespace(NS)
         await kube.ensure_namespace(NS)
-        operator = OperatorProcess(kubeconfig, [NS], workdir() / "operator-apply.log")
+        operator = InstrumentedOperator(kubeconfig, [NS], workdir() / "operator-apply.log")
         operator.start()
 
         pods = PodTracker(kube, NS, labels.MANAGED_SELECTOR)

@@ -1,5 +1,5 @@
-"""Shared plumbing of the benchmarks: the control plane, the registry etcd, the operator process,
-watches (Kubernetes and etcd), machine facts and the result files.
+"""Shared plumbing of the benchmarks: the control plane, the registry etcd, the operator process
+(devtools.harness's, instrumented), watches (Kubernetes and etcd), machine facts and the result files.
 
 Nothing here asserts a time: benchmarks measure and write JSON under bench/results/.
 """
@@ -13,10 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,7 +25,8 @@ import aiohttp
 import psutil
 import yaml
 
-from infer_operator.devcluster.processes import terminate
+from devtools.cluster.etcd import EtcdServer, b64, prefix_end
+from devtools.harness import OperatorProcess, connect, etcd_registry, isvc_body
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -43,12 +41,6 @@ PREFIX = "/bench"
 
 
 # --------------------------------------------------------------------------- facts and results
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_model() -> str:
@@ -149,14 +141,13 @@ def log(msg: str) -> None:
 
 
 def cluster_up(nodes: int = 2) -> Path:
-    from infer_operator.devcluster import launcher
-
-    info = launcher.up(CLUSTER_DIR, nodes=nodes, progress=lambda m: None)
-    return Path(info.kubeconfig)
+    """The bench's own local control plane (never $KUBECONFIG's cluster: the benchmarks add KWOK
+    nodes and run pods no kubelet could start); its kubeconfig."""
+    return connect(CLUSTER_DIR, nodes=nodes, progress=lambda m: None, external_ok=False).kubeconfig
 
 
 def cluster_down() -> None:
-    from infer_operator.devcluster import launcher
+    from devtools.cluster import launcher
 
     launcher.down(CLUSTER_DIR)
 
@@ -237,7 +228,7 @@ class Kube:
 
     async def ensure_capacity(self, pods: int) -> None:
         """Add KWOK nodes (type=kwok) with a large pods capacity until `pods` more pods fit."""
-        from infer_operator.devcluster import launcher
+        from devtools.cluster import launcher
 
         per_node = 1000
         needed = -(-pods // per_node)
@@ -331,16 +322,6 @@ def parse_ts(value: str) -> float:
 # --------------------------------------------------------------------------- etcd
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def prefix_end(prefix: str) -> str:
-    raw = bytearray(prefix.encode())
-    raw[-1] += 1
-    return base64.b64encode(bytes(raw)).decode()
-
-
 class EtcdWatch:
     """Keys under a prefix, kept current by etcd's watch (gateway POST /v3/watch, streamed)."""
 
@@ -413,9 +394,7 @@ class EtcdWatch:
             await self.session.close()
 
 
-def start_etcd():
-    from infer_operator.devcluster.etcd import EtcdServer
-
+def start_etcd() -> EtcdServer:
     return EtcdServer(name="bench-registry").start()
 
 
@@ -430,47 +409,17 @@ def etcd_version(url: str) -> str | None:
 # --------------------------------------------------------------------------- the operator
 
 
-class OperatorProcess:
-    """`infer-operator run` under bench.instrumented (counts its HTTP requests), as a subprocess."""
+class InstrumentedOperator(OperatorProcess):
+    """`infer-operator run` under bench.instrumented (counts its HTTP requests, served on its metrics
+    port), as a subprocess; sampled with psutil."""
 
     def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, *extra: str):
-        self.kubeconfig = kubeconfig
-        self.namespaces = namespaces
-        self.log_path = log_path
-        self.extra = list(extra)
-        self.proc: subprocess.Popen | None = None
-        self.health_port = 0
-        self.metrics_port = 0
-        self.started_at = 0.0
+        super().__init__(kubeconfig, log_path, *extra, namespaces=namespaces, metrics=True,
+                         module="bench.instrumented")
 
-    def start(self, timeout: float = 90.0) -> None:
-        self.health_port, self.metrics_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "bench.instrumented", "run", "--kubeconfig", str(self.kubeconfig),
-                "--standalone", "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
-                "--metrics-port", str(self.metrics_port), *self.extra]
-        for ns in self.namespaces:
-            argv += ["--namespace", ns]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.started_at = time.monotonic()
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited {self.proc.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"operator not healthy in {timeout}s; see {self.log_path}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    def start(self, timeout: float = 90.0) -> InstrumentedOperator:
+        super().start(timeout)
+        return self
 
     def ps(self) -> psutil.Process:
         return psutil.Process(self.pid)
@@ -481,20 +430,6 @@ class OperatorProcess:
     def cpu_seconds(self) -> float:
         t = self.ps().cpu_times()
         return t.user + t.system
-
-    def metrics(self) -> dict[str, float]:
-        """Prometheus samples (name{labels} -> value)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                try:
-                    out[key] = float(value)
-                except ValueError:
-                    pass
-        return out
 
     def counters(self) -> dict[str, float]:
         """Requests (kube / etcd) by verb and resource, reconcile passes, deregistrations."""
@@ -514,8 +449,8 @@ class OperatorProcess:
                                      if k.startswith("infer_operator_deregistrations_total{"))
         return out
 
-    def stop(self, timeout: float = 30.0) -> None:
-        terminate(self.proc, timeout)
+    def stop(self, timeout: float = 30.0) -> int | None:
+        return super().stop(timeout)
 
 
 def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -533,21 +468,14 @@ def workdir() -> Path:
 
 def isvc(name: str, namespace: str, replicas: int, sync: int, etcd_url: str | None,
          drain: int = 1, grace: int = 2) -> dict[str, Any]:
-    registry: dict[str, Any] = {"type": "none"}
-    if etcd_url:
-        registry = {"type": "etcd", "etcd": {"endpoints": [etcd_url], "prefix": PREFIX}}
-    return {
-        "apiVersion": labels.API_VERSION, "kind": labels.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas, "syncReplicas": sync,
-            "sync": {"command": ["serve"], "port": PORT},
-            "async": {"command": ["work"]},
-            "lifecycle": {"drainSeconds": drain, "terminationGracePeriodSeconds": grace},
-            "registry": registry,
-            "template": {"spec": {"containers": [{"name": "model", "image": "bench:none"}]}},
-        },
-    }
+    # A template of its own: the default one asks for a GPU per pod, and the bench's KWOK nodes
+    # take 1,000 pods but have 8 GPUs.
+    return isvc_body(
+        name, namespace, replicas=replicas, syncReplicas=sync,
+        sync={"command": ["serve"], "port": PORT}, **{"async": {"command": ["work"]}},
+        lifecycle={"drainSeconds": drain, "terminationGracePeriodSeconds": grace},
+        registry=etcd_registry(etcd_url, PREFIX) if etcd_url else {"type": "none"},
+        template={"spec": {"containers": [{"name": "model", "image": "bench:none"}]}})
 
 
 async def apply_isvc(kube: Kube, manifest: dict) -> Any:

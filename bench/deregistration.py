@@ -22,9 +22,10 @@ import sys
 import time
 from typing import Any
 
-from bench.common import (PORT, PREFIX, EtcdWatch, Kube, OperatorProcess, PodTracker, Result, apply_isvc,
+from bench.common import (PORT, PREFIX, EtcdWatch, InstrumentedOperator, Kube, PodTracker, Result, apply_isvc,
                           cluster_up, etcd_version, isvc, log, parse_ts, pod_ip, pod_ready, start_etcd,
                           summary, workdir)
+from devtools.harness import terminate
 from infer_operator import labels
 
 NS_OURS = "bench-dereg"
@@ -153,7 +154,7 @@ async def main(args, name: str = "deregistration") -> Result:
             await kube.ensure_namespace(ns)
         await etcdw.start()
         log_path = workdir() / "operator-dereg.log"
-        operator = OperatorProcess(kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600")
+        operator = InstrumentedOperator(kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600")
         operator.start()
         log(f"operator pid {operator.pid}; log {log_path}")
         await apply_isvc(kube, isvc(SERVICE, NS_OURS, args.replicas, args.replicas, etcd.client_url))
@@ -203,9 +204,7 @@ async def main(args, name: str = "deregistration") -> Result:
     finally:
         if operator:
             operator.stop()
-        if baseline:
-            baseline.terminate()
-            baseline.wait(10)
+        terminate(baseline, 10)
         await etcdw.stop()
         for ns in (NS_OURS, NS_BASE):
             try:

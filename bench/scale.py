@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import (PREFIX, RESULTS, EtcdWatch, Kube, OperatorProcess, PodTracker, Result, apply_isvc, cluster_up,
-                          diff, etcd_version, gather_limited, isvc, log, start_etcd, workdir)
+from bench.common import (PREFIX, RESULTS, EtcdWatch, InstrumentedOperator, Kube, PodTracker, Result, apply_isvc,
+                          cluster_up, diff, etcd_version, gather_limited, isvc, log, start_etcd, workdir)
 from infer_operator import labels
 
 NS = "bench-scale"
@@ -42,7 +42,7 @@ class Fleet:
         self.tag = tag
         self.tracker = PodTracker(kube, NS, labels.MANAGED_SELECTOR)
         self.etcdw = EtcdWatch(etcd_url, PREFIX + "/")
-        self.operator: OperatorProcess | None = None
+        self.operator: InstrumentedOperator | None = None
 
     def names(self) -> list[str]:
         return [f"svc-{i:04d}" for i in range(self.services)]
@@ -57,7 +57,7 @@ class Fleet:
         self.start_operator()
 
     def start_operator(self) -> None:
-        self.operator = OperatorProcess(self.kubeconfig, [NS], workdir() / f"operator-{self.tag}.log")
+        self.operator = InstrumentedOperator(self.kubeconfig, [NS], workdir() / f"operator-{self.tag}.log")
         self.operator.start(timeout=180)
         log(f"operator pid {self.operator.pid}")
 

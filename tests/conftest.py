@@ -2,9 +2,9 @@
 
 - ``cluster`` (session): if ``$KUBECONFIG`` names a reachable cluster, that one is used; otherwise
   the local control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK) is started
-  with ``infer_operator.devcluster.launcher.up()`` (building cached binaries on first use; progress
-  goes to the terminal) and stopped at session end unless ``INFER_OPERATOR_KEEP_CLUSTER=1`` or it was
-  already running before the session.
+  (``devtools.harness.connect()``; cached binaries are built on first use, progress goes to the
+  terminal) and stopped at session end unless ``INFER_OPERATOR_KEEP_CLUSTER=1`` or it was already
+  running before the session.
 - ``namespace`` (function): a unique namespace ``t-<test>-<random>``, deleted afterwards.
 """
 
@@ -13,62 +13,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
-import subprocess
 import sys
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from tests.support.waiting import wait_for
-
-KEEP_ENV = "INFER_OPERATOR_KEEP_CLUSTER"
-
-
-@dataclass
-class ClusterHandle:
-    kubeconfig: Path
-    server: str
-    kubectl_bin: str
-    external: bool
-    state_dir: Path | None = None
-    _clients: list = field(default_factory=list, repr=False)
-
-    def configuration(self):
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
-        return cfg
-
-    def api_client(self):
-        """A new ``kubernetes.client.ApiClient`` for this cluster (closed at session end)."""
-        from kubernetes import client
-
-        api = client.ApiClient(self.configuration())
-        self._clients.append(api)
-        return api
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """``os.environ`` plus KUBECONFIG pointing at this cluster (for subprocesses)."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), **extra}
-
-    def kubectl(self, *args: str, check: bool = False, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run kubectl against this cluster; returns the CompletedProcess (text output)."""
-        return subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
-                              capture_output=True, text=True, input=input, timeout=timeout,
-                              check=check)
-
-    def close(self) -> None:
-        for api in self._clients:
-            try:
-                api.close()
-            except Exception:  # noqa: BLE001 - best effort at teardown
-                pass
-        self._clients.clear()
+from devtools.harness import KEEP_ENV, ClusterHandle, connect, wait_for
 
 
 def _terminal_progress(config: pytest.Config):
@@ -89,38 +39,14 @@ def _terminal_progress(config: pytest.Config):
 
 @pytest.fixture(scope="session")
 def cluster(pytestconfig: pytest.Config):
-    kubeconfig_env = os.environ.get("KUBECONFIG")
-    if kubeconfig_env:
-        from infer_operator.devcluster.launcher import reachable
-
-        first = kubeconfig_env.split(os.pathsep)[0]
-        server = reachable(first)
-        if server:
-            from infer_operator.devcluster import toolchain
-
-            kubectl = shutil.which("kubectl") or str(toolchain.binary_path("kubectl"))
-            handle = ClusterHandle(Path(first), server, kubectl, external=True)
-            yield handle
-            handle.close()
-            return
-
-    from infer_operator.devcluster import launcher, toolchain
-
     progress = _terminal_progress(pytestconfig)
-    already_up = launcher.status().healthy
-    info = launcher.up(progress=progress)
-    toolchain.ensure(["kubectl"], progress=progress)
-    handle = ClusterHandle(info.kubeconfig, info.server, str(toolchain.binary_path("kubectl")),
-                           external=False, state_dir=info.state_dir)
+    handle = connect(progress=progress)
     try:
         yield handle
     finally:
-        handle.close()
-        if already_up or os.environ.get(KEEP_ENV) == "1":
-            progress(f"leaving the control plane running ({info.state_dir}); "
-                     f"export KUBECONFIG={info.kubeconfig}")
-        else:
-            launcher.down(info.state_dir)
+        if not handle.release(keep=os.environ.get(KEEP_ENV) == "1") and not handle.external:
+            progress(f"leaving the control plane running ({handle.state_dir}); "
+                     f"export KUBECONFIG={handle.kubeconfig}")
 
 
 def _short_name(nodename: str, limit: int = 30) -> str:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from kubernetes import client
 
+from devtools import harness
+from devtools.harness import OperatorProcess, wait_for
 from infer_operator import labels
 from tests.support.kube import Kube
-from tests.support.operator_process import OperatorProcess
 from tests.support.truth import expected_entries, ready_sync_pods
-from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/services"
@@ -49,7 +49,7 @@ def etcd_configs(etcd, service: str) -> set[str]:
 
 
 def etcd_registry(etcd, **extra) -> dict:
-    return {"type": "etcd", "etcd": {"endpoints": [etcd.client_url], "prefix": PREFIX}, **extra}
+    return harness.etcd_registry(etcd.client_url, PREFIX, **extra)
 
 
 # -- the truth -----------------------------------------------------------------------------------

@@ -20,12 +20,11 @@ import time
 import pytest
 from kubernetes import client
 
+from devtools.cluster import launcher
+from devtools.harness import isvc_body, wait_for
 from infer_operator import labels
-from infer_operator.devcluster import launcher
 from tests.chaos.helpers import assert_converged, etcd_configs, etcd_instances, etcd_registry
 from tests.support.kube import is_ready
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 

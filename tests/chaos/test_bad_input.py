@@ -13,11 +13,10 @@ import secrets
 import pytest
 from kubernetes import client
 
+from devtools.harness import isvc_body, wait_for
 from infer_operator import labels
 from tests.chaos.helpers import new_operator
 from tests.support.kube import condition
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

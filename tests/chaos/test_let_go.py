@@ -17,11 +17,9 @@ import urllib.request
 import pytest
 import yaml
 
+from devtools.harness import free_port, isvc_body, wait_for
 from infer_operator import labels
 from tests.chaos.helpers import etcd_instances, etcd_registry, stuck_terminating
-from tests.support.operator_process import free_port
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 

@@ -14,13 +14,12 @@ import time
 
 import pytest
 
+from devtools.harness import assert_stays, isvc_body, wait_for
 from infer_operator import labels
 from tests.chaos.helpers import (assert_converged, etcd_configs, etcd_instances, etcd_registry, fill_ip_holes_below,
                                  live_ips)
 from tests.support.kube import condition
-from tests.support.specs import isvc_body
 from tests.support.truth import expected_entries
-from tests.support.waiting import assert_stays, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
+from devtools.harness import isvc_body, wait_for
 from tests.chaos.helpers import assert_converged
 from tests.support.admin_process import AdminControllerProcess
 from tests.support.kube import condition
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 

@@ -12,10 +12,9 @@ import time
 
 import pytest
 
+from devtools.harness import isvc_body, wait_for
 from tests.chaos.helpers import LiveEntryWatch, assert_converged, etcd_configs, etcd_instances, etcd_registry
 from tests.support.kube import condition
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 

@@ -8,11 +8,10 @@ import secrets
 
 import pytest
 
+from devtools.harness import isvc_body, wait_for
 from tests.chaos.helpers import PREFIX
 from tests.support.admin_process import AdminControllerProcess
 from tests.support.etcd_server import EtcdServer
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 

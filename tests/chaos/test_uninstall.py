@@ -10,10 +10,9 @@ import time
 
 import pytest
 
+from devtools.harness import assert_stays, isvc_body, wait_for
 from infer_operator import labels
 from tests.chaos.helpers import etcd_instances, etcd_registry, stuck_terminating
-from tests.support.specs import isvc_body
-from tests.support.waiting import assert_stays, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 

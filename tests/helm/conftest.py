@@ -17,7 +17,7 @@ CHART = ROOT / "charts" / "infer-operator"
 def kube_version() -> str:
     """The Kubernetes version to render for: the local control plane's. Without --kube-version helm
     assumes v1.20, which the chart's kubeVersion refuses."""
-    from infer_operator.devcluster import versions
+    from devtools.cluster import versions
 
     return versions.KUBERNETES_VERSION
 
@@ -39,7 +39,7 @@ def render_notes(helm: Helm, *args: str, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
-    from infer_operator.devcluster import toolchain
+    from devtools.cluster import toolchain
 
     path = toolchain.binary_path("helm")
     if not path.exists():

@@ -16,12 +16,10 @@ import secrets
 import pytest
 import yaml
 
+from devtools.harness import OperatorProcess, isvc_body, wait_for
 from infer_operator import labels
 from tests.helm.conftest import CHART, Helm, can_i
 from tests.support.kube import Kube, is_ready
-from tests.support.operator_process import OperatorProcess
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 

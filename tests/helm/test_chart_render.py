@@ -190,7 +190,7 @@ def test_deploy_manifests_are_fresh(helm, tmp_path):
 
 
 def test_deploy_directory_works_with_kubectl_kustomize():
-    from infer_operator.devcluster import toolchain
+    from devtools.cluster import toolchain
 
     kubectl = shutil.which("kubectl") or str(toolchain.binary_path("kubectl"))
     if not Path(kubectl).exists():

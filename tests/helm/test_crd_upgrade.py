@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.harness import isvc_body, wait_for
 from infer_operator import labels
 from tests.helm.conftest import CHART, ROOT, render_notes
 from tests.support.kube import wait_crds_established
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import shlex
 
 import pytest
 
+from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.api.crd import CRD_FILE
 from tests.helm.conftest import ROOT, render_notes
 from tests.support.kube import install_crds
-from tests.support.specs import isvc_body
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,8 @@ import secrets
 
 import pytest
 
+from devtools.harness import isvc_body, wait_for
 from tests.helm.conftest import CHART, Helm, can_i
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

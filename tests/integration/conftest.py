@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.harness import OperatorProcess, wait_for
 from infer_operator.api.crd import CRD_FILE
 from tests.support.kube import Kube, install_crds
-from tests.support.operator_process import OperatorProcess
-from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 
 import pytest
 from kubernetes import client
 
+from devtools.harness import free_port, isvc_body, wait_for
 from infer_operator import labels
 from infer_operator.clients.kube import KubeClient, load_configuration
 from infer_operator.podview import PodView
@@ -27,8 +27,6 @@ from infer_operator.registration.registrar import Registrar
 from infer_operator.registration.releaser import PodReleaser
 from infer_operator.runtime import ServiceRecords
 from tests.support.kube import is_ready
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +129,7 @@ async def test_a_failed_read_drops_nothing(cluster, namespace, service_pods, tmp
     _, pods = service_pods
     index = [*pods, _ghost_of(pods[1])]
     unreachable = tmp_path / "kubeconfig"
-    unreachable.write_text(cluster.kubeconfig.read_text().replace(cluster.server, f"https://127.0.0.1:{_closed_port()}"))
+    unreachable.write_text(cluster.kubeconfig.read_text().replace(cluster.server, f"https://127.0.0.1:{free_port()}"))
     kube = KubeClient(load_configuration(str(unreachable)))
     try:
         reconciler = _reconciler(kube, namespace, audit_seconds=0, emitted=[])
@@ -140,9 +138,3 @@ async def test_a_failed_read_drops_nothing(cluster, namespace, service_pods, tmp
         assert {p.uid for p in kept} == {p.uid for p in index}
     finally:
         await kube.close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -7,10 +7,9 @@ import time
 import pytest
 from kubernetes import client
 
+from devtools.harness import isvc_body, wait_for
 from infer_operator import labels
 from tests.support.kube import condition, is_ready
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration]
 

@@ -8,8 +8,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from infer_operator.devcluster.launcher import READY_ANNOTATION
-from tests.support.waiting import assert_stays, wait_for
+from devtools.cluster.launcher import READY_ANNOTATION
+from devtools.harness import assert_stays, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -256,7 +256,7 @@ def test_hold_not_ready_annotation(cluster, namespace):
 def test_down_leaves_no_process(tmp_path, cluster):
     # `cluster` only orders this after the shared control plane exists (binaries built).
     psutil = pytest.importorskip("psutil")
-    from infer_operator.devcluster import launcher
+    from devtools.cluster import launcher
 
     state = tmp_path / "cp"
     info = launcher.up(state, nodes=1)

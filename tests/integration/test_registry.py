@@ -10,11 +10,11 @@ import time
 import pytest
 from kubernetes import client
 
+from devtools import harness
+from devtools.harness import assert_stays, isvc_body, wait_for
 from infer_operator import labels
 from tests.support.admin_process import AdminControllerProcess
 from tests.support.truth import expected_entries, ready_sync_pods
-from tests.support.specs import isvc_body
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -43,7 +43,7 @@ def etcd_configs(etcd, service):
 
 
 def etcd_registry(etcd, **extra):
-    return {"type": "etcd", "etcd": {"endpoints": [etcd.client_url], "prefix": PREFIX}, **extra}
+    return harness.etcd_registry(etcd.client_url, PREFIX, **extra)
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from devtools.harness import free_port
 from tests.support.admin_controller import AdminController
 from tests.support.etcd_server import EtcdServer, EtcdUnavailable
 
@@ -34,10 +33,7 @@ async def admin_controller():
 @pytest.fixture
 def dead_url():
     """http://127.0.0.1:PORT where nothing listens (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.support.operator_process import free_port
-from tests.support.waiting import wait_for
+from devtools.harness import free_port, terminate, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,5 +61,4 @@ class AdminControllerProcess:
         self._call("POST", "/_admin/faults", spec)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        terminate(self.process, 10)

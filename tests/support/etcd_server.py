@@ -1,4 +1,4 @@
-"""The tests' etcd: the project's own throwaway etcd (infer_operator.devcluster.etcd), stopped at exit.
+"""The tests' etcd: the project's own throwaway etcd (devtools.cluster.etcd), stopped at exit.
 
     with EtcdServer() as etcd:
         etcd.client_url            # http://127.0.0.1:PORT
@@ -14,9 +14,9 @@ import atexit
 import signal
 import time
 
-from infer_operator.devcluster import etcd as _etcd
-from infer_operator.devcluster.etcd import EtcdError as EtcdUnavailable  # noqa: F401 - re-exported: tests catch it
-from infer_operator.devcluster.etcd import find_binary as find_etcd_binary  # noqa: F401 - re-exported
+from devtools.cluster import etcd as _etcd
+from devtools.cluster.etcd import EtcdError as EtcdUnavailable  # noqa: F401 - re-exported: tests catch it
+from devtools.cluster.etcd import find_binary as find_etcd_binary  # noqa: F401 - re-exported
 
 
 class EtcdServer(_etcd.EtcdServer):

@@ -83,7 +83,7 @@ def install_crds(cluster, *paths) -> None:
 
 def wait_crds_established(cluster, *names: str) -> None:
     """Wait, bounded, until each named CRD is Established (polling: see install_crds)."""
-    from tests.support.waiting import wait_for
+    from devtools.harness import wait_for
 
     def established(name: str) -> bool:
         result = cluster.kubectl("get", "crd", name, "-o",

@@ -2,11 +2,11 @@
 
 import pytest
 
+from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.builders import BuildError, Owner, build_all
 from infer_operator.builders.statefulset import GATE_CONTAINER, build_statefulset
-from tests.support.specs import isvc_body
 
 OWNER = Owner("llm", "prod", "uid-1")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from infer_operator.devcluster import launcher, toolchain, versions
+from devtools.cluster import launcher, toolchain, versions
 
 KUBERNETES_GOMOD_SAMPLE = """\
 // This is a generated file. Do not edit directly.

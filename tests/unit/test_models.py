@@ -3,10 +3,10 @@
 import pydantic
 import pytest
 
+from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.api.errors import describe_validation_error
-from tests.support.specs import isvc_body
 
 
 def spec(**overrides):

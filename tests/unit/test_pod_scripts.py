@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.harness import free_port, wait_for
 from infer_operator.builders.pod_scripts import (
     SCRIPTS_DIR,
     SETTINGS_FILE,
@@ -50,22 +51,6 @@ SETTINGS_DEFAULTS = dict(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(params=SHELLS)
@@ -294,7 +279,7 @@ def test_launch_sigterm_reaches_app(shell, make_dir, tmp_path):
         text=True,
     )
     try:
-        wait_for(lambda: ready.exists() and ready.read_text(), what="app ready")
+        wait_for(lambda: ready.exists() and ready.read_text(), 10, 0.02, "app ready")
         assert ready.read_text() == str(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -359,8 +344,8 @@ def test_launch_pid1_forwards_sigterm_to_app_without_handler(as_pid1):
     proc = as_pid1("2", "sleep", "300", "false")
     # The namespace's PID 1 is unshare's child; it is ready once it has
     # started the app (traps are installed before the app is forked).
-    init = wait_for(lambda: _children(proc.pid), what="namespace init")[0]
-    wait_for(lambda: _children(init), what="app started under init")
+    init = wait_for(lambda: _children(proc.pid), 10, 0.02, "namespace init")[0]
+    wait_for(lambda: _children(init), 10, 0.02, "app started under init")
     os.kill(init, signal.SIGTERM)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
     assert "PID 1" in proc.stderr.read()
@@ -550,7 +535,7 @@ def test_gate_waits_for_role_label(shell, make_dir, tmp_path):
             stderr=err,
         )
     try:
-        wait_for(lambda: "waiting" in errfile.read_text(), what="gate waiting line")
+        wait_for(lambda: "waiting" in errfile.read_text(), 10, 0.02, "gate waiting line")
         assert proc.poll() is None
         tmp = podinfo / "labels.tmp"
         # Downward-API files have no trailing newline.

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from devtools.harness import isvc_body
 from infer_operator import kinds, labels
 from infer_operator.podview import PodView
 from infer_operator.reconcile.reconciler import RETRY_SOON_SECONDS, ServiceReconciler
@@ -15,7 +16,6 @@ from infer_operator.registration.registrar import Registrar
 from infer_operator.registration.releaser import PodReleaser
 from infer_operator.runtime import ServiceRecords
 from tests.support.fakes import FakeKube, StubRegistry
-from tests.support.specs import isvc_body
 
 NS = "team"
 NAME = "llm"

@@ -9,12 +9,12 @@ import datetime
 
 import pytest
 
+from devtools.harness import isvc_body
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.registration.registrar import Registrar, RegistryConfigError
 from infer_operator.registry.model import Instance, RegistryError, ServiceRef
 from tests.support.fakes import FakeKube, StubRegistry
 from tests.support.pods import pod
-from tests.support.specs import isvc_body
 
 NS, NAME, PORT = "default", "llm", 8000
 NOW = datetime.datetime.now(datetime.UTC)

@@ -92,7 +92,7 @@ def test_dockerfile_runs_the_install_script_with_the_lock():
 
 
 def test_release_workflow_runs_the_release_script_on_version_tags():
-    from infer_operator.devcluster import versions
+    from devtools.cluster import versions
 
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yaml").read_text())
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as True

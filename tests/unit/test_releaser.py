@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 
+from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.podview import PodView
 from infer_operator.registration.registrar import Registrar
@@ -14,7 +15,6 @@ from infer_operator.registration.sharing import Views
 from infer_operator.registry.model import Instance, ServiceRef
 from infer_operator.runtime import ServiceRecords
 from tests.support.fakes import FakeKube, StubRegistry
-from tests.support.specs import isvc_body
 
 NS, NAME, PORT = "team", "llm", 8000
 ETCD = {"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"]}}

@@ -5,13 +5,13 @@ import dataclasses
 
 import pytest
 
+from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.podview import PodView
 from infer_operator.reconcile.reconciler import vanished_pods
 from infer_operator.reconcile.roles import plan_restarts, role_patch
 from tests.support.pods import pod
-from tests.support.specs import isvc_body
 
 
 def spec(**overrides):

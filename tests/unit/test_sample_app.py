@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,17 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.harness import free_port
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.builders import Owner, build_all
 
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "sample-app"
 APP = APP_DIR / "app.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(role: str, **env: str) -> subprocess.Popen:

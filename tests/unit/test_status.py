@@ -1,9 +1,9 @@
 """Status counts and conditions, and that an unchanged world gives an unchanged status."""
 
+from devtools.harness import isvc_body
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.reconcile.status import Outcome, Problem, compute_status, status_changed
 from tests.support.pods import pod
-from tests.support.specs import isvc_body
 
 SPEC = parse_spec(isvc_body(replicas=5, syncReplicas=2)["spec"])
 

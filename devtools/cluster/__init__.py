@@ -1,9 +1,10 @@
-"""Local Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK (fake nodes and pods), built from the Go module proxy and cached.
+"""The local Kubernetes control plane for tests, demo and benchmarks, built from the Go module proxy and cached.
 
-    python -m infer_operator.devcluster build|up|down|status|kubeconfig
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK (fake nodes and pods).
 
-    from infer_operator.devcluster import up, down, status
+    python -m devtools.cluster build|up|down|status|kubeconfig
+
+    from devtools.cluster import up, down, status
     cluster = up()            # Cluster(kubeconfig, server, state_dir); idempotent
     down()
 

@@ -1,4 +1,4 @@
-"""``python -m infer_operator.devcluster {build,up,down,status,kubeconfig}``."""
+"""``python -m devtools.cluster {build,up,down,status,kubeconfig}``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from . import toolchain
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_operator.devcluster",
+    parser = argparse.ArgumentParser(prog="python -m devtools.cluster",
                                      description="Local Kubernetes control plane (etcd, apiserver, "
                                                  "controller-manager, scheduler, KWOK) for tests.")
     sub = parser.add_subparsers(dest="cmd", required=True)

@@ -1,4 +1,4 @@
-"""InferenceService bodies for tests: small, valid, easy to vary."""
+"""Sample InferenceService manifests for tests, the demo and the benchmarks: small, valid, easy to vary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from infer_operator import labels
 
 
 def isvc_body(name: str = "llm", namespace: str = "default", **spec_overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
+    """An InferenceService manifest (a dict). ``spec_overrides`` replace whole top-level spec fields
+    (``**{"async": ...}`` for the keyword); ``None`` leaves the field unset. The fields given come
+    first, in the order given, so that a printed manifest reads as the caller wrote it."""
+    defaults: dict[str, Any] = {
         "replicas": 5,
         "syncReplicas": 2,
         # Short grace: the local control plane honours it, and tests should not wait a minute per pod.
@@ -28,11 +31,17 @@ def isvc_body(name: str = "llm", namespace: str = "default", **spec_overrides: A
             },
         },
     }
-    spec.update(copy.deepcopy(spec_overrides))
-    spec = {key: value for key, value in spec.items() if value is not None}  # None: leave unset
+    spec = {**copy.deepcopy(spec_overrides), **{k: v for k, v in defaults.items() if k not in spec_overrides}}
+    spec = {key: value for key, value in spec.items() if value is not None}
     return {
         "apiVersion": labels.API_VERSION,
         "kind": labels.KIND,
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
+
+
+def etcd_registry(endpoint: str, prefix: str = "/services", **extra: Any) -> dict[str, Any]:
+    """``spec.registry`` for one etcd endpoint (``http://host:port``) under ``prefix``; ``extra``
+    adds fields such as ``service`` or ``registerDelaySeconds``."""
+    return {"type": "etcd", "etcd": {"endpoints": [endpoint], "prefix": prefix}, **extra}

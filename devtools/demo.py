@@ -1,4 +1,4 @@
-"""A narrated, self-checking walkthrough of infer-operator: ``make demo`` / ``python -m infer_operator.demo``.
+"""A narrated, self-checking walkthrough of infer-operator: ``make demo`` / ``python -m devtools.demo``.
 
 What it does (every wait is bounded and polls a condition; any failed check exits non-zero, so the
 demo doubles as a smoke test):
@@ -21,24 +21,20 @@ import argparse
 import datetime
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
+from devtools.harness import (ClusterHandle, OperatorProcess, env_kubeconfig, etcd_registry, external, isvc_body, local,
+                              wait_for)
 from infer_operator import labels
-from infer_operator.devcluster.processes import terminate
-
-T = TypeVar("T")
 
 NAMESPACE = "infer-demo"
 NAME = "llm"
@@ -48,12 +44,17 @@ DRAIN_SECONDS = 2
 GRACE_SECONDS = 5
 SWEEP_SECONDS = 5
 DEAD_IP = "10.255.255.1"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CRD_NAME = f"{labels.PLURAL}.{labels.GROUP}"
 
 
-class DemoFailure(Exception):
-    """A check failed: the demo stops, cleans up and exits 1."""
+class DemoFailure(AssertionError):
+    """A check failed: the demo stops, cleans up and exits 1 (as it does when a harness wait times out)."""
+
+
+# Transient API and registry errors while polling: keep polling (a failed check, an
+# AssertionError, still stops the wait at once).
+TRANSIENT = (Exception,)
 
 
 # --------------------------------------------------------------------------- output
@@ -88,45 +89,18 @@ def check(condition: Any, message: str) -> None:
     OUT.ok(message)
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
-    """Poll ``predicate`` until it returns something truthy; DemoFailure after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except DemoFailure:
-            raise
-        except Exception as exc:  # noqa: BLE001 - transient API/registry errors: keep polling
-            last_error = exc
-        if time.monotonic() >= deadline:
-            extra = f" (last error: {last_error})" if last_error else ""
-            raise DemoFailure(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- cluster
 
 
 class Cluster:
-    def __init__(self, kubeconfig: Path, kubectl: str, local: bool, state_dir: Path | None):
-        from kubernetes import client, config
+    """The demo's view of the cluster (a harness ClusterHandle): narrated kubectl, and reads."""
 
-        self.kubeconfig = kubeconfig
-        self.kubectl_bin = kubectl
-        self.local = local
-        self.state_dir = state_dir
-        cfg = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-        self.api = client.ApiClient(cfg)
+    def __init__(self, handle: ClusterHandle):
+        from kubernetes import client
+
+        self.handle = handle
+        self.kubeconfig = handle.kubeconfig
+        self.api = handle.api_client()
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
@@ -135,8 +109,7 @@ class Cluster:
         if show:
             OUT.step("kubectl " + " ".join(args))
         try:
-            result = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
-                                    capture_output=True, text=True, input=input, timeout=timeout)
+            result = self.handle.kubectl(*args, input=input, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise DemoFailure(f"kubectl {' '.join(args)} did not finish within {timeout:.0f}s") from None
         if check_rc and result.returncode != 0:
@@ -182,9 +155,6 @@ class Cluster:
                 return False
             raise
 
-    def close(self) -> None:
-        self.api.close()
-
 
 def is_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
@@ -207,62 +177,25 @@ def pod_table(pods: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- operator
 
 
-class Operator:
-    def __init__(self, kubeconfig: Path, log_path: Path):
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self.health_port = free_port()
-        self.metrics_port = free_port()
+def start_operator(kubeconfig: Path, log_path: Path) -> OperatorProcess:
+    operator = OperatorProcess(kubeconfig, log_path, "--resync-seconds", "10", "--sweep-seconds", str(SWEEP_SECONDS),
+                               "--registry-timeout", "2", "--deregister-timeout", "15",
+                               namespaces=[NAMESPACE], metrics=True)
+    operator.start()
+    # Shown once started: its ports are picked at start.
+    OUT.step("started the operator: " + " ".join(["python", *operator.argv()[1:]]))
+    OUT.ok(f"operator running (pid {operator.pid}); log: {operator.log_path}")
+    return operator
 
-    def start(self, timeout: float = 60.0) -> None:
-        argv = [sys.executable, "-m", "infer_operator", "run", "--kubeconfig", str(self.kubeconfig),
-                "--standalone", "--namespace", NAMESPACE,
-                "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
-                "--metrics-port", str(self.metrics_port),
-                "--resync-seconds", "10", "--sweep-seconds", str(SWEEP_SECONDS),
-                "--registry-timeout", "2", "--deregister-timeout", "15"]
-        OUT.step("starting the operator: " + " ".join(["python", *argv[1:]]))
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
 
-        def healthy() -> bool:
-            if self.proc.poll() is not None:
-                raise DemoFailure(f"the operator exited with {self.proc.returncode}:\n{self.tail()}")
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
-                return resp.status == 200
-
-        wait_for(healthy, timeout, "the operator's liveness endpoint")
-        OUT.ok(f"operator running (pid {self.proc.pid}); log: {self.log_path}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        return terminate(self.proc, timeout)
-
-    def text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
-
-    def grep(self, *needles: str) -> list[str]:
-        return [line for line in self.text().splitlines() if any(n in line for n in needles)]
-
-    def metrics(self, prefix: str = "infer_operator_") -> list[str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3) as resp:
-                body = resp.read().decode()
-        except OSError:
-            return []
-        return [line for line in body.splitlines()
-                if line.startswith(prefix) and not line.startswith(("#",)) and "_created" not in line
-                and "_bucket" not in line]
+def operator_metrics(operator: OperatorProcess, prefix: str = "infer_operator_") -> list[str]:
+    """The operator's own samples (no help, histogram buckets or creation times); [] if unreachable."""
+    try:
+        body = operator.metrics_text(timeout=3)
+    except OSError:
+        return []
+    return [line for line in body.splitlines()
+            if line.startswith(prefix) and "_created" not in line and "_bucket" not in line]
 
 
 # --------------------------------------------------------------------------- registry view
@@ -325,7 +258,7 @@ class Timeline:
                 try:
                     if predicate():
                         self.mark(name)
-                except DemoFailure:
+                except AssertionError:
                     raise
                 except Exception:  # noqa: BLE001 - transient read errors: poll again
                     pass
@@ -344,23 +277,14 @@ class Timeline:
 
 
 def manifest(etcd_url: str) -> dict:
-    return {
-        "apiVersion": labels.API_VERSION,
-        "kind": labels.KIND,
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": 4,
-            "syncReplicas": 2,
-            "sync": {"command": ["python3", "-m", "http.server", str(PORT)], "port": PORT},
-            "async": {"command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"]},
-            "lifecycle": {"drainSeconds": DRAIN_SECONDS, "terminationGracePeriodSeconds": GRACE_SECONDS},
-            "registry": {"type": "etcd", "etcd": {"endpoints": [etcd_url], "prefix": PREFIX}},
-            "template": {
-                "metadata": {"labels": {"team": "demo"}},
-                "spec": {"containers": [{"name": "model", "image": "python:3.12-alpine"}]},
-            },
-        },
-    }
+    return isvc_body(
+        NAME, NAMESPACE, replicas=4, syncReplicas=2,
+        sync={"command": ["python3", "-m", "http.server", str(PORT)], "port": PORT},
+        **{"async": {"command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"]}},
+        lifecycle={"drainSeconds": DRAIN_SECONDS, "terminationGracePeriodSeconds": GRACE_SECONDS},
+        registry=etcd_registry(etcd_url, PREFIX),
+        template={"metadata": {"labels": {"team": "demo"}},
+                  "spec": {"containers": [{"name": "model", "image": "python:3.12-alpine"}]}})
 
 
 class Demo:
@@ -368,10 +292,8 @@ class Demo:
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="infer-demo-"))
         self.cluster: Cluster | None = None
-        self.started_local = False
-        self.local_state_dir: Path | None = None
         self.etcd: Any = None
-        self.operator: Operator | None = None
+        self.operator: OperatorProcess | None = None
         self.registry: RegistryView | None = None
         self.seeded_at = 0.0
         self.external = False
@@ -380,24 +302,19 @@ class Demo:
 
     def step_cluster(self) -> None:
         OUT.section("1. A Kubernetes API")
-        from infer_operator.devcluster import launcher, toolchain
+        from devtools.cluster import toolchain
 
-        kubeconfig_env = os.environ.get("KUBECONFIG")
-        first = kubeconfig_env.split(os.pathsep)[0] if kubeconfig_env else None
-        server = launcher.reachable(first) if first else None
-        if server:
+        first = env_kubeconfig()
+        handle = external(first) if first else None
+        if handle:
             self.external = True
-            OUT.step(f"using the cluster of $KUBECONFIG ({first}): {server}")
+            OUT.step(f"using the cluster of $KUBECONFIG ({first}): {handle.server}")
             OUT.info("pods pull python:3.12-alpine there; everything the demo creates lives in namespace "
                      f"{NAMESPACE} and is deleted at the end")
-            kubectl = shutil.which("kubectl")
-            if not kubectl:
-                toolchain.ensure(["kubectl"])
-                kubectl = str(toolchain.binary_path("kubectl"))
-            self.cluster = Cluster(Path(first), kubectl, local=False, state_dir=None)
+            self.cluster = Cluster(handle)
             return
         if first:
-            OUT.step(f"$KUBECONFIG={kubeconfig_env} does not answer: using the local control plane instead")
+            OUT.step(f"$KUBECONFIG={os.environ['KUBECONFIG']} does not answer: using the local control plane instead")
         else:
             OUT.step("no $KUBECONFIG: starting the local control plane "
                      "(etcd, kube-apiserver, controller-manager, scheduler, KWOK fake nodes)")
@@ -405,16 +322,12 @@ class Demo:
         if missing:
             OUT.info(f"building {', '.join(missing)} from the Go module proxy first: this can take ~8 min the "
                      f"first time (cached in {toolchain.toolchain_dir()})")
-        already_up = launcher.status().healthy
-        info = launcher.up(progress=lambda m: OUT.info(f"[devcluster] {m}"))
-        self.started_local = not already_up
-        self.local_state_dir = info.state_dir
-        if already_up:
-            OUT.info(f"(it was already running in {info.state_dir}: it is left running at the end)")
-        OUT.ok(f"control plane at {info.server}; export KUBECONFIG={info.kubeconfig}")
+        handle = local(progress=lambda m: OUT.info(f"[devcluster] {m}"))
+        if not handle.started:
+            OUT.info(f"(it was already running in {handle.state_dir}: it is left running at the end)")
+        OUT.ok(f"control plane at {handle.server}; export KUBECONFIG={handle.kubeconfig}")
         OUT.info("KWOK plays the kubelet: pods get an IP and turn Ready without running a container")
-        self.cluster = Cluster(info.kubeconfig, str(toolchain.binary_path("kubectl")), local=True,
-                               state_dir=info.state_dir)
+        self.cluster = Cluster(handle)
         out = self.cluster.kubectl("get", "nodes").stdout
         OUT.info(out.rstrip())
 
@@ -436,7 +349,7 @@ class Demo:
         # (re)initializing" for a moment. Wait until a list works, so the operator starts cleanly.
         wait_for(lambda: c.custom.list_cluster_custom_object(labels.GROUP, labels.VERSION, labels.PLURAL,
                                                              _request_timeout=5) is not None,
-                 30, "the API server to serve InferenceServices")
+                 30, 0.25, "the API server serving InferenceServices", ignore=TRANSIENT)
         OUT.ok(f"CRD {CRD_NAME} established (kubectl get infsvc works from here on)")
 
         if c.namespace_exists():
@@ -444,7 +357,7 @@ class Demo:
             self._delete_namespace(timeout=120)
         c.kubectl("create", "namespace", NAMESPACE)
 
-        from infer_operator.devcluster.etcd import EtcdServer
+        from devtools.cluster.etcd import EtcdServer
 
         self.etcd = EtcdServer(name="demo-registry")
         OUT.step(f"starting etcd for the registry ({self.etcd.binary})")
@@ -452,8 +365,7 @@ class Demo:
         self.registry = RegistryView(self.etcd)
         OUT.ok(f"etcd at {self.etcd.client_url}; log: {self.etcd.log_path}")
 
-        self.operator = Operator(c.kubeconfig, self.workdir / "operator.log")
-        self.operator.start()
+        self.operator = start_operator(c.kubeconfig, self.workdir / "operator.log")
         OUT.info(f"it watches namespace {NAMESPACE}, sweeps the registry every {SWEEP_SECONDS}s; follow it with:\n"
                  f"  tail -f {self.operator.log_path}")
 
@@ -490,7 +402,8 @@ class Demo:
                 return None
             return pods
 
-        return wait_for(settled, timeout, f"{replicas} Ready pods, {sync} of them sync, and the status saying so")
+        return wait_for(settled, timeout, 0.25, f"{replicas} Ready pods, {sync} of them sync, and the status saying so",
+                        ignore=TRANSIENT)
 
     def show_isvc(self) -> None:
         out = self.cluster.kubectl("get", "infsvc", "-n", NAMESPACE, "-o", "wide")
@@ -512,7 +425,7 @@ class Demo:
             want = self.expected_instances(pods)
             return pods if want and self.registered() == want else None
 
-        return wait_for(matches, timeout, "the registry to list exactly the Ready sync pods")
+        return wait_for(matches, timeout, 0.25, "the registry listing exactly the Ready sync pods", ignore=TRANSIENT)
 
     def step_registry(self) -> None:
         OUT.section("4. The registry: the operator registered the Ready sync pods (and only those)")
@@ -709,7 +622,7 @@ class Demo:
                  "owners of the new kind)")
         self.registry.show("registry now")
         check(not self.registry.all(), f"nothing left under {PREFIX}/{NAME}/")
-        metrics = self.operator.metrics()
+        metrics = operator_metrics(self.operator)
         if metrics:
             OUT.step(f"the operator's Prometheus metrics (http://127.0.0.1:{self.operator.metrics_port}/metrics):")
             OUT.info("\n".join(metrics))
@@ -739,7 +652,8 @@ class Demo:
     def _delete_namespace(self, timeout: float) -> None:
         c = self.cluster
         c.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
-        wait_for(lambda: not c.namespace_exists(), timeout, f"namespace {NAMESPACE} to be deleted", interval=0.5)
+        wait_for(lambda: not c.namespace_exists(), timeout, 0.5, f"namespace {NAMESPACE} being deleted",
+                 ignore=TRANSIENT)
 
     def cleanup(self, failed: bool) -> list[str]:
         """Stop what the demo started; returns problems (never raises)."""
@@ -760,20 +674,16 @@ class Demo:
             self.etcd.stop()
             OUT.step(f"registry etcd stopped; its log stays at {self.etcd.log_path}")
         if self.cluster is not None:
-            self.cluster.close()
-        if self.started_local:
-            if self.args.keep:
-                OUT.step(f"--keep: the local control plane keeps running ({self.local_state_dir}); "
-                         f"export KUBECONFIG={self.cluster.kubeconfig}; stop it with "
-                         "`python -m infer_operator.devcluster down` (or `make cluster-down`)")
-            else:
-                from infer_operator.devcluster import launcher
-
-                try:
-                    launcher.down(self.local_state_dir)
+            handle = self.cluster.handle
+            try:
+                if handle.release(keep=self.args.keep):
                     OUT.step("local control plane stopped")
-                except Exception as exc:  # noqa: BLE001
-                    problems.append(f"stopping the local control plane: {exc}")
+                elif handle.started:
+                    OUT.step(f"--keep: the local control plane keeps running ({handle.state_dir}); "
+                             f"export KUBECONFIG={handle.kubeconfig}; stop it with "
+                             "`python -m devtools.cluster down` (or `make cluster-down`)")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"stopping the local control plane: {exc}")
         return problems
 
     def run(self) -> int:
@@ -783,12 +693,12 @@ class Demo:
         try:
             for step in steps:
                 step()
-        except DemoFailure as exc:
+        except AssertionError as exc:  # a DemoFailure, or a harness wait that timed out
             failed = True
             print(f"\n!!! DEMO FAILED: {exc}", flush=True)
             if self.operator is not None:
-                print(f"\n--- operator log, last 80 lines ({self.operator.log_path}) ---\n{self.operator.tail(80)}\n---",
-                      flush=True)
+                print(f"\n--- operator log, last 80 lines ({self.operator.log_path}) ---\n"
+                      f"{self.operator.log_tail(80)}\n---", flush=True)
         except KeyboardInterrupt:
             failed = True
             print("\n!!! interrupted", flush=True)
@@ -807,7 +717,7 @@ class Demo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_operator.demo",
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true",
                         help="leave the local control plane running at the end (if the demo started it)")

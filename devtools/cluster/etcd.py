@@ -1,7 +1,7 @@
 """A throwaway etcd to use as the registry, for the demo, the tests and the benchmarks.
 
-Binary: ``$INFER_OPERATOR_ETCD``, else ``/usr/bin/etcd`` (Debian ``etcd-server``), else the devcluster
-toolchain's etcd (if built), else ``etcd`` on PATH. Listens on free ports on 127.0.0.1; data and log
+Binary: ``$INFER_OPERATOR_ETCD``, else ``/usr/bin/etcd`` (Debian ``etcd-server``), else the local control
+plane toolchain's etcd (if built), else ``etcd`` on PATH. Listens on free ports on 127.0.0.1; data and log
 live in a temp dir (the data is removed on stop, the log is kept). Stdlib only: keys are read and
 written through etcd's JSON gateway (``POST /v3/kv/...``, base64 keys and values), etcd 3.4 .. 3.6.
 
@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,8 +24,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from devtools.harness.processes import free_port, terminate
+
 from . import toolchain
-from .processes import terminate
 
 
 class EtcdError(RuntimeError):
@@ -49,20 +49,16 @@ def find_binary() -> str:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     raise EtcdError("no etcd binary: set INFER_OPERATOR_ETCD, `apt-get install etcd-server`, or "
-                    "`python -m infer_operator.devcluster build etcd`")
+                    "`python -m devtools.cluster build etcd`")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _b64(value: str | bytes) -> str:
+def b64(value: str | bytes) -> str:
+    """``value`` base64-encoded, as the JSON gateway takes keys and values."""
     return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
 
 
-def _prefix_end(prefix: str) -> str:
+def prefix_end(prefix: str) -> str:
+    """The base64 ``range_end`` that, with ``prefix`` as the key, selects every key starting with it."""
     raw = bytearray(prefix.encode())
     raw[-1] += 1
     return base64.b64encode(bytes(raw)).decode()
@@ -105,7 +101,7 @@ class EtcdServer:
 
     def _start_once(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="infer-etcd-"))
-        self.client_port, peer_port = self._wanted_port or _free_port(), _free_port()
+        self.client_port, peer_port = self._wanted_port or free_port(), free_port()
         peer = f"http://127.0.0.1:{peer_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         argv = [self.binary, "--name", self.name, "--data-dir", str(self.workdir / "data"),
@@ -171,26 +167,26 @@ class EtcdServer:
             raise EtcdError(f"etcd {path}: {exc}") from None
 
     def put(self, key: str, value: str | bytes) -> None:
-        self.call("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+        self.call("/v3/kv/put", {"key": b64(key), "value": b64(value)})
 
     def get(self, key: str) -> bytes | None:
-        kvs = self.call("/v3/kv/range", {"key": _b64(key)}).get("kvs") or []
+        kvs = self.call("/v3/kv/range", {"key": b64(key)}).get("kvs") or []
         return base64.b64decode(kvs[0].get("value", "")) if kvs else None
 
     def range_prefix(self, prefix: str = "\0") -> dict[str, bytes]:
         """Every key starting with ``prefix`` (default: the whole keyspace) -> its value, sorted by key."""
         if prefix == "\0":
-            body = {"key": _b64("\0"), "range_end": _b64("\0")}
+            body = {"key": b64("\0"), "range_end": b64("\0")}
         else:
-            body = {"key": _b64(prefix), "range_end": _prefix_end(prefix)}
+            body = {"key": b64(prefix), "range_end": prefix_end(prefix)}
         kvs = self.call("/v3/kv/range", body).get("kvs") or []
         return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")) for kv in kvs}
 
     def delete(self, key: str) -> None:
-        self.call("/v3/kv/deleterange", {"key": _b64(key)})
+        self.call("/v3/kv/deleterange", {"key": b64(key)})
 
     def delete_all(self) -> None:
-        self.call("/v3/kv/deleterange", {"key": _b64("\0"), "range_end": _b64("\0")})
+        self.call("/v3/kv/deleterange", {"key": b64("\0"), "range_end": b64("\0")})
 
     def enable_auth(self, user: str = "root", password: str = "root-pw") -> None:
         """Create the root user and role and turn auth on; later calls authenticate as that user."""

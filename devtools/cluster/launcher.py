@@ -1,5 +1,7 @@
-"""Start and stop a local control plane: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK (fake nodes/pods), all on 127.0.0.1 with free ports.
+"""Start and stop the local control plane, and inject faults into it (restart one component).
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK (fake nodes/pods), all on
+127.0.0.1 with free ports.
 
 Everything lives in one state dir (default ``~/.cache/infer-operator/cluster``, or
 ``$INFER_OPERATOR_CLUSTER_DIR``): logs in ``logs/``, pid records in ``pids/``, the admin kubeconfig
@@ -16,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+from devtools.harness.processes import free_ports
 
 from . import toolchain
 from . import versions as V
@@ -124,26 +127,13 @@ def _progress_default(msg: str) -> None:
 
 
 def stages_yaml() -> str:
-    """All KWOK Stage documents shipped in ``devcluster/stages`` as one multi-document YAML."""
+    """All KWOK Stage documents in ``devtools/cluster/stages`` as one multi-document YAML."""
     root = resources.files(__package__).joinpath("stages")
     docs = []
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
             docs.append(entry.read_text().strip())
     return "\n---\n".join(docs) + "\n"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @contextlib.contextmanager
@@ -521,7 +511,7 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
     tokens.write_text(f'{token},admin,admin-uid,"system:masters"\n')
     tokens.chmod(0o600)
 
-    etcd_client, etcd_peer, api_port = _free_ports(3)
+    etcd_client, etcd_peer, api_port = free_ports(3)
     server = f"https://127.0.0.1:{api_port}"
     procs: dict[str, subprocess.Popen] = {}
 

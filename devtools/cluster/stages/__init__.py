@@ -1,0 +1,1 @@
+"""KWOK Stage documents the local control plane loads (read with importlib.resources)."""
