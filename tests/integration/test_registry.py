@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from devtools import harness
-from devtools.harness import assert_stays, isvc_body, wait_for
+from devtools.harness import isvc_body, wait_for
 from infer_operator import labels
 from tests.support.admin_process import AdminControllerProcess
 from tests.support.truth import expected_entries, ready_sync_pods
