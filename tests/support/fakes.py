@@ -152,6 +152,11 @@ class FakeKube:
         conditions = {c["type"]: c for c in (body.setdefault("status", {}).get("conditions") or [])}
         for condition in (patch.get("status") or {}).get("conditions") or []:
             conditions[condition["type"]] = {**conditions.get(condition["type"], {}), **condition}
+        gates = [g.get("conditionType") for g in (body.get("spec") or {}).get("readinessGates") or []]
+        if gates and "Ready" in conditions:
+            # The kubelet's rule: Ready = containers ready and every readiness gate True.
+            ready = all(conditions.get(t, {}).get("status") == "True" for t in ["ContainersReady", *gates])
+            conditions["Ready"] = {**conditions["Ready"], "status": "True" if ready else "False"}
         body["status"]["conditions"] = list(conditions.values())
         body["metadata"]["resourceVersion"] = str(next(self._versions))
         self.objects[key] = body

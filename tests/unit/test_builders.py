@@ -144,6 +144,16 @@ def test_gate_init_container_runs_first_with_main_image_and_resources():
     assert gate["command"] == ["/bin/sh", "/infer-operator/gate.sh"]
 
 
+@pytest.mark.parametrize("theirs", [[], [{"conditionType": "example.com/warm"}],
+                                    [{"conditionType": labels.CONDITION_READY}]])
+def test_readiness_gate_added_once_and_the_templates_kept(theirs):
+    body = isvc_body()
+    body["spec"]["template"]["spec"]["readinessGates"] = theirs
+    gates = build_statefulset(OWNER, parse_spec(body["spec"]))["spec"]["template"]["spec"]["readinessGates"]
+    assert gates == [g for g in theirs if g["conditionType"] != labels.CONDITION_READY] + [
+        {"conditionType": labels.CONDITION_READY}]
+
+
 def test_second_containers_are_untouched():
     body = isvc_body()
     sidecar = {"name": "proxy", "image": "envoy", "ports": [{"containerPort": 9901}]}

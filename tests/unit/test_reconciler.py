@@ -23,17 +23,23 @@ ETCD = {"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"]}}
 
 
 def pod_body(ordinal: int, role: str | None = None, *, ready: bool = True, ip: str | None = None,
-             finalizers: tuple[str, ...] = (), registered: bool = False) -> dict:
+             finalizers: tuple[str, ...] = (), registered: bool = False, gated: bool = False) -> dict:
+    """A running pod; `ready`: its containers are ready. `gated`: it carries the operator's
+    readiness gate, still closed (Ready waits for it, as the kubelet rules); otherwise Ready = `ready`."""
     meta_labels = {**labels.common_labels(NAME), labels.LABEL_POD_INDEX: str(ordinal)}
     if role:
         meta_labels[labels.LABEL_ROLE] = role
-    conditions = [{"type": "Ready", "status": "True" if ready else "False",
-                   "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    since = "2026-01-01T00:00:00Z"
+    conditions = [{"type": "Ready", "status": "True" if ready and not gated else "False", "lastTransitionTime": since},
+                  {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": since}]
     if registered:
         conditions.append({"type": labels.CONDITION_REGISTERED, "status": "True"})
+    if not gated:
+        conditions.append({"type": labels.CONDITION_READY, "status": "True"})
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{NAME}-{ordinal}", "namespace": NS, "labels": meta_labels,
                          "finalizers": list(finalizers)},
+            "spec": {"readinessGates": [{"conditionType": labels.CONDITION_READY}]},
             "status": {"phase": "Running", "podIP": ip or f"10.0.0.{ordinal + 10}", "conditions": conditions}}
 
 
@@ -413,6 +419,66 @@ async def test_a_new_template_rolls_one_pod_at_a_time_highest_ordinal_first():
     progressing = world.condition("Progressing")
     assert progressing["status"] == "True" and progressing["reason"] in ("RollingUpdate", "PodsNotReady", "Scaling")
     assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]  # budget spent
+
+
+def gate(world: World, ordinal: int) -> tuple[str | None, str | None]:
+    """The pod's readiness gate and Ready condition, as (gate status, Ready status)."""
+    conditions = {c["type"]: c["status"] for c in world.pod(ordinal)["status"]["conditions"]}
+    return conditions.get(labels.CONDITION_READY), conditions.get("Ready")
+
+
+async def test_the_readiness_gate_opens_for_a_sync_pod_once_it_is_registered():
+    world = World(replicas=2, syncReplicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", gated=True, finalizers=(labels.POD_FINALIZER,)),
+                   pod_body(1, "async", gated=True, finalizers=(labels.POD_FINALIZER,)))
+    world.registry.fail("*", 100)
+    await world.run(apply_objects=True)
+    # The registry failed: the sync pod stays out of Ready (no Service traffic, the rollout waits);
+    # the async pod publishes nothing and is Ready as soon as its containers are.
+    assert gate(world, 0) == (None, "False")
+    assert gate(world, 1) == ("True", "True")
+    world.registry.failures.clear()
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    assert gate(world, 0) == ("True", "True")
+    assert world.status()["readyReplicas"] == 1  # counted from the index of this pass
+    await world.run()
+    assert world.status()["readyReplicas"] == 2
+
+
+async def test_without_a_registry_the_gate_opens_with_the_containers():
+    world = World(replicas=1)
+    world.add_pods(pod_body(0, "sync", gated=True))
+    await world.run(apply_objects=True)
+    assert gate(world, 0) == ("True", "True")
+    writes = len(world.kube.calls)
+    await world.run()
+    assert [call for call in world.kube.calls[writes:] if call[0] == "patch/status" and call[1] == "Pod"] == []
+
+
+async def test_a_rollout_waits_for_the_new_pods_registration():
+    world = World(replicas=2, registry=ETCD)
+    world.add_pods(*(revised(pod_body(i, "sync", finalizers=(labels.POD_FINALIZER,), registered=True), "llm-1")
+                     for i in range(2)))
+    await world.run(apply_objects=True)
+    statefulset_at(world, "llm-2")
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-1"]
+    # The StatefulSet makes pod 1 again from the new template: its app answers, but the registry
+    # is down, so it is not registered and not Ready; pod 0 must stay.
+    world.kube.objects.pop(("v1", "Pod", NS, f"{NAME}-1"))
+    world.add_pods(revised(pod_body(1, "sync", gated=True, ip="10.0.0.21", finalizers=(labels.POD_FINALIZER,)),
+                           "llm-2"))
+    world.registry.fail("*", 100)
+    await world.run()
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-1"]
+    assert gate(world, 1) == (None, "False")
+    world.registry.failures.clear()
+    await world.run()  # the registry is back: pod 1 is registered, its gate opens, it is Ready
+    assert gate(world, 1) == ("True", "True")
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-1", f"{NAME}-0"]
 
 
 async def test_an_unobserved_template_is_not_rolled_yet():

@@ -24,6 +24,7 @@ from infer_operator.backoff import Backoff
 from infer_operator.builders import BuildError, Owner, build_all
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.podview import PodView
+from infer_operator.reconcile.readiness import gates_to_open, pod_conditions
 from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.reconcile.status import Outcome, Problem, compute_status, now_iso, status_changed
@@ -55,9 +56,9 @@ class ServiceReconciler:
     applied: dict[tuple[str, str], str] = field(default_factory=dict)
     applied_generation: int | None = None
     last_problem: Problem | None = None
-    # When this operator first saw each pod Ready. API timestamps have one-second resolution;
+    # When this operator first saw each pod's containers ready. API timestamps have one-second resolution;
     # counting registerDelaySeconds from the later of the two never makes the warm-up shorter.
-    ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
+    serving_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
@@ -157,6 +158,7 @@ class ServiceReconciler:
                 step.retry_sooner(RETRY_SOON_SECONDS)
             else:
                 step.registered = 0
+            await self._write_pod_conditions(spec, pods, step)
         if retired and spec is not None:
             retired = await self._clean_moved(spec.registry, retired, owner, views, step)
 
@@ -358,7 +360,7 @@ class ServiceReconciler:
         now = datetime.datetime.now(datetime.UTC)
         result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
                                            spec.registry.register_delay_seconds, now, owner)
-        await self._mark_registered(result.to_mark)
+        step.to_mark, step.registered_uids = result.to_mark, result.registered_uids
         condition = result.condition
         if sweep_due:
             self.last_sweep_error = await self._sweep(spec, fresh, read_error, owner, views)
@@ -381,18 +383,26 @@ class ServiceReconciler:
             return f"sweep skipped: could not read the pods of {len(others)} service(s) sharing the registry: {exc}"
         return await self.registrar.sweep(spec.registry, fresh, live_ips([*fresh, *others_pods]), owner)
 
-    async def _mark_registered(self, pods: Sequence[PodView]) -> None:
-        """Mark pods registered (a pod condition): from now on their IP's per-IP config is theirs."""
-        for pod in pods:
-            condition = {"type": labels.CONDITION_REGISTERED, "status": "True", "reason": "Registered",
-                         "message": f"registered as an instance of {self.registrar.service}",
-                         "lastTransitionTime": now_iso()}
+    async def _write_pod_conditions(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
+        """Mark newly registered pods (from now on their IP's per-IP config is theirs) and open the
+        readiness gate of the pods whose part is done (reconcile/readiness.py), one patch per pod."""
+        service = self.registrar.service_of(spec.registry)
+        openings = gates_to_open(pods, registry_in_use=spec.registry.in_use, registered_uids=step.registered_uids,
+                                 registry_service=service)
+        for name, (pod, conditions) in pod_conditions(step.to_mark, openings, service, now_iso()).items():
             try:
-                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
-                                                {"status": {"conditions": [condition]}}, subresource="status")
+                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, name,
+                                                {"status": {"conditions": conditions}}, subresource="status")
             except KubeError as exc:
-                # Not marked yet: the next pass finds its entry naming it and marks it then.
-                self.logger.warning(f"Could not mark pod {pod.name} of {self.name} as registered: {exc}")
+                if exc.not_found:
+                    continue
+                # Not written yet: the next pass finds the pod as it was and writes them then.
+                self.logger.warning(f"Could not update the conditions of pod {name} of {self.name}: {exc}")
+                step.retry_sooner(RETRY_SOON_SECONDS)
+                continue
+            if any(c["type"] == labels.CONDITION_READY for c in conditions):
+                self.logger.info(f"Pod {name} of {self.name} may count as Ready: its readiness gate is open "
+                                 f"({next(o.reason for o in openings if o.pod.name == name)}).")
 
     async def _hold_finalizer(self, meta: Any, *, wanted: bool) -> bool:
         """Keep our finalizer on the InferenceService exactly while it has registry data to clean
@@ -451,13 +461,14 @@ class ServiceReconciler:
         return left
 
     def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
-        # On the first pass after a (re)start the API's timestamp is all there is to go on.
-        default = {pod.uid: (pod.ready_since or now) if self.first_pass else now for pod in pods}
-        seen = {pod.uid: self.ready_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.ready}
-        self.ready_seen = seen
+        # registerDelaySeconds counts from when this operator saw the containers ready (a clock it
+        # trusts); on the first pass after a (re)start the API's timestamp is all there is to go on.
+        default = {pod.uid: (pod.serving_since or now) if self.first_pass else now for pod in pods}
+        seen = {pod.uid: self.serving_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.serving}
+        self.serving_seen = seen
         self.first_pass = False
-        return [dataclasses.replace(pod, ready_since=max(pod.ready_since or seen[pod.uid], seen[pod.uid]))
-                if pod.ready else pod for pod in pods]
+        return [dataclasses.replace(pod, serving_since=max(pod.serving_since or seen[pod.uid], seen[pod.uid]))
+                if pod.serving else pod for pod in pods]
 
     def _report_ratcheted(self, spec: InferenceServiceSpec, generation: int) -> None:
         """A template stored before the API refused fields the operator sets: it still works (the
@@ -542,6 +553,8 @@ class _Pass:
     outdated: int = 0
     registered: int | None = None
     registry_condition: tuple[str, str, str] | None = None
+    to_mark: tuple[PodView, ...] = ()          # pods registered for the first time (the registration mark)
+    registered_uids: frozenset[str] = frozenset()  # pods listed in the registry by this pass
     retry: float | None = None  # seconds until the next pass at the latest
 
     def retry_sooner(self, seconds: float | None) -> None:
