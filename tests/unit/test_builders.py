@@ -36,6 +36,27 @@ def test_builds_the_four_owned_objects_all_owned_and_labelled():
         assert obj["metadata"]["labels"][labels.LABEL_MANAGED_BY] == "infer-operator"
 
 
+@pytest.mark.parametrize(("budget", "strategy", "limit"), [
+    (None, None, None),
+    ({}, None, {"maxUnavailable": 1}),                                           # the rollout's budget
+    ({}, {"rollingUpdate": {"maxUnavailable": 3}}, {"maxUnavailable": 3}),
+    ({"maxUnavailable": "25%"}, None, {"maxUnavailable": "25%"}),
+    ({"minAvailable": 2}, {"rollingUpdate": {"maxUnavailable": 3}}, {"minAvailable": 2}),
+])
+def test_disruption_budget(budget, strategy, limit):
+    built = objects(replicas=8, podDisruptionBudget=budget, updateStrategy=strategy)
+    if limit is None:
+        assert "PodDisruptionBudget/llm" not in built
+        return
+    pdb = built["PodDisruptionBudget/llm"]
+    assert pdb["metadata"]["ownerReferences"] == [OWNER.reference()]
+    assert {k: v for k, v in pdb["spec"].items() if k in ("maxUnavailable", "minAvailable")} == limit
+    assert pdb["spec"]["selector"] == {"matchLabels": labels.selector_labels("llm")}
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    # The StatefulSet comes last: what its pods need, and what guards them, is there first.
+    assert list(built)[-1] == "StatefulSet/llm"
+
+
 def test_statefulset_shape():
     sts = statefulset(replicas=7, syncReplicas=3)
     assert sts["spec"]["replicas"] == 7

@@ -588,3 +588,85 @@ async def test_a_template_stored_before_the_api_refused_operator_fields_still_wo
     assert sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]  # ours
     assert [e[1] for e in world.events] == ["TemplateFieldsReplaced"]  # once
     assert "spec.sync.readinessProbe" in world.events[0][2]
+
+
+# -- only what is ours: owned objects and the PodDisruptionBudget ---------------------------------
+
+
+def foreign(kind: str, name: str, api_version: str = "v1", **metadata) -> dict:
+    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": NS, **metadata},
+            "spec": {"theirs": True}}
+
+
+@pytest.mark.parametrize(("metadata", "taken"), [
+    ({}, True),                                                          # someone else's, unlabelled
+    ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: "other"}}, True),
+    ({"ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-web",
+                           "controller": True}]}, True),                 # another controller's
+    ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: NAME}}, False),  # our orphan
+])
+async def test_an_object_of_the_same_name_is_written_only_if_ours(metadata, taken):
+    world = World(replicas=1)
+    world.kube.put(foreign("Service", NAME, **metadata))
+    await world.run(apply_objects=True)
+    service = world.kube.obj("v1", "Service", NS, NAME)
+    if taken:
+        assert service["spec"] == {"theirs": True}
+        degraded = world.condition("Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "ObjectNotOwned")
+        assert f"Service {NAME} already exists" in degraded["message"]
+        assert world.kube.obj("apps/v1", "StatefulSet", NS, NAME) is None  # nothing applied past it
+    else:
+        assert service["metadata"]["ownerReferences"][0]["uid"] == world.body()["metadata"]["uid"]
+        assert world.condition("Degraded")["status"] == "False"
+
+
+async def test_names_known_to_be_ours_are_not_read_again():
+    world = World(replicas=1)
+    await world.run(apply_objects=True)
+    assert world.kube.count("get") == 4  # one read per name, before its first write
+    world.patch_spec(replicas=2)
+    await world.run()
+    assert world.kube.count("get") == 4
+
+
+def pdb(world: World) -> dict | None:
+    return world.kube.obj("policy/v1", "PodDisruptionBudget", NS, NAME)
+
+
+async def test_the_disruption_budget_is_made_and_removed_with_the_spec():
+    world = World(replicas=4, podDisruptionBudget={})
+    await world.run(apply_objects=True)
+    budget = pdb(world)
+    assert budget["spec"]["maxUnavailable"] == 1 and budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert budget["spec"]["selector"]["matchLabels"] == labels.selector_labels(NAME)
+    world.reconciler.owned.observe("PodDisruptionBudget", budget, deleted=False)  # as the watch shows it
+    world.patch_spec(podDisruptionBudget=None)
+    await world.run()
+    assert pdb(world) is None
+
+
+async def test_a_budget_of_the_same_name_that_is_not_ours_stays():
+    world = World(replicas=2)
+    theirs = world.kube.put(foreign("PodDisruptionBudget", NAME, "policy/v1"))
+    world.reconciler.owned.observe("PodDisruptionBudget", theirs, deleted=False)
+    await world.run(apply_objects=True)
+    assert pdb(world)["spec"] == {"theirs": True}
+
+
+async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
+    world = World(replicas=2, syncReplicas=2)
+    world.add_pods(pod_body(0, "sync"), pod_body(1, "sync"))
+    await world.run(apply_objects=True)
+    world.kube.fail("evict", 429, count=2, message="Cannot evict pod as it would violate the pod's disruption budget.")
+    world.patch_spec(syncReplicas=1)
+    await world.run()
+    await world.run()
+    assert world.kube.count("delete") == 0
+    progressing = world.condition("Progressing")
+    assert "restarts wait for a PodDisruptionBudget" in progressing["message"]
+    assert [e[1] for e in world.events].count("RestartBlocked") == 1  # said once, not every pass
+    await world.run()
+    assert [(verb, name) for verb, _, name in world.kube.calls if verb in ("evict", "delete")][-2:] == [
+        ("evict", f"{NAME}-1"), ("delete", f"{NAME}-1")]
+    assert "PodDisruptionBudget" not in world.condition("Progressing")["message"]

@@ -21,8 +21,9 @@ from infer_operator import kinds, labels, metrics
 from infer_operator.api.errors import describe_validation_error
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec, name_problems, parse_spec
 from infer_operator.backoff import Backoff
-from infer_operator.builders import BuildError, Owner, build_all
+from infer_operator.builders import BuildError, Owner, build_all, unwanted
 from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.ownership import OwnedObjects, not_ours
 from infer_operator.podview import PodView
 from infer_operator.reconcile.readiness import gates_to_open, pod_conditions
 from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
@@ -52,6 +53,12 @@ class ServiceReconciler:
     emit: EmitEvent
     releaser: PodReleaser
     schedule: Schedule = field(default_factory=Schedule)
+    owned: OwnedObjects = field(default_factory=OwnedObjects)  # what the owned-kind watches saw
+    # (kind, name) of owned objects this process has found to be ours (ownership.py), and of those
+    # the spec no longer wants (removed if ours).
+    verified: set[tuple[str, str]] = field(default_factory=set)
+    unwanted: set[tuple[str, str]] = field(default_factory=set)
+    restarts_blocked: str | None = None  # why the Eviction API refuses the restarts due, while it does
     # What our last apply produced, per owned object, to tell our own writes from drift.
     applied: dict[tuple[str, str], str] = field(default_factory=dict)
     applied_generation: int | None = None
@@ -68,6 +75,7 @@ class ServiceReconciler:
     named_target: bool | None = None    # whether the Services last applied target the named port
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
+    ownership_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=60.0))
     objects_pending: bool = False  # an apply failed on a transient error: apply on the next pass
     # Pods the index still holds that the API no longer has. kopf relists after a "410 Gone" (an
     # API server restart, a long disconnect) without dropping objects deleted in the gap, so such
@@ -90,7 +98,10 @@ class ServiceReconciler:
 
     def is_drift(self, kind: kinds.Kind, name: str, body: Any, deleted: bool) -> bool:
         if deleted:
+            self.verified.discard((kind.kind, name))  # whatever comes next under the name is read first
             return True
+        if (kind.kind, name) in self.unwanted:
+            return True  # ours, but no longer asked for: the next apply removes it
         marker = self.applied.get((kind.kind, name))
         return marker is not None and marker != kind.marker(body)
 
@@ -169,7 +180,8 @@ class ServiceReconciler:
                           outdated=step.outdated, update_revision=self.update_revision,
                           url=_url(self.namespace, self.name, spec),
                           registered=step.registered, registry_condition=step.registry_condition,
-                          registry=_dump(recorded), retired_registries=[_dump(r) for r in retired])
+                          registry=_dump(recorded), retired_registries=[_dump(r) for r in retired],
+                          restarts_blocked=self.restarts_blocked)
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
         self._export(spec, desired)
         if not await self._write_status(previous_status, desired):
@@ -229,6 +241,10 @@ class ServiceReconciler:
             if step.problem is None:
                 self.applied_generation = generation
                 self.named_target = named_target
+                self.ownership_backoff.reset()
+            elif step.problem.reason == "ObjectNotOwned":
+                # Someone else's object is in the way; no event of ours says when it goes.
+                step.retry_sooner(self.ownership_backoff.next())
         except TransientError as exc:
             self.objects_pending = True
             self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
@@ -239,6 +255,8 @@ class ServiceReconciler:
             await self._label_new_pods(spec, pods)
             plan = await self._restart_pods(spec, pods)
             step.pending_flips, step.outdated = plan.pending, len(plan.outdated)
+            if self.restarts_blocked:
+                step.retry_sooner(RETRY_SOON_SECONDS)  # budgets change with pods' readiness; ask again
         except TransientError as exc:
             self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
             step.retry_sooner(RETRY_SOON_SECONDS)
@@ -251,6 +269,8 @@ class ServiceReconciler:
         for manifest in manifests:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             row = kinds.of(manifest["apiVersion"], kind)
+            if (problem := await self._check_ours(row, name, owner)) is not None:
+                return problem
             try:
                 result = await self.kube.apply(manifest)
             except KubeError as exc:
@@ -262,10 +282,46 @@ class ServiceReconciler:
                         message = f"{bad} ({message})"
                     return Problem(reason, f"{kind} {name} was rejected: {message}")
                 raise TransientError(f"{kind} {name}: {exc}") from exc
+            self.verified.add((kind, name))
+            self.unwanted.discard((kind, name))
             self.applied[(kind, name)] = row.marker(result)
             if row is kinds.STATEFUL_SET:
                 self.observe_statefulset(result)
+        for row, name in unwanted(owner, spec):
+            await self._remove_unwanted(row, name, owner)
         return None
+
+    async def _check_ours(self, row: kinds.Kind, name: str, owner: Owner) -> Problem | None:
+        """Before the first write of a name: is what is there ours to write (ownership.py)?"""
+        if (row.kind, name) in self.verified or self.owned.controlled_by(self.namespace, row.kind, name, owner.uid):
+            return None
+        try:
+            existing = await self.kube.get(row.api_version, row.kind, self.namespace, name)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise TransientError(f"{row.kind} {name}: {exc}") from exc
+        why = not_ours(existing, self.name, owner.uid)
+        if why is None:
+            return None
+        return Problem("ObjectNotOwned", f"{row.kind} {name} already exists and is not this InferenceService's: "
+                                         f"{why}. The operator leaves it alone; delete or rename it.")
+
+    async def _remove_unwanted(self, row: kinds.Kind, name: str, owner: Owner) -> None:
+        """Delete an owned object the spec no longer asks for, if the watch saw it as ours (only
+        that incarnation, by uid). One the watch has not shown yet comes back as drift."""
+        self.unwanted.add((row.kind, name))
+        self.applied.pop((row.kind, name), None)
+        uid = self.owned.controlled_by(self.namespace, row.kind, name, owner.uid)
+        if uid is None:
+            return
+        try:
+            await self.kube.delete(row.api_version, row.kind, self.namespace, name, uid=uid)
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
+                return
+            raise TransientError(f"{row.kind} {name}: {exc}") from exc
+        self.logger.info(f"Deleted {row.kind} {name} of {self.name}: the spec no longer asks for it.")
 
     async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
         with_finalizer = spec.registry.in_use
@@ -305,11 +361,17 @@ class ServiceReconciler:
         pods = [dataclasses.replace(pod, deleting=True) if pod.uid in self.restarting else pod for pod in pods]
         plan = plan_restarts(pods, spec, self.update_revision)
         flipping = {pod.uid for pod in plan.flips}
+        blocked: str | None = None
         for pod in plan.restart_now:
             try:
-                await self.kube.delete(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, uid=pod.uid)
+                # Eviction, not delete: a PodDisruptionBudget (the spec's, or one of the user's
+                # over these pods) has its say, as it has for kubectl drain.
+                await self.kube.evict(self.namespace, pod.name, uid=pod.uid)
             except KubeError as exc:
                 if exc.not_found or exc.conflict:
+                    continue
+                if exc.status == 429:
+                    blocked = blocked or exc.message
                     continue
                 raise TransientError(f"pod {pod.name}: {exc}") from exc
             self.restarting.add(pod.uid)
@@ -323,6 +385,11 @@ class ServiceReconciler:
                 reason = "RollingUpdate"
             self.logger.info(message)
             self.emit("Normal", reason, message)
+        if blocked and blocked != self.restarts_blocked:
+            message = f"Restarts of pods of {self.name} wait for a PodDisruptionBudget: {blocked}"
+            self.logger.info(message)
+            self.emit("Normal", "RestartBlocked", message)
+        self.restarts_blocked = blocked
         return plan
 
     async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS, *, force: bool
