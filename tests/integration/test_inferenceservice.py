@@ -339,7 +339,7 @@ def test_restarts_respect_a_disruption_budget_and_the_budget_follows_the_spec(ku
     assert "RestartBlocked" in [e.reason for e in kube.events(namespace, "llm")]
     assert uids(kube.pods(namespace, "llm")) == uids(before)  # nobody restarted against the budget
 
-    kube.patch_isvc(namespace, "llm", {"spec": {"podDisruptionBudget": {"maxUnavailable": 1}}})
+    kube.patch_isvc(namespace, "llm", {"spec": {"podDisruptionBudget": {"maxUnavailable": 1, "minAvailable": None}}})
     after = wait_settled(kube, namespace, "llm", 3, 2)
     assert {name for name in before if uids(before)[name] != uids(after)[name]} == {"llm-1"}
 
