@@ -20,31 +20,37 @@ from infer_operator import kinds, labels
 from infer_operator.clients.finalizers import remove_finalizer
 from infer_operator.clients.kube import KubeClient
 
-# (kind, finalizer, label selector of the objects that may carry it)
-TARGETS = ((kinds.POD, labels.POD_FINALIZER, labels.MANAGED_SELECTOR),
-           (kinds.INFERENCE_SERVICE, labels.CR_FINALIZER, None),
-           (kinds.INFERENCE_SERVICE, labels.LOOP_FINALIZER, None))
+# (kind, our finalizers it may carry, label selector of the objects that may carry them)
+TARGETS = ((kinds.POD, (labels.POD_FINALIZER,), labels.MANAGED_SELECTOR),
+           (kinds.INFERENCE_SERVICE, (labels.CR_FINALIZER, labels.LOOP_FINALIZER), None))
 
 
 async def release(kube: KubeClient, namespace: str | None, *, dry_run: bool = False,
                   say: Callable[[str], None] = print) -> int:
     """Remove our finalizers from pods and InferenceServices in `namespace` (None: all). Returns
-    the number of objects released. Raises KubeError when the API refuses (e.g. 403)."""
+    the number of objects released (an object counts once, however many of ours it carried).
+    Raises KubeError when the API refuses (e.g. 403)."""
     released = 0
-    for kind, finalizer, selector in TARGETS:
+    for kind, ours, selector in TARGETS:
         for item in await kube.list(kind.api_version, kind.kind, namespace, label_selector=selector):
             meta = item["metadata"]
-            if finalizer not in (meta.get("finalizers") or []):
+            held = [f for f in ours if f in (meta.get("finalizers") or [])]
+            if not held:
                 continue
             state = "Terminating" if meta.get("deletionTimestamp") else "live"
             where = f"{kind.kind.lower()} {meta['namespace']}/{meta['name']} ({state})"
             if dry_run:
-                say(f"would release {where}: remove finalizer {finalizer}")
+                say(f"would release {where}: remove finalizer {', '.join(held)}")
                 released += 1
                 continue
-            if await remove_finalizer(kube, kind, meta["namespace"], meta["name"], finalizer,
-                                      uid=meta.get("uid"), known=meta, attempts=5):
-                say(f"released {where}: removed finalizer {finalizer}")
+            done = []
+            for finalizer in held:
+                # Only the first removal may trust the listed metadata: the next needs its new version.
+                if await remove_finalizer(kube, kind, meta["namespace"], meta["name"], finalizer,
+                                          uid=meta.get("uid"), known=None if done else meta, attempts=5):
+                    done.append(finalizer)
+            if len(done) == len(held):
+                say(f"released {where}: removed finalizer {', '.join(done)}")
                 released += 1
             else:
                 say(f"could not release {where}: it kept changing or the API kept failing")

@@ -7,6 +7,7 @@ stuck Terminating with our finalizer, and no owned object without a live owner.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -195,3 +196,19 @@ def fill_ip_holes_below(kube: Kube, namespace: str, ip: str, limit: int = 200) -
         if ipaddress.ip_address(got) > target:
             return count
     raise AssertionError(f"more than {limit} free addresses below {ip}")
+
+
+@contextlib.contextmanager
+def nodes_cordoned(kube: Kube):
+    """Keep new pods unscheduled (so without an address) while inside; every node is uncordoned on
+    the way out. KWOK frees a deleted pod's address when it sees the deletion, which races with
+    the StatefulSet's replacement being created; a replacement scheduled only after its
+    predecessor is gone from the API gets the freed address."""
+    names = [node.metadata.name for node in kube.core.list_node().items]
+    try:
+        for name in names:
+            kube.core.patch_node(name, {"spec": {"unschedulable": True}})
+        yield
+    finally:
+        for name in names:
+            kube.core.patch_node(name, {"spec": {"unschedulable": None}})

@@ -17,7 +17,7 @@ import pytest
 from devtools.harness import assert_stays, isvc_body, wait_for
 from infer_operator import labels
 from tests.chaos.helpers import (assert_converged, etcd_configs, etcd_instances, etcd_registry, fill_ip_holes_below,
-                                 live_ips)
+                                 live_ips, nodes_cordoned)
 from tests.support.kube import condition
 from tests.support.truth import expected_entries
 
@@ -184,7 +184,14 @@ def test_a_new_holder_of_an_ip_never_inherits_the_config_of_the_pod_that_had_it(
     etcd.put(f"/services/llm/config/{ip}", json.dumps({"weight": 0, "enabled": False}))
     os.kill(etcd.proc.pid, signal.SIGSTOP)
     try:
-        kube.core.delete_namespaced_pod("llm-1", namespace)
+        with nodes_cordoned(kube):
+            kube.core.delete_namespaced_pod("llm-1", namespace)
+
+            def waiting():
+                pod = kube.pods(namespace, "llm").get("llm-1")
+                return pod if pod and pod.metadata.uid != old.metadata.uid else None
+
+            wait_for(waiting, timeout=60, message="the old llm-1 gone and its replacement created")
 
         def replaced():
             pod = kube.pods(namespace, "llm").get("llm-1")

@@ -71,7 +71,9 @@ def _reconciler(kube: KubeClient, namespace: str, audit_seconds: float, emitted:
     reconciler = ServiceReconciler(kube, services.record(namespace, SERVICE), logger,
                                    lambda *event: emitted.append(event), releaser=releaser,
                                    schedule=Schedule(audit_seconds=audit_seconds))
-    reconciler.applied_generation = 1  # the owned objects are not under test: apply nothing
+    # The owned objects are not under test: apply nothing (a StatefulSet over these bare pods
+    # would adopt and roll them, and its owner, with a made-up uid, would have it collected).
+    reconciler.applied_generation, reconciler.named_target = 1, False
     return reconciler
 
 
