@@ -15,22 +15,25 @@ class RedisUnavailable(RuntimeError):
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        """Start it bound to ``host`` (127.0.0.1; the real node's pod gateway for pods to reach it);
+        RedisUnavailable when it is missing or does not answer PING within 10 s."""
+        self.host = host
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisUnavailable("redis-server is not installed (`make test` installs Debian's redis-server)")
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
             self.port = sock.getsockname()[1]
         self.dir = Path(tempfile.mkdtemp(prefix="redis-"))
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", host, "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                with socket.create_connection((host, self.port), timeout=0.5) as conn:
                     conn.sendall(b"PING\r\n")
                     if conn.recv(16).startswith(b"+PONG"):
                         break
@@ -43,7 +46,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def client(self):
         import redis
