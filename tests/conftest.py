@@ -117,6 +117,8 @@ def etcd(etcd_server):
 # --------------------------------------------------------------------------- the real node's count
 
 REAL_NODE_TESTS = {"ran": 0, "failed": 0, "skipped": 0, "reason": ""}
+# Figures measured on the real node (name -> text), printed in the summary.
+REAL_NODE_FIGURES: dict[str, str] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -141,3 +143,5 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if counts["skipped"]:
         line += f", {counts['skipped']} skipped: {counts['reason']}"
     terminalreporter.write_sep("-", line)
+    for name, value in REAL_NODE_FIGURES.items():
+        terminalreporter.write_line(f"real node: {name}: {value}")

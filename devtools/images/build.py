@@ -58,9 +58,12 @@ OPERATOR_DOCKERFILE = ROOT / "Dockerfile"
 OPERATOR_INSTALL = ROOT / "images" / "operator" / "install.sh"
 OPERATOR_LOCK = ROOT / "images" / "operator" / "requirements.lock"
 SAMPLE_DIR = ROOT / "examples" / "sample-app"
-# The one RUN of examples/sample-app/Dockerfile, which this build carries out by writing the lines
-# useradd writes: a changed RUN there fails here (and in the unit test) instead of drifting.
+# The RUN steps of examples/sample-app/Dockerfile and how this build carries them out: the redis
+# client comes from Debian's python3-redis in the rootfs, the user is written as useradd writes
+# it. A changed RUN there fails here (and in the unit test) instead of drifting.
+SAMPLE_REDIS = 'pip install --no-cache-dir "redis>=4.3,<6"'
 SAMPLE_USERADD = "useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin app"
+SAMPLE_RUNS = [SAMPLE_REDIS, SAMPLE_USERADD]
 
 
 class ImageBuildError(RuntimeError):
@@ -193,9 +196,9 @@ def _build_pause(work: Path, out: Path) -> ImageArchive:
 
 def _build_sample_app(work: Path, out: Path, progress: ProgressFn) -> ImageArchive:
     stage = dockerfile.parse(SAMPLE_DIR / "Dockerfile")
-    if stage.runs != [SAMPLE_USERADD]:
+    if stage.runs != SAMPLE_RUNS:
         raise ImageBuildError(f"examples/sample-app/Dockerfile RUNs {stage.runs}; the local build knows only "
-                              f"[{SAMPLE_USERADD!r}]: teach devtools/images/build.py the new step")
+                              f"{SAMPLE_RUNS}: teach devtools/images/build.py the new step")
     rootfs = ensure_rootfs(progress)
     layer_root = work / "app"
     for sources, dest in stage.copies:
@@ -219,7 +222,8 @@ def _build_sample_app(work: Path, out: Path, progress: ProgressFn) -> ImageArchi
     oci.tar_directory(layer_root, layer)
     return oci.write_archive(out, REFS["sample-app"], [rootfs, layer], stage.config(BASE_ENV),
                              history=[f"mmdebstrap {SUITE} {' '.join(ROOTFS_PACKAGES)}",
-                                      f"RUN {SAMPLE_USERADD}; COPY app.py /app/app.py"])
+                                      f"RUN {SAMPLE_REDIS} (python3-redis); RUN {SAMPLE_USERADD}; "
+                                      "COPY app.py /app/app.py"])
 
 
 def _operator_run_step(stage: dockerfile.Stage) -> None:
