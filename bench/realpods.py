@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import Result, log, pct, workdir
+from bench.common import CLUSTER_DIR, Result, log, pct, workdir
 from devtools.cluster import realnode, toolchain
 from devtools.cluster.etcd import EtcdServer
 from devtools.harness import OperatorProcess, connect, etcd_registry, isvc_body, wait_for
@@ -52,7 +52,7 @@ def main(args, name: str = "realpods") -> Result:
     result = Result(name, {"deletions": args.deletions, "replicas": args.replicas, "drain_seconds": DRAIN_SECONDS,
                            "termination_grace_seconds": GRACE_SECONDS, "offline_path": "/offline",
                            "image": "the sample app, built here (devtools/images)", "registry": "etcd on the host"})
-    handle = connect(progress=log, external_ok=False)
+    handle = connect(CLUSTER_DIR, progress=log, external_ok=False)
     node = realnode.up(handle.state_dir, progress=log)
     result.data["versions"]["kubernetes_node"] = "kubelet " + toolchain.component("kubelet").version
     api = handle.api_client()
