@@ -121,6 +121,15 @@ REAL_NODE_TESTS = {"ran": 0, "failed": 0, "skipped": 0, "reason": ""}
 REAL_NODE_FIGURES: dict[str, str] = {}
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The real-node tests run last, in their own order: they share the integration tests'
+    session operator, which must not be running yet while the integration tests that drive the
+    reconciler themselves (test_index_audit) run first."""
+    real = [item for item in items if "realnode" in item.keywords]
+    if real:
+        items[:] = [item for item in items if "realnode" not in item.keywords] + real
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Counts the tests marked `realnode`: those whose body ran on real pods, and those skipped."""
     if "realnode" not in report.keywords:

@@ -29,8 +29,9 @@ TARGETS = ((kinds.POD, labels.POD_FINALIZER, labels.MANAGED_SELECTOR),
 async def release(kube: KubeClient, namespace: str | None, *, dry_run: bool = False,
                   say: Callable[[str], None] = print) -> int:
     """Remove our finalizers from pods and InferenceServices in `namespace` (None: all). Returns
-    the number of objects released. Raises KubeError when the API refuses (e.g. 403)."""
-    released = 0
+    the number of objects released (an InferenceService holding two of them counts once). Raises
+    KubeError when the API refuses (e.g. 403)."""
+    released: set[tuple[str, str, str]] = set()
     for kind, finalizer, selector in TARGETS:
         for item in await kube.list(kind.api_version, kind.kind, namespace, label_selector=selector):
             meta = item["metadata"]
@@ -40,15 +41,15 @@ async def release(kube: KubeClient, namespace: str | None, *, dry_run: bool = Fa
             where = f"{kind.kind.lower()} {meta['namespace']}/{meta['name']} ({state})"
             if dry_run:
                 say(f"would release {where}: remove finalizer {finalizer}")
-                released += 1
+                released.add((kind.kind, meta["namespace"], meta["name"]))
                 continue
             if await remove_finalizer(kube, kind, meta["namespace"], meta["name"], finalizer,
                                       uid=meta.get("uid"), known=meta, attempts=5):
                 say(f"released {where}: removed finalizer {finalizer}")
-                released += 1
+                released.add((kind.kind, meta["namespace"], meta["name"]))
             else:
                 say(f"could not release {where}: it kept changing or the API kept failing")
-    return released
+    return len(released)
 
 
 def run(namespace: str | None, *, kubeconfig: str | None = None, dry_run: bool = False) -> int:
