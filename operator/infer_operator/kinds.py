@@ -49,15 +49,16 @@ SECRET = Kind("v1", "Secret", "secrets")
 EVENT = Kind("v1", "Event", "events")
 NAMESPACE = Kind("v1", "Namespace", "namespaces")
 CONTROLLER_REVISION = Kind("apps/v1", "ControllerRevision", "controllerrevisions")
+POD_DISRUPTION_BUDGET = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", drift_marker="generation")
 INFERENCE_SERVICE = Kind(labels.API_VERSION, labels.KIND, labels.PLURAL)
 
-OWNED: tuple[Kind, ...] = (CONFIG_MAP, SERVICE, STATEFUL_SET)
+OWNED: tuple[Kind, ...] = (CONFIG_MAP, SERVICE, STATEFUL_SET, POD_DISRUPTION_BUDGET)
 WATCHED: tuple[Kind, ...] = (POD, *OWNED)
 
 BY_NAME: dict[tuple[str, str], Kind] = {
     (k.api_version, k.kind): k
     for k in (CONFIG_MAP, SERVICE, STATEFUL_SET, POD, SECRET, EVENT, NAMESPACE, CONTROLLER_REVISION,
-              INFERENCE_SERVICE)
+              POD_DISRUPTION_BUDGET, INFERENCE_SERVICE)
 }
 
 

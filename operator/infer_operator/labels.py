@@ -47,6 +47,11 @@ LEGACY_ANNOTATIONS = (PREFIX + "last-handled-configuration", PREFIX + "registry-
 # A pod condition the operator sets once the pod has been registered (it is never unset): from
 # then on, per-IP config written for its IP is the pod's own (see registration/plans.py).
 CONDITION_REGISTERED = PREFIX + "registered"
+# The pods' readiness gate (spec.readinessGates), set True by the operator once its part is done: a
+# sync pod is registered (or needs no registry), an async pod's containers are ready. Until then
+# the pod is not Ready, so a rollout or a role flip waits for the new pod's registration before it
+# takes down the next one, and the Service sends it nothing before the registry does.
+CONDITION_READY = PREFIX + "ready"
 
 ROLE_SYNC = "sync"
 ROLE_ASYNC = "async"

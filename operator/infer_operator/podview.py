@@ -48,12 +48,14 @@ class PodView:
     ordinal: int | None
     role: str | None
     ip: str | None
-    ready: bool
-    ready_since: datetime.datetime | None
+    ready: bool                               # the pod's Ready condition: what Services and the StatefulSet count
+    serving: bool                             # its containers are ready (ContainersReady): the app answers its probe
+    serving_since: datetime.datetime | None   # when its containers became ready
     deleting: bool
     finalizers: tuple[str, ...]
     resource_version: str = ""
     registered: bool = False  # carries the registration mark (labels.CONDITION_REGISTERED)
+    gate_open: bool = False   # the operator's readiness gate is True (labels.CONDITION_READY)
     managed: bool = True      # carries the managed-by label the operator's watch selects on
     revision: str | None = None       # the StatefulSet revision it was made from (controller-revision-hash)
     sync_port: int | None = None      # the serving port it was started with (its named container port)
@@ -65,14 +67,20 @@ class PodView:
         status = body.get("status") or {}
         spec = body.get("spec") or {}
         pod_labels = meta.get("labels") or {}
-        ready = registered = False
-        ready_since = None
+        ready = serving = registered = gate_open = False
+        serving_since = None
         for condition in status.get("conditions") or []:
-            if condition.get("type") == "Ready":
-                ready = condition.get("status") == "True"
-                ready_since = parse_time(condition.get("lastTransitionTime")) if ready else None
-            elif condition.get("type") == labels.CONDITION_REGISTERED:
-                registered = condition.get("status") == "True"
+            kind, true = condition.get("type"), condition.get("status") == "True"
+            if kind == "Ready":
+                ready = true
+            elif kind == "ContainersReady":
+                serving = true
+                serving_since = parse_time(condition.get("lastTransitionTime")) if true else None
+            elif kind == labels.CONDITION_REGISTERED:
+                registered = true
+            elif kind == labels.CONDITION_READY:
+                gate_open = true
+        running = status.get("phase") == "Running"
         return cls(
             name=meta.get("name", ""),
             namespace=meta.get("namespace", ""),
@@ -81,12 +89,14 @@ class PodView:
             ordinal=ordinal_of(meta.get("name", ""), pod_labels),
             role=pod_labels.get(labels.LABEL_ROLE),
             ip=status.get("podIP") or None,
-            ready=ready and status.get("phase") == "Running",
-            ready_since=ready_since,
+            ready=ready and running,
+            serving=serving and running,
+            serving_since=serving_since if serving and running else None,
             deleting=meta.get("deletionTimestamp") is not None,
             finalizers=tuple(meta.get("finalizers") or ()),
             resource_version=meta.get("resourceVersion", ""),
             registered=registered,
+            gate_open=gate_open,
             managed=pod_labels.get(labels.LABEL_MANAGED_BY) == labels.MANAGED_BY,
             revision=pod_labels.get(labels.LABEL_REVISION),
             sync_port=_named_port(spec),

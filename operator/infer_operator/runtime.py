@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from infer_operator.clients.kube import KubeClient
+from infer_operator.ownership import OwnedObjects
 from infer_operator.registry.model import ServiceRef
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ class Runtime:
         self._services: ServiceRecords | None = None
         self._releaser: PodReleaser | None = None
         self._service_releaser: ServiceReleaser | None = None
+        self.owned = OwnedObjects()  # what the owned-kind watches saw (ownership.py)
 
     @property
     def kube(self) -> KubeClient:

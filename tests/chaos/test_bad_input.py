@@ -87,6 +87,11 @@ CASES = [
     ("template-role-label", {"template.metadata": {"labels": {labels.LABEL_ROLE: "sync"}}}, labels.LABEL_ROLE),
     ("name-too-long", {"@name": "x" * 53}, "metadata.name"),
     ("name-with-dot", {"@name": "llm.v2"}, "metadata.name"),
+    # issue 15: the optional PodDisruptionBudget
+    ("pdb-both-limits", {"podDisruptionBudget": {"maxUnavailable": 1, "minAvailable": 2}}, "minAvailable"),
+    ("pdb-not-a-percentage", {"podDisruptionBudget": {"maxUnavailable": "half"}}, "maxUnavailable"),
+    ("pdb-negative", {"podDisruptionBudget": {"minAvailable": -1}}, "minAvailable"),
+    ("pdb-unknown-field", {"podDisruptionBudget": {"maxUnavailible": 1}}, "maxUnavailible"),
     ("template-bad-volume", {"template.spec.volumes": [{"name": "v"}], f"{C}": [
         {"name": "model", "image": "x:1", "command": ["run"], "volumeMounts": [{"name": "w", "mountPath": "/w"}]}]},
      "volumeMounts"),

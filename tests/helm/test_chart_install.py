@@ -71,12 +71,14 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
         # -- RBAC is tight ----------------------------------------------------------------------
         allowed = [("get", "inferenceservices"), ("watch", "inferenceservices"), ("patch", "inferenceservices"),
                    ("patch", "inferenceservices/status"), ("update", "inferenceservices/finalizers"),
-                   ("patch", "pods"), ("delete", "pods"), ("patch", "pods/status"),
+                   ("patch", "pods"), ("create", "pods/eviction"), ("patch", "pods/status"),
                    ("patch", "statefulsets.apps"), ("patch", "services"), ("patch", "configmaps"),
                    ("create", "statefulsets.apps"), ("create", "services"), ("create", "configmaps"),
+                   ("create", "poddisruptionbudgets.policy"), ("delete", "poddisruptionbudgets.policy"),
                    ("get", "secrets"), ("create", "events")]
         denied = [("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("delete", "secrets"),
-                  ("patch", "secrets"), ("create", "pods"), ("update", "pods"), ("delete", "statefulsets.apps"),
+                  ("patch", "secrets"), ("create", "pods"), ("update", "pods"), ("delete", "pods"),
+                  ("delete", "statefulsets.apps"),
                   ("delete", "services"), ("delete", "configmaps"), ("delete", "inferenceservices"),
                   ("create", "deployments.apps"), ("patch", "deployments.apps"), ("create", "daemonsets.apps"),
                   ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),

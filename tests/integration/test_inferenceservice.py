@@ -318,3 +318,59 @@ def test_the_templates_own_pre_stop_is_kept_and_runs_first(kube, namespace, runn
     pods = wait_settled(kube, namespace, "hooked", 1, 1)
     assert pods["hooked-0"].spec.containers[0].lifecycle.pre_stop._exec.command == [
         "/bin/sh", "/infer-operator/prestop.sh", "exec", "touch", "/tmp/drain"]
+
+
+def test_restarts_respect_a_disruption_budget_and_the_budget_follows_the_spec(kube, namespace, running_operator):
+    """The spec's PodDisruptionBudget is made, guards the operator's own restarts (Eviction API),
+    and goes when the spec drops it."""
+    policy = client.PolicyV1Api(kube.core.api_client)
+    kube.create_isvc(namespace, isvc_body("llm", replicas=3, syncReplicas=1, podDisruptionBudget={"minAvailable": 3}))
+    before = wait_settled(kube, namespace, "llm", 3, 1)
+    wait_for(lambda: policy.read_namespaced_pod_disruption_budget("llm", namespace).status.current_healthy == 3,
+             timeout=60, message="the budget sees 3 healthy pods", ignore=(client.ApiException,))
+
+    kube.patch_isvc(namespace, "llm", {"spec": {"syncReplicas": 2}})
+
+    def says_it_waits():
+        progressing = condition(kube.get_isvc(namespace, "llm"), "Progressing")
+        return progressing and "PodDisruptionBudget" in progressing["message"]
+
+    wait_for(says_it_waits, timeout=60, message="Progressing says the restart waits for the budget")
+    assert "RestartBlocked" in [e.reason for e in kube.events(namespace, "llm")]
+    assert uids(kube.pods(namespace, "llm")) == uids(before)  # nobody restarted against the budget
+
+    kube.patch_isvc(namespace, "llm", {"spec": {"podDisruptionBudget": {"maxUnavailable": 1, "minAvailable": None}}})
+    after = wait_settled(kube, namespace, "llm", 3, 2)
+    assert {name for name in before if uids(before)[name] != uids(after)[name]} == {"llm-1"}
+
+    kube.patch_isvc(namespace, "llm", {"spec": {"podDisruptionBudget": None}})
+
+    def budget_gone():
+        try:
+            policy.read_namespaced_pod_disruption_budget("llm", namespace)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(budget_gone, timeout=60, message="the budget the spec dropped is deleted")
+
+
+def test_an_object_of_the_same_name_that_is_not_ours_is_left_alone(kube, namespace, running_operator):
+    theirs = {"metadata": {"name": "llm", "labels": {"app": "theirs"}},
+              "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    kube.core.create_namespaced_service(namespace, theirs)
+    kube.create_isvc(namespace, isvc_body("llm", replicas=1))
+
+    def degraded():
+        found = condition(kube.get_isvc(namespace, "llm"), "Degraded")
+        return found if found and found["status"] == "True" else None
+
+    found = wait_for(degraded, timeout=60, message="Degraded, naming the Service")
+    assert found["reason"] == "ObjectNotOwned" and "Service llm" in found["message"]
+    service = kube.core.read_namespaced_service("llm", namespace)
+    assert service.spec.selector == {"app": "theirs"} and not service.metadata.owner_references
+    assert service.spec.ports[0].port == 80
+
+    # Once the user renames theirs away, the operator goes on.
+    kube.core.delete_namespaced_service("llm", namespace)
+    wait_settled(kube, namespace, "llm", 1, 1)

@@ -134,8 +134,9 @@ def test_etcd_registers_exactly_ready_sync_pods_and_cleans_up_on_delete(kube, na
 def test_not_ready_pod_is_deregistered_and_register_delay_applies(kube, namespace, etcd, running_operator):
     kube.create_isvc(namespace, isvc_body("warm", replicas=2, syncReplicas=2,
                                           registry=etcd_registry(etcd, registerDelaySeconds=4)))
-    # Watched from before the pods are Ready: when each entry first appears, against when its pod
-    # became Ready (the API's timestamps have one-second resolution).
+    # Watched from before the pods are Ready: when each entry first appears, against when its pod's
+    # containers became ready (the API's timestamps have one-second resolution). The pod itself
+    # is Ready only after that: its readiness gate waits for the registration.
     first_seen: dict[str, float] = {}
 
     def both_registered():
@@ -146,10 +147,13 @@ def test_not_ready_pod_is_deregistered_and_register_delay_applies(kube, namespac
     wait_for(both_registered, timeout=90, interval=0.05, message="2 registered")
     pods = kube.pods(namespace, "warm")
     for name, seen in first_seen.items():
-        ready = next(c for c in pods[name].status.conditions if c.type == "Ready")
-        waited = seen - ready.last_transition_time.timestamp()
-        assert waited >= 4.0 - 1.0, f"{name} registered {waited:.1f}s after it became Ready (registerDelaySeconds 4)"
+        serving = next(c for c in pods[name].status.conditions if c.type == "ContainersReady")
+        waited = seen - serving.last_transition_time.timestamp()
+        assert waited >= 4.0 - 1.0, f"{name} registered {waited:.1f}s after its app answered (registerDelaySeconds 4)"
     wait_registered(kube, namespace, "warm", lambda: etcd_instances(etcd, "warm"), 2, timeout=30)
+    for name, seen in first_seen.items():
+        ready = next(c for c in kube.pods(namespace, "warm")[name].status.conditions if c.type == "Ready")
+        assert ready.last_transition_time.timestamp() >= seen - 1.0, f"{name} was Ready before it was registered"
 
     kube.core.patch_namespaced_pod("warm-1", namespace, {"metadata": {"annotations": {HOLD_NOT_READY: "false"}}})
     wait_for(lambda: {e["pod"] for e in etcd_instances(etcd, "warm").values()} == {"warm-0"}, timeout=30,

@@ -20,7 +20,8 @@ from infer_operator.clients.kube import KubeError
 from infer_operator.registry.base import Registry
 from infer_operator.registry.model import Instance, Listing, RegistryError
 
-_REASONS = {404: "NotFound", 409: "Conflict", 422: "Invalid", 403: "Forbidden", 500: "InternalError",
+_REASONS = {404: "NotFound", 409: "Conflict", 422: "Invalid", 403: "Forbidden", 429: "TooManyRequests",
+            500: "InternalError",
             503: "ServiceUnavailable", 0: "Unreachable"}
 
 
@@ -152,6 +153,11 @@ class FakeKube:
         conditions = {c["type"]: c for c in (body.setdefault("status", {}).get("conditions") or [])}
         for condition in (patch.get("status") or {}).get("conditions") or []:
             conditions[condition["type"]] = {**conditions.get(condition["type"], {}), **condition}
+        gates = [g.get("conditionType") for g in (body.get("spec") or {}).get("readinessGates") or []]
+        if gates and "Ready" in conditions:
+            # The kubelet's rule: Ready = containers ready and every readiness gate True.
+            ready = all(conditions.get(t, {}).get("status") == "True" for t in ["ContainersReady", *gates])
+            conditions["Ready"] = {**conditions["Ready"], "status": "True" if ready else "False"}
         body["status"]["conditions"] = list(conditions.values())
         body["metadata"]["resourceVersion"] = str(next(self._versions))
         self.objects[key] = body
@@ -172,6 +178,11 @@ class FakeKube:
         body["metadata"]["resourceVersion"] = str(next(self._versions))
         self._store_or_finish(key, body)
         return {"kind": "Status", "status": "Success"}
+
+    async def evict(self, namespace: str, name: str, *, uid: str | None = None) -> Any:
+        """The Eviction API: a delete that a budget may refuse (inject with fail("evict", "Pod", 429))."""
+        self._call("evict", "Pod", name)
+        return await self.delete("v1", "Pod", namespace, name, uid=uid)
 
     async def close(self) -> None:
         return None

@@ -36,6 +36,27 @@ def test_builds_the_four_owned_objects_all_owned_and_labelled():
         assert obj["metadata"]["labels"][labels.LABEL_MANAGED_BY] == "infer-operator"
 
 
+@pytest.mark.parametrize(("budget", "strategy", "limit"), [
+    (None, None, None),
+    ({}, None, {"maxUnavailable": 1}),                                           # the rollout's budget
+    ({}, {"rollingUpdate": {"maxUnavailable": 3}}, {"maxUnavailable": 3}),
+    ({"maxUnavailable": "25%"}, None, {"maxUnavailable": "25%"}),
+    ({"minAvailable": 2}, {"rollingUpdate": {"maxUnavailable": 3}}, {"minAvailable": 2}),
+])
+def test_disruption_budget(budget, strategy, limit):
+    built = objects(replicas=8, podDisruptionBudget=budget, updateStrategy=strategy)
+    if limit is None:
+        assert "PodDisruptionBudget/llm" not in built
+        return
+    pdb = built["PodDisruptionBudget/llm"]
+    assert pdb["metadata"]["ownerReferences"] == [OWNER.reference()]
+    assert {k: v for k, v in pdb["spec"].items() if k in ("maxUnavailable", "minAvailable")} == limit
+    assert pdb["spec"]["selector"] == {"matchLabels": labels.selector_labels("llm")}
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    # The StatefulSet comes last: what its pods need, and what guards them, is there first.
+    assert list(built)[-1] == "StatefulSet/llm"
+
+
 def test_statefulset_shape():
     sts = statefulset(replicas=7, syncReplicas=3)
     assert sts["spec"]["replicas"] == 7
@@ -142,6 +163,16 @@ def test_gate_init_container_runs_first_with_main_image_and_resources():
     assert gate["image"] == "registry.example/llm:1"
     assert gate["resources"] == {"limits": {"nvidia.com/gpu": 1}}
     assert gate["command"] == ["/bin/sh", "/infer-operator/gate.sh"]
+
+
+@pytest.mark.parametrize("theirs", [[], [{"conditionType": "example.com/warm"}],
+                                    [{"conditionType": labels.CONDITION_READY}]])
+def test_readiness_gate_added_once_and_the_templates_kept(theirs):
+    body = isvc_body()
+    body["spec"]["template"]["spec"]["readinessGates"] = theirs
+    gates = build_statefulset(OWNER, parse_spec(body["spec"]))["spec"]["template"]["spec"]["readinessGates"]
+    assert gates == [g for g in theirs if g["conditionType"] != labels.CONDITION_READY] + [
+        {"conditionType": labels.CONDITION_READY}]
 
 
 def test_second_containers_are_untouched():

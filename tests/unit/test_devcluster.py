@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from devtools.cluster import launcher, toolchain, versions
+from infer_operator import labels
 
 KUBERNETES_GOMOD_SAMPLE = """\
 // This is a generated file. Do not edit directly.
@@ -134,6 +135,16 @@ def test_hold_not_ready_stages():
     # Only live pods are held/released.
     for ex in (hold, release):
         assert ex[".metadata.deletionTimestamp"]["operator"] == "DoesNotExist"
+
+
+def test_kwok_pods_keep_the_readiness_gate_rule():
+    """KWOK has no kubelet: the stages say Ready only once the operator's gate is True, as a kubelet would."""
+    stages = _stages()
+    gate = _exprs(stages["pod-gate-ready"])
+    key = f'.status.conditions.[] | select( .type == "{labels.CONDITION_READY}" ) | .status'
+    assert gate[key]["operator"] == "In" and gate[key]["values"] == ["True"]
+    for name in ("pod-ready", "pod-release-ready", "pod-gate-ready"):
+        assert ".spec.readinessGates" in stages[name]["spec"]["next"]["statusTemplate"], name
 
 
 def test_node_manifest_advertises_gpus():

@@ -400,7 +400,9 @@ def test_probe_http_get(shell, make_dir, http_server, tmp_path, client, path, he
     probe = {"httpGet": {"path": path, "port": "sync", "scheme": "HTTP"}}
     if headers:
         probe["httpGet"]["httpHeaders"] = headers
-    d = make_dir(sync_port=port, sync_probe=probe)
+    # What is tested is the answer, not the timeout: a generous one keeps a loaded machine (a
+    # redirect is two requests) from failing the check.
+    d = make_dir(sync_port=port, sync_probe=probe, probe_timeout_seconds=10)
     r = run(shell, d, "probe.sh", env=base_env(d, PATH=client_bin(tmp_path, client), **SYNC))
     if client == "none":
         # No HTTP client: degraded to the listen check, with a warning.

@@ -23,17 +23,23 @@ ETCD = {"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"]}}
 
 
 def pod_body(ordinal: int, role: str | None = None, *, ready: bool = True, ip: str | None = None,
-             finalizers: tuple[str, ...] = (), registered: bool = False) -> dict:
+             finalizers: tuple[str, ...] = (), registered: bool = False, gated: bool = False) -> dict:
+    """A running pod; `ready`: its containers are ready. `gated`: it carries the operator's
+    readiness gate, still closed (Ready waits for it, as the kubelet rules); otherwise Ready = `ready`."""
     meta_labels = {**labels.common_labels(NAME), labels.LABEL_POD_INDEX: str(ordinal)}
     if role:
         meta_labels[labels.LABEL_ROLE] = role
-    conditions = [{"type": "Ready", "status": "True" if ready else "False",
-                   "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    since = "2026-01-01T00:00:00Z"
+    conditions = [{"type": "Ready", "status": "True" if ready and not gated else "False", "lastTransitionTime": since},
+                  {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": since}]
     if registered:
         conditions.append({"type": labels.CONDITION_REGISTERED, "status": "True"})
+    if not gated:
+        conditions.append({"type": labels.CONDITION_READY, "status": "True"})
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{NAME}-{ordinal}", "namespace": NS, "labels": meta_labels,
                          "finalizers": list(finalizers)},
+            "spec": {"readinessGates": [{"conditionType": labels.CONDITION_READY}]},
             "status": {"phase": "Running", "podIP": ip or f"10.0.0.{ordinal + 10}", "conditions": conditions}}
 
 
@@ -415,6 +421,66 @@ async def test_a_new_template_rolls_one_pod_at_a_time_highest_ordinal_first():
     assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-2"]  # budget spent
 
 
+def gate(world: World, ordinal: int) -> tuple[str | None, str | None]:
+    """The pod's readiness gate and Ready condition, as (gate status, Ready status)."""
+    conditions = {c["type"]: c["status"] for c in world.pod(ordinal)["status"]["conditions"]}
+    return conditions.get(labels.CONDITION_READY), conditions.get("Ready")
+
+
+async def test_the_readiness_gate_opens_for_a_sync_pod_once_it_is_registered():
+    world = World(replicas=2, syncReplicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", gated=True, finalizers=(labels.POD_FINALIZER,)),
+                   pod_body(1, "async", gated=True, finalizers=(labels.POD_FINALIZER,)))
+    world.registry.fail("*", 100)
+    await world.run(apply_objects=True)
+    # The registry failed: the sync pod stays out of Ready (no Service traffic, the rollout waits);
+    # the async pod publishes nothing and is Ready as soon as its containers are.
+    assert gate(world, 0) == (None, "False")
+    assert gate(world, 1) == ("True", "True")
+    world.registry.failures.clear()
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    assert gate(world, 0) == ("True", "True")
+    assert world.status()["readyReplicas"] == 1  # counted from the index of this pass
+    await world.run()
+    assert world.status()["readyReplicas"] == 2
+
+
+async def test_without_a_registry_the_gate_opens_with_the_containers():
+    world = World(replicas=1)
+    world.add_pods(pod_body(0, "sync", gated=True))
+    await world.run(apply_objects=True)
+    assert gate(world, 0) == ("True", "True")
+    writes = len(world.kube.calls)
+    await world.run()
+    assert [call for call in world.kube.calls[writes:] if call[0] == "patch/status" and call[1] == "Pod"] == []
+
+
+async def test_a_rollout_waits_for_the_new_pods_registration():
+    world = World(replicas=2, registry=ETCD)
+    world.add_pods(*(revised(pod_body(i, "sync", finalizers=(labels.POD_FINALIZER,), registered=True), "llm-1")
+                     for i in range(2)))
+    await world.run(apply_objects=True)
+    statefulset_at(world, "llm-2")
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-1"]
+    # The StatefulSet makes pod 1 again from the new template: its app answers, but the registry
+    # is down, so it is not registered and not Ready; pod 0 must stay.
+    world.kube.objects.pop(("v1", "Pod", NS, f"{NAME}-1"))
+    world.add_pods(revised(pod_body(1, "sync", gated=True, ip="10.0.0.21", finalizers=(labels.POD_FINALIZER,)),
+                           "llm-2"))
+    world.registry.fail("*", 100)
+    await world.run()
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-1"]
+    assert gate(world, 1) == (None, "False")
+    world.registry.failures.clear()
+    await world.run()  # the registry is back: pod 1 is registered, its gate opens, it is Ready
+    assert gate(world, 1) == ("True", "True")
+    await world.run()
+    assert [name for verb, _, name in world.kube.calls if verb == "delete"] == [f"{NAME}-1", f"{NAME}-0"]
+
+
 async def test_an_unobserved_template_is_not_rolled_yet():
     world = World(replicas=2)
     world.add_pods(*(revised(pod_body(i, "sync"), "llm-1") for i in range(2)))
@@ -522,3 +588,85 @@ async def test_a_template_stored_before_the_api_refused_operator_fields_still_wo
     assert sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]  # ours
     assert [e[1] for e in world.events] == ["TemplateFieldsReplaced"]  # once
     assert "spec.sync.readinessProbe" in world.events[0][2]
+
+
+# -- only what is ours: owned objects and the PodDisruptionBudget ---------------------------------
+
+
+def foreign(kind: str, name: str, api_version: str = "v1", **metadata) -> dict:
+    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": NS, **metadata},
+            "spec": {"theirs": True}}
+
+
+@pytest.mark.parametrize(("metadata", "taken"), [
+    ({}, True),                                                          # someone else's, unlabelled
+    ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: "other"}}, True),
+    ({"ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-web",
+                           "controller": True}]}, True),                 # another controller's
+    ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: NAME}}, False),  # our orphan
+])
+async def test_an_object_of_the_same_name_is_written_only_if_ours(metadata, taken):
+    world = World(replicas=1)
+    world.kube.put(foreign("Service", NAME, **metadata))
+    await world.run(apply_objects=True)
+    service = world.kube.obj("v1", "Service", NS, NAME)
+    if taken:
+        assert service["spec"] == {"theirs": True}
+        degraded = world.condition("Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "ObjectNotOwned")
+        assert f"Service {NAME} already exists" in degraded["message"]
+        assert world.kube.obj("apps/v1", "StatefulSet", NS, NAME) is None  # nothing applied past it
+    else:
+        assert service["metadata"]["ownerReferences"][0]["uid"] == world.body()["metadata"]["uid"]
+        assert world.condition("Degraded")["status"] == "False"
+
+
+async def test_names_known_to_be_ours_are_not_read_again():
+    world = World(replicas=1)
+    await world.run(apply_objects=True)
+    assert world.kube.count("get") == 4  # one read per name, before its first write
+    world.patch_spec(replicas=2)
+    await world.run()
+    assert world.kube.count("get") == 4
+
+
+def pdb(world: World) -> dict | None:
+    return world.kube.obj("policy/v1", "PodDisruptionBudget", NS, NAME)
+
+
+async def test_the_disruption_budget_is_made_and_removed_with_the_spec():
+    world = World(replicas=4, podDisruptionBudget={})
+    await world.run(apply_objects=True)
+    budget = pdb(world)
+    assert budget["spec"]["maxUnavailable"] == 1 and budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert budget["spec"]["selector"]["matchLabels"] == labels.selector_labels(NAME)
+    world.reconciler.owned.observe("PodDisruptionBudget", budget, deleted=False)  # as the watch shows it
+    world.patch_spec(podDisruptionBudget=None)
+    await world.run()
+    assert pdb(world) is None
+
+
+async def test_a_budget_of_the_same_name_that_is_not_ours_stays():
+    world = World(replicas=2)
+    theirs = world.kube.put(foreign("PodDisruptionBudget", NAME, "policy/v1"))
+    world.reconciler.owned.observe("PodDisruptionBudget", theirs, deleted=False)
+    await world.run(apply_objects=True)
+    assert pdb(world)["spec"] == {"theirs": True}
+
+
+async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
+    world = World(replicas=2, syncReplicas=2)
+    world.add_pods(pod_body(0, "sync"), pod_body(1, "sync"))
+    await world.run(apply_objects=True)
+    world.kube.fail("evict", 429, count=2, message="Cannot evict pod as it would violate the pod's disruption budget.")
+    world.patch_spec(syncReplicas=1)
+    await world.run()
+    await world.run()
+    assert world.kube.count("delete") == 0
+    progressing = world.condition("Progressing")
+    assert "restarts wait for a PodDisruptionBudget" in progressing["message"]
+    assert [e[1] for e in world.events].count("RestartBlocked") == 1  # said once, not every pass
+    await world.run()
+    assert [(verb, name) for verb, _, name in world.kube.calls if verb in ("evict", "delete")][-2:] == [
+        ("evict", f"{NAME}-1"), ("delete", f"{NAME}-1")]
+    assert "PodDisruptionBudget" not in world.condition("Progressing")["message"]

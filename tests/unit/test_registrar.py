@@ -109,7 +109,7 @@ async def test_a_pod_registered_before_keeps_the_config_written_for_it():
 async def test_sync_waits_out_the_warm_up_and_says_when_to_come_back():
     setup = Setup()
     warming = pod(0, "sync", ready_for=2.0)
-    result = await setup.registrar.sync(registry_spec(), [warming], PORT, 10, warming.ready_since
+    result = await setup.registrar.sync(registry_spec(), [warming], PORT, 10, warming.serving_since
                                         + datetime.timedelta(seconds=2), OWNER)
     assert setup.registry.instances.get(NAME, {}) == {}
     assert result.retry_in == pytest.approx(8.0, abs=0.5)

@@ -15,7 +15,7 @@ OTHER = ServiceRef("default", "llm-green", "uid-green")
 
 
 def at(p, seconds_ready):
-    return dataclasses.replace(p, ready_since=NOW - datetime.timedelta(seconds=seconds_ready))
+    return dataclasses.replace(p, serving_since=NOW - datetime.timedelta(seconds=seconds_ready))
 
 
 @pytest.mark.parametrize(

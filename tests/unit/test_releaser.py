@@ -109,7 +109,7 @@ async def test_an_ip_taken_by_a_registered_pod_keeps_that_pods_entry_and_config(
     setup = Setup()
     pod = setup.deleted_pod(0, "10.0.0.10")
     holder = PodView(name=f"{NAME}-0", namespace=NS, uid="new-uid", service=NAME, ordinal=0, role="sync",
-                     ip="10.0.0.10", ready=True, ready_since=None, deleting=False, finalizers=(), registered=True)
+                     ip="10.0.0.10", ready=True, serving=True, serving_since=None, deleting=False, finalizers=(), registered=True)
     setup.register(holder)  # the new holder's entry at the same address, and its config
     await setup.release(pod, (holder,))
     assert setup.registry.instances[NAME]["10.0.0.10:8000"].uid == "new-uid"
@@ -123,7 +123,7 @@ async def test_an_ip_taken_by_a_pod_not_registered_yet_loses_the_dead_pods_entry
     pod = setup.deleted_pod(0, "10.0.0.10")
     setup.register(pod)  # the dead pod's entry and config: a new pod must not inherit either
     holder = PodView(name=f"{NAME}-0", namespace=NS, uid="new-uid", service=NAME, ordinal=0, role="sync",
-                     ip="10.0.0.10", ready=False, ready_since=None, deleting=False, finalizers=())
+                     ip="10.0.0.10", ready=False, serving=False, serving_since=None, deleting=False, finalizers=())
     await setup.release(pod, (holder,))
     assert setup.registry.instances[NAME] == {} and setup.registry.configs[NAME] == set()
     assert setup.events == []

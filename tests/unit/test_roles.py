@@ -124,11 +124,16 @@ def test_podview_reads_ordinal_role_readiness():
                      "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_POD_INDEX: "3", labels.LABEL_ROLE: "async"},
                      "finalizers": [labels.POD_FINALIZER], "resourceVersion": "9"},
         "status": {"phase": "Running", "podIP": "10.1.2.3",
-                   "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+                   "conditions": [{"type": "Ready", "status": "False"},
+                                  {"type": "ContainersReady", "status": "True",
+                                   "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                                  {"type": labels.CONDITION_READY, "status": "False"}]},
     }
     view = PodView.from_body(body)
-    assert (view.ordinal, view.role, view.ip, view.ready, view.deleting) == (3, "async", "10.1.2.3", True, False)
-    assert view.ready_since.year == 2026
+    assert (view.ordinal, view.role, view.ip, view.ready, view.deleting) == (3, "async", "10.1.2.3", False, False)
+    # Serving (containers ready) while Ready waits for the operator's readiness gate.
+    assert (view.serving, view.gate_open) == (True, False)
+    assert view.serving_since.year == 2026
     body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     body["status"]["phase"] = "Pending"
     view = PodView.from_body(body)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from infer_operator import labels
 from infer_operator.api.base import Model, Rule
@@ -148,6 +148,59 @@ class LifecycleSpec(Model):
             "Pod terminationGracePeriodSeconds: covers the preStop wait plus the app's own "
             "shutdown. Must exceed drainSeconds."
         ),
+    )
+
+
+# A count or a percentage of the pods ("25%"), as Kubernetes' IntOrString fields take it.
+IntOrPercent = Annotated[
+    int | str,
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}),
+]
+
+
+def _count_or_percent(field: str) -> Rule:
+    return Rule(f"!has(self.{field}) || (type(self.{field}) == int ? int(self.{field}) >= 0"
+                f" : string(self.{field}).matches('^[0-9]+%$'))",
+                f"podDisruptionBudget.{field} must be a number >= 0 or a percentage such as \"25%\"",
+                lambda budget: _valid_count(getattr(budget, _snake(field))), f".{field}")
+
+
+def _snake(field: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), field)
+
+
+def _valid_count(value: int | str | None) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, int):
+        return value >= 0
+    return re.fullmatch(r"[0-9]+%", value) is not None
+
+
+class DisruptionBudgetSpec(Model):
+    rules: ClassVar = (
+        Rule("!(has(self.maxUnavailable) && has(self.minAvailable))",
+             "podDisruptionBudget takes maxUnavailable or minAvailable, not both",
+             lambda budget: budget.max_unavailable is None or budget.min_available is None, ".minAvailable"),
+        _count_or_percent("maxUnavailable"),
+        _count_or_percent("minAvailable"),
+    )
+    schema_extra: ClassVar = {"description": (
+        "A PodDisruptionBudget over all the service's pods (policy/v1), made and owned by the "
+        "operator. Voluntary disruptions respect it: kubectl drain, and the operator's own restarts "
+        "(role flips and rolling updates go through the Eviction API). Leave it out for none; the "
+        "operator's restarts then still keep to updateStrategy.rollingUpdate.maxUnavailable.")}
+
+    max_unavailable: IntOrPercent | None = Field(
+        default=None,
+        alias="maxUnavailable",
+        description=("Pods that may be down at once through voluntary disruptions: a number or a "
+                     "percentage. Default (neither field set): updateStrategy.rollingUpdate.maxUnavailable."),
+    )
+    min_available: IntOrPercent | None = Field(
+        default=None,
+        alias="minAvailable",
+        description="Pods that must stay available instead: a number or a percentage.",
     )
 
 
@@ -332,6 +385,11 @@ class InferenceServiceSpec(Model):
     )
     registry: RegistrySpec = Field(
         default_factory=RegistrySpec, description="Service registry the operator keeps in step with Ready sync pods."
+    )
+    pod_disruption_budget: DisruptionBudgetSpec | None = Field(
+        default=None,
+        alias="podDisruptionBudget",
+        description=DisruptionBudgetSpec.schema_extra["description"],
     )
     pod_management_policy: Literal["Parallel", "OrderedReady"] = Field(
         default="Parallel",

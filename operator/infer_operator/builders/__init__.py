@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from infer_operator.api.v1alpha1 import InferenceServiceSpec
+from infer_operator import kinds
 from infer_operator.builders.common import BuildError, Owner
+from infer_operator.builders.disruption import build_disruption_budget, disruption_budget_name
 from infer_operator.builders.scripts_configmap import build_scripts_configmap
 from infer_operator.builders.services import build_headless_service, build_sync_service
 from infer_operator.builders.statefulset import build_statefulset
@@ -17,12 +19,21 @@ def build_all(owner: Owner, spec: InferenceServiceSpec, *, named_target: bool = 
     `named_target`: the Services target the pods' named sync port; False while some pod was made
     before its port had a name (an operator upgrade), so those are still reached by number.
     """
+    budget = build_disruption_budget(owner, spec)
     return [
         build_scripts_configmap(owner, spec),
         build_headless_service(owner, spec, named_target),
         build_sync_service(owner, spec, named_target),
+        *([budget] if budget else []),
         build_statefulset(owner, spec),
     ]
 
 
-__all__ = ["BuildError", "Owner", "build_all"]
+def unwanted(owner: Owner, spec: InferenceServiceSpec) -> list[tuple[kinds.Kind, str]]:
+    """Owned objects this spec does not ask for: the operator removes them if they are its own."""
+    if spec.pod_disruption_budget is None:
+        return [(kinds.POD_DISRUPTION_BUDGET, disruption_budget_name(owner.name))]
+    return []
+
+
+__all__ = ["BuildError", "Owner", "build_all", "unwanted"]

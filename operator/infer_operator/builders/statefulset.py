@@ -194,6 +194,9 @@ def build_pod_template(owner: Owner, spec: InferenceServiceSpec) -> dict[str, An
     pod_spec["initContainers"] = [_gate_container(containers[0]), *init]
     pod_spec["volumes"] = _volumes(owner, pod_spec.get("volumes"))
     pod_spec["terminationGracePeriodSeconds"] = spec.lifecycle.termination_grace_period_seconds
+    # Ready waits for the operator's part too (reconcile/readiness.py); the template's gates stay.
+    gates = [g for g in pod_spec.get("readinessGates") or [] if g.get("conditionType") != labels.CONDITION_READY]
+    pod_spec["readinessGates"] = [*gates, {"conditionType": labels.CONDITION_READY}]
     metadata["labels"] = {**(metadata.get("labels") or {}), **labels.common_labels(owner.name)}
     # The role label is the operator's to set per pod; a template value would label every pod alike.
     metadata["labels"].pop(labels.LABEL_ROLE, None)

@@ -176,6 +176,16 @@ class KubeClient:
             body["preconditions"] = {"uid": uid}
         return await self.request("DELETE", resource_path(api_version, kind, namespace, name), body=body)
 
+    async def evict(self, namespace: str, name: str, *, uid: str | None = None) -> Any:
+        """Delete a pod through the Eviction API, so PodDisruptionBudgets are respected: a
+        KubeError with status 429 says a budget refuses it now (try again later); with `uid`,
+        only that incarnation of the pod."""
+        body: dict[str, Any] = {"apiVersion": "policy/v1", "kind": "Eviction",
+                                "metadata": {"name": name, "namespace": namespace}}
+        if uid:
+            body["deleteOptions"] = {"preconditions": {"uid": uid}}
+        return await self.request("POST", resource_path("v1", "Pod", namespace, name, "eviction"), body=body)
+
 
 def _error_from(status: int, text: str) -> KubeError:
     try:

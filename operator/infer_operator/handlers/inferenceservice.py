@@ -57,7 +57,7 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
 
     options = RUNTIME.options
     reconciler = ServiceReconciler(RUNTIME.kube, record, logger, post, releaser=RUNTIME.releaser,
-                                   schedule=Schedule(resync_seconds=options.resync_seconds,
+                                   owned=RUNTIME.owned, schedule=Schedule(resync_seconds=options.resync_seconds,
                                                      audit_seconds=options.resync_seconds,
                                                      sweep_seconds=options.sweep_seconds))
     record.reconciler = reconciler

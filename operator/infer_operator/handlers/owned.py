@@ -1,4 +1,5 @@
-"""Owned objects (StatefulSet, Services, ConfigMap): put back promptly when edited or deleted."""
+"""Owned objects (kinds.OWNED): put back promptly when edited or deleted, removed when no longer
+wanted; whose each one is, as the watch last saw it (ownership.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ def _on_change(kind: kinds.Kind):
     # A coroutine, so it runs on the loop: kopf runs plain functions in threads, and waking a
     # service's loop (an asyncio.Event) is not safe from another thread.
     async def changed(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        deleted = event.get("type") == "DELETED"
+        RUNTIME.owned.observe(kind.kind, body, deleted)
         service = (body.get("metadata", {}).get("labels") or {}).get(labels.LABEL_SERVICE)
         record = RUNTIME.services.get(namespace, service) if service else None
         if record is None or record.reconciler is None:
             return
-        if record.reconciler.is_drift(kind, name, body, deleted=event.get("type") == "DELETED"):
+        if record.reconciler.is_drift(kind, name, body, deleted=deleted):
             record.poke(objects=True)
         elif kind is kinds.STATEFUL_SET and record.reconciler.observe_statefulset(body):
             record.poke()  # a new template revision: outdated pods to roll

@@ -21,9 +21,11 @@ from infer_operator import kinds, labels, metrics
 from infer_operator.api.errors import describe_validation_error
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec, name_problems, parse_spec
 from infer_operator.backoff import Backoff
-from infer_operator.builders import BuildError, Owner, build_all
+from infer_operator.builders import BuildError, Owner, build_all, unwanted
 from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.ownership import OwnedObjects, not_ours
 from infer_operator.podview import PodView
+from infer_operator.reconcile.readiness import gates_to_open, pod_conditions
 from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.reconcile.status import Outcome, Problem, compute_status, now_iso, status_changed
@@ -51,13 +53,19 @@ class ServiceReconciler:
     emit: EmitEvent
     releaser: PodReleaser
     schedule: Schedule = field(default_factory=Schedule)
+    owned: OwnedObjects = field(default_factory=OwnedObjects)  # what the owned-kind watches saw
+    # (kind, name) of owned objects this process has found to be ours (ownership.py), and of those
+    # the spec no longer wants (removed if ours).
+    verified: set[tuple[str, str]] = field(default_factory=set)
+    unwanted: set[tuple[str, str]] = field(default_factory=set)
+    restarts_blocked: str | None = None  # why the Eviction API refuses the restarts due, while it does
     # What our last apply produced, per owned object, to tell our own writes from drift.
     applied: dict[tuple[str, str], str] = field(default_factory=dict)
     applied_generation: int | None = None
     last_problem: Problem | None = None
-    # When this operator first saw each pod Ready. API timestamps have one-second resolution;
+    # When this operator first saw each pod's containers ready. API timestamps have one-second resolution;
     # counting registerDelaySeconds from the later of the two never makes the warm-up shorter.
-    ready_seen: dict[str, datetime.datetime] = field(default_factory=dict)
+    serving_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
@@ -67,6 +75,7 @@ class ServiceReconciler:
     named_target: bool | None = None    # whether the Services last applied target the named port
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
+    ownership_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=60.0))
     objects_pending: bool = False  # an apply failed on a transient error: apply on the next pass
     # Pods the index still holds that the API no longer has. kopf relists after a "410 Gone" (an
     # API server restart, a long disconnect) without dropping objects deleted in the gap, so such
@@ -89,7 +98,10 @@ class ServiceReconciler:
 
     def is_drift(self, kind: kinds.Kind, name: str, body: Any, deleted: bool) -> bool:
         if deleted:
+            self.verified.discard((kind.kind, name))  # whatever comes next under the name is read first
             return True
+        if (kind.kind, name) in self.unwanted:
+            return True  # ours, but no longer asked for: the next apply removes it
         marker = self.applied.get((kind.kind, name))
         return marker is not None and marker != kind.marker(body)
 
@@ -157,6 +169,7 @@ class ServiceReconciler:
                 step.retry_sooner(RETRY_SOON_SECONDS)
             else:
                 step.registered = 0
+            await self._write_pod_conditions(spec, pods, step)
         if retired and spec is not None:
             retired = await self._clean_moved(spec.registry, retired, owner, views, step)
 
@@ -167,7 +180,8 @@ class ServiceReconciler:
                           outdated=step.outdated, update_revision=self.update_revision,
                           url=_url(self.namespace, self.name, spec),
                           registered=step.registered, registry_condition=step.registry_condition,
-                          registry=_dump(recorded), retired_registries=[_dump(r) for r in retired])
+                          registry=_dump(recorded), retired_registries=[_dump(r) for r in retired],
+                          restarts_blocked=self.restarts_blocked)
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
         self._export(spec, desired)
         if not await self._write_status(previous_status, desired):
@@ -227,6 +241,10 @@ class ServiceReconciler:
             if step.problem is None:
                 self.applied_generation = generation
                 self.named_target = named_target
+                self.ownership_backoff.reset()
+            elif step.problem.reason == "ObjectNotOwned":
+                # Someone else's object is in the way; no event of ours says when it goes.
+                step.retry_sooner(self.ownership_backoff.next())
         except TransientError as exc:
             self.objects_pending = True
             self.logger.warning(f"Could not apply the owned objects of {self.name}, will retry: {exc}")
@@ -237,6 +255,8 @@ class ServiceReconciler:
             await self._label_new_pods(spec, pods)
             plan = await self._restart_pods(spec, pods)
             step.pending_flips, step.outdated = plan.pending, len(plan.outdated)
+            if self.restarts_blocked:
+                step.retry_sooner(RETRY_SOON_SECONDS)  # budgets change with pods' readiness; ask again
         except TransientError as exc:
             self.logger.warning(f"Could not update the pods of {self.name}, will retry: {exc}")
             step.retry_sooner(RETRY_SOON_SECONDS)
@@ -249,6 +269,8 @@ class ServiceReconciler:
         for manifest in manifests:
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             row = kinds.of(manifest["apiVersion"], kind)
+            if (problem := await self._check_ours(row, name, owner)) is not None:
+                return problem
             try:
                 result = await self.kube.apply(manifest)
             except KubeError as exc:
@@ -260,10 +282,46 @@ class ServiceReconciler:
                         message = f"{bad} ({message})"
                     return Problem(reason, f"{kind} {name} was rejected: {message}")
                 raise TransientError(f"{kind} {name}: {exc}") from exc
+            self.verified.add((kind, name))
+            self.unwanted.discard((kind, name))
             self.applied[(kind, name)] = row.marker(result)
             if row is kinds.STATEFUL_SET:
                 self.observe_statefulset(result)
+        for row, name in unwanted(owner, spec):
+            await self._remove_unwanted(row, name, owner)
         return None
+
+    async def _check_ours(self, row: kinds.Kind, name: str, owner: Owner) -> Problem | None:
+        """Before the first write of a name: is what is there ours to write (ownership.py)?"""
+        if (row.kind, name) in self.verified or self.owned.controlled_by(self.namespace, row.kind, name, owner.uid):
+            return None
+        try:
+            existing = await self.kube.get(row.api_version, row.kind, self.namespace, name)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise TransientError(f"{row.kind} {name}: {exc}") from exc
+        why = not_ours(existing, self.name, owner.uid)
+        if why is None:
+            return None
+        return Problem("ObjectNotOwned", f"{row.kind} {name} already exists and is not this InferenceService's: "
+                                         f"{why}. The operator leaves it alone; delete or rename it.")
+
+    async def _remove_unwanted(self, row: kinds.Kind, name: str, owner: Owner) -> None:
+        """Delete an owned object the spec no longer asks for, if the watch saw it as ours (only
+        that incarnation, by uid). One the watch has not shown yet comes back as drift."""
+        self.unwanted.add((row.kind, name))
+        self.applied.pop((row.kind, name), None)
+        uid = self.owned.controlled_by(self.namespace, row.kind, name, owner.uid)
+        if uid is None:
+            return
+        try:
+            await self.kube.delete(row.api_version, row.kind, self.namespace, name, uid=uid)
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:
+                return
+            raise TransientError(f"{row.kind} {name}: {exc}") from exc
+        self.logger.info(f"Deleted {row.kind} {name} of {self.name}: the spec no longer asks for it.")
 
     async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
         with_finalizer = spec.registry.in_use
@@ -303,11 +361,17 @@ class ServiceReconciler:
         pods = [dataclasses.replace(pod, deleting=True) if pod.uid in self.restarting else pod for pod in pods]
         plan = plan_restarts(pods, spec, self.update_revision)
         flipping = {pod.uid for pod in plan.flips}
+        blocked: str | None = None
         for pod in plan.restart_now:
             try:
-                await self.kube.delete(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, uid=pod.uid)
+                # Eviction, not delete: a PodDisruptionBudget (the spec's, or one of the user's
+                # over these pods) has its say, as it has for kubectl drain.
+                await self.kube.evict(self.namespace, pod.name, uid=pod.uid)
             except KubeError as exc:
                 if exc.not_found or exc.conflict:
+                    continue
+                if exc.status == 429:
+                    blocked = blocked or exc.message
                     continue
                 raise TransientError(f"pod {pod.name}: {exc}") from exc
             self.restarting.add(pod.uid)
@@ -321,6 +385,11 @@ class ServiceReconciler:
                 reason = "RollingUpdate"
             self.logger.info(message)
             self.emit("Normal", reason, message)
+        if blocked and blocked != self.restarts_blocked:
+            message = f"Restarts of pods of {self.name} wait for a PodDisruptionBudget: {blocked}"
+            self.logger.info(message)
+            self.emit("Normal", "RestartBlocked", message)
+        self.restarts_blocked = blocked
         return plan
 
     async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS, *, force: bool
@@ -358,7 +427,7 @@ class ServiceReconciler:
         now = datetime.datetime.now(datetime.UTC)
         result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
                                            spec.registry.register_delay_seconds, now, owner)
-        await self._mark_registered(result.to_mark)
+        step.to_mark, step.registered_uids = result.to_mark, result.registered_uids
         condition = result.condition
         if sweep_due:
             self.last_sweep_error = await self._sweep(spec, fresh, read_error, owner, views)
@@ -381,18 +450,26 @@ class ServiceReconciler:
             return f"sweep skipped: could not read the pods of {len(others)} service(s) sharing the registry: {exc}"
         return await self.registrar.sweep(spec.registry, fresh, live_ips([*fresh, *others_pods]), owner)
 
-    async def _mark_registered(self, pods: Sequence[PodView]) -> None:
-        """Mark pods registered (a pod condition): from now on their IP's per-IP config is theirs."""
-        for pod in pods:
-            condition = {"type": labels.CONDITION_REGISTERED, "status": "True", "reason": "Registered",
-                         "message": f"registered as an instance of {self.registrar.service}",
-                         "lastTransitionTime": now_iso()}
+    async def _write_pod_conditions(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
+        """Mark newly registered pods (from now on their IP's per-IP config is theirs) and open the
+        readiness gate of the pods whose part is done (reconcile/readiness.py), one patch per pod."""
+        service = self.registrar.service_of(spec.registry)
+        openings = gates_to_open(pods, registry_in_use=spec.registry.in_use, registered_uids=step.registered_uids,
+                                 registry_service=service)
+        for name, (pod, conditions) in pod_conditions(step.to_mark, openings, service, now_iso()).items():
             try:
-                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
-                                                {"status": {"conditions": [condition]}}, subresource="status")
+                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, name,
+                                                {"status": {"conditions": conditions}}, subresource="status")
             except KubeError as exc:
-                # Not marked yet: the next pass finds its entry naming it and marks it then.
-                self.logger.warning(f"Could not mark pod {pod.name} of {self.name} as registered: {exc}")
+                if exc.not_found:
+                    continue
+                # Not written yet: the next pass finds the pod as it was and writes them then.
+                self.logger.warning(f"Could not update the conditions of pod {name} of {self.name}: {exc}")
+                step.retry_sooner(RETRY_SOON_SECONDS)
+                continue
+            if any(c["type"] == labels.CONDITION_READY for c in conditions):
+                self.logger.info(f"Pod {name} of {self.name} may count as Ready: its readiness gate is open "
+                                 f"({next(o.reason for o in openings if o.pod.name == name)}).")
 
     async def _hold_finalizer(self, meta: Any, *, wanted: bool) -> bool:
         """Keep our finalizer on the InferenceService exactly while it has registry data to clean
@@ -451,13 +528,14 @@ class ServiceReconciler:
         return left
 
     def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
-        # On the first pass after a (re)start the API's timestamp is all there is to go on.
-        default = {pod.uid: (pod.ready_since or now) if self.first_pass else now for pod in pods}
-        seen = {pod.uid: self.ready_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.ready}
-        self.ready_seen = seen
+        # registerDelaySeconds counts from when this operator saw the containers ready (a clock it
+        # trusts); on the first pass after a (re)start the API's timestamp is all there is to go on.
+        default = {pod.uid: (pod.serving_since or now) if self.first_pass else now for pod in pods}
+        seen = {pod.uid: self.serving_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.serving}
+        self.serving_seen = seen
         self.first_pass = False
-        return [dataclasses.replace(pod, ready_since=max(pod.ready_since or seen[pod.uid], seen[pod.uid]))
-                if pod.ready else pod for pod in pods]
+        return [dataclasses.replace(pod, serving_since=max(pod.serving_since or seen[pod.uid], seen[pod.uid]))
+                if pod.serving else pod for pod in pods]
 
     def _report_ratcheted(self, spec: InferenceServiceSpec, generation: int) -> None:
         """A template stored before the API refused fields the operator sets: it still works (the
@@ -542,6 +620,8 @@ class _Pass:
     outdated: int = 0
     registered: int | None = None
     registry_condition: tuple[str, str, str] | None = None
+    to_mark: tuple[PodView, ...] = ()          # pods registered for the first time (the registration mark)
+    registered_uids: frozenset[str] = frozenset()  # pods listed in the registry by this pass
     retry: float | None = None  # seconds until the next pass at the latest
 
     def retry_sooner(self, seconds: float | None) -> None:

@@ -39,6 +39,7 @@ class Outcome:
     url: str | None = None             # where the sync role is reached inside the cluster
     registry: dict[str, Any] | None = None           # the registry in use, as spec.registry says it
     retired_registries: list[dict[str, Any]] = field(default_factory=list)  # moved away from, not yet clean
+    restarts_blocked: str | None = None  # why the Eviction API refused the restarts due (a PodDisruptionBudget)
 
 
 def now_iso() -> str:
@@ -135,6 +136,8 @@ def compute_status(
             else:
                 reason = "PodsNotReady"
                 message = (f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready")
+            if outcome.restarts_blocked and (outcome.pending_flips or outcome.outdated):
+                message += f"; restarts wait for a PodDisruptionBudget: {outcome.restarts_blocked}"
             conditions.append(_condition("Ready", False, reason, message, gen))
             conditions.append(_condition("Progressing", True, reason, message, gen))
         conditions.append(_condition("Degraded", False, "AsExpected", "", gen))
@@ -165,6 +168,8 @@ def _progress_of_rollout(spec: InferenceServiceSpec, live: list[PodView], outcom
     rolling = [p for p in live if p.ordinal is not None and p.ordinal >= partition
                and p.revision != outcome.update_revision]
     if rolling:
+        if outcome.restarts_blocked:
+            note += f"; restarts wait for a PodDisruptionBudget: {outcome.restarts_blocked}"
         return _condition("Progressing", True, "RollingUpdate", f"{outdated_phrase(outcome.outdated)}{note}", gen)
     return _condition("Progressing", False, "PodsOutdated",
                       f"{outdated_phrase(outcome.outdated)}, below updateStrategy.rollingUpdate.partition "

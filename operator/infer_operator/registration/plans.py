@@ -1,6 +1,8 @@
 """What belongs in the registry, and what a pass or a sweep changes there: pure decisions.
 
-Registered set == sync pods that are Ready, not terminating, and Ready for registerDelaySeconds.
+Registered set == sync pods whose containers are ready (the app answers its readiness probe), not
+terminating, and so for registerDelaySeconds. The pod's own Ready condition waits for the
+registration (the readiness gate, labels.CONDITION_READY), so it cannot be the test here.
 The per-pass plan only touches entries whose IP is held by a pod the operator knows; entries for
 unknown IPs are the sweep's business, which re-reads the pods from the API before removing them.
 """
@@ -40,16 +42,16 @@ class Desired:
 
 def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
                       now: datetime.datetime, owner: ServiceRef | None = None) -> Desired:
-    """The instances of the due, Ready sync pods. Each is registered at the port it was started
+    """The instances of the due, serving sync pods. Each is registered at the port it was started
     with (its named container port), `port` (spec.sync.port) for pods made before ports were named."""
     instances: dict[str, Instance] = {}
     warming: dict[str, Instance] = {}
     next_due: float | None = None
     for pod in pods:
-        if pod.deleting or not pod.ready or pod.role != labels.ROLE_SYNC or not pod.ip or pod.ordinal is None:
+        if pod.deleting or not pod.serving or pod.role != labels.ROLE_SYNC or not pod.ip or pod.ordinal is None:
             continue
         if register_delay > 0:
-            since = pod.ready_since or now
+            since = pod.serving_since or now
             wait = register_delay - (now - since).total_seconds()
             if wait > 0:
                 next_due = wait if next_due is None else min(next_due, wait)

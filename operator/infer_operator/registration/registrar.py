@@ -40,6 +40,7 @@ class SyncResult:
     condition: tuple[str, str, str]  # status, reason, message
     retry_in: float | None = None
     to_mark: tuple[PodView, ...] = ()  # registered pods without the registration mark yet
+    registered_uids: frozenset[str] = frozenset()  # the pods listed in the registry after this pass
 
 
 def registry_service_name(spec_registry: RegistrySpec, isvc_name: str) -> str:
@@ -192,7 +193,8 @@ class Registrar:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
         registered_uids = {i.uid for i in desired.instances.values()}
         to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
-        return SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark)
+        return SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark,
+                          frozenset(registered_uids))
 
     async def sweep(self, spec_registry: RegistrySpec, own_pods: list[PodView], live_ips: set[str],
                     owner: ServiceRef) -> str | None:
