@@ -68,7 +68,8 @@ def containers_ready_at(pod) -> float:
 
 def test_readiness_runs_each_roles_own_check(cluster, service, module_namespace):
     """The model loads for 4 s: a sync pod turns ready only once its port answers, an async pod
-    only once its worker writes its ready file (each role's own probe, through one exec probe)."""
+    only once its worker writes its ready file (each role's own probe, through one exec probe);
+    the pod is Ready only after that and the operator's readiness gate."""
     for name, pod in sorted(service.items()):
         role = pod.metadata.labels[labels.LABEL_ROLE]
         logs = cluster.kubectl("logs", "-n", module_namespace, name, "-c", "app", "--timestamps")
@@ -83,6 +84,12 @@ def test_readiness_runs_each_roles_own_check(cluster, service, module_namespace)
         assert ready_at >= int(serving_at), f"{name} ({role}) was ready at {ready_at}, before it served ({serving_at})"
         assert ready_at >= started_at + MODEL_LOAD_SECONDS - 1, f"{name} ({role}) ready during its model load"
         assert role == ("sync" if int(name.rsplit("-", 1)[1]) < 2 else "async")
+        # The readiness gate: the kubelet holds Ready until the operator has done its part (a sync
+        # pod registered, an async pod's containers ready), so Ready never precedes ContainersReady.
+        assert labels.CONDITION_READY in [g.condition_type for g in pod.spec.readiness_gates or []]
+        gate = next(c for c in pod.status.conditions if c.type == labels.CONDITION_READY)
+        ready = next(c for c in pod.status.conditions if c.type == "Ready")
+        assert gate.status == "True" and ready.last_transition_time.timestamp() >= ready_at, name
     assert exec_in(cluster, module_namespace, f"{NAME}-2", "test", "-f", "/tmp/worker-ready") == ""
 
 
