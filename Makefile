@@ -8,7 +8,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test test-unit demo cluster-up cluster-down crds docs deploy lock release-dry-run e2e-kind clean
+.PHONY: setup system-deps test test-unit images demo cluster-up cluster-down crds docs deploy lock release-dry-run e2e-kind clean
 
 setup: $(VENV)/.installed system-deps
 
@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian packages the tests use: etcd-server is the registry's etcd in tests; redis-server the
 # queue of the sample app's async role; busybox, wget and curl are the shells and HTTP clients the
-# pod scripts are tested with.
+# pod scripts are tested with; containerd, runc, containernetworking-plugins, iptables, conntrack
+# and iproute2 run the real node (devtools/cluster/realnode.py), mmdebstrap makes its images' rootfs.
 system-deps:
 	@missing=""; \
 	  [ -x /usr/bin/etcd ] || missing="$$missing etcd-server"; \
@@ -30,15 +31,26 @@ system-deps:
 	  command -v curl >/dev/null || missing="$$missing curl"; \
 	  command -v openssl >/dev/null || missing="$$missing openssl"; \
 	  command -v unshare >/dev/null || missing="$$missing util-linux"; \
+	  command -v containerd >/dev/null || missing="$$missing containerd"; \
+	  command -v runc >/dev/null || missing="$$missing runc"; \
+	  [ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	  command -v iptables >/dev/null || missing="$$missing iptables"; \
+	  command -v conntrack >/dev/null || missing="$$missing conntrack"; \
+	  command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	  command -v ip >/dev/null || missing="$$missing iproute2"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	      --no-install-recommends $$missing >/dev/null; \
 	  fi
 
 test: setup
 	$(PY) -m devtools.cluster build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+images: setup
+	$(PY) -m devtools.images
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

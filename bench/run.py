@@ -6,6 +6,7 @@ bench/results/<name>.json and print a short table.
     scale            N services x 8 pods: converge (cold, after restart), RSS, CPU, API requests, churn
     sweep            10,000 stale + 4,000 live per-IP configs: time to remove the stale ones
     memory           operator RSS every 10 s under churn; growth per hour
+    realpods         sync pod deletions on the real node: deregistered / drain ended / SIGTERM times
     quick            the quick subset (`make bench`): reduced sizes of sweep, deregistration and apply
 
 The local control plane ($INFER_OPERATOR_CLUSTER_DIR, default /tmp/bench-cluster) is started if
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--interval", type=float, default=10.0)
     m.add_argument("--churn-rate", type=float, default=5.0)
 
+    r = sub.add_parser("realpods")
+    r.add_argument("--deletions", type=int, default=20)
+    r.add_argument("--replicas", type=int, default=3)
+
     sub.add_parser("quick")
     return p
 
@@ -91,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import sweep
 
             asyncio.run(sweep.main(args))
+        elif args.name == "realpods":
+            from bench import realpods
+
+            realpods.main(args)
         elif args.name == "memory":
             from bench import memory
 

@@ -5,12 +5,15 @@ demo doubles as a smoke test):
 
  1. Cluster: ``$KUBECONFIG``'s cluster if it answers, else the local control plane (etcd,
     kube-apiserver, controller-manager, scheduler, KWOK fake nodes; built and cached on first use),
-    stopped at the end unless ``--keep``.
+    stopped at the end unless ``--keep``. Where this machine can run one (root, containerd), the
+    local control plane gets its real node too and the demo's pods are real containers of the
+    sample app (examples/sample-app, built here); otherwise they run on KWOK. It says which.
  2. Installs the CRD, starts a throwaway etcd as the registry and the operator as a subprocess.
  3. Applies an InferenceService (4 pods, 2 sync + 2 async, registry etcd) and waits for it.
  4. Shows the registry, then seeds per-IP config keys as an ops tool would (plus one for a dead IP).
  5. Deletes a sync pod and prints the timeline: deregistered and config removed before the pod
-    object goes, recreated, registered again; the sweep removes the dead IP's config.
+    object goes, recreated, registered again; the sweep removes the dead IP's config. On real pods
+    also the pod's own log: the offline call, the drain, SIGTERM after the deregistration.
  6. Changes the split 2 -> 3: only the pod whose role flips restarts.
  7. Deletes the InferenceService: its registry entries go with it. Stops everything it started.
 """
@@ -276,7 +279,25 @@ class Timeline:
 # --------------------------------------------------------------------------- the demo
 
 
-def manifest(etcd_url: str) -> dict:
+def manifest(etcd_url: str, node: Any = None, redis_url: str | None = None) -> dict:
+    if node is not None:
+        # Real pods: the sample app (sync: HTTP; async: a Redis queue worker), on the real node.
+        probe = {"periodSeconds": 1}
+        container = {"name": "model", "image": node.images["sample-app"], "imagePullPolicy": "Never",
+                     "env": [{"name": "REDIS_URL", "value": redis_url}],
+                     "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"nvidia.com/gpu": 1}}}
+        return isvc_body(
+            NAME, NAMESPACE, replicas=4, syncReplicas=2,
+            sync={"command": ["python", "/app/app.py"], "port": PORT,
+                  "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, **probe}},
+            **{"async": {"command": ["python", "/app/app.py"],
+                         "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/worker-ready"]}, **probe}}},
+            lifecycle={"offlinePath": "/offline", "drainSeconds": DRAIN_SECONDS,
+                       "terminationGracePeriodSeconds": GRACE_SECONDS},
+            registry=etcd_registry(etcd_url, PREFIX),
+            template={"metadata": {"labels": {"team": "demo"}},
+                      "spec": {"containers": [container], "tolerations": [node.toleration()],
+                               "nodeSelector": node.node_selector()}})
     return isvc_body(
         NAME, NAMESPACE, replicas=4, syncReplicas=2,
         sync={"command": ["python3", "-m", "http.server", str(PORT)], "port": PORT},
@@ -297,6 +318,8 @@ class Demo:
         self.registry: RegistryView | None = None
         self.seeded_at = 0.0
         self.external = False
+        self.node: Any = None      # the real node, when the pods run as real containers
+        self.redis: Any = None     # the async role's queue on real pods
 
     # ------------------------------------------------------------------ 1. cluster
 
@@ -326,8 +349,19 @@ class Demo:
         if not handle.started:
             OUT.info(f"(it was already running in {handle.state_dir}: it is left running at the end)")
         OUT.ok(f"control plane at {handle.server}; export KUBECONFIG={handle.kubeconfig}")
-        OUT.info("KWOK plays the kubelet: pods get an IP and turn Ready without running a container")
         self.cluster = Cluster(handle)
+        from devtools.cluster import realnode
+
+        OUT.step("the real node (containerd, a CNI bridge, a kubelet built from the same Kubernetes module)")
+        try:
+            self.node = realnode.up(handle.state_dir, progress=lambda m: OUT.info(f"[realnode] {m}"))
+        except realnode.RealNodeUnavailable as exc:
+            OUT.info(f"no real node: {exc}")
+            OUT.info("so the pods run on KWOK's fake nodes: they get an IP and turn Ready without running a "
+                     "container (no probe, hook or signal really happens)")
+        else:
+            OUT.ok(f"pods run on the real node {self.node.name}: real containers of the sample app image "
+                   f"({self.node.images['sample-app']}), real probes, preStop hooks and signals")
         out = self.cluster.kubectl("get", "nodes").stdout
         OUT.info(out.rstrip())
 
@@ -344,7 +378,11 @@ class Demo:
 
             OUT.info(f"({crd_file} not found: applying the CRD rendered by `infer-operator crd`)")
             c.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render_crd_yaml())
-        c.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}", timeout=70)
+        # Polled: `kubectl wait` fails at once while the new CRD has no conditions yet.
+        wait_for(lambda: c.kubectl("get", "crd", CRD_NAME, "-o",
+                                   "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                                   check_rc=False, show=False).stdout.strip() == "True",
+                 60, 0.5, f"CRD {CRD_NAME} Established", ignore=TRANSIENT)
         # Established is not quite "servable": the API server may answer 429 "storage is
         # (re)initializing" for a moment. Wait until a list works, so the operator starts cleanly.
         wait_for(lambda: c.custom.list_cluster_custom_object(labels.GROUP, labels.VERSION, labels.PLURAL,
@@ -365,6 +403,13 @@ class Demo:
         self.registry = RegistryView(self.etcd)
         OUT.ok(f"etcd at {self.etcd.client_url}; log: {self.etcd.log_path}")
 
+        if self.node is not None:
+            from devtools.cluster import realnode
+            from devtools.harness.redis_server import RedisServer
+
+            self.redis = RedisServer(host=realnode.POD_GATEWAY)
+            OUT.ok(f"Redis at {self.redis.url}: the queue the async role's workers take jobs from")
+
         self.operator = start_operator(c.kubeconfig, self.workdir / "operator.log")
         OUT.info(f"it watches namespace {NAMESPACE}, sweeps the registry every {SWEEP_SECONDS}s; follow it with:\n"
                  f"  tail -f {self.operator.log_path}")
@@ -373,14 +418,16 @@ class Demo:
 
     def step_apply(self) -> None:
         OUT.section("3. An InferenceService: 4 pods, 2 sync (HTTP, registered) + 2 async (queue workers)")
-        body = manifest(self.etcd.client_url)
+        body = manifest(self.etcd.client_url, self.node, self.redis.url if self.redis else None)
         path = self.workdir / "llm.yaml"
         path.write_text(yaml.safe_dump(body, sort_keys=False))
         OUT.step(f"the manifest ({path}):")
         OUT.info(path.read_text().rstrip())
         self.cluster.kubectl("apply", "-f", str(path))
         pods = self.wait_settled(sync=2, timeout=300 if self.external else 120)
-        OUT.ok("4 pods Ready: ordinals 0-1 are sync, 2-3 async (role = ordinal < syncReplicas)")
+        where = f"real containers on {self.node.name}" if self.node else \
+            ("pods of $KUBECONFIG's cluster" if self.external else "fake pods on KWOK nodes")
+        OUT.ok(f"4 pods Ready ({where}): ordinals 0-1 are sync, 2-3 async (role = ordinal < syncReplicas)")
         self.show_isvc()
         OUT.step("pods:")
         OUT.info(pod_table(pods))
@@ -500,6 +547,13 @@ class Demo:
             entry = self.registry.instances().get(f"{p.status.pod_ip}:{PORT}")
             return bool(entry and entry.get("uid") == p.metadata.uid)
 
+        pod_log = None
+        if self.node is not None:
+            from devtools.harness.realpods import ContainerLog, container_log_file
+
+            path = container_log_file(self.node.pod_logs, NAMESPACE, f"{NAME}-0", old_uid, "model")
+            pod_log = ContainerLog(path) if path else None
+        wall0 = time.time()
         timeline = Timeline(time.monotonic())
         swept_early = self.etcd.get(dead_key) is None
         if swept_early:
@@ -530,6 +584,8 @@ class Demo:
         check(deregistered < DRAIN_SECONDS,
               f"deregistered {deregistered:.2f}s after the delete, within the {DRAIN_SECONDS}s preStop drain "
               f"(clients stop getting this instance before it stops serving)")
+        if pod_log is not None:
+            self.show_pod_log(pod_log, wall0, deregistered)
         new_pod = new["pod"]
         new_ip = new_pod.status.pod_ip
         OUT.info(f"new {NAME}-0: IP {new_ip} ({'same IP as before' if new_ip == old_ip else f'was {old_ip}'}), "
@@ -548,6 +604,24 @@ class Demo:
         if lines:
             OUT.step("the operator's log about it:")
             OUT.info("\n".join(line[:220] for line in lines[-6:]))
+
+    def show_pod_log(self, pod_log: Any, wall0: float, deregistered: float) -> None:
+        """The deleted pod's own log (read on the real node) from the delete on; checks the app got
+        SIGTERM after the deregistration and after the drain."""
+        from devtools.harness.realpods import OFFLINE_MSG, PRESTOP_DONE, SIGTERM_MSG
+
+        lines = [line for line in pod_log.read() if line.at >= wall0 - 0.5]
+        pod_log.close()
+        OUT.step(f"what happened inside {NAME}-0 (its container log, read on the node), from the delete:")
+        OUT.info("\n".join(f"t={line.at - wall0:+6.2f}s  {line.text[:160]}" for line in lines))
+        sigterm = pod_log.app_time(SIGTERM_MSG)
+        offline = pod_log.app_time(OFFLINE_MSG)
+        done = pod_log.first(PRESTOP_DONE)
+        check(sigterm is not None and offline is not None and done is not None,
+              "the app was told to go offline (offlinePath), the preStop drain ran, then the app got SIGTERM")
+        check(offline < done.at <= sigterm + 0.05 and deregistered < sigterm - wall0,
+              f"order: deregistered +{deregistered:.2f}s, offline +{offline - wall0:.2f}s, drain ended "
+              f"+{done.at - wall0:.2f}s, SIGTERM +{sigterm - wall0:.2f}s")
 
     # ------------------------------------------------------------------ 6. changing the split
 
@@ -670,6 +744,8 @@ class Demo:
         if self.operator is not None:
             rc = self.operator.stop()
             OUT.step(f"operator stopped (exit code {rc}); its log stays at {self.operator.log_path}")
+        if self.redis is not None:
+            self.redis.stop()
         if self.etcd is not None:
             self.etcd.stop()
             OUT.step(f"registry etcd stopped; its log stays at {self.etcd.log_path}")
@@ -712,7 +788,9 @@ class Demo:
         if failed:
             print(f"\nFAILED after {OUT.elapsed():.0f}s (files in {self.workdir})", flush=True)
             return 1
-        print(f"\nDemo passed in {OUT.elapsed():.0f}s. Operator log: {self.operator.log_path}", flush=True)
+        where = f"real pods on the real node {self.node.name}" if self.node else \
+            ("$KUBECONFIG's cluster" if self.external else "KWOK fake nodes (no real node on this machine)")
+        print(f"\nDemo passed in {OUT.elapsed():.0f}s, on {where}. Operator log: {self.operator.log_path}", flush=True)
         return 0
 
 

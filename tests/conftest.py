@@ -112,3 +112,45 @@ def etcd(etcd_server):
     """The session etcd with an empty keyspace at the start of each test."""
     etcd_server.delete_all()
     return etcd_server
+
+
+# --------------------------------------------------------------------------- the real node's count
+
+REAL_NODE_TESTS = {"ran": 0, "failed": 0, "skipped": 0, "reason": ""}
+# Figures measured on the real node (name -> text), printed in the summary.
+REAL_NODE_FIGURES: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The real-node tests run last, in their own order: they share the integration tests'
+    session operator, which must not be running yet while the integration tests that drive the
+    reconciler themselves (test_index_audit) run first."""
+    real = [item for item in items if "realnode" in item.keywords]
+    if real:
+        items[:] = [item for item in items if "realnode" not in item.keywords] + real
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Counts the tests marked `realnode`: those whose body ran on real pods, and those skipped."""
+    if "realnode" not in report.keywords:
+        return
+    if report.when == "call":
+        REAL_NODE_TESTS["ran"] += 1
+        REAL_NODE_TESTS["failed"] += int(report.failed)
+    elif report.when == "setup" and report.skipped:
+        REAL_NODE_TESTS["skipped"] += 1
+        REAL_NODE_TESTS["reason"] = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+    elif report.when == "setup" and report.failed:
+        REAL_NODE_TESTS["failed"] += 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    counts = REAL_NODE_TESTS
+    if not (counts["ran"] or counts["skipped"]):
+        return
+    line = f"real node: {counts['ran']} test(s) ran on real pods ({counts['failed']} failed)"
+    if counts["skipped"]:
+        line += f", {counts['skipped']} skipped: {counts['reason']}"
+    terminalreporter.write_sep("-", line)
+    for name, value in REAL_NODE_FIGURES.items():
+        terminalreporter.write_line(f"real node: {name}: {value}")

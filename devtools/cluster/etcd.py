@@ -66,11 +66,13 @@ def prefix_end(prefix: str) -> str:
 
 class EtcdServer:
     def __init__(self, *, binary: str | None = None, start_timeout: float = 30.0, name: str = "registry",
-                 client_port: int | None = None):
+                 client_port: int | None = None, host: str = "127.0.0.1"):
         self.binary = binary or find_binary()
         self.start_timeout = start_timeout
         self.name = name
         self._wanted_port = client_port
+        # The client address: 127.0.0.1, or e.g. the real node's pod gateway for pods to reach it.
+        self.host = host
         self.proc: subprocess.Popen | None = None
         self.workdir: Path | None = None
         self.client_port = 0
@@ -79,7 +81,7 @@ class EtcdServer:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def log_path(self) -> Path:

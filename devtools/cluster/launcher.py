@@ -31,7 +31,7 @@ from pathlib import Path
 
 from devtools.harness.processes import free_ports
 
-from . import toolchain
+from . import realnode, toolchain
 from . import versions as V
 
 ProgressFn = Callable[[str], None]
@@ -40,6 +40,7 @@ ProgressFn = Callable[[str], None]
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: the first address of SERVICE_CIDR
 POD_CIDR = "10.244.0.0/16"
 NODE_LABEL = ("type", "kwok")
 # KWOK renews each fake node's Lease in kube-node-lease (a quarter of this apart, as a kubelet does).
@@ -311,6 +312,43 @@ def _wait(what: str, predicate: Callable[[], bool], timeout: float,
         delay = min(delay * 1.5, 0.5)
 
 
+# --------------------------------------------------------------------------- certificates
+
+
+def write_serving_cert(cert_dir: Path, ca_file: Path, ips: list[str]) -> None:
+    """A CA (written to ``ca_file``) and the API server's serving certificate signed by it, for
+    ``ips`` and the ``kubernetes`` Service's DNS names, as ``cert_dir/apiserver.{crt,key}`` (the
+    files the API server loads from its --cert-dir instead of making a self-signed pair).
+    CalledProcessError when openssl fails."""
+    import tempfile
+
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+           "kubernetes.default.svc.cluster.local"]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=t)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=infer-devcluster-ca",
+                "-keyout", "ca.key", "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        san = ",".join([f"IP:{ip}" for ip in ips] + [f"DNS:{name}" for name in dns])
+        (t / "ext.cnf").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+                                   "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", "leaf.key",
+                "-out", "leaf.csr")
+        openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "3650", "-extfile", "ext.cnf", "-out", "leaf.crt")
+        # The chain: clients that were given only the leaf's file (older kubeconfigs) still verify.
+        (cert_dir / "apiserver.crt").write_bytes((t / "leaf.crt").read_bytes() + (t / "ca.crt").read_bytes())
+        key = cert_dir / "apiserver.key"
+        key.write_bytes((t / "leaf.key").read_bytes())
+        key.chmod(0o600)
+        shutil.copyfile(t / "ca.crt", ca_file)
+
+
 # --------------------------------------------------------------------------- kubeconfig / nodes
 
 
@@ -450,6 +488,9 @@ def down(state_dir: str | os.PathLike | None = None, *, timeout: float = STOP_TI
     sd = state_dir_path(state_dir)
     if not sd.exists():
         return
+    # The real node first: its kubelet needs the API server to let go of its pods cleanly, and a
+    # node left running would outlive the control plane it belongs to.
+    realnode.down(sd, progress=progress)
     with _locked(sd):
         _down_locked(sd, timeout, progress)
 
@@ -480,7 +521,7 @@ def up(state_dir: str | os.PathLike | None = None, *, nodes: int = DEFAULT_NODE_
         _down_locked(sd, STOP_TIMEOUT, None)
         t0 = time.monotonic()
         try:
-            cluster = _start_all(sd, nodes, progress, timeout)
+            cluster = _start_all(sd, nodes, progress, timeout, realnode.unavailable_reason(sd) is None)
         except BaseException:
             with contextlib.suppress(Exception):
                 _down_locked(sd, STOP_TIMEOUT, None)
@@ -489,7 +530,7 @@ def up(state_dir: str | os.PathLike | None = None, *, nodes: int = DEFAULT_NODE_
         return cluster
 
 
-def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cluster:
+def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float, pod_network: bool) -> Cluster:
     bins = {c: str(toolchain.binary_path(c)) for c in COMPONENTS}
     # Fresh runtime state each start (logs are kept, appended).
     for sub in ("etcd", "certs", "pids"):
@@ -513,6 +554,13 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
 
     etcd_client, etcd_peer, api_port = free_ports(3)
     server = f"https://127.0.0.1:{api_port}"
+    # Pods on the real node reach the API server through the `kubernetes` Service, whose endpoint
+    # is the advertised address: 127.0.0.1 cannot be one (inside a pod it is the pod itself), so
+    # where a real node can run the server listens on all addresses and advertises the node's pod
+    # bridge gateway, which its serving certificate names.
+    pod_gateway = realnode.POD_GATEWAY if pod_network else None
+    ca_file = sd / "ca.crt"
+    write_serving_cert(sd / "certs", ca_file, ["127.0.0.1", SERVICE_IP] + ([pod_gateway] if pod_gateway else []))
     procs: dict[str, subprocess.Popen] = {}
 
     def started(name: str, t: float) -> None:
@@ -535,7 +583,11 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
     t = time.monotonic()
     procs["kube-apiserver"] = _start(sd, "kube-apiserver", [
         bins["kube-apiserver"], f"--etcd-servers={etcd_url}",
-        f"--secure-port={api_port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={api_port}", f"--bind-address={'0.0.0.0' if pod_gateway else '127.0.0.1'}",
+        f"--advertise-address={pod_gateway or '127.0.0.1'}",
+        # The real node's kubelet reports its Hostname address first, which does not resolve:
+        # `kubectl logs/exec` must dial its InternalIP.
+        "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
         f"--cert-dir={sd / 'certs'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
@@ -547,9 +599,6 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
           timeout, procs, sd)
     started("kube-apiserver", t)
 
-    # The self-signed serving cert file holds the cert and its CA: trust it as the CA bundle.
-    ca_file = sd / "ca.crt"
-    shutil.copyfile(sd / "certs" / "apiserver.crt", ca_file)
     kubeconfig = kubeconfig_path(sd)
     _write_kubeconfig(kubeconfig, server, token, ca_file)
     kc = str(kubeconfig)
@@ -618,7 +667,7 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float) -> Cl
     started("controllers, scheduler, kwok, nodes", t)
 
     state = {"server": server, "token": token, "etcd": etcd_url, "versions": V.VERSIONS,
-             "started_at": time.time()}
+             "started_at": time.time(), "pod_gateway": pod_gateway, "api_port": api_port}
     tmp = sd / "state.json.tmp"
     tmp.write_text(json.dumps(state, indent=2))
     tmp.chmod(0o600)

@@ -25,10 +25,14 @@ from . import versions as V
 
 ProgressFn = Callable[[str], None]
 
-KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet",
+                   "kube-proxy")
 # Build order: cheapest/most needed first. kubectl last among k8s (shares the build cache).
 ALL_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                  "kubectl", "kwok", "helm")
+                  "kubectl", "kwok", "helm", "kubelet", "kube-proxy")
+# The real node's own binaries (devtools.cluster.realnode), built in the same generated module
+# as the control plane, so with a warm build cache they cost seconds.
+NODE_COMPONENTS = ("kubelet", "kube-proxy")
 # What the launcher needs (helm is only for chart tests).
 CLUSTER_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
                       "kubectl", "kwok")

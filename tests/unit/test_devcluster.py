@@ -153,3 +153,37 @@ def test_node_manifest_advertises_gpus():
     for section in ("capacity", "allocatable"):
         res = node["status"][section]
         assert {"cpu", "memory", "pods", "nvidia.com/gpu"} <= set(res)
+
+
+# --------------------------------------------------------------------------- the real node
+
+
+def test_real_node_configs(tmp_path):
+    from devtools.cluster import realnode
+
+    containerd = realnode.containerd_config(tmp_path)
+    assert "restrict_oom_score_adj = true" in containerd and 'sandbox_image = "docker.io/local/pause:1"' in containerd
+    assert f'address = "{tmp_path}/containerd/containerd.sock"' in containerd
+    kubelet = yaml.safe_load(realnode.kubelet_config(tmp_path, 12345))
+    assert kubelet["registerWithTaints"] == [{"key": realnode.TAINT_KEY, "value": "true", "effect": "NoSchedule"}]
+    assert (kubelet["address"], kubelet["port"], kubelet["healthzPort"]) == (realnode.POD_GATEWAY, realnode.KUBELET_PORT,
+                                                                             12345)
+    assert kubelet["cgroupsPerQOS"] is False and kubelet["failSwapOn"] is False
+    proxy = yaml.safe_load(realnode.kube_proxy_config(tmp_path, 1, 2))
+    assert (proxy["clusterCIDR"], proxy["hostnameOverride"]) == (realnode.POD_SUBNET, realnode.NODE_NAME)
+    cni = realnode.cni_config(tmp_path)["plugins"][0]
+    assert cni["bridge"] == realnode.BRIDGE and cni["ipam"]["ranges"][0][0]["gateway"] == realnode.POD_GATEWAY
+    assert realnode.POD_SUBNET != launcher.POD_CIDR  # KWOK's pod IPs never collide with the real node's
+
+
+def test_real_node_needs_root(monkeypatch):
+    from devtools.cluster import realnode
+
+    monkeypatch.setattr(realnode.os, "geteuid", lambda: 1000)
+    assert "needs root" in realnode.host_reason()
+    assert "needs root" in realnode.unavailable_reason("/nonexistent-state-dir")
+
+
+def test_node_binaries_are_toolchain_components():
+    assert set(toolchain.NODE_COMPONENTS) <= set(toolchain.ALL_COMPONENTS)
+    assert toolchain.component("kubelet").version == versions.KUBERNETES_VERSION

@@ -1,0 +1,3 @@
+module infer-operator.local/devtools/pause
+
+go 1.22
