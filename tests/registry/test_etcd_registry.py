@@ -122,6 +122,50 @@ async def test_config_listing_and_deletion(etcd, reg):
     assert_outside_untouched(etcd)
 
 
+async def test_configs_are_deleted_in_bounded_transactions(etcd, reg, monkeypatch):
+    seed_outside(etcd)
+    stale = [f"10.1.{i // 250}.{i % 250}" for i in range(150)]
+    for ip in stale:
+        etcd.put(f"/services/llm/config/{ip}", "w=0")
+    etcd.put(f"/services/llm/config/{stale[0]}/extra", "x")
+    etcd.put("/services/llm/config/10.0.0.1", "live")
+    etcd.put(f"/services/llm/config/{stale[0]}0", "a neighbour sharing the string prefix")
+    transactions = []
+    original = EtcdRegistry._txn
+
+    async def counted(self, compare, success, what):
+        transactions.append(len(success))
+        return await original(self, compare, success, what)
+
+    monkeypatch.setattr(EtcdRegistry, "_txn", counted)
+    assert await reg.delete_configs(SVC, stale) == {}
+    assert transactions == [128, 128, 44]  # 64 configs of two operations each, etcd's default limit 128
+    assert set(etcd.range_prefix("/services/llm/config/")) == {"/services/llm/config/10.0.0.1",
+                                                               f"/services/llm/config/{stale[0]}0"}
+    assert_outside_untouched(etcd)
+
+
+async def test_a_failed_batch_reports_each_of_its_configs_and_removes_none(etcd, reg, monkeypatch):
+    for ip in ("10.0.0.1", "10.0.0.2"):
+        etcd.put(f"/services/llm/config/{ip}", "w")
+
+    async def refused(self, compare, success, what):
+        raise RegistryError("etcd txn: injected")
+
+    monkeypatch.setattr(EtcdRegistry, "_txn", refused)
+    failed = await reg.delete_configs(SVC, ["10.0.0.1", "10.0.0.2", "a/b"])
+    assert set(failed) == {"10.0.0.1", "10.0.0.2", "a/b"}
+    assert len(etcd.range_prefix("/services/llm/config/")) == 2
+
+
+async def test_lookup_reads_one_address(etcd, reg):
+    await reg.register(SVC, A)
+    etcd.put("/services/llm/instances/10.0.0.9:8080", b"not ours")
+    assert await reg.lookup(SVC, A.ip, A.port) == A
+    assert await reg.lookup(SVC, B.ip, B.port) is None
+    assert await reg.lookup(SVC, "10.0.0.9", 8080) is None
+
+
 async def test_sweep_only_inside_prefix(etcd, reg):
     seed_outside(etcd)
     await reg.register(SVC, A)
