@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 @dataclass
 class Options:
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
-    resync_seconds: float = 60.0
+    resync_seconds: float = 3600.0   # reconcile/schedule.py says why these defaults
+    audit_seconds: float = 3600.0
     sweep_seconds: float = 60.0
     registry_timeout_seconds: float = 5.0
     deregister_timeout_seconds: float = 30.0
@@ -110,6 +111,14 @@ class ServiceRecords:
         record = self._records.get((namespace, name))
         if record is not None and record.reconciler is not None:
             record.poke(objects=objects)
+
+    def relisted(self, namespace: str | None) -> None:
+        """The pods watch of `namespace` (None: of every namespace) listed everything again: each
+        running loop there audits its pod index on its next pass, which comes at once."""
+        for record in self:
+            if record.reconciler is not None and namespace in (None, record.namespace):
+                record.reconciler.schedule.relisted()
+                record.poke()
 
     def sharing(self, place: tuple[Any, ...] | None) -> list[ServiceRecord]:
         """The services whose pods are registered at `place` (one registry service), as last synced."""

@@ -256,6 +256,44 @@ async def test_the_sweep_removes_only_what_no_live_pod_holds_and_keeps_everythin
     assert world.condition("RegistrySynced")["reason"] == "InSync"
 
 
+async def test_a_sweep_reads_the_pods_from_the_api_only_when_something_may_be_stale():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)  # the first pass audits: one read
+    assert world.kube.count("list", "Pod") == 1
+    world.reconciler.schedule.last_sweep = -1e9
+    await world.run()  # the registry holds only what the index shows live: no read
+    assert world.kube.count("list", "Pod") == 1 and world.registry.instances[NAME]
+    world.registry.configs[NAME] = {"10.9.9.9"}
+    world.reconciler.schedule.last_sweep = -1e9
+    await world.run()  # a config no pod in the index holds: read, then removed
+    assert world.kube.count("list", "Pod") == 2
+    assert world.registry.configs[NAME] == set()
+
+
+async def test_a_config_the_index_misses_but_the_api_shows_held_is_kept():
+    world = World(replicas=2, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True),
+                   pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)
+    world.registry.configs[NAME] = {"10.0.0.11"}
+    world.reconciler.schedule.last_sweep = -1e9
+    # The index lags: it does not show llm-1 yet. The API does, and its config stays.
+    await world.reconciler.run_pass(world.body(), world.index()[:1], False)
+    assert world.registry.configs[NAME] == {"10.0.0.11"}
+    assert world.kube.count("list", "Pod") == 2
+
+
+async def test_a_relist_makes_the_next_pass_audit():
+    world = World(replicas=1)
+    await world.run(apply_objects=True)
+    await world.run()
+    assert world.kube.count("list", "Pod") == 1
+    world.reconciler.schedule.relisted()
+    await world.run()
+    assert world.kube.count("list", "Pod") == 2
+
+
 async def test_switching_the_registry_off_remembers_it_for_the_releaser():
     world = World(replicas=1, registry=ETCD)
     await world.run(apply_objects=True)

@@ -58,8 +58,8 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
     options = RUNTIME.options
     reconciler = ServiceReconciler(RUNTIME.kube, record, logger, post, releaser=RUNTIME.releaser,
                                    owned=RUNTIME.owned, schedule=Schedule(resync_seconds=options.resync_seconds,
-                                                     audit_seconds=options.resync_seconds,
-                                                     sweep_seconds=options.sweep_seconds))
+                                                                          audit_seconds=options.audit_seconds,
+                                                                          sweep_seconds=options.sweep_seconds))
     record.reconciler = reconciler
 
     async def relay_stop() -> None:

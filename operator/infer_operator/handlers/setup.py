@@ -10,7 +10,10 @@ import kopf
 
 from infer_operator import kinds, labels
 from infer_operator.clients.kube import load_configuration
+from infer_operator.handlers import relists
 from infer_operator.runtime import RUNTIME
+
+log = logging.getLogger(__name__)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -56,9 +59,18 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     )
 
 
+def _relisted(namespace: str | None) -> None:
+    where = f"namespace {namespace}" if namespace else "every namespace"
+    log.info(f"The pods watch of {where} listed every pod again (its watch could not resume); each "
+             f"InferenceService there audits its pods against the API now.")
+    RUNTIME.services.relisted(namespace)
+
+
 @kopf.on.startup()
 async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     configure(settings)
+    # Before the watches start (kopf runs startup handlers first).
+    relists.install(_relisted)
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
 
 

@@ -29,7 +29,7 @@ from infer_operator.reconcile.readiness import gates_to_open, pod_conditions
 from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.reconcile.status import Outcome, Problem, compute_status, now_iso, status_changed
-from infer_operator.registration.registrar import Registrar, RegistryConfigError
+from infer_operator.registration.registrar import ReadFailed, Registrar, RegistryConfigError
 from infer_operator.registration.releaser import PodReleaser, parse_registry
 from infer_operator.registration.sharing import NO_VIEWS, Views, live_ips, read_pods
 from infer_operator.registry.model import RegistryError, ServiceRef
@@ -140,7 +140,7 @@ class ServiceReconciler:
 
         # what is due, and the audit
         due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
-        pods, fresh, read_error = await self._audit_pods(pods, views, force=due.sweep)
+        pods, fresh, read_error = await self._audit_pods(pods, views)
 
         # apply (the Services target the pods' named port once every pod has it)
         named_target = all(pod.sync_port is not None for pod in pods if not pod.deleting)
@@ -392,23 +392,21 @@ class ServiceReconciler:
         self.restarts_blocked = blocked
         return plan
 
-    async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS, *, force: bool
+    async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS
                           ) -> tuple[list[PodView], list[PodView] | None, str | None]:
-        """When the schedule says (and for each sweep), read the service's pods from the API, drop
-        the index's ghosts and take back pods that left the watch holding our finalizer. Returns
-        the pods to act on, the fresh read (if one was made) and the error that prevented it. A
-        failed read drops nothing."""
+        """When the schedule says (the first pass, after the pods watch listed again, and as a long
+        backstop), read the service's pods from the API, drop the index's ghosts and take back pods
+        that left the watch holding our finalizer. Returns the pods to act on, the fresh read (if
+        one was made) and the error that prevented it. A failed read drops nothing."""
         self.vanished &= {pod.uid for pod in pods}  # kopf forgot them too
         fresh: list[PodView] | None = None
         error: str | None = None
-        if self.schedule.take_read(time.monotonic(), force=force):
+        if self.schedule.take_audit(time.monotonic()):
             try:
-                bodies = await self.kube.list(kinds.POD.api_version, kinds.POD.kind, self.namespace,
-                                              label_selector=f"{labels.LABEL_SERVICE}={self.name}")
+                fresh = await self._read_pods()
             except KubeError as exc:
                 error = str(exc)
             else:
-                fresh = [PodView.from_body(body) for body in bodies]
                 for stray in (p for p in fresh if not p.managed and labels.POD_FINALIZER in p.finalizers):
                     await self.releaser.reclaim(stray, views)
                 for pod in vanished_pods(pods, fresh):
@@ -418,6 +416,12 @@ class ServiceReconciler:
                         self.logger.warning(f"Pod {pod.name} ({pod.uid}) of {self.name} is gone from the API but "
                                             f"still in the watch cache (its deletion was missed); ignoring it.")
         return [pod for pod in pods if pod.uid not in self.vanished], fresh, error
+
+    async def _read_pods(self) -> list[PodView]:
+        """The service's pods as the API has them now (by the service label, not the watch's)."""
+        bodies = await self.kube.list(kinds.POD.api_version, kinds.POD.kind, self.namespace,
+                                      label_selector=f"{labels.LABEL_SERVICE}={self.name}")
+        return [PodView.from_body(body) for body in bodies]
 
     async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView], sweep_due: bool,
                              fresh: list[PodView] | None, read_error: str | None, owner: ServiceRef,
@@ -430,7 +434,7 @@ class ServiceReconciler:
         step.to_mark, step.registered_uids = result.to_mark, result.registered_uids
         condition = result.condition
         if sweep_due:
-            self.last_sweep_error = await self._sweep(spec, fresh, read_error, owner, views)
+            self.last_sweep_error = await self._sweep(spec, pods, fresh, read_error, owner, views)
             if self.last_sweep_error:
                 self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
         if condition[0] == "True" and self.last_sweep_error:
@@ -438,17 +442,30 @@ class ServiceReconciler:
         step.registered, step.registry_condition = result.registered, condition
         step.retry_sooner(result.retry_in)
 
-    async def _sweep(self, spec: InferenceServiceSpec, fresh: list[PodView] | None, read_error: str | None,
-                     owner: ServiceRef, views: Views) -> str | None:
-        """Sweep with fresh reads only: this service's pods (the audit's) and its sharers'."""
-        if fresh is None:
-            return f"sweep skipped: {read_error}"
+    async def _sweep(self, spec: InferenceServiceSpec, pods: Sequence[PodView], fresh: list[PodView] | None,
+                     read_error: str | None, owner: ServiceRef, views: Views) -> str | None:
+        """Sweep the registry. What the watches show (this service's pods, its sharers') only says
+        whether anything may be stale; what goes is decided on fresh reads of the API (this
+        service's pods, the audit's read when this pass made one, and its sharers'), made only then."""
         others = [key for key in views.sharers(spec.registry.place(self.name)) if key != (self.namespace, self.name)]
-        try:
-            others_pods = await read_pods(self.kube, others) if others else []
-        except KubeError as exc:
-            return f"sweep skipped: could not read the pods of {len(others)} service(s) sharing the registry: {exc}"
-        return await self.registrar.sweep(spec.registry, fresh, live_ips([*fresh, *others_pods]), owner)
+        known = [*pods, *(pod for key in others for pod in views.pods_of(*key))]
+
+        async def confirm() -> tuple[list[PodView], set[str]]:
+            if fresh is None and read_error is not None:
+                raise ReadFailed(read_error)
+            try:
+                own = fresh if fresh is not None else await self._read_pods()
+            except KubeError as exc:
+                raise ReadFailed(str(exc)) from None
+            try:
+                others_pods = await read_pods(self.kube, others) if others else []
+            except KubeError as exc:
+                raise ReadFailed(f"could not read the pods of {len(others)} service(s) sharing the registry: "
+                                 f"{exc}") from None
+            return own, live_ips([*own, *others_pods])
+
+        return await self.registrar.sweep(spec.registry, [p for p in pods if p.live], live_ips(known), owner,
+                                          confirm=confirm)
 
     async def _write_pod_conditions(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
         """Mark newly registered pods (from now on their IP's per-IP config is theirs) and open the

@@ -13,7 +13,7 @@ import datetime
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from infer_operator import kinds, metrics
@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 
 class RegistryConfigError(Exception):
     """The registry settings cannot be used (missing Secret, bad values): a user must act."""
+
+
+class ReadFailed(Exception):
+    """The pods could not be read from the API for a sweep: nothing is removed."""
+
+
+# Reads the pods from the API for a sweep: (this service's pods, the IPs live pods of every
+# service sharing the registry hold). Raises ReadFailed.
+Confirm = Callable[[], Awaitable[tuple[list[PodView], set[str]]]]
 
 
 @dataclass(frozen=True)
@@ -197,20 +206,23 @@ class Registrar:
                           frozenset(registered_uids))
 
     async def sweep(self, spec_registry: RegistrySpec, own_pods: list[PodView], live_ips: set[str],
-                    owner: ServiceRef) -> str | None:
+                    owner: ServiceRef, *, confirm: Confirm | None = None) -> str | None:
         """Remove our entries naming no live pod of ours, and per-IP configs at IPs no live pod of
         any InferenceService sharing the registry service holds.
 
-        `own_pods` and `live_ips` must come from reads of the API made for this sweep (never from a
-        watch cache, which may lag): the caller does not sweep at all when a read failed. An error
-        in the registry removes nothing. Returns an error message, or None when the sweep ran.
+        Without `confirm`, `own_pods` and `live_ips` must come from reads of the API made for this
+        sweep (never from a watch cache, which may lag). With it, they may be the watches' view:
+        it only says whether anything may be stale, and `confirm` then reads the API, whose answer
+        alone decides what goes. A failed read or an error in the registry removes nothing.
+        Returns an error message, or None when the sweep ran.
         """
         try:
             registry = await self.client(spec_registry)
         except (RegistryConfigError, RegistryError) as exc:
             return f"sweep skipped: {exc}"
         live_uids = {pod.uid for pod in own_pods if not pod.deleting}
-        return await self._remove(registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of")
+        return await self._remove(registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of",
+                                  confirm=confirm)
 
     async def remove_everything(self, registry: Registry, spec_registry: RegistrySpec, others_ips: set[str],
                                 owner: ServiceRef) -> None:
@@ -223,7 +235,8 @@ class Registrar:
         assert error is None
 
     async def _remove(self, registry: Registry, service: str, live_uids: set[str], live_ips: set[str],
-                      owner: ServiceRef, doing: str, *, raise_errors: bool = False) -> str | None:
+                      owner: ServiceRef, doing: str, *, raise_errors: bool = False,
+                      confirm: Confirm | None = None) -> str | None:
         try:
             listing = await registry.list_instances(service)
             config_ips = await registry.list_config_ips(service)
@@ -235,6 +248,16 @@ class Registrar:
         plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
         if plan.empty:
             return None
+        if confirm is not None:
+            # Something may be stale: only a read of the API made now says what is.
+            try:
+                own_pods, live_ips = await confirm()
+            except ReadFailed as exc:
+                return f"sweep skipped: {exc}"
+            live_uids = {pod.uid for pod in own_pods if not pod.deleting}
+            plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
+            if plan.empty:
+                return None
         result = await apply_sweep(registry, service, plan)
         metrics.STALE_REMOVED.labels(registry.kind, "instance").inc(result.instances_removed)
         metrics.STALE_REMOVED.labels(registry.kind, "config").inc(result.configs_removed)

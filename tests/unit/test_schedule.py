@@ -1,0 +1,79 @@
+"""The periodic work of a service's loop: long backstops, the audit at once after a relist, and
+the hook that sees kopf's pods watch list again."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from infer_operator.handlers import relists
+from infer_operator.reconcile.schedule import Schedule
+
+
+def test_the_first_pass_audits_and_sweeps_then_both_wait_their_interval():
+    schedule = Schedule(resync_seconds=3600, audit_seconds=3600, sweep_seconds=60, last_resync=0.0)
+    due = schedule.take(0.0, sweeps=True)
+    assert (due.resync, due.sweep) == (False, True)  # the first pass applies anyway (spec generation)
+    assert schedule.take_audit(0.0)
+    assert not schedule.take_audit(10.0)
+    assert schedule.next_in(10.0, sweeps=True) == 50.0
+    assert schedule.next_in(10.0, sweeps=False) == 3590.0
+
+
+def test_a_relist_asks_for_an_audit_on_the_next_pass_only():
+    schedule = Schedule(resync_seconds=3600, audit_seconds=3600, sweep_seconds=60, last_resync=0.0)
+    schedule.take_audit(0.0)
+    schedule.relisted()
+    assert schedule.next_in(5.0, sweeps=False) == 0.0
+    assert schedule.take_audit(5.0)
+    assert not schedule.take_audit(6.0)
+    assert schedule.next_in(6.0, sweeps=False) == 3594.0  # the resync, due an hour after 0
+
+
+class _Resource(SimpleNamespace):
+    pass
+
+
+def _fake_kopf(monkeypatch, streams):
+    """kopf's watching module as the hook sees it: each infinite_watch call plays one stream."""
+    from kopf._cogs.clients import watching
+
+    mark = watching.Bookmark.LISTED
+    plays = iter(streams)
+
+    async def infinite_watch(*, settings=None, resource, namespace, operator_paused=None):
+        for item in next(plays):
+            yield mark if item == "LISTED" else item
+
+    monkeypatch.setattr(watching, "infinite_watch", infinite_watch)
+    return watching
+
+
+async def test_the_hook_reports_each_listing_of_the_pods_watch_after_the_first(monkeypatch):
+    watching = _fake_kopf(monkeypatch, [["a", "LISTED", "b", "LISTED", "c", "LISTED"], ["LISTED", "LISTED"]])
+    seen: list = []
+    assert relists.install(seen.append)
+    assert relists.install(seen.append)  # installing twice wraps once
+    pods = _Resource(group="", plural="pods")
+    items = [item async for item in watching.infinite_watch(settings=None, resource=pods, namespace="team")]
+    assert items[:2] == ["a", watching.Bookmark.LISTED]  # the stream passes through unchanged
+    assert seen == ["team", "team"]
+    # Another kind's listings (here InferenceServices) are none of the audit's business.
+    crs = _Resource(group="serving.infer-operator.io", plural="inferenceservices")
+    assert [item async for item in watching.infinite_watch(settings=None, resource=crs, namespace="team")]
+    assert seen == ["team", "team"]
+
+
+async def test_a_relist_reaches_every_running_loop_of_its_namespace():
+    from infer_operator.runtime import ServiceRecords
+
+    records = ServiceRecords(lambda ns, name: None)  # type: ignore[arg-type, return-value]
+    a, b, idle = records.record("team", "a"), records.record("other", "b"), records.record("team", "idle")
+    for record in (a, b):
+        record.reconciler = SimpleNamespace(schedule=Schedule())
+        record.wakeup.take()
+    records.relisted("team")
+    assert a.reconciler.schedule.relist_pending and a.wakeup.event.is_set()
+    assert not b.reconciler.schedule.relist_pending and not b.wakeup.event.is_set()
+    assert idle.reconciler is None  # its loop audits on its first pass anyway
+    records.relisted(None)
+    assert b.reconciler.schedule.relist_pending
