@@ -155,15 +155,36 @@ async def test_the_finalizer_patch_survives_conflicts_and_transient_errors():
     assert setup.finalizers(pod) == ["other.example/keep"]
 
 
+async def test_a_release_reads_back_one_address_and_removes_the_finalizer_with_one_write():
+    setup = Setup()
+    pod = setup.deleted_pod()
+    setup.register(pod)
+    await setup.release(pod)
+    assert [verb for verb, kind, _ in setup.kube.calls if kind == "Pod"] == ["patch"]
+    assert [op for op, _ in setup.registry.calls] == ["deregister", "list_instances", "delete_config"]
+
+
+async def test_a_pod_changed_since_its_deletion_event_is_read_before_its_finalizer_goes():
+    setup = Setup()
+    pod = setup.deleted_pod()
+    setup.kube.objects[("v1", "Pod", NS, pod.name)]["metadata"]["resourceVersion"] = "5000"  # its status moved on
+    await setup.release(pod)
+    assert setup.finalizers(pod) == ["other.example/keep"]
+    assert [verb for verb, kind, _ in setup.kube.calls if kind == "Pod"] == ["patch", "get", "patch"]
+
+
 async def test_a_namesake_pod_is_never_touched():
     setup = Setup()
     pod = setup.deleted_pod()
     body = setup.kube.obj("v1", "Pod", NS, pod.name)
     body["metadata"]["uid"] = "a-new-pod-of-the-same-name"
+    body["metadata"]["resourceVersion"] = "9999"  # another object: another version (they are cluster-wide)
     body["metadata"].pop("deletionTimestamp")
     setup.kube.objects[("v1", "Pod", NS, pod.name)] = body
     await setup.release(pod)
     assert labels.POD_FINALIZER in setup.finalizers(pod)
+    # The deleted pod's resourceVersion failed the first write; the read then showed the namesake.
+    assert [verb for verb, kind, _ in setup.kube.calls if kind == "Pod"][-2:] == ["patch", "get"]
 
 
 async def test_a_late_event_of_a_released_pod_starts_nothing():

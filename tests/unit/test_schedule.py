@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from infer_operator.handlers import relists
+from infer_operator.handlers import watchstream
 from infer_operator.reconcile.schedule import Schedule
 
 
@@ -51,11 +51,11 @@ def _fake_kopf(monkeypatch, streams):
 async def test_the_hook_reports_each_listing_of_the_pods_watch_after_the_first(monkeypatch):
     watching = _fake_kopf(monkeypatch, [["a", "LISTED", "b", "LISTED", "c", "LISTED"], ["LISTED", "LISTED"]])
     seen: list = []
-    assert relists.install(seen.append)
-    assert relists.install(seen.append)  # installing twice wraps once
+    assert watchstream.install(seen.append)
+    assert watchstream.install(seen.append)  # installing twice wraps once
     pods = _Resource(group="", plural="pods")
     items = [item async for item in watching.infinite_watch(settings=None, resource=pods, namespace="team")]
-    assert items[:2] == ["a", watching.Bookmark.LISTED]  # the stream passes through unchanged
+    assert items[:2] == ["a", watching.Bookmark.LISTED]  # the stream passes through
     assert seen == ["team", "team"]
     # Another kind's listings (here InferenceServices) are none of the audit's business.
     crs = _Resource(group="serving.infer-operator.io", plural="inferenceservices")
@@ -77,3 +77,19 @@ async def test_a_relist_reaches_every_running_loop_of_its_namespace():
     assert idle.reconciler is None  # its loop audits on its first pass anyway
     records.relisted(None)
     assert b.reconciler.schedule.relist_pending
+
+
+async def test_objects_are_slimmed_as_they_pass(monkeypatch):
+    pod = {"metadata": {"name": "llm-0", "managedFields": [{"manager": "kubelet"}], "labels": {"a": "b"}},
+           "spec": {"containers": [{"name": "model", "image": "x", "env": [{"name": "A"}]}], "volumes": []},
+           "status": {"phase": "Running", "containerStatuses": [{}]}}
+    service = {"metadata": {"name": "llm", "managedFields": [{}]}, "spec": {"ports": [{"port": 80}]}}
+    watching = _fake_kopf(monkeypatch, [[{"type": "ADDED", "object": pod}], [{"type": None, "object": service}]])
+    watchstream.install(lambda namespace: None)
+    [event] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="pods"),
+                                                              namespace=None)]
+    assert event["object"] == {"metadata": {"name": "llm-0", "labels": {"a": "b"}},
+                               "spec": {"containers": [{"name": "model"}]}, "status": {"phase": "Running"}}
+    [event] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"),
+                                                              namespace=None)]
+    assert event["object"] == {"metadata": {"name": "llm"}, "spec": {"ports": [{"port": 80}]}}

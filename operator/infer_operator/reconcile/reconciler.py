@@ -330,10 +330,11 @@ class ServiceReconciler:
             if patch is None:
                 continue
             try:
-                await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, patch)
+                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
+                                                patch)
             except KubeError as exc:
                 if exc.not_found or exc.conflict:
-                    continue  # gone, or changed under us: the next event brings the new version
+                    continue  # gone: the next event brings its successor
                 if exc.status == 0 or exc.status >= 500:
                     raise TransientError(f"pod {pod.name}: {exc}") from exc
                 self.logger.error(f"Could not label pod {pod.name} of {self.name}: {exc}")

@@ -225,8 +225,10 @@ class PodReleaser:
 
     async def _remove_finalizer(self, pod: PodView) -> bool:
         try:
+            # The pod as its deletion event showed it: one PATCH, and a GET only when it changed since.
+            known = {"uid": pod.uid, "finalizers": list(pod.finalizers), "resourceVersion": pod.resource_version}
             return await remove_finalizer(self.kube, kinds.POD, pod.namespace, pod.name, labels.POD_FINALIZER,
-                                          uid=pod.uid)
+                                          uid=pod.uid, known=known)
         except KubeError as exc:
             log.error(f"Could not release pod {pod.namespace}/{pod.name} from {labels.POD_FINALIZER}: {exc}")
             metrics.INCOMPLETE_CLEANUPS.labels("Pod", "FinalizerNotRemoved").inc()
