@@ -60,7 +60,8 @@ class World:
         self.reconciler = ServiceReconciler(self.kube, self.services.record(NS, NAME), logging.getLogger("test"),
                                             lambda *event: self.events.append(event), releaser=self.releaser,
                                             schedule=Schedule(resync_seconds=3600, audit_seconds=3600,
-                                                              sweep_seconds=3600))
+                                                              sweep_seconds=3600),
+                                            status_interval=0.0)
 
     def body(self) -> dict:
         return self.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
@@ -115,6 +116,27 @@ async def test_an_unchanged_world_writes_nothing_on_the_next_pass():
     writes = len(world.kube.calls)
     await world.run()
     assert world.kube.calls[writes:] == []
+
+
+async def test_status_writes_are_spaced_unless_the_spec_changed():
+    world = World(replicas=2, syncReplicas=1)
+    world.reconciler.status_interval = 3600.0
+    world.add_pods(pod_body(0, "sync"), pod_body(1, "async", ready=False))
+    await world.run(apply_objects=True)  # the first status is written at once
+    writes = world.kube.count("patch/status", labels.KIND)
+    assert writes == 1
+    world.kube.put(pod_body(1, "async"))  # new counts: held back, and the pass says when to write
+    retry = await world.run()
+    assert world.kube.count("patch/status", labels.KIND) == writes
+    assert 3500 < retry <= 3600
+    world.patch_spec(replicas=3)  # a spec change is acknowledged at once
+    await world.run()
+    assert world.kube.count("patch/status", labels.KIND) == writes + 1
+    assert world.status()["observedGeneration"] == 2
+    world.reconciler.status_written_at -= 3600  # the interval has passed: the held-back counts go out
+    world.kube.put(pod_body(2, "async"))
+    await world.run()
+    assert world.kube.count("patch/status", labels.KIND) == writes + 2
 
 
 async def test_a_spec_change_is_applied_once_by_generation():
@@ -335,10 +357,19 @@ async def test_our_finalizer_is_held_exactly_while_a_registry_is_in_use_and_kopf
 async def test_nothing_is_registered_before_the_finalizer_that_cleans_it_up_is_held():
     world = World(replicas=1, registry=ETCD)
     world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
-    world.kube.fail("patch", 409, kind=labels.KIND)
+    world.kube.fail("patch", 409, kind=labels.KIND, count=2)  # a conflict, and again after reading it
     await world.run(apply_objects=True)
     assert world.registry.instances.get(NAME, {}) == {}
     await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+
+
+async def test_a_conflict_on_the_finalizer_is_resolved_by_reading_the_object_in_the_same_pass():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.kube.fail("patch", 409, kind=labels.KIND)
+    await world.run(apply_objects=True)
+    assert labels.CR_FINALIZER in world.finalizers()
     assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
 
 

@@ -39,6 +39,10 @@ from infer_operator.runtime import ServiceRecord
 EmitEvent = Callable[[str, str, str], None]
 
 RETRY_SOON_SECONDS = 5.0
+# Status writes of one service are at least this far apart, unless the spec changed: while pods
+# start or go, every pass saw new counts, and a cold start wrote ~3 statuses per pod. The last
+# status is always written, when the interval has passed.
+STATUS_INTERVAL_SECONDS = 2.0
 
 
 class TransientError(Exception):
@@ -72,6 +76,9 @@ class ServiceReconciler:
     paused: bool = False
     ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
     status_pending: bool = False        # the last status write failed: write again soon
+    status_interval: float = STATUS_INTERVAL_SECONDS
+    status_written_at: float = -float("inf")  # time.monotonic() of the last status write
+    status_deferred: float | None = None  # seconds until a status held back by the interval is written
     named_target: bool | None = None    # whether the Services last applied target the named port
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
@@ -188,12 +195,20 @@ class ServiceReconciler:
             return None
         if self.status_pending:
             step.retry_sooner(RETRY_SOON_SECONDS)
+        step.retry_sooner(self.status_deferred)
         return step.retry
 
     async def _write_status(self, previous: dict[str, Any], desired: dict[str, Any]) -> bool:
-        """Write the status if it changed; False when the InferenceService is gone."""
+        """Write the status if it changed, at most once per `status_interval` unless the spec
+        changed (`status_deferred` says when a held-back write is due); False when the
+        InferenceService is gone."""
         self.status_pending = False
+        self.status_deferred = None
         if not status_changed(previous, desired):
+            return True
+        wait = self.status_written_at + self.status_interval - time.monotonic()
+        if wait > 0 and previous.get("observedGeneration") == desired.get("observedGeneration"):
+            self.status_deferred = wait
             return True
         try:
             await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
@@ -203,6 +218,8 @@ class ServiceReconciler:
                 return False
             self.logger.warning(f"Could not write the status of {self.name}, will retry: {exc}")
             self.status_pending = True
+            return True
+        self.status_written_at = time.monotonic()
         return True
 
     def _export(self, spec: InferenceServiceSpec | None, status: dict[str, Any]) -> None:
@@ -231,7 +248,9 @@ class ServiceReconciler:
         self._export(spec, desired)
         if not await self._write_status(previous_status, desired):
             return None
-        return RETRY_SOON_SECONDS if self.status_pending else self.schedule.resync_seconds
+        if self.status_pending:
+            return RETRY_SOON_SECONDS
+        return self.status_deferred if self.status_deferred is not None else self.schedule.resync_seconds
 
     async def _apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, named_target: bool,
                      step: _Pass) -> None:
@@ -492,28 +511,38 @@ class ServiceReconciler:
     async def _hold_finalizer(self, meta: Any, *, wanted: bool) -> bool:
         """Keep our finalizer on the InferenceService exactly while it has registry data to clean
         (and drop annotations of kopf's old bookkeeping). Returns whether it holds the finalizer."""
-        finalizers = list(meta.get("finalizers") or [])
-        holds = labels.CR_FINALIZER in finalizers
-        legacy = [key for key in labels.LEGACY_ANNOTATIONS if key in (meta.get("annotations") or {})]
-        if meta.get("deletionTimestamp"):
-            return holds  # never added while deleting; the ServiceReleaser removes it
-        patch: dict[str, Any] = {}
-        if wanted != holds:
-            patch["finalizers"] = ([*finalizers, labels.CR_FINALIZER] if wanted
-                                   else [f for f in finalizers if f != labels.CR_FINALIZER])
-            patch["resourceVersion"] = meta.get("resourceVersion")
-        if legacy:
-            patch["annotations"] = dict.fromkeys(legacy)
-        if not patch:
-            return holds
-        try:
-            await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
-                                        {"metadata": patch})
-        except KubeError as exc:
-            if not exc.conflict:
-                self.logger.warning(f"Could not update the finalizers of {self.name}, will retry: {exc}")
-            return holds
-        return wanted
+        for attempt in range(2):
+            finalizers = list(meta.get("finalizers") or [])
+            holds = labels.CR_FINALIZER in finalizers
+            legacy = [key for key in labels.LEGACY_ANNOTATIONS if key in (meta.get("annotations") or {})]
+            if meta.get("deletionTimestamp"):
+                return holds  # never added while deleting; the ServiceReleaser removes it
+            patch: dict[str, Any] = {}
+            if wanted != holds:
+                patch["finalizers"] = ([*finalizers, labels.CR_FINALIZER] if wanted
+                                       else [f for f in finalizers if f != labels.CR_FINALIZER])
+                patch["resourceVersion"] = meta.get("resourceVersion")
+            if legacy:
+                patch["annotations"] = dict.fromkeys(legacy)
+            if not patch:
+                return holds
+            try:
+                await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
+                                            {"metadata": patch})
+                return wanted
+            except KubeError as exc:
+                if not exc.conflict:
+                    self.logger.warning(f"Could not update the finalizers of {self.name}, will retry: {exc}")
+                    return holds
+            # Changed since this pass read it (kopf's own finalizer, a status write): read it and
+            # try once more now, rather than leave registration waiting for another pass.
+            if attempt == 0:
+                try:
+                    meta = (await self.kube.get(labels.API_VERSION, labels.KIND, self.namespace,
+                                                self.name))["metadata"]
+                except KubeError:
+                    return holds
+        return holds
 
     async def _clean_moved(self, current: RegistrySpec, retired: list[RegistrySpec], owner: ServiceRef,
                            views: Views, step: _Pass) -> list[RegistrySpec]:
