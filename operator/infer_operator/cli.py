@@ -7,6 +7,7 @@ Prometheus metrics and plain or JSON logs.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sys
@@ -36,6 +37,10 @@ def _run(args: argparse.Namespace) -> int:
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="k8s")
+    if not args.verbose:
+        from infer_operator.handlers.setup import QuietEventHandlers
+
+        logging.getLogger("kopf.objects").addFilter(QuietEventHandlers())
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     if args.standalone:

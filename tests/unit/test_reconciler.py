@@ -739,3 +739,16 @@ async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
     assert [(verb, name) for verb, _, name in world.kube.calls if verb in ("evict", "delete")][-2:] == [
         ("evict", f"{NAME}-1"), ("delete", f"{NAME}-1")]
     assert "PodDisruptionBudget" not in world.condition("Progressing")["message"]
+
+
+async def test_a_role_patch_is_not_sent_again_before_the_index_shows_the_pod_changed():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0))
+    stale = world.index()
+    await world.run(apply_objects=True)
+    await world.reconciler.run_pass(world.body(), stale, False)  # the pod's event has not come yet
+    assert world.kube.count("patch", "Pod") == 1
+    world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["labels"].pop(labels.LABEL_ROLE)
+    world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["resourceVersion"] = "9999"
+    await world.run()  # a newer version without the label: labelled again
+    assert world.kube.count("patch", "Pod") == 2

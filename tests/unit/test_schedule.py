@@ -93,3 +93,18 @@ async def test_objects_are_slimmed_as_they_pass(monkeypatch):
     [event] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"),
                                                               namespace=None)]
     assert event["object"] == {"metadata": {"name": "llm"}, "spec": {"ports": [{"port": 80}]}}
+
+
+def test_kopfs_success_line_of_event_handlers_is_dropped_and_nothing_else():
+    import logging
+
+    from infer_operator.handlers.setup import QuietEventHandlers
+
+    def record(level, msg):
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    quiet = QuietEventHandlers()
+    assert not quiet.filter(record(logging.INFO, "Handler 'pod_changed' succeeded."))
+    assert quiet.filter(record(logging.ERROR, "Handler 'pod_changed' failed with an exception. Will retry."))
+    assert quiet.filter(record(logging.INFO, "Daemon 'reconcile' succeeded."))
+    assert quiet.filter(record(logging.INFO, "Pod llm-0 of llm takes the sync role (ordinal 0)."))

@@ -32,6 +32,18 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+class QuietEventHandlers(logging.Filter):
+    """Drops kopf's "Handler '...' succeeded." line, which it logs at INFO for every watch event
+    an on.event handler took (several per pod start or deletion, thousands a minute in a large
+    fleet): the handlers only record what they saw and wake a loop, which logs what it does. Their
+    failures are still logged, and everything is with --verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        return not (record.msg.startswith("Handler '") and record.msg.endswith("' succeeded."))
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Settings shared by `infer-operator run` and tests that run the operator in-process."""
     # Watch only what we own: the API server filters pods and owned objects by label, so the

@@ -72,6 +72,9 @@ class ServiceReconciler:
     serving_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
+    # uid -> resourceVersion of the view a role patch was sent from: until the index shows a newer
+    # version of the pod, the patch is not sent again (passes come faster than the pod's event).
+    labelled: dict[str, str] = field(default_factory=dict)
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
     paused: bool = False
     ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
@@ -344,20 +347,23 @@ class ServiceReconciler:
 
     async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
         with_finalizer = spec.registry.in_use
+        self.labelled = {pod.uid: version for pod in pods if (version := self.labelled.get(pod.uid)) is not None
+                         and version == pod.resource_version}
         for pod in pods:
             patch = role_patch(pod, spec, with_finalizer=with_finalizer)
-            if patch is None:
+            if patch is None or pod.uid in self.labelled:
                 continue
             try:
                 await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
                                                 patch)
             except KubeError as exc:
-                if exc.not_found or exc.conflict:
-                    continue  # gone: the next event brings its successor
+                if exc.not_found or exc.conflict or (exc.status == 422 and "being deleted" in exc.message):
+                    continue  # gone, or going (no finalizer is added then): the next event tells
                 if exc.status == 0 or exc.status >= 500:
                     raise TransientError(f"pod {pod.name}: {exc}") from exc
                 self.logger.error(f"Could not label pod {pod.name} of {self.name}: {exc}")
                 continue
+            self.labelled[pod.uid] = pod.resource_version
             role = patch["metadata"].get("labels", {}).get(labels.LABEL_ROLE)
             if role:
                 self.logger.info(f"Pod {pod.name} of {self.name} takes the {role} role (ordinal {pod.ordinal}).")
