@@ -156,7 +156,8 @@ class Runtime:
             from infer_operator.registration.registrar import Registrar
 
             self._services = ServiceRecords(
-                lambda namespace, name: Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds))
+                lambda namespace, name: Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds,
+                                                  recheck_seconds=self.options.sweep_seconds))
         return self._services
 
     @staticmethod

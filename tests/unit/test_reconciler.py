@@ -752,3 +752,13 @@ async def test_a_role_patch_is_not_sent_again_before_the_index_shows_the_pod_cha
     world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["resourceVersion"] = "9999"
     await world.run()  # a newer version without the label: labelled again
     assert world.kube.count("patch", "Pod") == 2
+
+
+async def test_pod_conditions_are_not_written_again_before_the_index_shows_them():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), gated=True))
+    stale = world.index()
+    await world.run(apply_objects=True)
+    assert world.kube.count("patch/status", "Pod") == 1
+    await world.reconciler.run_pass(world.body(), stale, False)  # the pod's event has not come yet
+    assert world.kube.count("patch/status", "Pod") == 1

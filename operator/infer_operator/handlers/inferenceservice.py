@@ -26,7 +26,7 @@ from infer_operator.runtime import RUNTIME
 
 
 @kopf.index(labels.GROUP, labels.VERSION, labels.PLURAL)
-def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, tuple[str, str]] | None:
+async def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, tuple[str, str]] | None:
     """(namespace, name) of each InferenceService, keyed by the registry place it registers at."""
     current, _retired = registries_of(body)
     place = current.place(name) if current is not None else None

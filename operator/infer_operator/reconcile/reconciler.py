@@ -75,6 +75,7 @@ class ServiceReconciler:
     # uid -> resourceVersion of the view a role patch was sent from: until the index shows a newer
     # version of the pod, the patch is not sent again (passes come faster than the pod's event).
     labelled: dict[str, str] = field(default_factory=dict)
+    conditioned: dict[str, str] = field(default_factory=dict)  # the same, for the pod condition patches
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
     paused: bool = False
     ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
@@ -499,7 +500,11 @@ class ServiceReconciler:
         service = self.registrar.service_of(spec.registry)
         openings = gates_to_open(pods, registry_in_use=spec.registry.in_use, registered_uids=step.registered_uids,
                                  registry_service=service)
+        self.conditioned = {pod.uid: version for pod in pods
+                            if (version := self.conditioned.get(pod.uid)) == pod.resource_version}
         for name, (pod, conditions) in pod_conditions(step.to_mark, openings, service, now_iso()).items():
+            if pod.uid in self.conditioned:
+                continue  # written from this very version of the pod; its event has not come yet
             try:
                 await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, name,
                                                 {"status": {"conditions": conditions}}, subresource="status")
@@ -510,6 +515,7 @@ class ServiceReconciler:
                 self.logger.warning(f"Could not update the conditions of pod {name} of {self.name}: {exc}")
                 step.retry_sooner(RETRY_SOON_SECONDS)
                 continue
+            self.conditioned[pod.uid] = pod.resource_version
             if any(c["type"] == labels.CONDITION_READY for c in conditions):
                 self.logger.info(f"Pod {name} of {self.name} may count as Ready: its readiness gate is open "
                                  f"({next(o.reason for o in openings if o.pod.name == name)}).")

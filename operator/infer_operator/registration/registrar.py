@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from infer_operator import kinds, metrics
 from infer_operator.backoff import Backoff
@@ -81,8 +84,13 @@ class Registrar:
     reached with a client of its own for the time it takes (`connected`)."""
 
     def __init__(self, kube: KubeClient, namespace: str, name: str, timeout: float,
-                 connect: Callable[..., Registry] = connect):
+                 connect: Callable[..., Registry] = connect, recheck_seconds: float = 60.0):
         self.kube = kube
+        # A pass whose pods would give the registry exactly what the last successful sync did
+        # reads nothing: the registry is read again at the latest `recheck_seconds` after the
+        # last read (a pass comes by then: the sweep's), or as soon as anything it depends on changes.
+        self.recheck_seconds = recheck_seconds
+        self._synced: tuple[Any, float, SyncResult] | None = None
         self.namespace = namespace
         self.name = name
         self.timeout = timeout
@@ -145,6 +153,7 @@ class Registrar:
         if fresh is not None:
             await self.close()
             self._client, self._fingerprint = fresh, fingerprint
+            self._synced = None
         assert self._client is not None
         return self._client
 
@@ -175,6 +184,13 @@ class Registrar:
             return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
         service = self.service_of(spec_registry)
         desired = desired_instances(pods, port, register_delay, now, owner)
+        asked = (self._fingerprint, service, frozenset(desired.instances.items()), frozenset(desired.warming.items()),
+                 frozenset((p.uid, p.ip, p.registered) for p in pods))
+        if self._synced is not None:
+            last_asked, read_at, last = self._synced
+            if last_asked == asked and time.monotonic() - read_at < self.recheck_seconds:
+                return dataclasses.replace(last, retry_in=desired.next_due)
+        self._synced = None
         try:
             listing = await registry.list_instances(service)
             plan = plan_registration(desired.instances, listing.instances, pods, desired.warming, owner)
@@ -202,8 +218,14 @@ class Registrar:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
         registered_uids = {i.uid for i in desired.instances.values()}
         to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
-        return SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark,
-                          frozenset(registered_uids))
+        result = SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark,
+                            frozenset(registered_uids))
+        self._synced = (asked, time.monotonic(), result)
+        return result
+
+    def forget_sync(self) -> None:
+        """The registry was changed by something else of ours (a release, a sweep): read it next time."""
+        self._synced = None
 
     async def sweep(self, spec_registry: RegistrySpec, own_pods: list[PodView], live_ips: set[str],
                     owner: ServiceRef, *, confirm: Confirm | None = None) -> str | None:
@@ -258,6 +280,7 @@ class Registrar:
             plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
             if plan.empty:
                 return None
+        self.forget_sync()
         result = await apply_sweep(registry, service, plan)
         metrics.STALE_REMOVED.labels(registry.kind, "instance").inc(result.instances_removed)
         metrics.STALE_REMOVED.labels(registry.kind, "config").inc(result.configs_removed)

@@ -51,6 +51,9 @@ def pod_reference(pod: PodView) -> dict[str, Any]:
 
 
 
+RECENT_SECONDS = 300.0  # a pod released this recently is not started again by a late event
+
+
 class Releases:
     """Background releases, one task per object uid at a time; an object just released is not
     started again for a while (late events still show the finalizer that was just removed)."""
@@ -58,14 +61,17 @@ class Releases:
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task] = {}
         self.recently_released: dict[str, float] = {}  # uid -> when its release finished
+        self.pruned_at = time.monotonic()
 
     def start(self, uid: str, name: str, release: Callable[[], Awaitable[bool]]) -> None:
         if uid in self.tasks:
             return
         now = time.monotonic()
-        self.recently_released = {u: at for u, at in self.recently_released.items() if now - at < 300}
-        if uid in self.recently_released:
+        if now - self.recently_released.get(uid, -RECENT_SECONDS) < RECENT_SECONDS:
             return
+        if now - self.pruned_at > RECENT_SECONDS:  # forget old releases now and then, not on every event
+            self.recently_released = {u: at for u, at in self.recently_released.items() if now - at < RECENT_SECONDS}
+            self.pruned_at = now
         task = asyncio.create_task(release(), name=name)
         self.tasks[uid] = task
 
