@@ -69,11 +69,12 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
     relay = asyncio.create_task(relay_stop())
     try:
         while not stopped:
-            apply_objects = waker.take()
-            pods = views.pods_of(namespace, name)
             try:
-                with metrics.RECONCILE_DURATION.time():
-                    retry = await reconciler.run_pass(body, pods, apply_objects, views)
+                async with RUNTIME.pass_slots:
+                    apply_objects = waker.take()
+                    pods = views.pods_of(namespace, name)
+                    with metrics.RECONCILE_DURATION.time():
+                        retry = await reconciler.run_pass(body, pods, apply_objects, views)
                 metrics.RECONCILES.labels("ok").inc()
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop
                 metrics.RECONCILES.labels("error").inc()
