@@ -417,3 +417,36 @@ async def test_a_url_without_an_etcd_gateway_says_so(admin_controller):
             await reg.list_instances(SVC)
     finally:
         await reg.close()
+
+
+async def test_a_deregistration_of_an_entry_this_client_wrote_is_one_conditional_transaction(etcd, reg, monkeypatch):
+    await reg.register(SVC, A)
+    calls = []
+    original = EtcdRegistry._call
+
+    async def counted(self, path, body, what):
+        calls.append(path)
+        return await original(self, path, body, what)
+
+    monkeypatch.setattr(EtcdRegistry, "_call", counted)
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert calls == ["/v3/kv/txn"]
+    assert etcd.get("/services/llm/instances/10.0.0.1:8080") is None
+
+
+async def test_an_entry_rewritten_since_it_was_known_is_read_before_it_is_deleted(etcd, reg):
+    await reg.register(SVC, A)
+    other = Instance(pod="llm-9", namespace="ns", uid="u-9", ip=A.ip, port=A.port, role="sync", ordinal=9)
+    etcd.put("/services/llm/instances/10.0.0.1:8080", other.to_json())  # a new holder of the address
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert json.loads(etcd.get("/services/llm/instances/10.0.0.1:8080"))["uid"] == "u-9"
+    etcd.put("/services/llm/instances/10.0.0.1:8080", A.to_json())  # written again for A, by someone else
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert etcd.get("/services/llm/instances/10.0.0.1:8080") is None
+
+
+async def test_a_listing_tells_the_versions_of_entries_written_by_another_client(etcd, reg):
+    etcd.put("/services/llm/instances/10.0.0.1:8080", A.to_json())
+    await reg.list_instances(SVC)
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert etcd.get("/services/llm/instances/10.0.0.1:8080") is None
