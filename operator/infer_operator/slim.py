@@ -6,13 +6,15 @@ decisions read the small `PodView`, and `metadata.managedFields` (server-side ap
 often the largest part of an object) is read by nothing at all. So each object is cut down, in
 place, as it leaves the watch stream:
 
-- every kind: `metadata.managedFields` goes;
+- every kind: `metadata.managedFields` goes; `metadata` stays otherwise whole, as kopf's filters
+  and finalizer logic and the ownership records read it;
 - pods: of `spec` and `status`, only what `PodView.from_body` reads stays (the first container's
-  ports, the grace period; the phase, the IP, the conditions); `metadata` stays whole, as kopf's
-  filters and finalizer logic read it.
+  ports, the grace period; the phase, the IP, the conditions);
+- the owned kinds (StatefulSets, Services, ConfigMaps, PodDisruptionBudgets): their watches look
+  at the metadata only (drift markers, controllers), and at a StatefulSet's revisions, so their
+  spec and data go, and of a status only `observedGeneration` and `updateRevision` stay.
 
-InferenceServices and the owned kinds keep their spec and status: the reconciler reads the one,
-the drift markers and the StatefulSet's revision the other.
+InferenceServices stay whole (but for managedFields): the reconciler reads their spec and status.
 """
 
 from __future__ import annotations
@@ -21,16 +23,26 @@ from typing import Any
 
 _POD_SPEC = ("terminationGracePeriodSeconds",)
 _POD_STATUS = ("phase", "podIP", "conditions")
+_OWNED_STATUS = ("observedGeneration", "updateRevision")
+
+POD, OWNED, WHOLE = "pod", "owned", "whole"
 
 
-def slim(obj: Any, *, pod: bool) -> None:
-    """Cut a watched object down to what the operator reads (in place; anything else is left)."""
+def slim(obj: Any, shape: str) -> None:
+    """Cut a watched object down to what the operator reads of its kind (`shape`: POD, OWNED or
+    WHOLE), in place; anything else is left alone."""
     if not isinstance(obj, dict):
         return
     meta = obj.get("metadata")
     if isinstance(meta, dict):
         meta.pop("managedFields", None)
-    if not pod:
+    if shape == OWNED:
+        for key in ("spec", "data", "binaryData"):
+            obj.pop(key, None)
+        status = obj.get("status")
+        if isinstance(status, dict):
+            obj["status"] = {key: status[key] for key in _OWNED_STATUS if key in status}
+    if shape != POD:
         return
     spec = obj.get("spec")
     if isinstance(spec, dict):

@@ -84,7 +84,9 @@ async def test_objects_are_slimmed_as_they_pass(monkeypatch):
            "spec": {"containers": [{"name": "model", "image": "x", "env": [{"name": "A"}]}], "volumes": []},
            "status": {"phase": "Running", "containerStatuses": [{}]}}
     service = {"metadata": {"name": "llm", "managedFields": [{}]}, "spec": {"ports": [{"port": 80}]}}
-    watching = _fake_kopf(monkeypatch, [[{"type": "ADDED", "object": pod}], [{"type": None, "object": service}]])
+    crd = {"metadata": {"name": "x", "managedFields": [{}]}, "spec": {"group": "g"}}
+    watching = _fake_kopf(monkeypatch, [[{"type": "ADDED", "object": pod}], [{"type": None, "object": service}],
+                                        [{"type": None, "object": crd}]])
     watchstream.install(lambda namespace: None)
     [event] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="pods"),
                                                               namespace=None)]
@@ -92,7 +94,10 @@ async def test_objects_are_slimmed_as_they_pass(monkeypatch):
                                "spec": {"containers": [{"name": "model"}]}, "status": {"phase": "Running"}}
     [event] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"),
                                                               namespace=None)]
-    assert event["object"] == {"metadata": {"name": "llm"}, "spec": {"ports": [{"port": 80}]}}
+    assert event["object"] == {"metadata": {"name": "llm"}}  # an owned kind: its watch reads the metadata
+    [event] = [item async for item in watching.infinite_watch(
+        resource=_Resource(group="apiextensions.k8s.io", plural="customresourcedefinitions"), namespace=None)]
+    assert event["object"] == {"metadata": {"name": "x"}, "spec": {"group": "g"}}
 
 
 def test_kopfs_success_line_of_event_handlers_is_dropped_and_nothing_else():

@@ -7,6 +7,7 @@ import json
 
 from infer_operator import labels
 from infer_operator.podview import PodView
+from infer_operator import slim as shapes
 from infer_operator.slim import slim
 
 POD = {
@@ -48,7 +49,7 @@ POD = {
 
 def test_a_slimmed_pod_gives_the_same_view_and_keeps_its_metadata():
     body = copy.deepcopy(POD)
-    slim(body, pod=True)
+    slim(body, shapes.POD)
     assert PodView.from_body(body) == PodView.from_body(POD)
     assert "managedFields" not in body["metadata"]
     assert {k: v for k, v in body["metadata"].items()} == {k: v for k, v in POD["metadata"].items()
@@ -56,16 +57,28 @@ def test_a_slimmed_pod_gives_the_same_view_and_keeps_its_metadata():
     assert len(json.dumps(body)) < len(json.dumps(POD)) / 2
 
 
-def test_other_kinds_lose_only_their_managed_fields():
-    statefulset = {"metadata": {"name": "llm", "generation": 3, "managedFields": [{}]},
-                   "spec": {"replicas": 2}, "status": {"observedGeneration": 3, "updateRevision": "llm-1"}}
-    slim(statefulset, pod=False)
-    assert statefulset == {"metadata": {"name": "llm", "generation": 3}, "spec": {"replicas": 2},
+def test_owned_objects_keep_their_metadata_and_a_statefulsets_revisions():
+    statefulset = {"metadata": {"name": "llm", "generation": 3, "managedFields": [{}],
+                                "ownerReferences": [{"uid": "s", "controller": True}]},
+                   "spec": {"replicas": 2, "template": {}},
+                   "status": {"observedGeneration": 3, "updateRevision": "llm-1", "replicas": 2}}
+    slim(statefulset, shapes.OWNED)
+    assert statefulset == {"metadata": {"name": "llm", "generation": 3,
+                                        "ownerReferences": [{"uid": "s", "controller": True}]},
                            "status": {"observedGeneration": 3, "updateRevision": "llm-1"}}
+    configmap = {"metadata": {"name": "llm-scripts", "resourceVersion": "5"}, "data": {"launch.sh": "..."}}
+    slim(configmap, shapes.OWNED)
+    assert configmap == {"metadata": {"name": "llm-scripts", "resourceVersion": "5"}}
+
+
+def test_inferenceservices_lose_only_their_managed_fields():
+    body = {"metadata": {"name": "llm", "managedFields": [{}]}, "spec": {"replicas": 2}, "status": {"registered": 1}}
+    slim(body, shapes.WHOLE)
+    assert body == {"metadata": {"name": "llm"}, "spec": {"replicas": 2}, "status": {"registered": 1}}
 
 
 def test_odd_shapes_are_left_alone():
     for odd in (None, "x", {"metadata": None, "spec": [], "status": "?"}, {"spec": {"containers": []}}):
         before = copy.deepcopy(odd)
-        slim(odd, pod=True)
+        slim(odd, shapes.POD)
         assert odd == before or odd == {"spec": {}}

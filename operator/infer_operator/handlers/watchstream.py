@@ -22,11 +22,15 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from infer_operator.slim import slim
+from infer_operator import kinds
+from infer_operator.slim import OWNED, POD, WHOLE, slim
 
 log = logging.getLogger(__name__)
 
 _MARK = "_infer_operator_wrapped"
+# (API group, plural) -> what of its objects is kept (slim.py)
+_SHAPES = {(kinds.POD.group, kinds.POD.plural): POD,
+           **{(kind.group, kind.plural): OWNED for kind in kinds.OWNED}}
 
 
 def install(on_pods_listed: Callable[[Any], None]) -> bool:
@@ -49,7 +53,8 @@ def install(on_pods_listed: Callable[[Any], None]) -> bool:
 
     async def infinite_watch(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         resource, namespace = kwargs.get("resource"), kwargs.get("namespace")
-        pods = getattr(resource, "group", None) == "" and getattr(resource, "plural", None) == "pods"
+        shape = _SHAPES.get((getattr(resource, "group", None), getattr(resource, "plural", None)), WHOLE)
+        pods = shape == POD
         async for item in original(*args, **kwargs):
             if item is listed_mark:
                 if pods:
@@ -57,7 +62,7 @@ def install(on_pods_listed: Callable[[Any], None]) -> bool:
                     if listings[namespace] > 1:
                         on_pods_listed(namespace)
             elif isinstance(item, dict):
-                slim(item.get("object"), pod=pods)
+                slim(item.get("object"), shape)
             yield item
 
     setattr(infinite_watch, _MARK, True)
