@@ -8,6 +8,7 @@ Handlers stay thin by reaching for these; tests and the CLI set the options befo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -117,8 +118,16 @@ class ServiceRecords:
         running loop there audits its pod index on its next pass, which comes at once."""
         for record in self:
             if record.reconciler is not None and namespace in (None, record.namespace):
-                record.reconciler.schedule.relisted()
+                record.reconciler.schedule.request_audit(time.monotonic())
                 record.poke()
+
+    def request_audit(self, namespace: str, name: str, delay: float) -> None:
+        """Have the service's loop audit its pods `delay` seconds from now (if it runs; a loop
+        that starts audits on its first pass)."""
+        record = self._records.get((namespace, name))
+        if record is not None and record.reconciler is not None:
+            record.reconciler.schedule.request_audit(time.monotonic(), delay)
+            record.poke()
 
     def sharing(self, place: tuple[Any, ...] | None) -> list[ServiceRecord]:
         """The services whose pods are registered at `place` (one registry service), as last synced."""

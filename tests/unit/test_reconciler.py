@@ -4,6 +4,7 @@ takes API faults (404, 409, 422, 5xx). The real API server runs these paths in t
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -311,7 +312,7 @@ async def test_a_relist_makes_the_next_pass_audit():
     await world.run(apply_objects=True)
     await world.run()
     assert world.kube.count("list", "Pod") == 1
-    world.reconciler.schedule.relisted()
+    world.reconciler.schedule.request_audit(time.monotonic())
     await world.run()
     assert world.kube.count("list", "Pod") == 2
 
@@ -762,3 +763,13 @@ async def test_pod_conditions_are_not_written_again_before_the_index_shows_them(
     assert world.kube.count("patch/status", "Pod") == 1
     await world.reconciler.run_pass(world.body(), stale, False)  # the pod's event has not come yet
     assert world.kube.count("patch/status", "Pod") == 1
+
+
+async def test_an_audit_whose_read_failed_is_tried_again_soon_not_in_an_hour():
+    world = World(replicas=1)
+    world.kube.fail("list", 500, kind="Pod")
+    retry = await world.run(apply_objects=True)
+    assert retry is not None and retry <= 5.0
+    world.reconciler.schedule.audit_due_at -= 10  # the retry is due
+    await world.run()
+    assert world.kube.count("list", "Pod") == 2

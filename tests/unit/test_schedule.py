@@ -19,14 +19,19 @@ def test_the_first_pass_audits_and_sweeps_then_both_wait_their_interval():
     assert schedule.next_in(10.0, sweeps=False) == 3590.0
 
 
-def test_a_relist_asks_for_an_audit_on_the_next_pass_only():
+def test_an_audit_asked_for_comes_when_due_and_once():
     schedule = Schedule(resync_seconds=3600, audit_seconds=3600, sweep_seconds=60, last_resync=0.0)
     schedule.take_audit(0.0)
-    schedule.relisted()
+    schedule.request_audit(5.0)  # after a relist: now
     assert schedule.next_in(5.0, sweeps=False) == 0.0
     assert schedule.take_audit(5.0)
     assert not schedule.take_audit(6.0)
     assert schedule.next_in(6.0, sweeps=False) == 3594.0  # the resync, due an hour after 0
+    schedule.request_audit(10.0, 5.0)  # after a failed read: soon, not at once
+    assert schedule.next_in(10.0, sweeps=False) == 5.0
+    assert not schedule.take_audit(10.0)
+    schedule.request_audit(11.0)  # a relist meanwhile: the sooner wins
+    assert schedule.take_audit(11.0)
 
 
 class _Resource(SimpleNamespace):
@@ -72,11 +77,11 @@ async def test_a_relist_reaches_every_running_loop_of_its_namespace():
         record.reconciler = SimpleNamespace(schedule=Schedule())
         record.wakeup.take()
     records.relisted("team")
-    assert a.reconciler.schedule.relist_pending and a.wakeup.event.is_set()
-    assert not b.reconciler.schedule.relist_pending and not b.wakeup.event.is_set()
+    assert a.reconciler.schedule.audit_due_at is not None and a.wakeup.event.is_set()
+    assert b.reconciler.schedule.audit_due_at is None and not b.wakeup.event.is_set()
     assert idle.reconciler is None  # its loop audits on its first pass anyway
     records.relisted(None)
-    assert b.reconciler.schedule.relist_pending
+    assert b.reconciler.schedule.audit_due_at is not None
 
 
 async def test_objects_are_slimmed_as_they_pass(monkeypatch):

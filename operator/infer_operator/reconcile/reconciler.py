@@ -433,6 +433,7 @@ class ServiceReconciler:
                 fresh = await self._read_pods()
             except KubeError as exc:
                 error = str(exc)
+                self.schedule.request_audit(time.monotonic(), RETRY_SOON_SECONDS)  # not the backstop's hour
             else:
                 for stray in (p for p in fresh if not p.managed and labels.POD_FINALIZER in p.finalizers):
                     await self.releaser.reclaim(stray, views)

@@ -8,7 +8,7 @@ loop a few milliseconds apart. Times are `time.monotonic()` seconds.
 
 The resync and the audit are long backstops (an hour by default): drift of an owned object is
 seen on its watch and repaired at once, and the index can only hold ghosts after the pods watch
-listed everything again (`relisted`), which asks for an audit on the next pass. The sweep reads the
+listed everything again, which asks for an audit on the next pass (`request_audit`). The sweep reads the
 registry only; the pods are read from the API when it has something to remove.
 """
 
@@ -46,7 +46,7 @@ class Schedule:
     last_resync: float = field(default_factory=time.monotonic)
     last_read: float = -math.inf  # audit: never read, due at once
     last_sweep: float = -math.inf  # never swept: due at once, however long ago the clock started
-    relist_pending: bool = False  # the pods watch listed again since the last audit
+    audit_due_at: float | None = None  # an audit asked for (after a relist, a failed read): when it is due
 
     def take(self, now: float, *, sweeps: bool) -> Due:
         """What is due now (`sweeps`: the service uses a registry); marks it as done."""
@@ -58,24 +58,27 @@ class Schedule:
             self.last_sweep = now
         return Due(resync, sweep)
 
-    def relisted(self) -> None:
-        """The pods watch listed everything again (a 410 Gone, a lost connection): objects deleted
-        in the gap may be ghosts in the index now, so the next pass audits."""
-        self.relist_pending = True
+    def request_audit(self, now: float, delay: float = 0.0) -> None:
+        """Audit `delay` seconds from `now` (or sooner if asked already): after the pods watch
+        listed everything again (objects deleted in the gap may be ghosts in the index now), after
+        a failed read, or when a pod that left the watch could not be taken back."""
+        due = now + delay
+        self.audit_due_at = due if self.audit_due_at is None else min(self.audit_due_at, due)
 
     def take_audit(self, now: float) -> bool:
         """Whether the pods are to be read from the API now to audit the index; marks it as done."""
-        if self.relist_pending or _due(now, self.last_read, self.audit_seconds):
+        asked = self.audit_due_at is not None and now >= self.audit_due_at - DUE_SLACK_SECONDS
+        if asked or _due(now, self.last_read, self.audit_seconds):
             self.last_read = now
-            self.relist_pending = False
+            self.audit_due_at = None
             return True
         return False
 
     def next_in(self, now: float, *, sweeps: bool) -> float:
         """Seconds until the earliest periodic task is due."""
-        if self.relist_pending:
-            return 0.0
         due = [self.last_resync + self.resync_seconds, self.last_read + self.audit_seconds]
+        if self.audit_due_at is not None:
+            due.append(self.audit_due_at)
         if sweeps:
             due.append(self.last_sweep + self.sweep_seconds)
         return max(0.0, min(due) - now)

@@ -51,6 +51,7 @@ def pod_reference(pod: PodView) -> dict[str, Any]:
 
 
 
+RECLAIM_AUDIT_SECONDS = 5.0  # a pod that left the watch and could not be taken back: audited this soon
 RECENT_SECONDS = 300.0  # a pod released this recently is not started again by a late event
 
 
@@ -125,23 +126,42 @@ class PodReleaser:
     async def reclaim(self, pod: PodView, views: Views) -> None:
         """A pod holding our finalizer has left the watch (its managed-by label was changed). A
         deleted one is released like any other; a live one gets the label back, so that the watch
-        sees it again and its deletion, whenever it comes, is not missed."""
-        if pod.deleting:
-            self.handle(pod, views)
-            return
-        patch = {"metadata": {"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
-                              "resourceVersion": pod.resource_version}}
-        try:
-            await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name, patch)
-        except KubeError as exc:
-            if not (exc.not_found or exc.conflict):  # gone, or changed again: the next audit looks again
+        sees it again and its deletion, whenever it comes, is not missed. A pod that changed
+        meanwhile is read again (it may be being deleted by now); when that does not settle it, the
+        service's loop audits its pods soon, which finds it."""
+        for _ in range(3):
+            if pod.deleting:
+                self.handle(pod, views)
+                return
+            if pod.managed or labels.POD_FINALIZER not in pod.finalizers:
+                return  # back in the watch, or nothing of ours holds it
+            patch = {"metadata": {"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+                                  "resourceVersion": pod.resource_version}}
+            try:
+                await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name, patch)
+            except KubeError as exc:
+                if exc.not_found:
+                    return
+                if exc.conflict:
+                    try:
+                        body = await self.kube.get(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name)
+                    except KubeError as again:
+                        if again.not_found:
+                            return
+                        break
+                    if body["metadata"].get("uid") != pod.uid:
+                        return  # a namesake: the one that left is gone
+                    pod = PodView.from_body(body)
+                    continue
                 log.warning(f"Could not put the {labels.LABEL_MANAGED_BY} label back on pod "
                             f"{pod.namespace}/{pod.name}: {exc}")
+                break
+            message = (f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
+                       f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again")
+            log.info(f"{message}.")
+            self.post(pod_reference(pod), "Normal", "Relabelled", message)
             return
-        message = (f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
-                   f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again")
-        log.info(f"{message}.")
-        self.post(pod_reference(pod), "Normal", "Relabelled", message)
+        self.services.request_audit(pod.namespace, pod.service, RECLAIM_AUDIT_SECONDS)
 
     async def close(self) -> None:
         await self.releases.close()
