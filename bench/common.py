@@ -413,9 +413,13 @@ class InstrumentedOperator(OperatorProcess):
     """`infer-operator run` under bench.instrumented (counts its HTTP requests, served on its metrics
     port), as a subprocess; sampled with psutil."""
 
-    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, *extra: str):
+    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, *extra: str,
+                 source: Path | None = None):
+        # `source`: a checkout of another version whose operator/ is run instead of this one's (a
+        # same-run baseline); its package shadows the installed one on PYTHONPATH.
+        env = {"PYTHONPATH": os.pathsep.join([str(source / "operator"), str(ROOT)])} if source is not None else None
         super().__init__(kubeconfig, log_path, *extra, namespaces=namespaces, metrics=True,
-                         module="bench.instrumented")
+                         module="bench.instrumented", env=env)
 
     def start(self, timeout: float = 90.0) -> InstrumentedOperator:
         super().start(timeout)
@@ -451,6 +455,20 @@ class InstrumentedOperator(OperatorProcess):
 
     def stop(self, timeout: float = 30.0) -> int | None:
         return super().stop(timeout)
+
+
+def checkout(rev: str) -> Path:
+    """The operator of git revision `rev` in a directory of its own (for a same-run baseline)."""
+    import subprocess
+
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    target = workdir() / f"baseline-{sha}"
+    if not (target / "operator").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "operator"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
 
 
 def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:

@@ -67,7 +67,41 @@ def install() -> None:
     ServiceReconciler.run_pass = run_pass
 
 
+def memory_report_on_signal(path: str) -> None:
+    """BENCH_MEMORY_REPORT=path: trace allocations (tracemalloc, slower) and, on SIGUSR2, write
+    where the live memory was allocated (by line and by traceback) and a census of live objects."""
+    import collections
+    import gc
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(12)
+
+    def report(*_) -> None:
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        with open(path, "w") as out:
+            current, peak = tracemalloc.get_traced_memory()
+            out.write(f"traced now {current / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB\n\n== by line\n")
+            for stat in snapshot.statistics("lineno")[:40]:
+                out.write(f"{stat}\n")
+            out.write("\n== by traceback\n")
+            for stat in snapshot.statistics("traceback")[:15]:
+                out.write(f"\n{stat.size / 2**20:.1f} MB in {stat.count} blocks\n")
+                for line in stat.traceback.format()[-24:]:
+                    out.write(f"{line}\n")
+            out.write("\n== gc-tracked objects by type\n")
+            for name, n in counts.most_common(40):
+                out.write(f"{n:>9}  {name}\n")
+
+    signal.signal(signal.SIGUSR2, report)
+
+
 if __name__ == "__main__":
+    import os
+
+    if os.environ.get("BENCH_MEMORY_REPORT"):
+        memory_report_on_signal(os.environ["BENCH_MEMORY_REPORT"])
     install()
     from infer_operator.cli import main
 

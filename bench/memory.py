@@ -3,10 +3,12 @@ of `services` x `pods` (registry etcd) are deleted at `churn_rate`/s. Every dele
 patch (role label + finalizer on the replacement pod, finalizer removal, status): the patch-heavy load
 on which kopf has leaked before. Growth per hour = least-squares slope of RSS over time, over all
 samples and over the second half only (after warm-up: caches, pools and the index are full by then).
+Then the operator is restarted: its RSS while it catches up, and once settled, against the idle figure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from bench.common import Result, log
@@ -53,11 +55,29 @@ async def main(args) -> Result:
             "etcd_requests": round(c1["etcd_requests"] - c0["etcd_requests"]),
             "reconcile_passes": round(c1["reconcile_passes"] - c0["reconcile_passes"]),
         })
+        # Restart: the memory a restarted operator settles at, after it has caught up with everything.
+        await fleet.wait_converged(timeout=900)
+        await asyncio.sleep(args.interval)
+        f["rss_mb_idle_before_restart"] = round(op.rss() / 2**20, 1)
+        op.stop()
+        t0 = time.monotonic()
+        fleet.start_operator()
+        op = fleet.operator
+        rss: list[int] = []
+        took = await fleet.wait_converged(timeout=900, rss=rss)
+        f["restart_converge_seconds"] = round(time.monotonic() - t0, 1) if took is not None else None
+        f["rss_mb_restart_max"] = round(max(rss) / 2**20, 1)
+        await asyncio.sleep(args.interval)
+        f["rss_mb_after_restart"] = round(op.rss() / 2**20, 1)
+        f["rss_after_restart_over_idle"] = round(f["rss_mb_after_restart"] / f["rss_mb_idle_before_restart"], 2)
     result.write([
         ("run", f"{args.duration:.0f} s churn at {args.churn_rate}/s over {args.services}x{args.pods} pods "
                 f"({f.get('pods_deleted')} deleted)"),
         ("RSS first / last / max", f"{f.get('rss_mb_first')} / {f.get('rss_mb_last')} / {f.get('rss_mb_max')} MB"),
         ("growth per hour (all / 2nd half)",
          f"{f.get('growth_mb_per_hour_all')} / {f.get('growth_mb_per_hour_second_half')} MB/h"),
+        ("RSS idle / restart max / after restart", f"{f.get('rss_mb_idle_before_restart')} / "
+         f"{f.get('rss_mb_restart_max')} / {f.get('rss_mb_after_restart')} MB "
+         f"({f.get('rss_after_restart_over_idle')} x idle)"),
     ])
     return result

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--churn-seconds", type=float, default=60.0)
     s.add_argument("--profile", action="store_true", help="py-spy the operator during the churn")
     s.add_argument("--scaled-down-reason", default=None)
+    s.add_argument("--idle-seconds", type=float, default=60.0, help="length of the idle window")
+    s.add_argument("--baseline", default=None, metavar="REV",
+                   help="first run the same scenario with the operator of git revision REV (same control plane)")
+    s.add_argument("--result-name", default=None, help="write bench/results/<name>.json (default: scale)")
 
     w = sub.add_parser("sweep")
     w.add_argument("--stale", type=int, default=10_000)

@@ -7,11 +7,13 @@ Prometheus metrics and plain or JSON logs.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sys
 
 from infer_operator import __version__
+from infer_operator.reconcile.schedule import AUDIT_SECONDS, RESYNC_SECONDS, SWEEP_SECONDS
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -26,6 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     options = RUNTIME.options
     options.namespaces = list(args.namespace or [])
     options.resync_seconds = args.resync_seconds
+    options.audit_seconds = args.audit_seconds
     options.sweep_seconds = args.sweep_seconds
     options.registry_timeout_seconds = args.registry_timeout
     options.deregister_timeout_seconds = args.deregister_timeout
@@ -34,6 +37,10 @@ def _run(args: argparse.Namespace) -> int:
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="k8s")
+    if not args.verbose:
+        from infer_operator.handlers.setup import QuietEventHandlers
+
+        logging.getLogger("kopf.objects").addFilter(QuietEventHandlers())
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     if args.standalone:
@@ -97,11 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0 to disable)")
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("--verbose", "-v", action="store_true")
-    run.add_argument("--resync-seconds", type=float, default=60.0,
-                     help="re-apply owned objects, audit the pod index against the API and recompute state "
-                          "at least this often")
-    run.add_argument("--sweep-seconds", type=float, default=60.0,
-                     help="how often stale registry entries and per-IP configs are swept")
+    run.add_argument("--resync-seconds", type=float, default=RESYNC_SECONDS,
+                     help="re-apply the owned objects at least this often (a backstop: edits and deletions of "
+                          "them are seen on their watches and repaired at once)")
+    run.add_argument("--audit-seconds", type=float, default=AUDIT_SECONDS,
+                     help="read each service's pods from the API to find pods the watch missed at least this "
+                          "often (a backstop: the audit also runs on a service's first pass and at once after "
+                          "the pods watch lists everything again)")
+    run.add_argument("--sweep-seconds", type=float, default=SWEEP_SECONDS,
+                     help="how often stale registry entries and per-IP configs are swept (the registry is read "
+                          "each time; the pods are read from the API when something may be stale)")
     run.add_argument("--registry-timeout", type=float, default=5.0, help="timeout of one registry call")
     run.add_argument("--deregister-timeout", type=float, default=30.0,
                      help="how long a deleted pod is held while the registry is unreachable")

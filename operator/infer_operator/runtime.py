@@ -8,6 +8,7 @@ Handlers stay thin by reaching for these; tests and the CLI set the options befo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 @dataclass
 class Options:
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
-    resync_seconds: float = 60.0
+    resync_seconds: float = 3600.0   # reconcile/schedule.py says why these defaults
+    audit_seconds: float = 3600.0
     sweep_seconds: float = 60.0
     registry_timeout_seconds: float = 5.0
     deregister_timeout_seconds: float = 30.0
@@ -111,6 +113,22 @@ class ServiceRecords:
         if record is not None and record.reconciler is not None:
             record.poke(objects=objects)
 
+    def relisted(self, namespace: str | None) -> None:
+        """The pods watch of `namespace` (None: of every namespace) listed everything again: each
+        running loop there audits its pod index on its next pass, which comes at once."""
+        for record in self:
+            if record.reconciler is not None and namespace in (None, record.namespace):
+                record.reconciler.schedule.request_audit(time.monotonic())
+                record.poke()
+
+    def request_audit(self, namespace: str, name: str, delay: float) -> None:
+        """Have the service's loop audit its pods `delay` seconds from now (if it runs; a loop
+        that starts audits on its first pass)."""
+        record = self._records.get((namespace, name))
+        if record is not None and record.reconciler is not None:
+            record.reconciler.schedule.request_audit(time.monotonic(), delay)
+            record.poke()
+
     def sharing(self, place: tuple[Any, ...] | None) -> list[ServiceRecord]:
         """The services whose pods are registered at `place` (one registry service), as last synced."""
         if place is None:
@@ -126,14 +144,31 @@ class ServiceRecords:
         self._records.clear()
 
 
+# Passes of different services that run at once. A pass waits on I/O most of the time, so a few
+# keep both cores busy; after a restart every service's first pass is due together, and without a
+# bound all of them held their responses and objects at the same time (the process's memory stays
+# at its peak: Python rarely gives freed memory back), and the releases of deleted pods waited
+# behind them for the event loop.
+PASSES_AT_ONCE = 16
+
+
 class Runtime:
     def __init__(self) -> None:
         self.options = Options()
+        self._pass_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._kube: KubeClient | None = None
         self._services: ServiceRecords | None = None
         self._releaser: PodReleaser | None = None
         self._service_releaser: ServiceReleaser | None = None
         self.owned = OwnedObjects()  # what the owned-kind watches saw (ownership.py)
+
+    @property
+    def pass_slots(self) -> asyncio.Semaphore:
+        """Held by a reconcile pass while it runs (PASSES_AT_ONCE); one per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._pass_slots is None or self._pass_slots[0] is not loop:
+            self._pass_slots = (loop, asyncio.Semaphore(PASSES_AT_ONCE))
+        return self._pass_slots[1]
 
     @property
     def kube(self) -> KubeClient:
@@ -147,7 +182,8 @@ class Runtime:
             from infer_operator.registration.registrar import Registrar
 
             self._services = ServiceRecords(
-                lambda namespace, name: Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds))
+                lambda namespace, name: Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds,
+                                                  recheck_seconds=self.options.sweep_seconds))
         return self._services
 
     @staticmethod

@@ -27,8 +27,9 @@ OPTION_SETS = {
     "image": ["--set", "image.repository=registry.example/infer-operator", "--set", "image.tag=dev",
               "--set", "image.pullPolicy=Always", "--set", "imagePullSecrets[0].name=regcred"],
     "log-format": ["--set", "operator.logFormat=plain", "--set", "operator.verbose=true"],
-    "timeouts": ["--set", "operator.resyncSeconds=30", "--set", "operator.sweepSeconds=15",
-                 "--set", "operator.registryTimeoutSeconds=2.5", "--set", "operator.deregisterTimeoutSeconds=10"],
+    "timeouts": ["--set", "operator.resyncSeconds=30", "--set", "operator.auditSeconds=20",
+                 "--set", "operator.sweepSeconds=15", "--set", "operator.registryTimeoutSeconds=2.5",
+                 "--set", "operator.deregisterTimeoutSeconds=10"],
     "serviceaccount": ["--set", "serviceAccount.name=infer-sa", "--set", "serviceAccount.annotations.a=b"],
     "scheduling": ["--set", "nodeSelector.role=ops", "--set", "tolerations[0].key=ops",
                    "--set", "tolerations[0].operator=Exists", "--set", "priorityClassName=system-cluster-critical"],
@@ -98,7 +99,7 @@ def test_options_reach_the_operator(helm):
     docs = render(helm, *OPTION_SETS["everything"])
     args = operator_args(docs)
     for expected in ("--namespace=team-a", "--namespace=team-b", "--peering=infer", "--log-format=plain",
-                     "--verbose", "--resync-seconds=30", "--sweep-seconds=15", "--registry-timeout=2.5",
+                     "--verbose", "--resync-seconds=30", "--audit-seconds=20", "--sweep-seconds=15", "--registry-timeout=2.5",
                      "--deregister-timeout=10", "--metrics-port=9191"):
         assert expected in args, (expected, args)
     assert "--all-namespaces" not in args and "--standalone" not in args

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import pytest
 from kubernetes import client
@@ -68,9 +69,10 @@ def _reconciler(kube: KubeClient, namespace: str, audit_seconds: float, emitted:
     logger = logging.getLogger("test.index_audit")
     services = ServiceRecords(lambda ns, name: Registrar(kube, ns, name, 1.0))
     releaser = PodReleaser(kube, services, lambda *event: None, timeout=lambda: 1.0)
+    # As after a first pass: the next audit is `audit_seconds` away (0: due now).
     reconciler = ServiceReconciler(kube, services.record(namespace, SERVICE), logger,
                                    lambda *event: emitted.append(event), releaser=releaser,
-                                   schedule=Schedule(audit_seconds=audit_seconds))
+                                   schedule=Schedule(audit_seconds=audit_seconds, last_read=time.monotonic()))
     # The owned objects are not under test: apply nothing (a StatefulSet over these bare pods
     # would adopt and roll them, and its owner, with a made-up uid, would have it collected).
     reconciler.applied_generation, reconciler.named_target = 1, False
@@ -107,9 +109,11 @@ async def test_a_ghost_blocks_the_role_flip_until_the_audit_drops_it(cluster, na
         assert not _terminating(core, namespace, f"{SERVICE}-2"), "flip went ahead although the budget was spent"
         assert emitted == []
 
-        # With the audit, the ghost is recognised (logged once), and the flip goes ahead.
+        # With the audit (as after a relist of the pods watch), the ghost is recognised (logged
+        # once), and the flip goes ahead.
         caplog.set_level(logging.WARNING, logger="test.index_audit")
-        audited = _reconciler(kube, namespace, audit_seconds=0, emitted=emitted)
+        audited = _reconciler(kube, namespace, audit_seconds=3600, emitted=emitted)
+        audited.schedule.request_audit(time.monotonic())
         await audited.run_pass(_body(namespace), index, apply_objects=False)
         wait_for(lambda: _terminating(core, namespace, f"{SERVICE}-2"), timeout=10,
                  message="ghost-2 restarted to take the async role")
@@ -118,6 +122,7 @@ async def test_a_ghost_blocks_the_role_flip_until_the_audit_drops_it(cluster, na
         assert len(ghost_logs) == 1 and f"{SERVICE}-1" in ghost_logs[0], ghost_logs
         # The live pod of the same ordinal is not mistaken for the ghost.
         assert not _terminating(core, namespace, f"{SERVICE}-1")
+        audited.schedule.request_audit(time.monotonic())  # another audit
         await audited.run_pass(_body(namespace), index, apply_objects=False)
         # The ghost is logged once, however many passes see it (the restarted ghost-2 may be gone
         # from the API by now too, and logged for itself).
@@ -135,7 +140,7 @@ async def test_a_failed_read_drops_nothing(cluster, namespace, service_pods, tmp
     kube = KubeClient(load_configuration(str(unreachable)))
     try:
         reconciler = _reconciler(kube, namespace, audit_seconds=0, emitted=[])
-        kept, fresh, error = await reconciler._audit_pods(index, force=False)
+        kept, fresh, error = await reconciler._audit_pods(index)
         assert fresh is None and error, "an unreachable API must be reported, not read as empty"
         assert {p.uid for p in kept} == {p.uid for p in index}
     finally:

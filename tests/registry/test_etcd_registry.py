@@ -122,6 +122,50 @@ async def test_config_listing_and_deletion(etcd, reg):
     assert_outside_untouched(etcd)
 
 
+async def test_configs_are_deleted_in_bounded_transactions(etcd, reg, monkeypatch):
+    seed_outside(etcd)
+    stale = [f"10.1.{i // 250}.{i % 250}" for i in range(150)]
+    for ip in stale:
+        etcd.put(f"/services/llm/config/{ip}", "w=0")
+    etcd.put(f"/services/llm/config/{stale[0]}/extra", "x")
+    etcd.put("/services/llm/config/10.0.0.1", "live")
+    etcd.put(f"/services/llm/config/{stale[0]}0", "a neighbour sharing the string prefix")
+    transactions = []
+    original = EtcdRegistry._txn
+
+    async def counted(self, compare, success, what):
+        transactions.append(len(success))
+        return await original(self, compare, success, what)
+
+    monkeypatch.setattr(EtcdRegistry, "_txn", counted)
+    assert await reg.delete_configs(SVC, stale) == {}
+    assert transactions == [128, 128, 44]  # 64 configs of two operations each, etcd's default limit 128
+    assert set(etcd.range_prefix("/services/llm/config/")) == {"/services/llm/config/10.0.0.1",
+                                                               f"/services/llm/config/{stale[0]}0"}
+    assert_outside_untouched(etcd)
+
+
+async def test_a_failed_batch_reports_each_of_its_configs_and_removes_none(etcd, reg, monkeypatch):
+    for ip in ("10.0.0.1", "10.0.0.2"):
+        etcd.put(f"/services/llm/config/{ip}", "w")
+
+    async def refused(self, compare, success, what):
+        raise RegistryError("etcd txn: injected")
+
+    monkeypatch.setattr(EtcdRegistry, "_txn", refused)
+    failed = await reg.delete_configs(SVC, ["10.0.0.1", "10.0.0.2", "a/b"])
+    assert set(failed) == {"10.0.0.1", "10.0.0.2", "a/b"}
+    assert len(etcd.range_prefix("/services/llm/config/")) == 2
+
+
+async def test_lookup_reads_one_address(etcd, reg):
+    await reg.register(SVC, A)
+    etcd.put("/services/llm/instances/10.0.0.9:8080", b"not ours")
+    assert await reg.lookup(SVC, A.ip, A.port) == A
+    assert await reg.lookup(SVC, B.ip, B.port) is None
+    assert await reg.lookup(SVC, "10.0.0.9", 8080) is None
+
+
 async def test_sweep_only_inside_prefix(etcd, reg):
     seed_outside(etcd)
     await reg.register(SVC, A)
@@ -373,3 +417,36 @@ async def test_a_url_without_an_etcd_gateway_says_so(admin_controller):
             await reg.list_instances(SVC)
     finally:
         await reg.close()
+
+
+async def test_a_deregistration_of_an_entry_this_client_wrote_is_one_conditional_transaction(etcd, reg, monkeypatch):
+    await reg.register(SVC, A)
+    calls = []
+    original = EtcdRegistry._call
+
+    async def counted(self, path, body, what):
+        calls.append(path)
+        return await original(self, path, body, what)
+
+    monkeypatch.setattr(EtcdRegistry, "_call", counted)
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert calls == ["/v3/kv/txn"]
+    assert etcd.get("/services/llm/instances/10.0.0.1:8080") is None
+
+
+async def test_an_entry_rewritten_since_it_was_known_is_read_before_it_is_deleted(etcd, reg):
+    await reg.register(SVC, A)
+    other = Instance(pod="llm-9", namespace="ns", uid="u-9", ip=A.ip, port=A.port, role="sync", ordinal=9)
+    etcd.put("/services/llm/instances/10.0.0.1:8080", other.to_json())  # a new holder of the address
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert json.loads(etcd.get("/services/llm/instances/10.0.0.1:8080"))["uid"] == "u-9"
+    etcd.put("/services/llm/instances/10.0.0.1:8080", A.to_json())  # written again for A, by someone else
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert etcd.get("/services/llm/instances/10.0.0.1:8080") is None
+
+
+async def test_a_listing_tells_the_versions_of_entries_written_by_another_client(etcd, reg):
+    etcd.put("/services/llm/instances/10.0.0.1:8080", A.to_json())
+    await reg.list_instances(SVC)
+    await reg.deregister(SVC, A.ip, A.port, A.uid)
+    assert etcd.get("/services/llm/instances/10.0.0.1:8080") is None

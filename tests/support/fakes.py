@@ -143,13 +143,29 @@ class FakeKube:
 
     async def strategic_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
                               patch: dict[str, Any], subresource: str | None = None) -> Any:
-        """Only what the operator sends: pod status conditions, merged by type."""
+        """Only what the operator sends: pod metadata (labels and annotations merged, finalizers
+        added to the list, as ObjectMeta's patch strategy says), and pod status conditions, merged
+        by type."""
         self._call("patch" if subresource is None else f"patch/{subresource}", kind, name)
         key = self._key(api_version, kind, namespace, name)
         current = self.objects.get(key)
         if current is None:
             raise KubeError(404, "NotFound", f"{kind} {name} not found")
         body = copy.deepcopy(current)
+        if subresource is None:
+            meta = body["metadata"]
+            wanted = (patch.get("metadata") or {}).get("finalizers") or []
+            added = [f for f in wanted if f not in (meta.get("finalizers") or [])]
+            if added and meta.get("deletionTimestamp"):
+                raise KubeError(422, "Invalid", "Forbidden: no new finalizers can be added if the object is "
+                                                "being deleted")
+            for field_name in ("labels", "annotations"):
+                meta[field_name] = merge_patch(meta.get(field_name) or {}, (patch.get("metadata") or {}).get(
+                    field_name) or {})
+            meta["finalizers"] = [*(meta.get("finalizers") or []), *added]
+            meta["resourceVersion"] = str(next(self._versions))
+            self.objects[key] = body
+            return copy.deepcopy(body)
         conditions = {c["type"]: c for c in (body.setdefault("status", {}).get("conditions") or [])}
         for condition in (patch.get("status") or {}).get("conditions") or []:
             conditions[condition["type"]] = {**conditions.get(condition["type"], {}), **condition}

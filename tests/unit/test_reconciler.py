@@ -4,6 +4,7 @@ takes API faults (404, 409, 422, 5xx). The real API server runs these paths in t
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -60,7 +61,8 @@ class World:
         self.reconciler = ServiceReconciler(self.kube, self.services.record(NS, NAME), logging.getLogger("test"),
                                             lambda *event: self.events.append(event), releaser=self.releaser,
                                             schedule=Schedule(resync_seconds=3600, audit_seconds=3600,
-                                                              sweep_seconds=3600))
+                                                              sweep_seconds=3600),
+                                            status_interval=0.0)
 
     def body(self) -> dict:
         return self.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
@@ -115,6 +117,27 @@ async def test_an_unchanged_world_writes_nothing_on_the_next_pass():
     writes = len(world.kube.calls)
     await world.run()
     assert world.kube.calls[writes:] == []
+
+
+async def test_status_writes_are_spaced_unless_the_spec_changed():
+    world = World(replicas=2, syncReplicas=1)
+    world.reconciler.status_interval = 3600.0
+    world.add_pods(pod_body(0, "sync"), pod_body(1, "async", ready=False))
+    await world.run(apply_objects=True)  # the first status is written at once
+    writes = world.kube.count("patch/status", labels.KIND)
+    assert writes == 1
+    world.kube.put(pod_body(1, "async"))  # new counts: held back, and the pass says when to write
+    retry = await world.run()
+    assert world.kube.count("patch/status", labels.KIND) == writes
+    assert 3500 < retry <= 3600
+    world.patch_spec(replicas=3)  # a spec change is acknowledged at once
+    await world.run()
+    assert world.kube.count("patch/status", labels.KIND) == writes + 1
+    assert world.status()["observedGeneration"] == 2
+    world.reconciler.status_written_at -= 3600  # the interval has passed: the held-back counts go out
+    world.kube.put(pod_body(2, "async"))
+    await world.run()
+    assert world.kube.count("patch/status", labels.KIND) == writes + 2
 
 
 async def test_a_spec_change_is_applied_once_by_generation():
@@ -256,6 +279,44 @@ async def test_the_sweep_removes_only_what_no_live_pod_holds_and_keeps_everythin
     assert world.condition("RegistrySynced")["reason"] == "InSync"
 
 
+async def test_a_sweep_reads_the_pods_from_the_api_only_when_something_may_be_stale():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)  # the first pass audits: one read
+    assert world.kube.count("list", "Pod") == 1
+    world.reconciler.schedule.last_sweep = -1e9
+    await world.run()  # the registry holds only what the index shows live: no read
+    assert world.kube.count("list", "Pod") == 1 and world.registry.instances[NAME]
+    world.registry.configs[NAME] = {"10.9.9.9"}
+    world.reconciler.schedule.last_sweep = -1e9
+    await world.run()  # a config no pod in the index holds: read, then removed
+    assert world.kube.count("list", "Pod") == 2
+    assert world.registry.configs[NAME] == set()
+
+
+async def test_a_config_the_index_misses_but_the_api_shows_held_is_kept():
+    world = World(replicas=2, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True),
+                   pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)
+    world.registry.configs[NAME] = {"10.0.0.11"}
+    world.reconciler.schedule.last_sweep = -1e9
+    # The index lags: it does not show llm-1 yet. The API does, and its config stays.
+    await world.reconciler.run_pass(world.body(), world.index()[:1], False)
+    assert world.registry.configs[NAME] == {"10.0.0.11"}
+    assert world.kube.count("list", "Pod") == 2
+
+
+async def test_a_relist_makes_the_next_pass_audit():
+    world = World(replicas=1)
+    await world.run(apply_objects=True)
+    await world.run()
+    assert world.kube.count("list", "Pod") == 1
+    world.reconciler.schedule.request_audit(time.monotonic())
+    await world.run()
+    assert world.kube.count("list", "Pod") == 2
+
+
 async def test_switching_the_registry_off_remembers_it_for_the_releaser():
     world = World(replicas=1, registry=ETCD)
     await world.run(apply_objects=True)
@@ -297,10 +358,19 @@ async def test_our_finalizer_is_held_exactly_while_a_registry_is_in_use_and_kopf
 async def test_nothing_is_registered_before_the_finalizer_that_cleans_it_up_is_held():
     world = World(replicas=1, registry=ETCD)
     world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
-    world.kube.fail("patch", 409, kind=labels.KIND)
+    world.kube.fail("patch", 409, kind=labels.KIND, count=2)  # a conflict, and again after reading it
     await world.run(apply_objects=True)
     assert world.registry.instances.get(NAME, {}) == {}
     await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+
+
+async def test_a_conflict_on_the_finalizer_is_resolved_by_reading_the_object_in_the_same_pass():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.kube.fail("patch", 409, kind=labels.KIND)
+    await world.run(apply_objects=True)
+    assert labels.CR_FINALIZER in world.finalizers()
     assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
 
 
@@ -670,3 +740,36 @@ async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
     assert [(verb, name) for verb, _, name in world.kube.calls if verb in ("evict", "delete")][-2:] == [
         ("evict", f"{NAME}-1"), ("delete", f"{NAME}-1")]
     assert "PodDisruptionBudget" not in world.condition("Progressing")["message"]
+
+
+async def test_a_role_patch_is_not_sent_again_before_the_index_shows_the_pod_changed():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0))
+    stale = world.index()
+    await world.run(apply_objects=True)
+    await world.reconciler.run_pass(world.body(), stale, False)  # the pod's event has not come yet
+    assert world.kube.count("patch", "Pod") == 1
+    world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["labels"].pop(labels.LABEL_ROLE)
+    world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["resourceVersion"] = "9999"
+    await world.run()  # a newer version without the label: labelled again
+    assert world.kube.count("patch", "Pod") == 2
+
+
+async def test_pod_conditions_are_not_written_again_before_the_index_shows_them():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), gated=True))
+    stale = world.index()
+    await world.run(apply_objects=True)
+    assert world.kube.count("patch/status", "Pod") == 1
+    await world.reconciler.run_pass(world.body(), stale, False)  # the pod's event has not come yet
+    assert world.kube.count("patch/status", "Pod") == 1
+
+
+async def test_an_audit_whose_read_failed_is_tried_again_soon_not_in_an_hour():
+    world = World(replicas=1)
+    world.kube.fail("list", 500, kind="Pod")
+    retry = await world.run(apply_objects=True)
+    assert retry is not None and retry <= 5.0
+    world.reconciler.schedule.audit_due_at -= 10  # the retry is due
+    await world.run()
+    assert world.kube.count("list", "Pod") == 2

@@ -132,8 +132,25 @@ async def test_a_registry_error_during_sync_is_unreachable_not_a_crash():
     await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
     setup.registry.fail("claim")
     setup.registry.instances.clear()
+    setup.registrar.recheck_seconds = 0  # emptied behind its back: read again at once
     result = await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
     assert result.retry_in <= 2.0
+
+
+async def test_a_sync_asked_for_the_same_as_the_last_reads_nothing_until_the_recheck():
+    setup = Setup()
+    spec = registry_spec()
+    pods = [pod(0, "sync")]
+    first = await setup.registrar.sync(spec, pods, PORT, 0, NOW, OWNER)
+    calls = len(setup.registry.calls)
+    again = await setup.registrar.sync(spec, pods, PORT, 0, NOW, OWNER)
+    assert len(setup.registry.calls) == calls and again.registered == first.registered == 1
+    await setup.registrar.sync(spec, [*pods, pod(1, "sync")], PORT, 0, NOW, OWNER)  # something changed
+    assert len(setup.registry.calls) > calls
+    calls = len(setup.registry.calls)
+    setup.registrar.recheck_seconds = 0  # the recheck is due
+    await setup.registrar.sync(spec, [*pods, pod(1, "sync")], PORT, 0, NOW, OWNER)
+    assert len(setup.registry.calls) > calls
 
 
 async def test_the_sweep_removes_what_no_live_pod_holds_and_nothing_on_an_error():

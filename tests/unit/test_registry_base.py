@@ -121,3 +121,21 @@ async def test_none_backend():
     with pytest.raises(ValueError):
         await r.delete_config("svc", "../x")
     await r.close()
+
+
+async def test_the_default_batch_delete_goes_one_by_one_and_reports_each_failure():
+    from tests.support.fakes import StubRegistry
+
+    registry = StubRegistry(configs={"llm": {"10.0.0.1", "10.0.0.2", "10.0.0.3"}})
+    registry.fail("delete_config")  # the first one fails
+    failed = await registry.delete_configs("llm", ["10.0.0.1", "10.0.0.2"])
+    assert list(failed) == ["10.0.0.1"] and "injected" in failed["10.0.0.1"]
+    assert registry.configs["llm"] == {"10.0.0.1", "10.0.0.3"}
+
+
+async def test_the_default_lookup_reads_the_listing():
+    from tests.support.fakes import StubRegistry
+
+    registry = StubRegistry(instances={"llm": {A.address: A}})
+    assert await registry.lookup("llm", A.ip, A.port) == A
+    assert await registry.lookup("llm", A.ip, 81) is None

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
+from types import SimpleNamespace
 
 from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.podview import PodView
+from infer_operator.reconcile.schedule import Schedule
 from infer_operator.registration.registrar import Registrar
 from infer_operator.registration.releaser import PodReleaser
 from infer_operator.registration.sharing import Views
@@ -155,15 +158,36 @@ async def test_the_finalizer_patch_survives_conflicts_and_transient_errors():
     assert setup.finalizers(pod) == ["other.example/keep"]
 
 
+async def test_a_release_reads_back_one_address_and_removes_the_finalizer_with_one_write():
+    setup = Setup()
+    pod = setup.deleted_pod()
+    setup.register(pod)
+    await setup.release(pod)
+    assert [verb for verb, kind, _ in setup.kube.calls if kind == "Pod"] == ["patch"]
+    assert [op for op, _ in setup.registry.calls] == ["deregister", "list_instances", "delete_config"]
+
+
+async def test_a_pod_changed_since_its_deletion_event_is_read_before_its_finalizer_goes():
+    setup = Setup()
+    pod = setup.deleted_pod()
+    setup.kube.objects[("v1", "Pod", NS, pod.name)]["metadata"]["resourceVersion"] = "5000"  # its status moved on
+    await setup.release(pod)
+    assert setup.finalizers(pod) == ["other.example/keep"]
+    assert [verb for verb, kind, _ in setup.kube.calls if kind == "Pod"] == ["patch", "get", "patch"]
+
+
 async def test_a_namesake_pod_is_never_touched():
     setup = Setup()
     pod = setup.deleted_pod()
     body = setup.kube.obj("v1", "Pod", NS, pod.name)
     body["metadata"]["uid"] = "a-new-pod-of-the-same-name"
+    body["metadata"]["resourceVersion"] = "9999"  # another object: another version (they are cluster-wide)
     body["metadata"].pop("deletionTimestamp")
     setup.kube.objects[("v1", "Pod", NS, pod.name)] = body
     await setup.release(pod)
     assert labels.POD_FINALIZER in setup.finalizers(pod)
+    # The deleted pod's resourceVersion failed the first write; the read then showed the namesake.
+    assert [verb for verb, kind, _ in setup.kube.calls if kind == "Pod"][-2:] == ["patch", "get"]
 
 
 async def test_a_late_event_of_a_released_pod_starts_nothing():
@@ -197,6 +221,35 @@ async def test_a_deleted_pod_that_left_the_watch_is_released():
     await setup.releaser.reclaim(pod, Views({}, {}))
     await asyncio.gather(*setup.releaser.tasks.values())
     assert setup.finalizers(pod) == ["other.example/keep"]
+
+
+async def test_a_pod_deleted_before_its_label_could_be_put_back_is_released():
+    setup = Setup()
+    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": f"{NAME}-1", "namespace": NS,
+                                        "finalizers": [labels.POD_FINALIZER, "other.example/keep"],
+                                        "labels": {**labels.common_labels(NAME),
+                                                   labels.LABEL_MANAGED_BY: "someone-else"}},
+                           "status": {"podIP": "10.0.0.11"}})
+    left = PodView.from_body(body)  # as the watch's DELETED event showed it
+    await setup.kube.delete("v1", "Pod", NS, f"{NAME}-1")  # deleted meanwhile: the label patch conflicts
+    await setup.releaser.reclaim(left, Views({}, {}))
+    await asyncio.gather(*setup.releaser.tasks.values())
+    assert setup.finalizers(left) == ["other.example/keep"]
+
+
+async def test_a_pod_that_could_not_be_taken_back_has_its_service_audited_soon():
+    setup = Setup()
+    record = setup.services.record(NS, NAME)
+    record.reconciler = SimpleNamespace(schedule=Schedule(last_read=time.monotonic()))
+    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
+                                        "labels": {**labels.common_labels(NAME),
+                                                   labels.LABEL_MANAGED_BY: "someone-else"}},
+                           "status": {"podIP": "10.0.0.11"}})
+    setup.kube.fail("patch", 503, kind="Pod")
+    await setup.releaser.reclaim(PodView.from_body(body), Views({}, {}))
+    assert 0 < record.reconciler.schedule.next_in(time.monotonic(), sweeps=False) <= 5.0
 
 
 # -- deleted InferenceServices -------------------------------------------------------------------

@@ -26,7 +26,7 @@ from infer_operator.runtime import RUNTIME
 
 
 @kopf.index(labels.GROUP, labels.VERSION, labels.PLURAL)
-def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, tuple[str, str]] | None:
+async def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, tuple[str, str]] | None:
     """(namespace, name) of each InferenceService, keyed by the registry place it registers at."""
     current, _retired = registries_of(body)
     place = current.place(name) if current is not None else None
@@ -58,8 +58,8 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
     options = RUNTIME.options
     reconciler = ServiceReconciler(RUNTIME.kube, record, logger, post, releaser=RUNTIME.releaser,
                                    owned=RUNTIME.owned, schedule=Schedule(resync_seconds=options.resync_seconds,
-                                                     audit_seconds=options.resync_seconds,
-                                                     sweep_seconds=options.sweep_seconds))
+                                                                          audit_seconds=options.audit_seconds,
+                                                                          sweep_seconds=options.sweep_seconds))
     record.reconciler = reconciler
 
     async def relay_stop() -> None:
@@ -69,11 +69,12 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
     relay = asyncio.create_task(relay_stop())
     try:
         while not stopped:
-            apply_objects = waker.take()
-            pods = views.pods_of(namespace, name)
             try:
-                with metrics.RECONCILE_DURATION.time():
-                    retry = await reconciler.run_pass(body, pods, apply_objects, views)
+                async with RUNTIME.pass_slots:
+                    apply_objects = waker.take()
+                    pods = views.pods_of(namespace, name)
+                    with metrics.RECONCILE_DURATION.time():
+                        retry = await reconciler.run_pass(body, pods, apply_objects, views)
                 metrics.RECONCILES.labels("ok").inc()
             except Exception:  # noqa: BLE001 - one bad pass must not end the loop
                 metrics.RECONCILES.labels("error").inc()

@@ -16,7 +16,9 @@ OWNED = {labels.LABEL_MANAGED_BY: labels.MANAGED_BY}
 
 
 @kopf.index("pods", labels=OWNED)
-def pods_by_service(body: kopf.Body, namespace: str, **_: Any) -> dict[tuple[str, str], PodView]:
+async def pods_by_service(body: kopf.Body, namespace: str, **_: Any) -> dict[tuple[str, str], PodView]:
+    # A coroutine, so that it runs on the loop: kopf runs plain functions in a thread pool, and the
+    # hop there and back for every pod event cost more than the function itself.
     pod = PodView.from_body(body)
     return {(namespace, pod.service): pod}
 

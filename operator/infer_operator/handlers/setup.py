@@ -10,7 +10,38 @@ import kopf
 
 from infer_operator import kinds, labels
 from infer_operator.clients.kube import load_configuration
+from infer_operator.handlers import watchstream
 from infer_operator.runtime import RUNTIME
+
+log = logging.getLogger(__name__)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No "diff base": kopf builds one of every object on every watch event (a deep copy of the
+    whole body, then a diff against the last one) for change-detecting handlers
+    (on.create/update/delete/field). The operator has none: its loop compares generations and
+    markers itself. Profiled, that copy was about a tenth of the operator's CPU under churn."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()  # the same as build's: nothing ever differs
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+class QuietEventHandlers(logging.Filter):
+    """Drops kopf's "Handler '...' succeeded." line, which it logs at INFO for every watch event
+    an on.event handler took (several per pod start or deletion, thousands a minute in a large
+    fleet): the handlers only record what they saw and wake a loop, which logs what it does. Their
+    failures are still logged, and everything is with --verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not isinstance(record.msg, str):
+            return True
+        return not (record.msg.startswith("Handler '") and record.msg.endswith("' succeeded."))
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -29,6 +60,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # cleanup's finalizer is the operator's own. kopf writes no other bookkeeping: there are no
     # on.create/update/delete handlers.
     settings.persistence.finalizer = labels.LOOP_FINALIZER
+    settings.persistence.diffbase_storage = NoDiffBase()
+    # Lists come in pages: after a restart the pods arrive 500 at a time instead of as one
+    # response holding every pod, whose text and decoded objects would all be alive at once.
+    settings.watching.chunk_size = 500
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "infer-operator"
     # Our own handlers retry with backoff; kopf's default of retrying failures forever is kept.
@@ -56,9 +91,18 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     )
 
 
+def _relisted(namespace: str | None) -> None:
+    where = f"namespace {namespace}" if namespace else "every namespace"
+    log.info(f"The pods watch of {where} listed every pod again (its watch could not resume); each "
+             f"InferenceService there audits its pods against the API now.")
+    RUNTIME.services.relisted(namespace)
+
+
 @kopf.on.startup()
 async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     configure(settings)
+    # Before the watches start (kopf runs startup handlers first).
+    watchstream.install(_relisted)
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
 
 

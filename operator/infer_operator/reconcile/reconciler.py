@@ -29,7 +29,7 @@ from infer_operator.reconcile.readiness import gates_to_open, pod_conditions
 from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.reconcile.status import Outcome, Problem, compute_status, now_iso, status_changed
-from infer_operator.registration.registrar import Registrar, RegistryConfigError
+from infer_operator.registration.registrar import ReadFailed, Registrar, RegistryConfigError
 from infer_operator.registration.releaser import PodReleaser, parse_registry
 from infer_operator.registration.sharing import NO_VIEWS, Views, live_ips, read_pods
 from infer_operator.registry.model import RegistryError, ServiceRef
@@ -39,6 +39,10 @@ from infer_operator.runtime import ServiceRecord
 EmitEvent = Callable[[str, str, str], None]
 
 RETRY_SOON_SECONDS = 5.0
+# Status writes of one service are at least this far apart, unless the spec changed: while pods
+# start or go, every pass saw new counts, and a cold start wrote ~3 statuses per pod. The last
+# status is always written, when the interval has passed.
+STATUS_INTERVAL_SECONDS = 2.0
 
 
 class TransientError(Exception):
@@ -68,10 +72,17 @@ class ServiceReconciler:
     serving_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
+    # uid -> resourceVersion of the view a role patch was sent from: until the index shows a newer
+    # version of the pod, the patch is not sent again (passes come faster than the pod's event).
+    labelled: dict[str, str] = field(default_factory=dict)
+    conditioned: dict[str, str] = field(default_factory=dict)  # the same, for the pod condition patches
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
     paused: bool = False
     ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
     status_pending: bool = False        # the last status write failed: write again soon
+    status_interval: float = STATUS_INTERVAL_SECONDS
+    status_written_at: float = -float("inf")  # time.monotonic() of the last status write
+    status_deferred: float | None = None  # seconds until a status held back by the interval is written
     named_target: bool | None = None    # whether the Services last applied target the named port
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
@@ -140,7 +151,7 @@ class ServiceReconciler:
 
         # what is due, and the audit
         due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
-        pods, fresh, read_error = await self._audit_pods(pods, views, force=due.sweep)
+        pods, fresh, read_error = await self._audit_pods(pods, views)
 
         # apply (the Services target the pods' named port once every pod has it)
         named_target = all(pod.sync_port is not None for pod in pods if not pod.deleting)
@@ -188,12 +199,20 @@ class ServiceReconciler:
             return None
         if self.status_pending:
             step.retry_sooner(RETRY_SOON_SECONDS)
+        step.retry_sooner(self.status_deferred)
         return step.retry
 
     async def _write_status(self, previous: dict[str, Any], desired: dict[str, Any]) -> bool:
-        """Write the status if it changed; False when the InferenceService is gone."""
+        """Write the status if it changed, at most once per `status_interval` unless the spec
+        changed (`status_deferred` says when a held-back write is due); False when the
+        InferenceService is gone."""
         self.status_pending = False
+        self.status_deferred = None
         if not status_changed(previous, desired):
+            return True
+        wait = self.status_written_at + self.status_interval - time.monotonic()
+        if wait > 0 and previous.get("observedGeneration") == desired.get("observedGeneration"):
+            self.status_deferred = wait
             return True
         try:
             await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
@@ -203,6 +222,8 @@ class ServiceReconciler:
                 return False
             self.logger.warning(f"Could not write the status of {self.name}, will retry: {exc}")
             self.status_pending = True
+            return True
+        self.status_written_at = time.monotonic()
         return True
 
     def _export(self, spec: InferenceServiceSpec | None, status: dict[str, Any]) -> None:
@@ -231,7 +252,9 @@ class ServiceReconciler:
         self._export(spec, desired)
         if not await self._write_status(previous_status, desired):
             return None
-        return RETRY_SOON_SECONDS if self.status_pending else self.schedule.resync_seconds
+        if self.status_pending:
+            return RETRY_SOON_SECONDS
+        return self.status_deferred if self.status_deferred is not None else self.schedule.resync_seconds
 
     async def _apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, named_target: bool,
                      step: _Pass) -> None:
@@ -325,19 +348,23 @@ class ServiceReconciler:
 
     async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
         with_finalizer = spec.registry.in_use
+        self.labelled = {pod.uid: version for pod in pods if (version := self.labelled.get(pod.uid)) is not None
+                         and version == pod.resource_version}
         for pod in pods:
             patch = role_patch(pod, spec, with_finalizer=with_finalizer)
-            if patch is None:
+            if patch is None or pod.uid in self.labelled:
                 continue
             try:
-                await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, patch)
+                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
+                                                patch)
             except KubeError as exc:
-                if exc.not_found or exc.conflict:
-                    continue  # gone, or changed under us: the next event brings the new version
+                if exc.not_found or exc.conflict or (exc.status == 422 and "being deleted" in exc.message):
+                    continue  # gone, or going (no finalizer is added then): the next event tells
                 if exc.status == 0 or exc.status >= 500:
                     raise TransientError(f"pod {pod.name}: {exc}") from exc
                 self.logger.error(f"Could not label pod {pod.name} of {self.name}: {exc}")
                 continue
+            self.labelled[pod.uid] = pod.resource_version
             role = patch["metadata"].get("labels", {}).get(labels.LABEL_ROLE)
             if role:
                 self.logger.info(f"Pod {pod.name} of {self.name} takes the {role} role (ordinal {pod.ordinal}).")
@@ -392,23 +419,22 @@ class ServiceReconciler:
         self.restarts_blocked = blocked
         return plan
 
-    async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS, *, force: bool
+    async def _audit_pods(self, pods: Sequence[PodView], views: Views = NO_VIEWS
                           ) -> tuple[list[PodView], list[PodView] | None, str | None]:
-        """When the schedule says (and for each sweep), read the service's pods from the API, drop
-        the index's ghosts and take back pods that left the watch holding our finalizer. Returns
-        the pods to act on, the fresh read (if one was made) and the error that prevented it. A
-        failed read drops nothing."""
+        """When the schedule says (the first pass, after the pods watch listed again, and as a long
+        backstop), read the service's pods from the API, drop the index's ghosts and take back pods
+        that left the watch holding our finalizer. Returns the pods to act on, the fresh read (if
+        one was made) and the error that prevented it. A failed read drops nothing."""
         self.vanished &= {pod.uid for pod in pods}  # kopf forgot them too
         fresh: list[PodView] | None = None
         error: str | None = None
-        if self.schedule.take_read(time.monotonic(), force=force):
+        if self.schedule.take_audit(time.monotonic()):
             try:
-                bodies = await self.kube.list(kinds.POD.api_version, kinds.POD.kind, self.namespace,
-                                              label_selector=f"{labels.LABEL_SERVICE}={self.name}")
+                fresh = await self._read_pods()
             except KubeError as exc:
                 error = str(exc)
+                self.schedule.request_audit(time.monotonic(), RETRY_SOON_SECONDS)  # not the backstop's hour
             else:
-                fresh = [PodView.from_body(body) for body in bodies]
                 for stray in (p for p in fresh if not p.managed and labels.POD_FINALIZER in p.finalizers):
                     await self.releaser.reclaim(stray, views)
                 for pod in vanished_pods(pods, fresh):
@@ -418,6 +444,12 @@ class ServiceReconciler:
                         self.logger.warning(f"Pod {pod.name} ({pod.uid}) of {self.name} is gone from the API but "
                                             f"still in the watch cache (its deletion was missed); ignoring it.")
         return [pod for pod in pods if pod.uid not in self.vanished], fresh, error
+
+    async def _read_pods(self) -> list[PodView]:
+        """The service's pods as the API has them now (by the service label, not the watch's)."""
+        bodies = await self.kube.list(kinds.POD.api_version, kinds.POD.kind, self.namespace,
+                                      label_selector=f"{labels.LABEL_SERVICE}={self.name}")
+        return [PodView.from_body(body) for body in bodies]
 
     async def _sync_registry(self, spec: InferenceServiceSpec, pods: Sequence[PodView], sweep_due: bool,
                              fresh: list[PodView] | None, read_error: str | None, owner: ServiceRef,
@@ -430,7 +462,7 @@ class ServiceReconciler:
         step.to_mark, step.registered_uids = result.to_mark, result.registered_uids
         condition = result.condition
         if sweep_due:
-            self.last_sweep_error = await self._sweep(spec, fresh, read_error, owner, views)
+            self.last_sweep_error = await self._sweep(spec, pods, fresh, read_error, owner, views)
             if self.last_sweep_error:
                 self.logger.warning(f"Registry sweep of {self.name}: {self.last_sweep_error}")
         if condition[0] == "True" and self.last_sweep_error:
@@ -438,17 +470,30 @@ class ServiceReconciler:
         step.registered, step.registry_condition = result.registered, condition
         step.retry_sooner(result.retry_in)
 
-    async def _sweep(self, spec: InferenceServiceSpec, fresh: list[PodView] | None, read_error: str | None,
-                     owner: ServiceRef, views: Views) -> str | None:
-        """Sweep with fresh reads only: this service's pods (the audit's) and its sharers'."""
-        if fresh is None:
-            return f"sweep skipped: {read_error}"
+    async def _sweep(self, spec: InferenceServiceSpec, pods: Sequence[PodView], fresh: list[PodView] | None,
+                     read_error: str | None, owner: ServiceRef, views: Views) -> str | None:
+        """Sweep the registry. What the watches show (this service's pods, its sharers') only says
+        whether anything may be stale; what goes is decided on fresh reads of the API (this
+        service's pods, the audit's read when this pass made one, and its sharers'), made only then."""
         others = [key for key in views.sharers(spec.registry.place(self.name)) if key != (self.namespace, self.name)]
-        try:
-            others_pods = await read_pods(self.kube, others) if others else []
-        except KubeError as exc:
-            return f"sweep skipped: could not read the pods of {len(others)} service(s) sharing the registry: {exc}"
-        return await self.registrar.sweep(spec.registry, fresh, live_ips([*fresh, *others_pods]), owner)
+        known = [*pods, *(pod for key in others for pod in views.pods_of(*key))]
+
+        async def confirm() -> tuple[list[PodView], set[str]]:
+            if fresh is None and read_error is not None:
+                raise ReadFailed(read_error)
+            try:
+                own = fresh if fresh is not None else await self._read_pods()
+            except KubeError as exc:
+                raise ReadFailed(str(exc)) from None
+            try:
+                others_pods = await read_pods(self.kube, others) if others else []
+            except KubeError as exc:
+                raise ReadFailed(f"could not read the pods of {len(others)} service(s) sharing the registry: "
+                                 f"{exc}") from None
+            return own, live_ips([*own, *others_pods])
+
+        return await self.registrar.sweep(spec.registry, [p for p in pods if p.live], live_ips(known), owner,
+                                          confirm=confirm)
 
     async def _write_pod_conditions(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
         """Mark newly registered pods (from now on their IP's per-IP config is theirs) and open the
@@ -456,7 +501,11 @@ class ServiceReconciler:
         service = self.registrar.service_of(spec.registry)
         openings = gates_to_open(pods, registry_in_use=spec.registry.in_use, registered_uids=step.registered_uids,
                                  registry_service=service)
+        self.conditioned = {pod.uid: version for pod in pods
+                            if (version := self.conditioned.get(pod.uid)) == pod.resource_version}
         for name, (pod, conditions) in pod_conditions(step.to_mark, openings, service, now_iso()).items():
+            if pod.uid in self.conditioned:
+                continue  # written from this very version of the pod; its event has not come yet
             try:
                 await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, name,
                                                 {"status": {"conditions": conditions}}, subresource="status")
@@ -467,6 +516,7 @@ class ServiceReconciler:
                 self.logger.warning(f"Could not update the conditions of pod {name} of {self.name}: {exc}")
                 step.retry_sooner(RETRY_SOON_SECONDS)
                 continue
+            self.conditioned[pod.uid] = pod.resource_version
             if any(c["type"] == labels.CONDITION_READY for c in conditions):
                 self.logger.info(f"Pod {name} of {self.name} may count as Ready: its readiness gate is open "
                                  f"({next(o.reason for o in openings if o.pod.name == name)}).")
@@ -474,28 +524,38 @@ class ServiceReconciler:
     async def _hold_finalizer(self, meta: Any, *, wanted: bool) -> bool:
         """Keep our finalizer on the InferenceService exactly while it has registry data to clean
         (and drop annotations of kopf's old bookkeeping). Returns whether it holds the finalizer."""
-        finalizers = list(meta.get("finalizers") or [])
-        holds = labels.CR_FINALIZER in finalizers
-        legacy = [key for key in labels.LEGACY_ANNOTATIONS if key in (meta.get("annotations") or {})]
-        if meta.get("deletionTimestamp"):
-            return holds  # never added while deleting; the ServiceReleaser removes it
-        patch: dict[str, Any] = {}
-        if wanted != holds:
-            patch["finalizers"] = ([*finalizers, labels.CR_FINALIZER] if wanted
-                                   else [f for f in finalizers if f != labels.CR_FINALIZER])
-            patch["resourceVersion"] = meta.get("resourceVersion")
-        if legacy:
-            patch["annotations"] = dict.fromkeys(legacy)
-        if not patch:
-            return holds
-        try:
-            await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
-                                        {"metadata": patch})
-        except KubeError as exc:
-            if not exc.conflict:
-                self.logger.warning(f"Could not update the finalizers of {self.name}, will retry: {exc}")
-            return holds
-        return wanted
+        for attempt in range(2):
+            finalizers = list(meta.get("finalizers") or [])
+            holds = labels.CR_FINALIZER in finalizers
+            legacy = [key for key in labels.LEGACY_ANNOTATIONS if key in (meta.get("annotations") or {})]
+            if meta.get("deletionTimestamp"):
+                return holds  # never added while deleting; the ServiceReleaser removes it
+            patch: dict[str, Any] = {}
+            if wanted != holds:
+                patch["finalizers"] = ([*finalizers, labels.CR_FINALIZER] if wanted
+                                       else [f for f in finalizers if f != labels.CR_FINALIZER])
+                patch["resourceVersion"] = meta.get("resourceVersion")
+            if legacy:
+                patch["annotations"] = dict.fromkeys(legacy)
+            if not patch:
+                return holds
+            try:
+                await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
+                                            {"metadata": patch})
+                return wanted
+            except KubeError as exc:
+                if not exc.conflict:
+                    self.logger.warning(f"Could not update the finalizers of {self.name}, will retry: {exc}")
+                    return holds
+            # Changed since this pass read it (kopf's own finalizer, a status write): read it and
+            # try once more now, rather than leave registration waiting for another pass.
+            if attempt == 0:
+                try:
+                    meta = (await self.kube.get(labels.API_VERSION, labels.KIND, self.namespace,
+                                                self.name))["metadata"]
+                except KubeError:
+                    return holds
+        return holds
 
     async def _clean_moved(self, current: RegistrySpec, retired: list[RegistrySpec], owner: ServiceRef,
                            views: Views, step: _Pass) -> list[RegistrySpec]:

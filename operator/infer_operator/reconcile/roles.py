@@ -18,7 +18,8 @@ from infer_operator.podview import PodView
 
 
 def role_patch(pod: PodView, spec: InferenceServiceSpec, *, with_finalizer: bool) -> dict[str, Any] | None:
-    """The merge patch that gives a new pod its role and frozen split, or None if it has them already."""
+    """The strategic merge patch that gives a new pod its role and frozen split (and our finalizer),
+    or None if it has them already."""
     if pod.ordinal is None or pod.deleting:
         return None
     needs_role = pod.role is None
@@ -33,10 +34,10 @@ def role_patch(pod: PodView, spec: InferenceServiceSpec, *, with_finalizer: bool
             labels.ANNOTATION_REPLICAS: str(spec.replicas),
         }
     if needs_finalizer:
-        # A merge patch replaces the list; resourceVersion makes the write conditional so a
-        # concurrent change to the finalizers is never lost.
-        metadata["finalizers"] = [*pod.finalizers, labels.POD_FINALIZER]
-        metadata["resourceVersion"] = pod.resource_version
+        # A strategic merge patch adds to the finalizers (ObjectMeta's patch strategy for them is
+        # "merge"), so no resourceVersion precondition is needed to keep a concurrent change: the
+        # pod's status changes while it starts no longer make the write fail and come back.
+        metadata["finalizers"] = [labels.POD_FINALIZER]
     return {"metadata": metadata}
 
 

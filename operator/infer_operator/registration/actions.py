@@ -52,8 +52,9 @@ async def deregister_confirmed(
         still_listed = False
         try:
             await registry.deregister(service, ip, port, uid)
-            listing = await registry.list_instances(service)
-            still_listed = any(i.ip == ip and i.port == port and uid in (None, i.uid) for i in listing.instances)
+            # Read back the one address (etcd: one key), not the whole listing.
+            current = await registry.lookup(service, ip, port)
+            still_listed = current is not None and uid in (None, current.uid)
         except RegistryError as exc:
             last_error = str(exc)
             log.info("deregister %s %s:%s attempt %d failed: %s", service, ip, port, attempt, exc)
@@ -89,10 +90,8 @@ async def apply_sweep(registry: Registry, service: str, plan: SweepPlan) -> Swee
             result.instances_removed += 1
         except (RegistryError, ValueError) as exc:
             result.errors.append(f"instance {inst.address}: {exc}")
-    for ip in plan.stale_config_ips:
-        try:
-            await registry.delete_config(service, ip)
-            result.configs_removed += 1
-        except (RegistryError, ValueError) as exc:
-            result.errors.append(f"config {ip}: {exc}")
+    # Batched where the backend can (etcd: bounded transactions); what failed stays for the next sweep.
+    failed = await registry.delete_configs(service, plan.stale_config_ips)
+    result.configs_removed += len(plan.stale_config_ips) - len(failed)
+    result.errors.extend(f"config {ip}: {error}" for ip, error in failed.items())
     return result

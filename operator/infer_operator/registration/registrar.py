@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from infer_operator import kinds, metrics
 from infer_operator.backoff import Backoff
@@ -32,6 +35,15 @@ log = logging.getLogger(__name__)
 
 class RegistryConfigError(Exception):
     """The registry settings cannot be used (missing Secret, bad values): a user must act."""
+
+
+class ReadFailed(Exception):
+    """The pods could not be read from the API for a sweep: nothing is removed."""
+
+
+# Reads the pods from the API for a sweep: (this service's pods, the IPs live pods of every
+# service sharing the registry hold). Raises ReadFailed.
+Confirm = Callable[[], Awaitable[tuple[list[PodView], set[str]]]]
 
 
 @dataclass(frozen=True)
@@ -72,8 +84,13 @@ class Registrar:
     reached with a client of its own for the time it takes (`connected`)."""
 
     def __init__(self, kube: KubeClient, namespace: str, name: str, timeout: float,
-                 connect: Callable[..., Registry] = connect):
+                 connect: Callable[..., Registry] = connect, recheck_seconds: float = 60.0):
         self.kube = kube
+        # A pass whose pods would give the registry exactly what the last successful sync did
+        # reads nothing: the registry is read again at the latest `recheck_seconds` after the
+        # last read (a pass comes by then: the sweep's), or as soon as anything it depends on changes.
+        self.recheck_seconds = recheck_seconds
+        self._synced: tuple[Any, float, SyncResult] | None = None
         self.namespace = namespace
         self.name = name
         self.timeout = timeout
@@ -136,6 +153,7 @@ class Registrar:
         if fresh is not None:
             await self.close()
             self._client, self._fingerprint = fresh, fingerprint
+            self._synced = None
         assert self._client is not None
         return self._client
 
@@ -166,6 +184,13 @@ class Registrar:
             return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
         service = self.service_of(spec_registry)
         desired = desired_instances(pods, port, register_delay, now, owner)
+        asked = (self._fingerprint, service, frozenset(desired.instances.items()), frozenset(desired.warming.items()),
+                 frozenset((p.uid, p.ip, p.registered) for p in pods))
+        if self._synced is not None:
+            last_asked, read_at, last = self._synced
+            if last_asked == asked and time.monotonic() - read_at < self.recheck_seconds:
+                return dataclasses.replace(last, retry_in=desired.next_due)
+        self._synced = None
         try:
             listing = await registry.list_instances(service)
             plan = plan_registration(desired.instances, listing.instances, pods, desired.warming, owner)
@@ -193,24 +218,33 @@ class Registrar:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
         registered_uids = {i.uid for i in desired.instances.values()}
         to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
-        return SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark,
-                          frozenset(registered_uids))
+        result = SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark,
+                            frozenset(registered_uids))
+        self._synced = (asked, time.monotonic(), result)
+        return result
+
+    def forget_sync(self) -> None:
+        """The registry was changed by something else of ours (a release, a sweep): read it next time."""
+        self._synced = None
 
     async def sweep(self, spec_registry: RegistrySpec, own_pods: list[PodView], live_ips: set[str],
-                    owner: ServiceRef) -> str | None:
+                    owner: ServiceRef, *, confirm: Confirm | None = None) -> str | None:
         """Remove our entries naming no live pod of ours, and per-IP configs at IPs no live pod of
         any InferenceService sharing the registry service holds.
 
-        `own_pods` and `live_ips` must come from reads of the API made for this sweep (never from a
-        watch cache, which may lag): the caller does not sweep at all when a read failed. An error
-        in the registry removes nothing. Returns an error message, or None when the sweep ran.
+        Without `confirm`, `own_pods` and `live_ips` must come from reads of the API made for this
+        sweep (never from a watch cache, which may lag). With it, they may be the watches' view:
+        it only says whether anything may be stale, and `confirm` then reads the API, whose answer
+        alone decides what goes. A failed read or an error in the registry removes nothing.
+        Returns an error message, or None when the sweep ran.
         """
         try:
             registry = await self.client(spec_registry)
         except (RegistryConfigError, RegistryError) as exc:
             return f"sweep skipped: {exc}"
         live_uids = {pod.uid for pod in own_pods if not pod.deleting}
-        return await self._remove(registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of")
+        return await self._remove(registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of",
+                                  confirm=confirm)
 
     async def remove_everything(self, registry: Registry, spec_registry: RegistrySpec, others_ips: set[str],
                                 owner: ServiceRef) -> None:
@@ -223,7 +257,8 @@ class Registrar:
         assert error is None
 
     async def _remove(self, registry: Registry, service: str, live_uids: set[str], live_ips: set[str],
-                      owner: ServiceRef, doing: str, *, raise_errors: bool = False) -> str | None:
+                      owner: ServiceRef, doing: str, *, raise_errors: bool = False,
+                      confirm: Confirm | None = None) -> str | None:
         try:
             listing = await registry.list_instances(service)
             config_ips = await registry.list_config_ips(service)
@@ -235,6 +270,17 @@ class Registrar:
         plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
         if plan.empty:
             return None
+        if confirm is not None:
+            # Something may be stale: only a read of the API made now says what is.
+            try:
+                own_pods, live_ips = await confirm()
+            except ReadFailed as exc:
+                return f"sweep skipped: {exc}"
+            live_uids = {pod.uid for pod in own_pods if not pod.deleting}
+            plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
+            if plan.empty:
+                return None
+        self.forget_sync()
         result = await apply_sweep(registry, service, plan)
         metrics.STALE_REMOVED.labels(registry.kind, "instance").inc(result.instances_removed)
         metrics.STALE_REMOVED.labels(registry.kind, "config").inc(result.configs_removed)

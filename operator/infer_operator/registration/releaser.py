@@ -51,6 +51,10 @@ def pod_reference(pod: PodView) -> dict[str, Any]:
 
 
 
+RECLAIM_AUDIT_SECONDS = 5.0  # a pod that left the watch and could not be taken back: audited this soon
+RECENT_SECONDS = 300.0  # a pod released this recently is not started again by a late event
+
+
 class Releases:
     """Background releases, one task per object uid at a time; an object just released is not
     started again for a while (late events still show the finalizer that was just removed)."""
@@ -58,14 +62,17 @@ class Releases:
     def __init__(self) -> None:
         self.tasks: dict[str, asyncio.Task] = {}
         self.recently_released: dict[str, float] = {}  # uid -> when its release finished
+        self.pruned_at = time.monotonic()
 
     def start(self, uid: str, name: str, release: Callable[[], Awaitable[bool]]) -> None:
         if uid in self.tasks:
             return
         now = time.monotonic()
-        self.recently_released = {u: at for u, at in self.recently_released.items() if now - at < 300}
-        if uid in self.recently_released:
+        if now - self.recently_released.get(uid, -RECENT_SECONDS) < RECENT_SECONDS:
             return
+        if now - self.pruned_at > RECENT_SECONDS:  # forget old releases now and then, not on every event
+            self.recently_released = {u: at for u, at in self.recently_released.items() if now - at < RECENT_SECONDS}
+            self.pruned_at = now
         task = asyncio.create_task(release(), name=name)
         self.tasks[uid] = task
 
@@ -119,23 +126,42 @@ class PodReleaser:
     async def reclaim(self, pod: PodView, views: Views) -> None:
         """A pod holding our finalizer has left the watch (its managed-by label was changed). A
         deleted one is released like any other; a live one gets the label back, so that the watch
-        sees it again and its deletion, whenever it comes, is not missed."""
-        if pod.deleting:
-            self.handle(pod, views)
-            return
-        patch = {"metadata": {"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
-                              "resourceVersion": pod.resource_version}}
-        try:
-            await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name, patch)
-        except KubeError as exc:
-            if not (exc.not_found or exc.conflict):  # gone, or changed again: the next audit looks again
+        sees it again and its deletion, whenever it comes, is not missed. A pod that changed
+        meanwhile is read again (it may be being deleted by now); when that does not settle it, the
+        service's loop audits its pods soon, which finds it."""
+        for _ in range(3):
+            if pod.deleting:
+                self.handle(pod, views)
+                return
+            if pod.managed or labels.POD_FINALIZER not in pod.finalizers:
+                return  # back in the watch, or nothing of ours holds it
+            patch = {"metadata": {"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+                                  "resourceVersion": pod.resource_version}}
+            try:
+                await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name, patch)
+            except KubeError as exc:
+                if exc.not_found:
+                    return
+                if exc.conflict:
+                    try:
+                        body = await self.kube.get(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name)
+                    except KubeError as again:
+                        if again.not_found:
+                            return
+                        break
+                    if body["metadata"].get("uid") != pod.uid:
+                        return  # a namesake: the one that left is gone
+                    pod = PodView.from_body(body)
+                    continue
                 log.warning(f"Could not put the {labels.LABEL_MANAGED_BY} label back on pod "
                             f"{pod.namespace}/{pod.name}: {exc}")
+                break
+            message = (f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
+                       f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again")
+            log.info(f"{message}.")
+            self.post(pod_reference(pod), "Normal", "Relabelled", message)
             return
-        message = (f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
-                   f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again")
-        log.info(f"{message}.")
-        self.post(pod_reference(pod), "Normal", "Relabelled", message)
+        self.services.request_audit(pod.namespace, pod.service, RECLAIM_AUDIT_SECONDS)
 
     async def close(self) -> None:
         await self.releases.close()
@@ -225,8 +251,10 @@ class PodReleaser:
 
     async def _remove_finalizer(self, pod: PodView) -> bool:
         try:
+            # The pod as its deletion event showed it: one PATCH, and a GET only when it changed since.
+            known = {"uid": pod.uid, "finalizers": list(pod.finalizers), "resourceVersion": pod.resource_version}
             return await remove_finalizer(self.kube, kinds.POD, pod.namespace, pod.name, labels.POD_FINALIZER,
-                                          uid=pod.uid)
+                                          uid=pod.uid, known=known)
         except KubeError as exc:
             log.error(f"Could not release pod {pod.namespace}/{pod.name} from {labels.POD_FINALIZER}: {exc}")
             metrics.INCOMPLETE_CLEANUPS.labels("Pod", "FinalizerNotRemoved").inc()

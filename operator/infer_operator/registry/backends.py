@@ -9,7 +9,7 @@ the CRD, the reference docs and the registrar all derive from `BACKENDS`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import time
@@ -94,6 +94,12 @@ class Measured(Registry):
 
     async def delete_config(self, service: str, ip: str) -> None:
         await self._timed("delete_config", self.inner.delete_config(service, ip))
+
+    async def lookup(self, service: str, ip: str, port: int) -> Instance | None:
+        return await self._timed("lookup", self.inner.lookup(service, ip, port))
+
+    async def delete_configs(self, service: str, ips: Sequence[str]) -> dict[str, str]:
+        return await self._timed("delete_configs", self.inner.delete_configs(service, ips))
 
     async def identity(self) -> str:
         return await self._timed("identity", self.inner.identity())

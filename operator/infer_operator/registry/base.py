@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import Instance, Listing
+from .model import Instance, Listing, RegistryError
 
 
 class Registry(abc.ABC):
@@ -43,6 +43,25 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     async def delete_config(self, service: str, ip: str) -> None:
         """Remove the per-IP config; absent is success."""
+
+    async def lookup(self, service: str, ip: str, port: int) -> Instance | None:
+        """The entry at ip:port as the registry has it now (None: absent, or not our JSON): the
+        read-back after a deregistration. Backends that can read one key override this; the
+        default reads the whole listing."""
+        listing = await self.list_instances(service)
+        return next((i for i in listing.instances if i.ip == ip and i.port == port), None)
+
+    async def delete_configs(self, service: str, ips: Sequence[str]) -> dict[str, str]:
+        """Remove the per-IP configs of `ips` (absent is success); returns {ip: error} for those
+        that may still be there. Backends that can batch deletes override this (etcd: bounded
+        transactions); the default deletes one after another."""
+        errors: dict[str, str] = {}
+        for ip in ips:
+            try:
+                await self.delete_config(service, ip)
+            except (RegistryError, ValueError) as exc:
+                errors[ip] = str(exc)
+        return errors
 
     @abc.abstractmethod
     async def close(self) -> None: ...

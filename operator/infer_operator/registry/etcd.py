@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "/services"
 DEFAULT_ETCD_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# Per-IP configs removed per transaction: two operations each (the key and the keys below it),
+# within etcd's default --max-txn-ops of 128. One transaction per config made a sweep of 10,000
+# stale configs take 13.5 s of round trips.
+CONFIG_DELETES_PER_TXN = 64
 
 # gRPC status codes as returned in the gateway's JSON error body
 _GRPC_UNAUTHENTICATED = 16
@@ -134,6 +138,10 @@ class EtcdRegistry(Registry):
         self._token: Secret | None = None
         self._auth_lock = asyncio.Lock()
         self._preferred = 0  # index of the endpoint that answered last
+        # Instance key -> (mod revision, pod uid) as this client last wrote or listed it, so that a
+        # deregistration can delete the entry in one conditional transaction. A stale record only
+        # fails the comparison (and the entry is read first, as without it).
+        self._versions: dict[str, tuple[int, str]] = {}
         self._cluster_id: str | None = None  # from any response header
 
     # ---- description -------------------------------------------------------------------------
@@ -170,18 +178,35 @@ class EtcdRegistry(Registry):
     async def register(self, service: str, instance: Instance) -> None:
         instance.validate()
         key = self.instance_key(service, instance.ip, instance.port)
-        await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(instance.to_json())}, f"put {key}")
+        data = await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(instance.to_json())}, f"put {key}")
+        self._remember(key, data, instance.uid)
 
     async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
         key = self.instance_key(service, ip, port)
         if uid is None:
             await self._call("/v3/kv/deleterange", {"key": _b64(key)}, f"delete {key}")
+            self._versions.pop(key, None)
             return
+        known = self._versions.get(key)
+        if known is not None and known[1] == uid:
+            # The version this client wrote or listed names the pod: delete it if it is still that
+            # version, in one round trip.
+            if await self._txn([_unchanged(_KV(key, b"", known[0]))], [_delete(key)], f"delete {key} of pod {uid}"):
+                self._versions.pop(key, None)
+                return
         found = await self._range(key, prefix=False, keys_only=False)
         if not found or _names_pod(found[0].value) != uid:
             return  # gone already, or another pod's entry now (a reused address), or not ours
         # Delete only the version read: a new holder writing the key meanwhile keeps its entry.
         await self._txn([_unchanged(found[0])], [_delete(key)], f"delete {key} of pod {uid}")
+        self._versions.pop(key, None)
+
+    def _remember(self, key: str, response: dict[str, Any], uid: str) -> None:
+        """A write of an instance entry succeeded: its mod revision is the response's revision."""
+        try:
+            self._versions[key] = (int((response.get("header") or {})["revision"]), uid)
+        except (KeyError, TypeError, ValueError):
+            self._versions.pop(key, None)
 
     async def claim(self, service: str, instance: Instance) -> None:
         instance.validate()
@@ -194,9 +219,11 @@ class EtcdRegistry(Registry):
             compare.append({"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
         success = [_delete(key), _delete(key + "/", prefix=True),
                    {"request_put": {"key": _b64(entry), "value": _b64(instance.to_json())}}]
-        if not await self._txn(compare, success, f"claim {instance.ip} for {instance.pod}"):
+        data = await self._txn(compare, success, f"claim {instance.ip} for {instance.pod}")
+        if data is None:
             raise self._err(f"etcd claim of {instance.ip}: its per-IP config changed while the previous "
                             f"holder's was being removed; retrying on the next pass")
+        self._remember(entry, data, instance.uid)
 
     async def identity(self) -> str:
         if self._cluster_id is None:
@@ -207,7 +234,10 @@ class EtcdRegistry(Registry):
     async def list_instances(self, service: str) -> Listing:
         pfx = self.instances_prefix(service)
         listing = Listing()
-        for kv in await self._range(pfx, prefix=True, keys_only=False):
+        found = await self._range(pfx, prefix=True, keys_only=False)
+        for key in [k for k in self._versions if k.startswith(pfx)]:
+            self._versions.pop(key)  # what the listing shows replaces what was known of the service
+        for kv in found:
             key = kv.key
             name = key[len(pfx):]
             try:
@@ -219,6 +249,7 @@ class EtcdRegistry(Registry):
                 listing.malformed.append(key)
                 continue
             listing.instances.append(inst)
+            self._versions[key] = (kv.mod_revision, inst.uid)
         return listing
 
     async def list_config_ips(self, service: str) -> set[str]:
@@ -230,11 +261,40 @@ class EtcdRegistry(Registry):
                 ips.add(ip)
         return ips
 
+    async def lookup(self, service: str, ip: str, port: int) -> Instance | None:
+        key = self.instance_key(service, ip, port)
+        found = await self._range(key, prefix=False, keys_only=False)
+        if not found:
+            return None
+        try:
+            return Instance.from_json(found[0].value)
+        except MalformedEntry:
+            return None
+
     async def delete_config(self, service: str, ip: str) -> None:
         key = self.config_key(service, ip)
-        sub = key + "/"
         # One transaction: the exact key and everything below "{key}/".
-        await self._txn([], [_delete(key), _delete(sub, prefix=True)], f"delete config {key}")
+        await self._txn([], _config_deletes(key), f"delete config {key}")
+
+    async def delete_configs(self, service: str, ips: Sequence[str]) -> dict[str, str]:
+        """Bounded transactions of CONFIG_DELETES_PER_TXN configs each; a failed transaction
+        removed none of its configs (etcd applies a transaction whole or not at all), and they
+        are reported as not removed."""
+        errors: dict[str, str] = {}
+        keys: list[tuple[str, str]] = []
+        for ip in ips:
+            try:
+                keys.append((ip, self.config_key(service, ip)))
+            except ValueError as exc:
+                errors[ip] = str(exc)
+        for start in range(0, len(keys), CONFIG_DELETES_PER_TXN):
+            batch = keys[start:start + CONFIG_DELETES_PER_TXN]
+            operations = [op for _, key in batch for op in _config_deletes(key)]
+            try:
+                await self._txn([], operations, f"delete {len(batch)} per-IP config(s) of {service}")
+            except RegistryError as exc:
+                errors.update((ip, str(exc)) for ip, _ in batch)
+        return errors
 
     async def close(self) -> None:
         if self._session is not None:
@@ -266,10 +326,11 @@ class EtcdRegistry(Registry):
             out.append(_KV(name, value, revision))
         return out
 
-    async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]], what: str) -> bool:
-        """One transaction; whether its comparisons held (and so its operations ran)."""
+    async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]], what: str
+                   ) -> dict[str, Any] | None:
+        """One transaction: its response when its comparisons held (and so its operations ran), else None."""
         data = await self._call("/v3/kv/txn", {"compare": compare, "success": success, "failure": []}, what)
-        return bool(data.get("succeeded")) or not compare
+        return data if data.get("succeeded") or not compare else None
 
     def _secrets(self) -> list[str | None]:
         return [
@@ -395,6 +456,11 @@ def _delete(key: str, *, prefix: bool = False) -> dict[str, Any]:
     if prefix:
         request["range_end"] = prefix_range_end(key)
     return {"request_delete_range": request}
+
+
+def _config_deletes(key: str) -> list[dict[str, Any]]:
+    """A per-IP config: the exact key and everything below "{key}/" (never "{key}0")."""
+    return [_delete(key), _delete(key + "/", prefix=True)]
 
 
 def _names_pod(value: bytes) -> str | None:
