@@ -215,6 +215,31 @@ async def test_a_live_pod_that_lost_its_managed_by_label_gets_it_back():
     assert [e[1] for e in setup.events] == ["Relabelled"]
 
 
+async def test_the_watch_shows_the_pod_as_it_was_so_it_is_read_before_it_is_taken_back():
+    # The API server's DELETED event for a pod that stopped matching the label selector carries
+    # its previous state: our label still on. Only a read shows the label is gone.
+    setup = Setup()
+    meta = {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
+            "labels": {**labels.common_labels(NAME), labels.LABEL_MANAGED_BY: "someone-else"}}
+    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": {"podIP": "10.0.0.11"}})
+    as_it_was = PodView.from_body({**body, "metadata": {**body["metadata"], "labels": labels.common_labels(NAME)}})
+    assert as_it_was.managed
+    await setup.releaser.reclaim(as_it_was, Views({}, {}), read_first=True)
+    pod_labels = setup.kube.obj("v1", "Pod", NS, f"{NAME}-1")["metadata"]["labels"]
+    assert pod_labels[labels.LABEL_MANAGED_BY] == labels.MANAGED_BY
+    assert [e[1] for e in setup.events] == ["Relabelled"]
+
+
+async def test_a_pod_read_back_with_our_label_is_left_alone():
+    setup = Setup()
+    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
+                                        "labels": labels.common_labels(NAME)},
+                           "status": {"podIP": "10.0.0.11"}})
+    await setup.releaser.reclaim(PodView.from_body(body), Views({}, {}), read_first=True)
+    assert setup.events == [] and setup.kube.obj("v1", "Pod", NS, f"{NAME}-1") == body
+
+
 async def test_a_deleted_pod_that_left_the_watch_is_released():
     setup = Setup()
     pod = setup.deleted_pod()

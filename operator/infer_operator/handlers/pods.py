@@ -32,8 +32,9 @@ async def pod_changed(event: dict[str, Any], body: kopf.Body, namespace: str, po
     views = Views(pods_by_service, services_by_place)
     if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers and not pod.deleting:
         # A pod is only ever removed after its deletion started: one that was never deleted but
-        # leaves the watch holding our finalizer had its labels changed. Take it back.
-        await RUNTIME.releaser.reclaim(pod, views)
+        # leaves the watch holding our finalizer had its labels changed. Take it back (the event
+        # shows it as it was before the change, so it is read again first).
+        await RUNTIME.releaser.reclaim(pod, views, read_first=True)
     elif pod.deleting:
         # Deregistration starts at once, not on the service loop's next pass.
         RUNTIME.releaser.handle(pod, views)

@@ -123,12 +123,26 @@ class PodReleaser:
         if pod.deleting and labels.POD_FINALIZER in pod.finalizers:
             self.releases.start(pod.uid, f"release {pod.namespace}/{pod.name}", lambda: self._release(pod, views))
 
-    async def reclaim(self, pod: PodView, views: Views) -> None:
+    async def reclaim(self, pod: PodView, views: Views, *, read_first: bool = False) -> None:
         """A pod holding our finalizer has left the watch (its managed-by label was changed). A
         deleted one is released like any other; a live one gets the label back, so that the watch
         sees it again and its deletion, whenever it comes, is not missed. A pod that changed
         meanwhile is read again (it may be being deleted by now); when that does not settle it, the
-        service's loop audits its pods soon, which finds it."""
+        service's loop audits its pods soon, which finds it.
+
+        `read_first`: `pod` is what the watch last saw, not what is there now. The API server's
+        DELETED event for an object that stopped matching a label selector carries its previous
+        state (our label still on), so the pod is read before anything is decided."""
+        if read_first:
+            try:
+                body = await self.kube.get(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name)
+            except KubeError as exc:
+                if not exc.not_found:
+                    self.services.request_audit(pod.namespace, pod.service, RECLAIM_AUDIT_SECONDS)
+                return
+            if body["metadata"].get("uid") != pod.uid:
+                return  # a namesake: the one that left is gone
+            pod = PodView.from_body(body)
         for _ in range(3):
             if pod.deleting:
                 self.handle(pod, views)
