@@ -7,6 +7,8 @@ bench/results/<name>.json and print a short table.
     sweep            10,000 stale + 4,000 live per-IP configs: time to remove the stale ones
     memory           operator RSS every 10 s under churn; growth per hour
     realpods         sync pod deletions on the real node: deregistered / drain ended / SIGTERM times
+    lossless         requests and jobs lost per lifecycle event on the real node: the operator vs
+                     the seeds' script vs a plain StatefulSet
     quick            the quick subset (`make bench`): reduced sizes of sweep, deregistration and apply
 
 The local control plane ($INFER_OPERATOR_CLUSTER_DIR, default /tmp/bench-cluster) is started if
@@ -67,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--deletions", type=int, default=20)
     r.add_argument("--replicas", type=int, default=3)
 
+    lo = sub.add_parser("lossless")
+    lo.add_argument("--worlds", default="operator,seed_script,plain",
+                    help="comma-separated: operator, seed_script, plain")
+    lo.add_argument("--rps", type=float, default=10.0, help="requests per second from each consumer")
+    lo.add_argument("--jobs", type=float, default=4.0, help="jobs pushed per second")
+
     sub.add_parser("quick")
     return p
 
@@ -104,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import realpods
 
             realpods.main(args)
+        elif args.name == "lossless":
+            from bench import lossless
+
+            lossless.main(args)
         elif args.name == "memory":
             from bench import memory
 

@@ -254,13 +254,19 @@ class JobProducer:
         return total
 
     async def report(self) -> JobReport:
+        """What became of the jobs pushed: a job not done is lost unless it is still queued or
+        in a worker's hand (a service with no async pod left keeps its jobs queued, not lost)."""
         done = await self.client.hgetall(f"{self.queue}:done")
         pushed = set(self.pushed)
-        counts = [int(done.get(job, 0)) for job in pushed]
-        return JobReport(pushed=len(pushed), done_once=sum(1 for c in counts if c == 1),
-                         done_twice_or_more=sum(1 for c in counts if c > 1),
-                         lost=sum(1 for c in counts if c == 0), queued=await self.client.llen(self.queue),
-                         in_hand=await self._in_hand())
+        counts = {job: int(done.get(job, 0)) for job in pushed}
+        queued = set(await self.client.lrange(self.queue, 0, -1)) & pushed
+        in_hand: set[str] = set()
+        async for key in self.client.scan_iter(f"{self.queue}:processing:*"):
+            in_hand |= set(await self.client.lrange(key, 0, -1)) & pushed
+        return JobReport(pushed=len(pushed), done_once=sum(1 for c in counts.values() if c == 1),
+                         done_twice_or_more=sum(1 for c in counts.values() if c > 1),
+                         lost=sum(1 for job, c in counts.items() if c == 0 and job not in queued | in_hand),
+                         queued=len(queued), in_hand=len(in_hand))
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -148,3 +148,16 @@ async def test_jobs_are_counted_once_when_workers_exit_gracefully_and_lost_nowhe
         await producer.close()
     assert report.pushed == 150 and report.done_once == 150, report.as_dict()
     assert (report.lost, report.done_twice_or_more) == (0, 0)
+
+
+async def test_jobs_waiting_for_a_worker_are_queued_not_lost(redis_server):
+    """With no async pod (a service scaled down to its sync pods) jobs wait in the queue; only a
+    job neither done, queued nor in a worker's hand counts as lost."""
+    producer = JobProducer(redis_server.url, queue="idle")
+    try:
+        await producer.run(rate=100, duration=1, limit=5, stop=asyncio.Event())
+        await producer.client.lrem("idle", 1, producer.pushed[0])  # one vanishes: taken and dropped
+        report = await producer.report()
+    finally:
+        await producer.close()
+    assert (report.pushed, report.queued, report.lost, report.done_once) == (5, 4, 1, 0), report.as_dict()
