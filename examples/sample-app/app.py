@@ -13,8 +13,9 @@ otherwise derived from INFER_ORDINAL < INFER_SYNC_REPLICAS, as the pod contract 
 - async: loads its "model" likewise, then works a Redis queue ($REDIS_URL, default
          redis://127.0.0.1:6379/0; list $QUEUE, default "jobs") with the reliable-queue pattern:
          a job is moved atomically to this pod's own processing list (BLMOVE), worked for
-         $WORK_SECONDS, recorded (HINCRBY on the hash "$QUEUE:done", so a job done twice shows),
-         and only then removed from the processing list. On start, a worker puts back what its
+         $WORK_SECONDS, then acknowledged by one script that removes it from the processing
+         list and, only if it was there, records it (HINCRBY on the hash "$QUEUE:done", so a job
+         done twice shows; a repeated acknowledgement records nothing). On start, a worker puts back what its
          pod name's processing list still holds (left by a crash of the pod of the same name),
          so no job is lost. It writes $READY_FILE (default /tmp/worker-ready) once it takes jobs.
          On SIGTERM: take no new job, finish the one in hand, exit 0.
@@ -152,6 +153,14 @@ def run_sync() -> int:
 
 # -- async role --------------------------------------------------------------------------------
 
+ACKNOWLEDGE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+end
+return 0
+"""
+
+
 def run_async() -> int:
     import redis  # the async role needs it; the sync role runs without
 
@@ -164,6 +173,7 @@ def run_async() -> int:
     work_seconds = float(os.environ.get("WORK_SECONDS", "0.2"))
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                                   socket_timeout=5, socket_connect_timeout=5)
+    acknowledge = client.register_script(ACKNOWLEDGE)
     load_model()
     # Jobs a crashed pod of this name had taken but not finished go back to the queue.
     while not shutting_down.is_set() and client.lmove(processing, queue, "RIGHT", "RIGHT") is not None:
@@ -177,10 +187,11 @@ def run_async() -> int:
             if job is None:
                 continue
             time.sleep(work_seconds)  # "inference": a job in hand is always finished
-            pipe = client.pipeline(transaction=True)
-            pipe.hincrby(done, job, 1)
-            pipe.lrem(processing, 1, job)
-            pipe.execute()
+            # The acknowledgement is one script that records the job only if it takes it off this
+            # pod's processing list: a client that sends it again (redis-py repeats a command or
+            # transaction after a connection error or timeout, which may come after the server
+            # executed it) records nothing the second time.
+            acknowledge(keys=[processing, done], args=[job])
             processed += 1
     finally:
         ready_file.unlink(missing_ok=True)

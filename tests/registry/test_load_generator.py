@@ -161,3 +161,25 @@ async def test_jobs_waiting_for_a_worker_are_queued_not_lost(redis_server):
     finally:
         await producer.close()
     assert (report.pushed, report.queued, report.lost, report.done_once) == (5, 4, 1, 0), report.as_dict()
+
+
+async def test_an_acknowledgement_sent_twice_records_the_job_once(redis_server):
+    """redis-py sends a command again after a connection error or a timeout, which may come after
+    the server executed it: the app's acknowledgement must record a job once however often it
+    arrives, and a job it no longer holds not at all."""
+    import importlib.util
+
+    import redis
+
+    spec = importlib.util.spec_from_file_location("sample_app", Path(APP))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        acknowledge = client.register_script(module.ACKNOWLEDGE)
+        client.lpush("q:processing:p-0", "job-1")
+        assert [acknowledge(keys=["q:processing:p-0", "q:done"], args=["job-1"]) for _ in range(2)] == [1, 0]
+        assert acknowledge(keys=["q:processing:p-0", "q:done"], args=["job-2"]) == 0
+        assert client.hgetall("q:done") == {"job-1": "1"} and client.llen("q:processing:p-0") == 0
+    finally:
+        client.close()
