@@ -186,11 +186,10 @@ def fill_ip_holes_below(kube: Kube, namespace: str, ip: str, limit: int = 200) -
 
     target = ipaddress.ip_address(ip)
     for count in range(1, limit + 1):
-        name = f"ip-filler-{count}"
-        kube.core.create_namespaced_pod(namespace, {
-            "metadata": {"name": name},
+        name = kube.core.create_namespaced_pod(namespace, {
+            "metadata": {"generateName": "ip-filler-"},
             "spec": {"containers": [{"name": "c", "image": "registry.example/filler:1"}],
-                     "terminationGracePeriodSeconds": 0}})
+                     "terminationGracePeriodSeconds": 0}}).metadata.name
         got = wait_for(lambda n=name: kube.core.read_namespaced_pod(n, namespace).status.pod_ip, timeout=30,
                        message=f"filler {name} has an IP")
         if ipaddress.ip_address(got) > target:

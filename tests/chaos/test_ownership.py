@@ -171,6 +171,31 @@ def test_a_deleted_service_cleans_the_place_it_moved_from_too(kube, namespace, e
     assert not etcd_instances(etcd, "old") and not etcd_instances(etcd, "new")
 
 
+def _replace_while_registry_stopped(kube, namespace: str, old):
+    """Delete `old` (llm-1) and return its successor once it has an IP; the successor is scheduled
+    only after `old` is gone, so that KWOK has freed the address by then. The old pod must be
+    released after the deregistration timeout, with an event."""
+    with nodes_cordoned(kube):
+        kube.core.delete_namespaced_pod("llm-1", namespace)
+
+        def waiting():
+            pod = kube.pods(namespace, "llm").get("llm-1")
+            return pod if pod and pod.metadata.uid != old.metadata.uid else None
+
+        wait_for(waiting, timeout=60, message="the old llm-1 gone and its replacement created")
+
+    def replaced():
+        pod = kube.pods(namespace, "llm").get("llm-1")
+        return pod if pod and pod.metadata.uid != old.metadata.uid and pod.status.pod_ip else None
+
+    new = wait_for(replaced, timeout=60, message="llm-1 recreated with an IP")
+    # Events are posted in the background: wait for it (the registry is still stopped).
+    wait_for(lambda: [e for e in kube.core.list_namespaced_event(namespace).items
+                      if e.reason == "DeregistrationTimedOut" and e.involved_object.uid == old.metadata.uid],
+             timeout=30, message="the old pod was released after the timeout, with an event")
+    return new
+
+
 def test_a_new_holder_of_an_ip_never_inherits_the_config_of_the_pod_that_had_it(kube, namespace, etcd, operators,
                                                                                figures):
     """Case 4: the config of a pod deleted while etcd was stopped stays behind; the new pod that
@@ -178,33 +203,24 @@ def test_a_new_holder_of_an_ip_never_inherits_the_config_of_the_pod_that_had_it(
     operators("--deregister-timeout", "3")
     kube.create_isvc(namespace, isvc_body("llm", replicas=2, syncReplicas=2, registry=etcd_registry(etcd)))
     wait_for(lambda: len(etcd_instances(etcd, "llm")) == 2, timeout=60, message="2 registered")
-    old = kube.pods(namespace, "llm")["llm-1"]
-    ip = old.status.pod_ip
-    fill_ip_holes_below(kube, namespace, ip)  # so that the new pod gets this IP back
-    etcd.put(f"/services/llm/config/{ip}", json.dumps({"weight": 0, "enabled": False}))
-    os.kill(etcd.proc.pid, signal.SIGSTOP)
-    try:
-        with nodes_cordoned(kube):
-            kube.core.delete_namespaced_pod("llm-1", namespace)
-
-            def waiting():
-                pod = kube.pods(namespace, "llm").get("llm-1")
-                return pod if pod and pod.metadata.uid != old.metadata.uid else None
-
-            wait_for(waiting, timeout=60, message="the old llm-1 gone and its replacement created")
-
-        def replaced():
-            pod = kube.pods(namespace, "llm").get("llm-1")
-            return pod if pod and pod.metadata.uid != old.metadata.uid and pod.status.pod_ip else None
-
-        new = wait_for(replaced, timeout=60, message="llm-1 recreated with an IP")
-        timed_out = [e for e in kube.core.list_namespaced_event(namespace).items
-                     if e.reason == "DeregistrationTimedOut" and e.involved_object.uid == old.metadata.uid]
-        assert timed_out, "the old pod was released after the timeout, with an event"
-    finally:
-        os.kill(etcd.proc.pid, signal.SIGCONT)
-    if new.status.pod_ip != ip:
-        pytest.fail(f"KWOK gave the new pod another IP ({new.status.pod_ip}, was {ip}): the case needs reuse")
+    # KWOK decides addresses, and now and then hands the replacement another one: the case is
+    # tried again (bounded) until the new pod holds the old one's address.
+    for attempt in range(1, 4):
+        old = kube.pods(namespace, "llm")["llm-1"]
+        ip = old.status.pod_ip
+        fill_ip_holes_below(kube, namespace, ip)  # so that the new pod gets this IP back
+        etcd.put(f"/services/llm/config/{ip}", json.dumps({"weight": 0, "enabled": False}))
+        os.kill(etcd.proc.pid, signal.SIGSTOP)
+        try:
+            new = _replace_while_registry_stopped(kube, namespace, old)
+        finally:
+            os.kill(etcd.proc.pid, signal.SIGCONT)
+        if new.status.pod_ip == ip:
+            break
+        wait_for(lambda n=new: etcd_instances(etcd, "llm").get(f"{n.status.pod_ip}:8000", {}).get("uid")
+                 == n.metadata.uid, timeout=60, message="the replacement registered before the next try")
+    else:
+        pytest.fail(f"KWOK gave the new pod another IP three times (last {new.status.pod_ip}, was {ip})")
     started = time.monotonic()
 
     def registered_clean():
@@ -227,4 +243,4 @@ def test_a_new_holder_of_an_ip_never_inherits_the_config_of_the_pod_that_had_it(
     assert_stays(lambda: etcd.get(f"/services/llm/config/{ip}") == b'{"weight": 50}', duration=12,
                  message="the new holder's own config was removed")
     assert etcd_instances(etcd, "llm")[f"{ip}:8000"] == expected_entries(kube, namespace, "llm")[f"{ip}:8000"]
-    figures.update(reused_ip=1, registered_after_resume_s=time.monotonic() - started)
+    figures.update(reused_ip=1, tries=attempt, registered_after_resume_s=time.monotonic() - started)
