@@ -178,15 +178,25 @@ class World:
     def delete(self) -> None:
         raise NotImplementedError
 
-    def set_replicas(self, replicas: int) -> None:
+    def _patch(self) -> None:
+        """Write the world's current sizes, split and template to its object."""
         raise NotImplementedError
 
+    def set_replicas(self, replicas: int) -> None:
+        self.replicas = replicas
+        self._patch()
+
     def set_sync(self, sync: int) -> None:
-        raise NotImplementedError
+        # In the StatefulSet worlds the split lives in the template's env: every pod rolls.
+        self.sync = sync
+        self._patch()
 
     def roll(self, *, model_load_seconds: float | None = None) -> None:
         """A template change: every pod restarts (optionally with a slower model load)."""
-        raise NotImplementedError
+        self.revision += 1
+        if model_load_seconds is not None:
+            self.model_load_seconds = model_load_seconds
+        self._patch()
 
     def delete_pod(self, name: str) -> None:
         self.env.core.delete_namespaced_pod(name, self.env.namespace)
@@ -237,20 +247,6 @@ class OperatorWorld(World):
             labels.GROUP, labels.VERSION, self.env.namespace, labels.PLURAL, self.name,
             {"spec": {"replicas": spec["replicas"], "syncReplicas": spec["syncReplicas"], "template": spec["template"],
                       "registry": spec["registry"]}})
-
-    def set_replicas(self, replicas: int) -> None:
-        self.replicas = replicas
-        self._patch()
-
-    def set_sync(self, sync: int) -> None:
-        self.sync = sync
-        self._patch()
-
-    def roll(self, *, model_load_seconds: float | None = None) -> None:
-        self.revision += 1
-        if model_load_seconds is not None:
-            self.model_load_seconds = model_load_seconds
-        self._patch()
 
     def up_to_date(self, live: dict[str, Any]) -> bool:
         body = self.env.custom.get_namespaced_custom_object(labels.GROUP, labels.VERSION, self.env.namespace,
@@ -328,21 +324,6 @@ class StatefulSetWorld(World):
         sts = self.statefulset()
         self.env.apps.patch_namespaced_stateful_set(self.name, self.env.namespace, {
             "spec": {"replicas": sts["spec"]["replicas"], "template": sts["spec"]["template"]}})
-
-    def set_replicas(self, replicas: int) -> None:
-        self.replicas = replicas
-        self._patch()
-
-    def set_sync(self, sync: int) -> None:
-        # The split lives in the template's env: a StatefulSet rolls every pod to change it.
-        self.sync = sync
-        self._patch()
-
-    def roll(self, *, model_load_seconds: float | None = None) -> None:
-        self.revision += 1
-        if model_load_seconds is not None:
-            self.model_load_seconds = model_load_seconds
-        self._patch()
 
     def up_to_date(self, live: dict[str, Any]) -> bool:
         sts = self.env.apps.read_namespaced_stateful_set(self.name, self.env.namespace)
