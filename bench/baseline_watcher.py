@@ -2,7 +2,9 @@
 
 One plain pods watch (label selector, aiohttp, no kopf), and one etcd delete of
 ``{prefix}/{service}/instances/{ip}:{port}`` per pod the moment it gets a deletionTimestamp (or is
-DELETED). No read-back confirmation, no per-IP config removal, no finalizer, no retries.
+DELETED). With --trace, the same stages as the operator's trace (bench/instrumented.py): when the
+event arrived, when the delete was sent and when it returned. No read-back confirmation, no
+per-IP config removal, no finalizer, no retries.
 
     python bench/baseline_watcher.py --kubeconfig K --namespace NS --selector bench=baseline \
         --etcd http://127.0.0.1:2379 --prefix /baseline --service base --port 8000
@@ -15,6 +17,7 @@ import asyncio
 import base64
 import json
 import ssl
+import time
 
 import aiohttp
 from kubernetes import config as kube_config
@@ -37,10 +40,18 @@ async def run(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as kube, \
             aiohttp.ClientSession() as etcd:
 
-        async def deregister(ip: str) -> None:
+        trace = open(args.trace, "a", buffering=1) if args.trace else None
+
+        def mark(stage: str, uid: str) -> None:
+            if trace:
+                trace.write(json.dumps({"stage": stage, "uid": uid, "t": time.monotonic()}) + "\n")
+
+        async def deregister(ip: str, uid: str) -> None:
             key = f"{args.prefix}/{args.service}/instances/{ip}:{args.port}"
+            mark("sent", uid)
             async with etcd.post(args.etcd + "/v3/kv/deleterange", json={"key": b64(key)}) as resp:
                 await resp.read()
+            mark("deleted", uid)
 
         rv = None
         while True:
@@ -65,7 +76,8 @@ async def run(args: argparse.Namespace) -> None:
                         if ip and (meta.get("deletionTimestamp") or event["type"] == "DELETED") \
                                 and meta["uid"] not in done:
                             done.add(meta["uid"])
-                            asyncio.create_task(deregister(ip))
+                            mark("arrived", meta["uid"])
+                            asyncio.create_task(deregister(ip, meta["uid"]))
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 await asyncio.sleep(0.2)
 
@@ -79,6 +91,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="/baseline")
     parser.add_argument("--service", default="base")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--trace", help="append each deletion's stages (JSON lines, monotonic clock) here")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -414,10 +414,12 @@ class InstrumentedOperator(OperatorProcess):
     port), as a subprocess; sampled with psutil."""
 
     def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, *extra: str,
-                 source: Path | None = None):
+                 source: Path | None = None, env: dict[str, str] | None = None):
         # `source`: a checkout of another version whose operator/ is run instead of this one's (a
         # same-run baseline); its package shadows the installed one on PYTHONPATH.
-        env = {"PYTHONPATH": os.pathsep.join([str(source / "operator"), str(ROOT)])} if source is not None else None
+        env = dict(env or {})
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(source / "operator"), str(ROOT)])
         super().__init__(kubeconfig, log_path, *extra, namespaces=namespaces, metrics=True,
                          module="bench.instrumented", env=env)
 

@@ -20,6 +20,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import (PORT, PREFIX, EtcdWatch, InstrumentedOperator, Kube, PodTracker, Result, apply_isvc,
@@ -47,6 +48,8 @@ class Side:
         self.tracker = PodTracker(kube, namespace, selector)
         self.key_base = key_base
         self.replicas = replicas
+        self.timeline: dict[str, dict[str, float]] = {}  # pod uid -> {"response", "gone"}: monotonic s
+        self.bursting = False
 
     def key(self, pod: dict) -> str:
         return f"{self.key_base}/instances/{pod_ip(pod)}:{PORT}"
@@ -73,6 +76,7 @@ class Side:
             return None
         t_gone = self.etcdw.deleted_at[key][seen]
         out = {"from_request": t_gone - t_req, "from_response": t_gone - t_resp}
+        self.timeline[meta["uid"]] = {"response": t_resp, "gone": t_gone, "burst": float(self.bursting)}
         bmeta = (body or {}).get("metadata") or {}
         if bmeta.get("deletionTimestamp"):
             api_time = parse_ts(bmeta["deletionTimestamp"]) - int(bmeta.get("deletionGracePeriodSeconds") or 0)
@@ -95,6 +99,7 @@ class Side:
                 single.append(result)
         log(f"{self.name}: {len(single)} single deletions done")
         burst_results: list[dict[str, float]] = []
+        self.bursting = True
         for b in range(bursts):
             await self.wait_steady()
             await asyncio.sleep(1)
@@ -108,6 +113,26 @@ class Side:
                     for k in ("from_response", "from_request", "from_deletion_timestamp")}
 
         return {"single": figures(single), "burst": figures(burst_results)}
+
+    def stages(self, trace: Path) -> dict[str, Any]:
+        """Where the time went, per deletion, from the controller's trace (bench/instrumented.py,
+        baseline_watcher.py --trace) joined by uid: DELETE response -> watch event arrived ->
+        release started -> registry delete sent -> that delete returned, and -> key gone."""
+        marks: dict[str, dict[str, float]] = {}
+        for line in trace.read_text().splitlines() if trace.exists() else []:
+            row = json.loads(line)
+            marks.setdefault(row["uid"], {}).setdefault(row["stage"], row["t"])
+        spans = {"response_to_arrived": ("response", "arrived"), "arrived_to_handled": ("arrived", "handled"),
+                 "handled_to_sent": ("handled", "sent"), "arrived_to_sent": ("arrived", "sent"),
+                 "sent_to_deleted": ("sent", "deleted"), "sent_to_gone": ("sent", "gone")}
+        out: dict[str, Any] = {"single": {}, "burst": {}}
+        for mode, flag in (("single", 0.0), ("burst", 1.0)):
+            for name, (a, b) in spans.items():
+                values = [t[b] - t[a] for uid, times in self.timeline.items() if times["burst"] == flag
+                          and a in (t := {**times, **marks.get(uid, {})}) and b in t]
+                if values:
+                    out[mode][name] = summary(values)
+        return out
 
 
 async def baseline_registrar(side: Side, stop: asyncio.Event) -> None:
@@ -154,7 +179,11 @@ async def main(args, name: str = "deregistration") -> Result:
             await kube.ensure_namespace(ns)
         await etcdw.start()
         log_path = workdir() / "operator-dereg.log"
-        operator = InstrumentedOperator(kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600")
+        trace_ours, trace_base = workdir() / "dereg-trace-ours.jsonl", workdir() / "dereg-trace-baseline.jsonl"
+        for trace in (trace_ours, trace_base):
+            trace.unlink(missing_ok=True)
+        operator = InstrumentedOperator(kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600",
+                                        env={"BENCH_TRACE": str(trace_ours)})
         operator.start()
         log(f"operator pid {operator.pid}; log {log_path}")
         await apply_isvc(kube, isvc(SERVICE, NS_OURS, args.replicas, args.replicas, etcd.client_url))
@@ -163,6 +192,7 @@ async def main(args, name: str = "deregistration") -> Result:
         await ours.tracker.start()
         before = operator.counters()
         figures_ours = await ours.run(args.singles, args.bursts, args.burst)
+        figures_ours["stages"] = ours.stages(trace_ours)
         metrics = operator.metrics()
         hist_sum = metrics.get("infer_operator_deregistration_seconds_sum", 0.0)
         hist_n = metrics.get("infer_operator_deregistration_seconds_count", 0.0)
@@ -184,10 +214,11 @@ async def main(args, name: str = "deregistration") -> Result:
         baseline = subprocess.Popen([sys.executable, "bench/baseline_watcher.py", "--kubeconfig", str(kubeconfig),
                                      "--namespace", NS_BASE, "--selector", "bench=baseline",
                                      "--etcd", etcd.client_url, "--prefix", BASE_PREFIX, "--service", BASE_SERVICE,
-                                     "--port", str(PORT)],
+                                     "--port", str(PORT), "--trace", str(trace_base)],
                                     stdout=subprocess.DEVNULL, stderr=open(workdir() / "baseline.log", "wb"))
         await asyncio.sleep(1.5)
         figures_base = await base.run(args.singles, args.bursts, args.burst)
+        figures_base["stages"] = base.stages(trace_base)
         stop.set()
         await registrar
         await base.tracker.stop()

@@ -67,6 +67,58 @@ def install() -> None:
     ServiceReconciler.run_pass = run_pass
 
 
+def trace_deletions(path: str) -> None:
+    """BENCH_TRACE=path: one JSON line per stage of each pod deletion, in the operator's monotonic
+    clock (CLOCK_MONOTONIC, shared with the bench process): `arrived` (the watch event with the
+    deletionTimestamp leaves the API client), `handled` (the release starts), `sent` (the first
+    registry delete is issued), `deleted` (that delete returned). The bench joins them by pod uid."""
+    import json
+    import time
+
+    from kopf._cogs.clients import watching
+
+    from infer_operator.registration import releaser
+    from infer_operator.registry.etcd import EtcdRegistry
+
+    out = open(path, "a", buffering=1)  # line-buffered: the bench reads it while we run
+    seen: set[tuple[str, str]] = set()
+
+    def mark(stage: str, uid: str) -> None:
+        if (stage, uid) not in seen:
+            seen.add((stage, uid))
+            out.write(json.dumps({"stage": stage, "uid": uid, "t": time.monotonic()}) + "\n")
+
+    original_watch = watching.infinite_watch
+
+    async def infinite_watch(*args, **kwargs):
+        async for item in original_watch(*args, **kwargs):
+            if isinstance(item, dict):
+                meta = (item.get("object") or {}).get("metadata") or {}
+                if meta.get("deletionTimestamp") and item.get("object", {}).get("kind") in (None, "Pod"):
+                    mark("arrived", meta.get("uid", ""))
+            yield item
+
+    watching.infinite_watch = infinite_watch
+    original_handle = releaser.PodReleaser.handle
+
+    def handle(self, pod, *args, **kwargs):
+        if pod.deleting:
+            mark("handled", pod.uid)
+        return original_handle(self, pod, *args, **kwargs)
+
+    releaser.PodReleaser.handle = handle
+    original_deregister = EtcdRegistry.deregister
+
+    async def deregister(self, service, ip, port, uid=None):
+        mark("sent", uid or "")
+        try:
+            return await original_deregister(self, service, ip, port, uid)
+        finally:
+            mark("deleted", uid or "")
+
+    EtcdRegistry.deregister = deregister
+
+
 def memory_report_on_signal(path: str) -> None:
     """BENCH_MEMORY_REPORT=path: trace allocations (tracemalloc, slower) and, on SIGUSR2, write
     where the live memory was allocated (by line and by traceback) and a census of live objects."""
@@ -102,6 +154,8 @@ if __name__ == "__main__":
 
     if os.environ.get("BENCH_MEMORY_REPORT"):
         memory_report_on_signal(os.environ["BENCH_MEMORY_REPORT"])
+    if os.environ.get("BENCH_TRACE"):
+        trace_deletions(os.environ["BENCH_TRACE"])
     install()
     from infer_operator.cli import main
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from infer_operator.reconcile.reconciler import ServiceReconciler
     from infer_operator.registration.registrar import Registrar
     from infer_operator.registration.releaser import PodReleaser, ServiceReleaser
+    from infer_operator.registration.sharing import Views
 
 
 @dataclass
@@ -161,6 +162,10 @@ class Runtime:
         self._releaser: PodReleaser | None = None
         self._service_releaser: ServiceReleaser | None = None
         self.owned = OwnedObjects()  # what the owned-kind watches saw (ownership.py)
+        # kopf's indexes as handlers receive them (the same objects on every call), for the pod
+        # releases started from the watch stream itself (handlers/setup.py): None until the first
+        # pod event reached a handler.
+        self.views: Views | None = None
 
     @property
     def pass_slots(self) -> asyncio.Semaphore:
@@ -215,6 +220,7 @@ class Runtime:
             if releaser is not None:
                 await releaser.close()
         self._releaser = self._service_releaser = None
+        self.views = None
         if self._services is not None:
             await self._services.close()
             self._services = None

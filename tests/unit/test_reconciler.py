@@ -3,14 +3,17 @@ takes API faults (404, 409, 422, 5xx). The real API server runs these paths in t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+import types
 
 import pytest
 
 from devtools.harness import isvc_body
 from infer_operator import kinds, labels
 from infer_operator.podview import PodView
+from infer_operator.reconcile import reconciler as reconciler_module
 from infer_operator.reconcile.reconciler import RETRY_SOON_SECONDS, ServiceReconciler
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.registration.registrar import Registrar
@@ -742,16 +745,33 @@ async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
     assert "PodDisruptionBudget" not in world.condition("Progressing")["message"]
 
 
-async def test_a_role_patch_is_not_sent_again_before_the_index_shows_the_pod_changed():
+async def test_a_role_patch_is_not_sent_again_before_the_index_shows_it():
     world = World(replicas=1, registry=ETCD)
     world.add_pods(pod_body(0))
     stale = world.index()
     await world.run(apply_objects=True)
     await world.reconciler.run_pass(world.body(), stale, False)  # the pod's event has not come yet
+    # A version from between (the kubelet wrote its status before our patch landed): still unlabelled.
+    between = [dataclasses.replace(p, resource_version="between") for p in stale]
+    await world.reconciler.run_pass(world.body(), between, False)
     assert world.kube.count("patch", "Pod") == 1
+    await world.run()  # the index shows the label: the write is done
     world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["labels"].pop(labels.LABEL_ROLE)
     world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["resourceVersion"] = "9999"
-    await world.run()  # a newer version without the label: labelled again
+    await world.run()  # someone took the label off afterwards: labelled again
+    assert world.kube.count("patch", "Pod") == 2
+
+
+async def test_a_role_patch_the_index_never_shows_is_sent_again_when_its_memory_expires(monkeypatch):
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0))
+    stale = world.index()
+    await world.run(apply_objects=True)
+    retry = await world.reconciler.run_pass(world.body(), stale, False)
+    assert retry is not None and retry <= world.reconciler.labelled.expiry  # the loop looks again by then
+    later = time.monotonic() + world.reconciler.labelled.expiry + 1
+    monkeypatch.setattr(reconciler_module, "time", types.SimpleNamespace(monotonic=lambda: later))
+    await world.reconciler.run_pass(world.body(), stale, False)
     assert world.kube.count("patch", "Pod") == 2
 
 

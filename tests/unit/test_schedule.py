@@ -118,3 +118,47 @@ def test_kopfs_success_line_of_event_handlers_is_dropped_and_nothing_else():
     assert quiet.filter(record(logging.ERROR, "Handler 'pod_changed' failed with an exception. Will retry."))
     assert quiet.filter(record(logging.INFO, "Daemon 'reconcile' succeeded."))
     assert quiet.filter(record(logging.INFO, "Pod llm-0 of llm takes the sync role (ordinal 0)."))
+
+
+async def test_pod_events_reach_the_early_hook_before_kopf_and_its_errors_stay_out_of_the_stream(monkeypatch):
+    pod = {"metadata": {"name": "llm-0"}}
+    watching = _fake_kopf(monkeypatch, [[{"type": "MODIFIED", "object": pod}, "LISTED"],
+                                        [{"type": "MODIFIED", "object": {"metadata": {"name": "llm"}}}]])
+    seen: list = []
+
+    def hook(event):
+        seen.append(event["object"]["metadata"]["name"])
+        raise RuntimeError("a bug in the hook")
+
+    watchstream.install(lambda namespace: None, hook)
+    items = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="pods"),
+                                                            namespace="team")]
+    assert len(items) == 2 and seen == ["llm-0"]  # kopf still gets the event
+    [_] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"),
+                                                          namespace="team")]
+    assert seen == ["llm-0"]  # only pods
+
+
+def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(monkeypatch):
+    from infer_operator import labels
+    from infer_operator.handlers import pods
+    from infer_operator.registration.sharing import NO_VIEWS
+    from infer_operator.runtime import RUNTIME
+
+    handled: list = []
+    monkeypatch.setattr(type(RUNTIME), "releaser", SimpleNamespace(handle=lambda pod, views: handled.append(pod.name)))
+
+    def event(name, *, deleting=True, finalizers=(labels.POD_FINALIZER,)):
+        meta = {"name": name, "namespace": "team", "uid": name, "finalizers": list(finalizers),
+                "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_MANAGED_BY: labels.MANAGED_BY}}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+        return {"type": "MODIFIED", "object": {"metadata": meta}}
+
+    monkeypatch.setattr(RUNTIME, "views", None)
+    pods.release_early(event("before-any-handler"))  # kopf's handler releases it: the indexes are not known yet
+    monkeypatch.setattr(RUNTIME, "views", NO_VIEWS)
+    pods.release_early(event("llm-0"))
+    pods.release_early(event("llm-1", deleting=False))
+    pods.release_early(event("llm-2", finalizers=()))
+    assert handled == ["llm-0"]

@@ -30,12 +30,31 @@ async def pod_changed(event: dict[str, Any], body: kopf.Body, namespace: str, po
     if not pod.service:
         return
     views = Views(pods_by_service, services_by_place)
+    RUNTIME.views = views
     if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers and not pod.deleting:
         # A pod is only ever removed after its deletion started: one that was never deleted but
         # leaves the watch holding our finalizer had its labels changed. Take it back (the event
         # shows it as it was before the change, so it is read again first).
         await RUNTIME.releaser.reclaim(pod, views, read_first=True)
     elif pod.deleting:
-        # Deregistration starts at once, not on the service loop's next pass.
+        # Deregistration starts at once, not on the service loop's next pass. (Usually it has
+        # started already, as the event passed the watch stream: release_early below.)
         RUNTIME.releaser.handle(pod, views)
     RUNTIME.services.poke(namespace, pod.service)
+
+
+def release_early(event: dict[str, Any]) -> None:
+    """A pod event as it leaves the API client, before kopf queues it: a deleted pod holding our
+    finalizer starts its release here. Under a burst of deletions kopf works through its queue one
+    event at a time between everything else on the loop; measured (bench deregistration's stages),
+    that queue was a fifth of the time from the DELETE to the key's removal. kopf's handler
+    (pod_changed) sees the same event later; the release, one per pod, is not started twice."""
+    body = event.get("object")
+    views = RUNTIME.views
+    if views is None or not isinstance(body, dict):
+        return  # no handler has run yet: kopf's own path releases it
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp") and labels.POD_FINALIZER in (meta.get("finalizers") or ()):
+        pod = PodView.from_body(body)
+        if pod.service:
+            RUNTIME.releaser.handle(pod, views)

@@ -10,7 +10,7 @@ import kopf
 
 from infer_operator import kinds, labels
 from infer_operator.clients.kube import load_configuration
-from infer_operator.handlers import watchstream
+from infer_operator.handlers import pods, watchstream
 from infer_operator.runtime import RUNTIME
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _relisted(namespace: str | None) -> None:
 async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     configure(settings)
     # Before the watches start (kopf runs startup handlers first).
-    watchstream.install(_relisted)
+    watchstream.install(_relisted, pods.release_early)
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
 
 

@@ -33,11 +33,14 @@ _SHAPES = {(kinds.POD.group, kinds.POD.plural): POD,
            **{(kind.group, kind.plural): OWNED for kind in kinds.OWNED}}
 
 
-def install(on_pods_listed: Callable[[Any], None]) -> bool:
+def install(on_pods_listed: Callable[[Any], None], on_pod_event: Callable[[dict[str, Any]], None] | None = None
+            ) -> bool:
     """Wrap kopf's watch streams: slim every object, and call `on_pods_listed(namespace)` (None for
     a cluster-wide watch) each time the pods watch has listed everything, from its second listing
-    in a namespace on (the first is the operator's start: nothing can be missing then). Returns
-    whether kopf could be hooked."""
+    in a namespace on (the first is the operator's start: nothing can be missing then), and
+    `on_pod_event(event)` with each pod event ({"type", "object"}, slimmed) before kopf queues it.
+    Neither may raise into the stream: their errors are logged. Returns whether kopf could be
+    hooked."""
     try:
         from kopf._cogs.clients import watching
 
@@ -63,6 +66,11 @@ def install(on_pods_listed: Callable[[Any], None]) -> bool:
                         on_pods_listed(namespace)
             elif isinstance(item, dict):
                 slim(item.get("object"), shape)
+                if pods and on_pod_event is not None:
+                    try:
+                        on_pod_event(item)
+                    except Exception:  # noqa: BLE001 - kopf's handlers still see the event
+                        log.exception("Handling a pod event from the watch stream failed; kopf's handler will.")
             yield item
 
     setattr(infinite_watch, _MARK, True)

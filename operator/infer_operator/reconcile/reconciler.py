@@ -25,6 +25,7 @@ from infer_operator.builders import BuildError, Owner, build_all, unwanted
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.ownership import OwnedObjects, not_ours
 from infer_operator.podview import PodView
+from infer_operator.reconcile.pending import PendingWrites
 from infer_operator.reconcile.readiness import gates_to_open, pod_conditions
 from infer_operator.reconcile.roles import RestartPlan, plan_restarts, role_patch
 from infer_operator.reconcile.schedule import Schedule
@@ -72,10 +73,9 @@ class ServiceReconciler:
     serving_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     first_pass: bool = True
     restarting: set[str] = field(default_factory=set)  # uids this operator deleted to flip roles or roll
-    # uid -> resourceVersion of the view a role patch was sent from: until the index shows a newer
-    # version of the pod, the patch is not sent again (passes come faster than the pod's event).
-    labelled: dict[str, str] = field(default_factory=dict)
-    conditioned: dict[str, str] = field(default_factory=dict)  # the same, for the pod condition patches
+    # Role patches and pod condition patches sent, not sent again before the index shows them.
+    labelled: PendingWrites = field(default_factory=PendingWrites)
+    conditioned: PendingWrites = field(default_factory=PendingWrites)
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
     paused: bool = False
     ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
@@ -275,7 +275,7 @@ class ServiceReconciler:
 
     async def _update_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
         try:
-            await self._label_new_pods(spec, pods)
+            await self._label_new_pods(spec, pods, step)
             plan = await self._restart_pods(spec, pods)
             step.pending_flips, step.outdated = plan.pending, len(plan.outdated)
             if self.restarts_blocked:
@@ -346,13 +346,14 @@ class ServiceReconciler:
             raise TransientError(f"{row.kind} {name}: {exc}") from exc
         self.logger.info(f"Deleted {row.kind} {name} of {self.name}: the spec no longer asks for it.")
 
-    async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView]) -> None:
+    async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView], step: _Pass) -> None:
         with_finalizer = spec.registry.in_use
-        self.labelled = {pod.uid: version for pod in pods if (version := self.labelled.get(pod.uid)) is not None
-                         and version == pod.resource_version}
-        for pod in pods:
-            patch = role_patch(pod, spec, with_finalizer=with_finalizer)
-            if patch is None or pod.uid in self.labelled:
+        patches = {pod.uid: (pod, patch) for pod in pods
+                   if (patch := role_patch(pod, spec, with_finalizer=with_finalizer)) is not None}
+        self.labelled.keep({uid: patch["metadata"].keys() for uid, (_, patch) in patches.items()})
+        now = time.monotonic()
+        for pod, patch in patches.values():
+            if self.labelled.pending(pod.uid, patch["metadata"].keys(), now):
                 continue
             try:
                 await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
@@ -364,10 +365,12 @@ class ServiceReconciler:
                     raise TransientError(f"pod {pod.name}: {exc}") from exc
                 self.logger.error(f"Could not label pod {pod.name} of {self.name}: {exc}")
                 continue
-            self.labelled[pod.uid] = pod.resource_version
+            self.labelled.record(pod.uid, patch["metadata"].keys(), now)
             role = patch["metadata"].get("labels", {}).get(labels.LABEL_ROLE)
             if role:
                 self.logger.info(f"Pod {pod.name} of {self.name} takes the {role} role (ordinal {pod.ordinal}).")
+        if (left := self.labelled.next_expiry(now)) is not None:
+            step.retry_sooner(left)  # the index may never show a write: look again when it expires
 
     def observe_statefulset(self, body: Any) -> bool:
         """Note the StatefulSet's update revision (pods of another one are outdated). Returns
@@ -501,11 +504,13 @@ class ServiceReconciler:
         service = self.registrar.service_of(spec.registry)
         openings = gates_to_open(pods, registry_in_use=spec.registry.in_use, registered_uids=step.registered_uids,
                                  registry_service=service)
-        self.conditioned = {pod.uid: version for pod in pods
-                            if (version := self.conditioned.get(pod.uid)) == pod.resource_version}
-        for name, (pod, conditions) in pod_conditions(step.to_mark, openings, service, now_iso()).items():
-            if pod.uid in self.conditioned:
-                continue  # written from this very version of the pod; its event has not come yet
+        writes = pod_conditions(step.to_mark, openings, service, now_iso())
+        self.conditioned.keep({pod.uid: [c["type"] for c in conditions] for pod, conditions in writes.values()})
+        now = time.monotonic()
+        for name, (pod, conditions) in writes.items():
+            types = [c["type"] for c in conditions]
+            if self.conditioned.pending(pod.uid, types, now):
+                continue  # written already; the pod's event has not come yet
             try:
                 await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, name,
                                                 {"status": {"conditions": conditions}}, subresource="status")
@@ -516,10 +521,12 @@ class ServiceReconciler:
                 self.logger.warning(f"Could not update the conditions of pod {name} of {self.name}: {exc}")
                 step.retry_sooner(RETRY_SOON_SECONDS)
                 continue
-            self.conditioned[pod.uid] = pod.resource_version
+            self.conditioned.record(pod.uid, types, now)
             if any(c["type"] == labels.CONDITION_READY for c in conditions):
                 self.logger.info(f"Pod {name} of {self.name} may count as Ready: its readiness gate is open "
                                  f"({next(o.reason for o in openings if o.pod.name == name)}).")
+        if (left := self.conditioned.next_expiry(now)) is not None:
+            step.retry_sooner(left)
 
     async def _hold_finalizer(self, meta: Any, *, wanted: bool) -> bool:
         """Keep our finalizer on the InferenceService exactly while it has registry data to clean
