@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +162,7 @@ class Runtime:
         self._releaser: PodReleaser | None = None
         self._service_releaser: ServiceReleaser | None = None
         self.owned = OwnedObjects()  # what the owned-kind watches saw (ownership.py)
+        self._background: list[asyncio.Task] = []
         # kopf's indexes as handlers receive them (the same objects on every call), for the pod
         # releases started from the watch stream itself (handlers/setup.py): None until the first
         # pod event reached a handler.
@@ -215,7 +216,15 @@ class Runtime:
                                                      timeout=lambda: self.options.cleanup_timeout_seconds)
         return self._service_releaser
 
+    def start_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` on this loop until the operator stops (close cancels it)."""
+        self._background.append(asyncio.get_running_loop().create_task(work))
+
     async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
         for releaser in (self._releaser, self._service_releaser):
             if releaser is not None:
                 await releaser.close()

@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from infer_operator import kinds, labels
+from infer_operator import kinds, labels, memory
 from infer_operator.clients.kube import load_configuration
 from infer_operator.handlers import pods, watchstream
 from infer_operator.runtime import RUNTIME
@@ -63,7 +63,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = NoDiffBase()
     # Lists come in pages: after a restart the pods arrive 500 at a time instead of as one
     # response holding every pod, whose text and decoded objects would all be alive at once.
-    settings.watching.chunk_size = 500
+    settings.watching.chunk_size = int(os.environ.get("INFER_OPERATOR_LIST_CHUNK", "100"))
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "infer-operator"
     # Our own handlers retry with backoff; kopf's default of retrying failures forever is kept.
@@ -103,6 +103,7 @@ async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **
     configure(settings)
     # Before the watches start (kopf runs startup handlers first).
     watchstream.install(_relisted, pods.release_early)
+    RUNTIME.start_background(memory.trim_periodically())
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
 
 
