@@ -152,6 +152,9 @@ class FakeKube:
         if current is None:
             raise KubeError(404, "NotFound", f"{kind} {name} not found")
         body = copy.deepcopy(current)
+        expected = (patch.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and expected != current["metadata"].get("resourceVersion"):
+            raise KubeError(409, "Conflict", f"{kind} {name}: the object has been modified")
         if subresource is None:
             meta = body["metadata"]
             wanted = (patch.get("metadata") or {}).get("finalizers") or []

@@ -29,3 +29,12 @@ def test_a_write_the_index_shows_done_is_forgotten_and_expiry_is_counted_from_th
     assert writes.next_expiry(now=25.0) == 25.0
     writes.keep({})
     assert writes.next_expiry(now=25.0) is None
+
+
+def test_an_expired_write_is_not_waited_for_again():
+    writes = PendingWrites(expiry=30.0)
+    writes.record("a", {"labels"}, now=0.0)
+    writes.record("b", {"labels"}, now=20.0)
+    assert writes.expired("a", now=31.0) and not writes.expired("b", now=31.0)
+    assert writes.next_expiry(now=31.0) == 19.0  # b's, not a's 0 (which would wake the loop at once, forever)
+    assert writes.next_expiry(now=51.0) is None

@@ -771,8 +771,14 @@ async def test_a_role_patch_the_index_never_shows_is_sent_again_when_its_memory_
     assert retry is not None and retry <= world.reconciler.labelled.expiry  # the loop looks again by then
     later = time.monotonic() + world.reconciler.labelled.expiry + 1
     monkeypatch.setattr(reconciler_module, "time", types.SimpleNamespace(monotonic=lambda: later))
+    # Sent again, but only to the version the view shows: a stale view (here: the pod has its role
+    # since) conflicts and changes nothing, so a split changed meanwhile never relabels a pod.
+    world.patch_spec(syncReplicas=0)
     await world.reconciler.run_pass(world.body(), stale, False)
     assert world.kube.count("patch", "Pod") == 2
+    assert world.kube.objects[("v1", "Pod", NS, f"{NAME}-0")]["metadata"]["labels"][labels.LABEL_ROLE] == "sync"
+    # And a failed resend does not make the loop spin: nothing is waiting to expire any more.
+    assert world.reconciler.labelled.next_expiry(later) is None
 
 
 async def test_pod_conditions_are_not_written_again_before_the_index_shows_them():

@@ -31,10 +31,10 @@ async def pod_changed(event: dict[str, Any], body: kopf.Body, namespace: str, po
         return
     views = Views(pods_by_service, services_by_place)
     RUNTIME.views = views
-    if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers and not pod.deleting:
-        # A pod is only ever removed after its deletion started: one that was never deleted but
-        # leaves the watch holding our finalizer had its labels changed. Take it back (the event
-        # shows it as it was before the change, so it is read again first).
+    if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers:
+        # A pod is removed only once every finalizer is gone: one that leaves the watch holding
+        # ours had its labels changed (deleted or not). Take it back, or release it if it is being
+        # deleted; the event shows it as it was before the change, so it is read again first.
         await RUNTIME.releaser.reclaim(pod, views, read_first=True)
     elif pod.deleting:
         # Deregistration starts at once, not on the service loop's next pass. (Usually it has
@@ -51,8 +51,10 @@ def release_early(event: dict[str, Any]) -> None:
     (pod_changed) sees the same event later; the release, one per pod, is not started twice."""
     body = event.get("object")
     views = RUNTIME.views
-    if views is None or not isinstance(body, dict):
-        return  # no handler has run yet: kopf's own path releases it
+    if views is None or not isinstance(body, dict) or event.get("type") == "DELETED":
+        # No handler has run yet: kopf's own path releases it. A DELETED event that still shows
+        # our finalizer is a relabelled pod's previous state: the handler reads it first.
+        return
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp") and labels.POD_FINALIZER in (meta.get("finalizers") or ()):
         pod = PodView.from_body(body)

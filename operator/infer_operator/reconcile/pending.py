@@ -34,8 +34,14 @@ class PendingWrites:
     def record(self, uid: str, what: Collection[str], now: float) -> None:
         self.sent[uid] = (now, frozenset(what))
 
+    def expired(self, uid: str, now: float) -> bool:
+        """Whether a write was sent for the pod and its memory ran out (the index never showed it)."""
+        entry = self.sent.get(uid)
+        return entry is not None and now - entry[0] >= self.expiry
+
     def next_expiry(self, now: float) -> float | None:
-        """Seconds until the earliest remembered write may be sent again (None: nothing remembered)."""
-        if not self.sent:
-            return None
-        return max(0.0, min(at for at, _ in self.sent.values()) + self.expiry - now)
+        """Seconds until the earliest remembered write may be sent again (None: none is waiting).
+        Writes whose memory ran out already are not counted: a pass that could not send one again
+        retries on its own schedule, not at once and again."""
+        waiting = [at + self.expiry - now for at, _ in self.sent.values() if now - at < self.expiry]
+        return min(waiting) if waiting else None

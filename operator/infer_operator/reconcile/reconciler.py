@@ -355,6 +355,10 @@ class ServiceReconciler:
         for pod, patch in patches.values():
             if self.labelled.pending(pod.uid, patch["metadata"].keys(), now):
                 continue
+            if self.labelled.expired(pod.uid, now):
+                # Sent before, and the index never showed it: the view may be stale, and the role
+                # must not be set anew from a split changed since. Only that version is patched.
+                patch["metadata"]["resourceVersion"] = pod.resource_version
             try:
                 await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
                                                 patch)
@@ -461,7 +465,8 @@ class ServiceReconciler:
             self.releaser.handle(pod, views)
         now = datetime.datetime.now(datetime.UTC)
         result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
-                                           spec.registry.register_delay_seconds, now, owner)
+                                           spec.registry.register_delay_seconds, now, owner,
+                                           releasing=self.releaser.releasing)
         step.to_mark, step.registered_uids = result.to_mark, result.registered_uids
         condition = result.condition
         if sweep_due:

@@ -173,9 +173,15 @@ class Registrar:
             self._client = None
 
     async def sync(self, spec_registry: RegistrySpec, pods: list[PodView], port: int, register_delay: float,
-                   now: datetime.datetime, owner: ServiceRef) -> SyncResult:
+                   now: datetime.datetime, owner: ServiceRef,
+                   releasing: Callable[[str], bool] = lambda uid: False) -> SyncResult:
         """Make the registry list exactly the due, Ready, sync pods (of those the operator knows)
-        under `owner`'s name; a pod registered for the first time claims its IP."""
+        under `owner`'s name; a pod registered for the first time claims its IP.
+
+        `releasing(uid)`: whether the pod's release has started. A release starts from the watch
+        stream, before the index (so `pods`) shows the pod deleted; such a pod is never written
+        again, even when `pods` still shows it Ready: its deregistration may be confirmed already.
+        It is asked right before each write, after the registry was read."""
         try:
             registry = await self.client(spec_registry)
         except RegistryConfigError as exc:
@@ -195,11 +201,15 @@ class Registrar:
             listing = await registry.list_instances(service)
             plan = plan_registration(desired.instances, listing.instances, pods, desired.warming, owner)
             for instance in plan.claim:
+                if releasing(instance.uid):
+                    continue
                 await registry.claim(service, instance)
                 metrics.REGISTRATIONS.labels(self.backend).inc()
                 log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}, "
                          f"after removing any per-IP config a previous holder of {instance.ip} left.")
             for instance in plan.register:
+                if releasing(instance.uid):
+                    continue
                 await registry.register(service, instance)
                 metrics.REGISTRATIONS.labels(self.backend).inc()
                 log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}.")

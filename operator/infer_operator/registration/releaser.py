@@ -64,6 +64,12 @@ class Releases:
         self.recently_released: dict[str, float] = {}  # uid -> when its release finished
         self.pruned_at = time.monotonic()
 
+    def started(self, uid: str) -> bool:
+        """Whether the object's release runs or finished lately."""
+        if uid in self.tasks:
+            return True
+        return time.monotonic() - self.recently_released.get(uid, -RECENT_SECONDS) < RECENT_SECONDS
+
     def start(self, uid: str, name: str, release: Callable[[], Awaitable[bool]]) -> None:
         if uid in self.tasks:
             return
@@ -116,6 +122,10 @@ class PodReleaser:
     @property
     def tasks(self) -> dict[str, asyncio.Task]:
         return self.releases.tasks
+
+    def releasing(self, uid: str) -> bool:
+        """Whether the pod's release runs or finished lately (it is not to be registered again)."""
+        return self.releases.started(uid)
 
     def handle(self, pod: PodView, views: Views = NO_VIEWS) -> None:
         """Start releasing a deleted pod that still carries our finalizer (at most once at a time).
