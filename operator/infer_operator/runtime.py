@@ -8,6 +8,7 @@ Handlers stay thin by reaching for these; tests and the CLI set the options befo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -167,6 +168,7 @@ class Runtime:
         # releases started from the watch stream itself (handlers/setup.py): None until the first
         # pod event reached a handler.
         self.views: Views | None = None
+        self.handler_context: contextvars.Context | None = None  # a pod handler's (handlers/pods.py)
 
     @property
     def pass_slots(self) -> asyncio.Semaphore:
@@ -229,7 +231,7 @@ class Runtime:
             if releaser is not None:
                 await releaser.close()
         self._releaser = self._service_releaser = None
-        self.views = None
+        self.views = self.handler_context = None
         if self._services is not None:
             await self._services.close()
             self._services = None

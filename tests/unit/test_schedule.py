@@ -3,6 +3,7 @@ the hook that sees kopf's pods watch list again."""
 
 from __future__ import annotations
 
+import contextvars
 from types import SimpleNamespace
 
 from infer_operator.handlers import watchstream
@@ -146,7 +147,12 @@ def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(m
     from infer_operator.runtime import RUNTIME
 
     handled: list = []
-    monkeypatch.setattr(type(RUNTIME), "releaser", SimpleNamespace(handle=lambda pod, views: handled.append(pod.name)))
+    queue: contextvars.ContextVar[str] = contextvars.ContextVar("queue")  # kopf's event queue, per object
+
+    def handle(pod, views):
+        handled.append((pod.name, queue.get("none")))
+
+    monkeypatch.setattr(type(RUNTIME), "releaser", SimpleNamespace(handle=handle))
 
     def event(name, *, deleting=True, finalizers=(labels.POD_FINALIZER,)):
         meta = {"name": name, "namespace": "team", "uid": name, "finalizers": list(finalizers),
@@ -158,10 +164,14 @@ def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(m
     monkeypatch.setattr(RUNTIME, "views", None)
     pods.release_early(event("before-any-handler"))  # kopf's handler releases it: the indexes are not known yet
     monkeypatch.setattr(RUNTIME, "views", NO_VIEWS)
+    handler_context = contextvars.copy_context()
+    handler_context.run(queue.set, "kopf's")
+    monkeypatch.setattr(RUNTIME, "handler_context", handler_context)
     pods.release_early(event("llm-0"))
     pods.release_early(event("llm-1", deleting=False))
     pods.release_early(event("llm-2", finalizers=()))
     # A DELETED event still showing our finalizer is a relabelled pod's previous state: kopf's
     # handler reads the pod before anything is released.
     pods.release_early({**event("llm-3"), "type": "DELETED"})
-    assert handled == ["llm-0"]
+    # Started in the handler's context: where kopf.event finds its queue (the release posts events).
+    assert handled == [("llm-0", "kopf's")]

@@ -3,6 +3,7 @@ and pods that left the watch while still holding our finalizer."""
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import kopf
@@ -30,7 +31,10 @@ async def pod_changed(event: dict[str, Any], body: kopf.Body, namespace: str, po
     if not pod.service:
         return
     views = Views(pods_by_service, services_by_place)
-    RUNTIME.views = views
+    if RUNTIME.views is None:
+        # For release_early: kopf's indexes (the same objects on every call), and this context,
+        # where kopf.event finds its event queue (kopf sets it per object, not per watch stream).
+        RUNTIME.views, RUNTIME.handler_context = views, contextvars.copy_context()
     if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers:
         # A pod is removed only once every finalizer is gone: one that leaves the watch holding
         # ours had its labels changed (deleted or not). Take it back, or release it if it is being
@@ -50,8 +54,8 @@ def release_early(event: dict[str, Any]) -> None:
     that queue was a fifth of the time from the DELETE to the key's removal. kopf's handler
     (pod_changed) sees the same event later; the release, one per pod, is not started twice."""
     body = event.get("object")
-    views = RUNTIME.views
-    if views is None or not isinstance(body, dict) or event.get("type") == "DELETED":
+    views, context = RUNTIME.views, RUNTIME.handler_context
+    if views is None or context is None or not isinstance(body, dict) or event.get("type") == "DELETED":
         # No handler has run yet: kopf's own path releases it. A DELETED event that still shows
         # our finalizer is a relabelled pod's previous state: the handler reads it first.
         return
@@ -59,4 +63,5 @@ def release_early(event: dict[str, Any]) -> None:
     if meta.get("deletionTimestamp") and labels.POD_FINALIZER in (meta.get("finalizers") or ()):
         pod = PodView.from_body(body)
         if pod.service:
-            RUNTIME.releaser.handle(pod, views)
+            # Started in a handler's context, so that the release can post its events.
+            context.run(RUNTIME.releaser.handle, pod, views)
