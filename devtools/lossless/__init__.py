@@ -390,9 +390,15 @@ def _operator_killed_mid_rollout(world: World, load: Load) -> None:
     operator = world.env.operator
     first = {n: p.metadata.uid for n, p in world.pods().items()}
     world.roll()
-    # Killed once the rollout is under way: the first pod restarted, its successor not yet Ready.
-    wait_for(lambda: any(p.metadata.deletion_timestamp is not None or p.metadata.uid != first.get(n)
-                         for n, p in world.pods().items()), 60, interval=0.1, message="the rollout did not start")
+    # Killed once the rollout is under way: the first pod restarted and let go (deregistered, our
+    # finalizer removed: tens of milliseconds after its eviction), its successor not yet Ready.
+    # Killed before it let go, the pod would wait for the operator, and so would its successor.
+    def under_way() -> bool:
+        return any(p.metadata.uid != first.get(n) or (p.metadata.deletion_timestamp is not None
+                                                       and labels.POD_FINALIZER not in (p.metadata.finalizers or []))
+                   for n, p in world.pods().items())
+
+    wait_for(under_way, 60, interval=0.05, message="the rollout did not start")
     operator.kill()
     # While it is down the StatefulSet makes the successor, which waits in its init container for
     # a role nobody gives it (and would get no registration and no open gate): the rollout must
