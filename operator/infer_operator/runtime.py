@@ -165,7 +165,7 @@ class Runtime:
         self.owned = OwnedObjects()  # what the owned-kind watches saw (ownership.py)
         self._background: list[asyncio.Task] = []
         # kopf's indexes as handlers receive them (the same objects on every call), for the pod
-        # releases started from the watch stream itself (handlers/setup.py): None until the first
+        # releases started from the watch stream itself (handlers/pods.release_early): None until the first
         # pod event reached a handler.
         self.views: Views | None = None
         self.handler_context: contextvars.Context | None = None  # a pod handler's (handlers/pods.py)

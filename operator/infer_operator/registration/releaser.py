@@ -71,11 +71,9 @@ class Releases:
         return time.monotonic() - self.recently_released.get(uid, -RECENT_SECONDS) < RECENT_SECONDS
 
     def start(self, uid: str, name: str, release: Callable[[], Awaitable[bool]]) -> None:
-        if uid in self.tasks:
+        if self.started(uid):
             return
         now = time.monotonic()
-        if now - self.recently_released.get(uid, -RECENT_SECONDS) < RECENT_SECONDS:
-            return
         if now - self.pruned_at > RECENT_SECONDS:  # forget old releases now and then, not on every event
             self.recently_released = {u: at for u, at in self.recently_released.items() if now - at < RECENT_SECONDS}
             self.pruned_at = now
