@@ -4,6 +4,7 @@ bench/results/<name>.json and print a short table.
     deregistration   pod DELETE -> instance key gone in etcd, ours vs a minimal baseline watcher
     apply            InferenceService apply -> StatefulSet created / all pods role-labelled
     scale            N services x 8 pods: converge (cold, after restart), RSS, CPU, API requests, churn
+    indexing         kopf's start-up indexing of N objects: kopf's own wake-ups vs the operator's patch
     sweep            10,000 stale + 4,000 live per-IP configs: time to remove the stale ones
     memory           operator RSS every 10 s under churn; growth per hour
     realpods         sync pod deletions on the real node: deregistered / drain ended / SIGTERM times
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--stale", type=int, default=10_000)
     w.add_argument("--live", type=int, default=4_000)
 
+    ix = sub.add_parser("indexing")
+    ix.add_argument("--objects", type=int, nargs="+", default=[500, 1000, 2000, 4500])
+
     m = sub.add_parser("memory")
     m.add_argument("--services", type=int, default=50)
     m.add_argument("--pods", type=int, default=8)
@@ -104,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import scale
 
             asyncio.run(scale.main(args))
+        elif args.name == "indexing":
+            from bench import indexing
+
+            asyncio.run(indexing.main(args))
         elif args.name == "sweep":
             from bench import sweep
 
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(memory.main(args))
     finally:
-        if not args.keep_cluster and args.name != "sweep":
+        if not args.keep_cluster and args.name not in ("sweep", "indexing"):
             common.cluster_down()
     return 0
 

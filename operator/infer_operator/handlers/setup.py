@@ -10,7 +10,7 @@ import kopf
 
 from infer_operator import kinds, labels, memory
 from infer_operator.clients.kube import load_configuration
-from infer_operator.handlers import pods, watchstream
+from infer_operator.handlers import indexing, pods, watchstream
 from infer_operator.runtime import RUNTIME
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **
     configure(settings)
     # Before the watches start (kopf runs startup handlers first).
     watchstream.install(_relisted, pods.release_early)
+    indexing.install()
     RUNTIME.start_background(memory.trim_periodically())
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
 
