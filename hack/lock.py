@@ -4,7 +4,9 @@ version, with the sha256 of each wheel the image may install (`make lock`).
 Only pip does the work: `pip install --dry-run --report` resolves pyproject.toml's dependencies from
 PyPI for each Python and CPU the image may be built for, and reports each chosen wheel's hash. The
 first target fixes the versions; the others are resolved with those versions as constraints, so
-they only add hashes (and any dependency that a marker turns on for them alone).
+they only add hashes (and any dependency that a marker turns on for them alone). The versions of the
+lock already there are kept (constraints of the first target too): adding a dependency changes no
+other pin. Delete the lock to resolve everything afresh.
 
 The image installs the lock with `pip install --require-hashes --only-binary=:all: -r`, and the
 operator's own wheel with `--no-deps` (images/operator/install.sh): what a tag installs cannot
@@ -62,6 +64,13 @@ def resolve(deps: list[str], python: str, arch: str, constraints: Path | None, w
     return json.loads(report.read_text())["install"]
 
 
+def current_pins() -> str:
+    """The name==version lines of the lock already there, as pip constraints."""
+    if not LOCK.exists():
+        return ""
+    return "".join(f"{m.group(1)}\n" for m in re.finditer(r"^([A-Za-z0-9_.-]+==[^\s\\]+)", LOCK.read_text(), re.M))
+
+
 def main() -> None:
     deps = dependencies()
     pins: dict[str, str] = {}        # normalized name -> version
@@ -71,10 +80,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         constraints = work / "pins.txt"
+        kept = work / "kept.txt"
+        kept.write_text(current_pins())
         first = True
         for python in PYTHONS:
             for arch in ARCHES:
-                for item in resolve(deps, python, arch, None if first else constraints, work):
+                for item in resolve(deps, python, arch, kept if first else constraints, work):
                     meta = item["metadata"]
                     key = normalize(meta["name"])
                     if pins.setdefault(key, meta["version"]) != meta["version"]:

@@ -19,7 +19,7 @@ import aiohttp
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
-from infer_operator import kinds, labels
+from infer_operator import jsonwire, kinds, labels
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class KubeClient:
                 text = await response.text()
                 if response.status >= 400:
                     raise _error_from(response.status, text)
-                return json.loads(text) if text else None
+                return jsonwire.loads(text) if text else None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise KubeError(0, "Unreachable", f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
@@ -189,7 +189,7 @@ class KubeClient:
 
 def _error_from(status: int, text: str) -> KubeError:
     try:
-        payload = json.loads(text)
+        payload = jsonwire.loads(text)
         return KubeError(status, payload.get("reason", ""), payload.get("message", text))
     except (ValueError, AttributeError):
         return KubeError(status, "", text[:500])

@@ -1,5 +1,6 @@
-"""kopf's watch streams, as they pass: objects cut down to what the operator reads (slim.py), and
-relists of the pods watch noticed, after which every service audits its pod index.
+"""kopf's watch streams, as they pass: events decoded by orjson (jsonwire.py), objects cut down to
+what the operator reads (slim.py), and relists of the pods watch noticed, after which every service
+audits its pod index.
 
 kopf lists a resource when its watch starts, and again whenever it cannot resume the watch (a
 "410 Gone" after a kube-apiserver restart or a long disconnect, a failed listing). A relist never
@@ -18,11 +19,13 @@ so in the log; the operator then works on whole objects, and the audit falls bac
 
 from __future__ import annotations
 
+import json
 import logging
+import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from infer_operator import kinds
+from infer_operator import jsonwire, kinds
 from infer_operator.slim import OWNED, POD, WHOLE, slim
 
 log = logging.getLogger(__name__)
@@ -75,4 +78,22 @@ def install(on_pods_listed: Callable[[Any], None], on_pod_event: Callable[[dict[
 
     setattr(infinite_watch, _MARK, True)
     watching.infinite_watch = infinite_watch
+    _decode_with_orjson()
     return True
+
+
+def _decode_with_orjson() -> None:
+    """kopf decodes each watch event with the `json` module its API client imported
+    (`kopf._cogs.clients.api`): that name is given the standard module's functions, with
+    jsonwire's `loads`. Only that module's name changes; `json` stays as it is for everyone else."""
+    try:
+        from kopf._cogs.clients import api
+    except ImportError as exc:
+        log.warning(f"Cannot hook this kopf version's decoding of watch events ({exc}); it decodes with json.")
+        return
+    if getattr(api.json, _MARK, False):
+        return
+    decoder = types.SimpleNamespace(**{name: getattr(json, name) for name in dir(json) if not name.startswith("__")})
+    decoder.loads = jsonwire.loads
+    setattr(decoder, _MARK, True)
+    api.json = decoder
