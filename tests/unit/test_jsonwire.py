@@ -44,5 +44,15 @@ def test_kopfs_watch_events_are_decoded_by_jsonwire_and_nothing_else_changes() -
     assert api.json.dumps is json.dumps and api.json.JSONDecodeError is json.JSONDecodeError
     assert json.loads is stdlib_loads
     decoder = api.json
+    watchstream._decode_with_orjson()
     assert watchstream.install(lambda namespace: None)
     assert api.json is decoder  # installing twice wraps once
+
+
+def test_kopfs_decoding_is_switched_even_when_its_stream_cannot_be_hooked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kopf._cogs.clients import watching
+
+    monkeypatch.delattr(watching, "infinite_watch")
+    monkeypatch.setattr(api, "json", json)
+    assert not watchstream.install(lambda namespace: None)
+    assert api.json.loads is jsonwire.loads

@@ -35,8 +35,9 @@ def install() -> bool:
         from kopf._cogs.aiokits import aiotoggles
 
         toggle_set, toggle = aiotoggles.ToggleSet, aiotoggles.Toggle
+        # What the patch relies on: the set's condition and toggles, a toggle made on a condition.
         probe = toggle_set(all)
-        probe._condition, probe._toggles  # noqa: B018 - the attributes the patch relies on
+        probe._toggles.add(toggle(False, name="probe", condition=probe._condition))
     except (ImportError, AttributeError, TypeError) as exc:
         log.warning(f"Cannot patch this kopf version's start-up indexing ({exc}): a restart with many objects "
                     f"spends time quadratic in their number before the first handler runs.")

@@ -44,6 +44,7 @@ def install(on_pods_listed: Callable[[Any], None], on_pod_event: Callable[[dict[
     `on_pod_event(event)` with each pod event ({"type", "object"}, slimmed) before kopf queues it.
     Neither may raise into the stream: their errors are logged. Returns whether kopf could be
     hooked."""
+    _decode_with_orjson()
     try:
         from kopf._cogs.clients import watching
 
@@ -78,14 +79,14 @@ def install(on_pods_listed: Callable[[Any], None], on_pod_event: Callable[[dict[
 
     setattr(infinite_watch, _MARK, True)
     watching.infinite_watch = infinite_watch
-    _decode_with_orjson()
     return True
 
 
 def _decode_with_orjson() -> None:
     """kopf decodes each watch event with the `json` module its API client imported
     (`kopf._cogs.clients.api`): that name is given the standard module's functions, with
-    jsonwire's `loads`. Only that module's name changes; `json` stays as it is for everyone else."""
+    jsonwire's `loads`. Only that module's name changes; `json` stays as it is for everyone else.
+    Idempotent, and independent of the stream hook: either may work without the other."""
     try:
         from kopf._cogs.clients import api
     except ImportError as exc:
