@@ -7,12 +7,12 @@ Prometheus metrics and plain or JSON logs.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import random
 import sys
 
 from infer_operator import __version__
+from infer_operator.kopf_hooks import MODES
 from infer_operator.reconcile.schedule import AUDIT_SECONDS, RESYNC_SECONDS, SWEEP_SECONDS
 
 
@@ -34,13 +34,11 @@ def _run(args: argparse.Namespace) -> int:
     options.deregister_timeout_seconds = args.deregister_timeout
     options.cleanup_timeout_seconds = args.cleanup_timeout
     options.kubeconfig = args.kubeconfig
+    options.verbose = args.verbose
+    options.kopf_hooks = args.kopf_hooks
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="k8s")
-    if not args.verbose:
-        from infer_operator.handlers.setup import QuietEventHandlers
-
-        logging.getLogger("kopf.objects").addFilter(QuietEventHandlers())
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     if args.standalone:
@@ -121,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how long after its deletion an InferenceService is held while its registry data "
                           "cannot be removed (at once when its namespace is being deleted and the registry "
                           "cannot be used)")
+    run.add_argument("--kopf-hooks", choices=MODES, default="tested",
+                     help="the operator's hooks into kopf's internals (kopf_hooks/): installed on the kopf series "
+                          "they were tested with (tested), tried on any kopf whose internals still fit (any), or "
+                          "none (off: kopf's own behaviour, slower at fleet size)")
     group = run.add_mutually_exclusive_group()
     group.add_argument("--standalone", action="store_true", default=True,
                        help="no peering: this is the only operator instance (default)")

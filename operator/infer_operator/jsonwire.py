@@ -1,8 +1,7 @@
 """Decoding the Kubernetes API's JSON (watch streams and responses).
 
-orjson decodes a whole pod several times faster than the standard library. Profiled (bench
-deregistration, 60 churning pods): decoding the pods watch's events in kopf was about a tenth of
-the operator's samples with `json`.
+orjson decodes a whole pod several times faster than the standard library, and decoding the pods
+watch's events was a sizeable share of the operator's CPU under churn (bench/README.md).
 
 Only for the API server's output: orjson reads an integer beyond 64 bits as a float, and the API
 server never sends one (its JSON numbers are int64 or float64). Registry responses are anyone's,

@@ -1,6 +1,6 @@
 """Names shared by the operator, its manifests and its tests: labels, annotations, finalizers.
 
-They are part of the contract in DESIGN.md; tests outside the project rely on them.
+They are part of the contract (docs/design.md); tests outside the project rely on them.
 """
 
 GROUP = "serving.infer-operator.io"
@@ -58,7 +58,7 @@ ROLE_ASYNC = "async"
 
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
-# Environment of the main container that the operator sets (the pod contract, DESIGN.md): a
+# Environment of the main container that the operator sets (the pod contract, docs/design.md): a
 # template must not set these itself.
 CONTRACT_ENV = ("INFER_SERVICE", "INFER_ORDINAL", "INFER_REPLICAS", "INFER_SYNC_REPLICAS", "POD_NAME",
                 "POD_NAMESPACE", "POD_IP", "INFER_ROLE")

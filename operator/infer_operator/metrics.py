@@ -2,12 +2,11 @@
 
 Every metric the chart's dashboard and alerts use is defined here (a chart test reads this module).
 Counters count since the process started; a standby replica (kopf peering) exports zeros and
-`infer_operator_active 0`.
+`infer_operator_active 0` (kopf_hooks/logs.py follows kopf's pauses).
 """
 
 from __future__ import annotations
 
-import logging
 import platform
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -40,6 +39,12 @@ DEREGISTRATION_LATENCY = Histogram(
 )
 PODS_HELD = Gauge("infer_operator_pods_held",
                   "Deleted pods held by the operator's finalizer while their deregistration is under way")
+SERVICE_RECORDS = Gauge("infer_operator_service_records",
+                        "InferenceServices the operator keeps a record of: running loops, cleanups after a deletion, "
+                        "releases of their pods (records.py)")
+REGISTRY_CLIENTS = Gauge("infer_operator_registry_clients",
+                         "Registry clients open: one per InferenceService with a registry in use, and one while a "
+                         "registry moved away from is cleaned")
 ACTIVE = Gauge("infer_operator_active", "1 on the replica that acts, 0 on a standby (kopf peering)")
 BUILD_INFO = Gauge("infer_operator_build_info", "The operator's version (always 1)", ["version", "python"])
 SERVICE_DESIRED = Gauge("infer_operator_service_desired_replicas", "spec.replicas of an InferenceService",
@@ -49,6 +54,9 @@ SERVICE_READY = Gauge("infer_operator_service_ready_replicas", "Ready pods of an
 SERVICE_REGISTERED = Gauge("infer_operator_service_registered_instances",
                            "Instances of an InferenceService in its registry", ["namespace", "service"])
 SERVICE_GAUGES = (SERVICE_DESIRED, SERVICE_READY, SERVICE_REGISTERED)
+KOPF_HOOKS = Gauge("infer_operator_kopf_hook_installed",
+                   "1 when a hook into kopf's internals is installed, 0 when it fell back to kopf's own behaviour "
+                   "(kopf_hooks/)", ["hook"])
 
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 ACTIVE.set(1)
@@ -63,30 +71,5 @@ def forget_service(namespace: str, service: str) -> None:
             pass
 
 
-class PeeringState(logging.Filter):
-    """Follows kopf's pauses for a peer of higher priority: kopf announces them only in its log
-    (`kopf._core.engines.peering`), so this filter on that logger sets `infer_operator_active`.
-    It never drops a record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith(("Pausing operations", "Pausing all operators")):
-            ACTIVE.set(0)
-        elif message.startswith("Resuming operations"):
-            ACTIVE.set(1)
-        return True
-
-
-PEERING_LOGGER = "kopf._core.engines.peering"
-
-
-def follow_peering() -> None:
-    """Let `infer_operator_active` follow kopf's pauses (its peering messages are INFO: keep them)."""
-    logger = logging.getLogger(PEERING_LOGGER)
-    logger.setLevel(logging.INFO)
-    logger.addFilter(PeeringState())
-
-
 def serve(port: int) -> None:
-    follow_peering()
     start_http_server(port)

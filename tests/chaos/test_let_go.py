@@ -36,7 +36,7 @@ def metric(port: int, name: str, **label_values: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in label_values.items()):
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in label_values.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
 

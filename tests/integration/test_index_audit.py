@@ -24,9 +24,10 @@ from infer_operator.clients.kube import KubeClient, load_configuration
 from infer_operator.podview import PodView
 from infer_operator.reconcile.reconciler import ServiceReconciler
 from infer_operator.reconcile.schedule import Schedule
+from infer_operator.records import ServiceRecords
 from infer_operator.registration.registrar import Registrar
 from infer_operator.registration.releaser import PodReleaser
-from infer_operator.runtime import ServiceRecords
+from infer_operator.registration.sharing import NO_VIEWS
 from tests.support.kube import is_ready
 
 pytestmark = pytest.mark.integration
@@ -70,12 +71,12 @@ def _reconciler(kube: KubeClient, namespace: str, audit_seconds: float, emitted:
     services = ServiceRecords(lambda ns, name: Registrar(kube, ns, name, 1.0))
     releaser = PodReleaser(kube, services, lambda *event: None, timeout=lambda: 1.0)
     # As after a first pass: the next audit is `audit_seconds` away (0: due now).
-    reconciler = ServiceReconciler(kube, services.record(namespace, SERVICE), logger,
+    reconciler = ServiceReconciler(kube, services.hold(namespace, SERVICE), logger,
                                    lambda *event: emitted.append(event), releaser=releaser,
                                    schedule=Schedule(audit_seconds=audit_seconds, last_read=time.monotonic()))
     # The owned objects are not under test: apply nothing (a StatefulSet over these bare pods
     # would adopt and roll them, and its owner, with a made-up uid, would have it collected).
-    reconciler.applied_generation, reconciler.named_target = 1, False
+    reconciler.objects.applied_generation, reconciler.objects.named_target = 1, False
     return reconciler
 
 
@@ -140,8 +141,8 @@ async def test_a_failed_read_drops_nothing(cluster, namespace, service_pods, tmp
     kube = KubeClient(load_configuration(str(unreachable)))
     try:
         reconciler = _reconciler(kube, namespace, audit_seconds=0, emitted=[])
-        kept, fresh, error = await reconciler._audit_pods(index)
-        assert fresh is None and error, "an unreachable API must be reported, not read as empty"
-        assert {p.uid for p in kept} == {p.uid for p in index}
+        audit = await reconciler.audit.run(index, NO_VIEWS, read=reconciler.schedule.take_audit(time.monotonic()))
+        assert audit.fresh is None and audit.error, "an unreachable API must be reported, not read as empty"
+        assert {p.uid for p in audit.pods} == {p.uid for p in index}
     finally:
         await kube.close()

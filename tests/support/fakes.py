@@ -101,6 +101,15 @@ class FakeKube:
                 out.append(copy.deepcopy(body))
         return out
 
+    async def create(self, obj: dict[str, Any]) -> Any:
+        meta = obj["metadata"]
+        name = meta.get("name") or f"{meta.get('generateName', '')}{next(self._versions)}"
+        self._call("create", obj["kind"], name)
+        key = self._key(obj["apiVersion"], obj["kind"], meta.get("namespace"), name)
+        if key in self.objects:
+            raise KubeError(409, "AlreadyExists", f"{obj['kind']} {name} already exists")
+        return self.put({**obj, "metadata": {**meta, "name": name}})
+
     async def apply(self, obj: dict[str, Any], **_: Any) -> Any:
         meta = obj["metadata"]
         self._call("apply", obj["kind"], meta["name"])

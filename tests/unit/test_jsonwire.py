@@ -1,14 +1,12 @@
-"""jsonwire.py and its use for kopf's watch events: the same values as `json`, faster."""
+"""jsonwire.py: the same values as `json` (its use for kopf's watch events: test_kopf_hooks.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from kopf._cogs.clients import api
 
 from infer_operator import jsonwire
-from infer_operator.handlers import watchstream
 
 POD = {"kind": "Pod", "apiVersion": "v1",
        "metadata": {"name": "llm-0", "namespace": "ns", "uid": "5f1c", "resourceVersion": "912",
@@ -35,24 +33,3 @@ def test_decodes_what_json_decodes_to_the_same_value(text: str) -> None:
 def test_what_is_not_json_raises_value_error(text: str) -> None:
     with pytest.raises(ValueError):
         jsonwire.loads(text)
-
-
-def test_kopfs_watch_events_are_decoded_by_jsonwire_and_nothing_else_changes() -> None:
-    stdlib_loads = json.loads
-    assert watchstream.install(lambda namespace: None)
-    assert api.json.loads is jsonwire.loads
-    assert api.json.dumps is json.dumps and api.json.JSONDecodeError is json.JSONDecodeError
-    assert json.loads is stdlib_loads
-    decoder = api.json
-    watchstream._decode_with_orjson()
-    assert watchstream.install(lambda namespace: None)
-    assert api.json is decoder  # installing twice wraps once
-
-
-def test_kopfs_decoding_is_switched_even_when_its_stream_cannot_be_hooked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kopf._cogs.clients import watching
-
-    monkeypatch.delattr(watching, "infinite_watch")
-    monkeypatch.setattr(api, "json", json)
-    assert not watchstream.install(lambda namespace: None)
-    assert api.json.loads is jsonwire.loads

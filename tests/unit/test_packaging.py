@@ -1,8 +1,10 @@
-"""The shipped package carries no development tooling: the local control plane, the demo and the
-harness live in devtools/, beside the package, and the operator never imports them."""
+"""The shipped package's layout: it carries no development tooling (the local control plane, the
+demo and the harness live in devtools/, beside the package, and the operator never imports them),
+and no import cycle among its modules (`python hack/imports.py` says the same)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -44,3 +46,27 @@ def test_importing_the_operator_loads_no_dev_tooling():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _imports_module():
+    spec = importlib.util.spec_from_file_location("hack_imports", ROOT / "hack" / "imports.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["hack_imports"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_import_cycle_inside_the_package():
+    imports = _imports_module()
+    assert imports.cycles(imports.graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_hidden_behind_a_late_import(tmp_path):
+    imports = _imports_module()
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg import b\n")
+    (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.c import C\n")
+    (package / "c.py").write_text("def f():\n    from . import a\n")
+    assert imports.cycles(imports.graph(tmp_path, "pkg")) == [["pkg.a", "pkg.b", "pkg.c"]]

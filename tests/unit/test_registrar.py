@@ -73,7 +73,7 @@ async def test_a_missing_secret_is_a_configuration_problem_and_an_unreadable_one
     with pytest.raises(RegistryConfigError, match="Secret cred does not exist"):
         await setup.registrar.client(spec)
     result = await setup.registrar.sync(spec, [], PORT, 0, NOW, OWNER)
-    assert result.condition[:2] == ("False", "InvalidRegistryConfig")
+    assert (result.condition.ok, result.condition.reason) == (False, "InvalidRegistryConfig")
     setup.kube.fail("get", 503, kind="Secret")
     with pytest.raises(RegistryError):
         await setup.registrar.client(spec)
@@ -91,7 +91,7 @@ async def test_sync_registers_ready_sync_pods_and_removes_known_pods_that_are_no
     assert set(setup.registry.instances[NAME]) == {entry(ready).address, stranger.address}
     assert setup.registry.instances[NAME][entry(ready).address] == entry(ready)
     assert setup.registry.configs[NAME] == set()  # the new holder claimed its IP
-    assert result.registered == 1 and result.condition[:2] == ("True", "InSync")
+    assert result.registered == 1 and (result.condition.ok, result.condition.reason) == (True, "InSync")
     assert [p.name for p in result.to_mark] == [ready.name]
 
 
@@ -123,7 +123,7 @@ async def test_a_registry_error_during_sync_is_unreachable_not_a_crash():
     waits = []
     for _ in range(8):
         result = await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
-        assert result.condition[:2] == ("False", "RegistryUnreachable")
+        assert (result.condition.ok, result.condition.reason) == (False, "RegistryUnreachable")
         waits.append(result.retry_in)
     # growing, jittered (each in [step/2, step]), capped; back to the first step after a success
     assert 1.0 <= waits[0] <= 2.0 and max(waits) <= 60.0 and waits[-1] >= 30.0
@@ -222,4 +222,4 @@ async def test_a_pod_whose_release_started_is_not_registered_again_though_the_vi
     result = await setup.registrar.sync(spec, [going, staying], PORT, 0, NOW, OWNER,
                                         releasing=lambda uid: uid == going.uid)
     assert set(setup.registry.instances[NAME]) == {entry(staying).address}
-    assert result.condition[:2] == ("True", "InSync")
+    assert (result.condition.ok, result.condition.reason) == (True, "InSync")

@@ -18,6 +18,7 @@ import infer_operator
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "infer-operator"
 LOCK = ROOT / "images" / "operator" / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
 
 
 def load_lock_module():
@@ -27,11 +28,11 @@ def load_lock_module():
     return module
 
 
-def parse_lock() -> dict[str, dict]:
-    """{canonical name: {"version", "hashes", "via"}} from the lock's pip requirement lines."""
+def parse_lock(path: Path = LOCK) -> dict[str, dict]:
+    """{canonical name: {"version", "hashes", "via"}} from a lock's pip requirement lines."""
     entries: dict[str, dict] = {}
     current = None
-    for line in LOCK.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if match := re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) \\$", line):
             name = canonicalize_name(match[1])
             assert name not in entries, f"{name} is pinned twice"
@@ -80,6 +81,30 @@ def test_lock_was_made_from_the_current_dependency_list():
     digest = lock_module.dependencies_digest(lock_module.dependencies())
     recorded = re.search(r"^# dependencies-sha256: (\w+)$", LOCK.read_text(), re.MULTILINE)
     assert recorded and recorded[1] == digest, "pyproject.toml's dependencies changed: run `make lock`"
+
+
+def test_the_development_lock_pins_the_extras_and_the_build_backend_beside_the_runtime_lock():
+    lock_module = load_lock_module()
+    runtime, dev = parse_lock(), parse_lock(DEV_LOCK)
+    assert not set(runtime) & set(dev), "a package pinned in both locks: run `make lock`"
+    pinned = {**runtime, **dev}
+    for dependency in map(Requirement, lock_module.dev_dependencies()):
+        name = canonicalize_name(dependency.name)
+        assert name in pinned, f"{name} is not in {DEV_LOCK.name}: run `make lock`"
+        assert dependency.specifier.contains(pinned[name]["version"], prereleases=True), (name, dependency)
+    for name, entry in dev.items():
+        assert entry["hashes"], f"{name} has no hash"
+        assert entry["via"] and set(entry["via"]) <= set(pinned) | {"development"}, (name, entry["via"])
+    digest = lock_module.dependencies_digest(lock_module.dev_dependencies())
+    recorded = re.search(r"^# dependencies-sha256: (\w+)$", DEV_LOCK.read_text(), re.MULTILINE)
+    assert recorded and recorded[1] == digest, "pyproject.toml's extras changed: run `make lock`"
+
+
+def test_make_setup_installs_the_locked_versions_only():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "LOCKS = images/operator/requirements.lock requirements-dev.lock" in makefile
+    assert "pip install --quiet --require-hashes --only-binary=:all: $(addprefix -r ,$(LOCKS))" in makefile
+    assert "pip install --quiet --no-deps --no-build-isolation -e ." in makefile
 
 
 def test_dockerfile_runs_the_install_script_with_the_lock():

@@ -12,11 +12,11 @@ from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.podview import PodView
 from infer_operator.reconcile.schedule import Schedule
+from infer_operator.records import ServiceRecords
 from infer_operator.registration.registrar import Registrar
 from infer_operator.registration.releaser import PodReleaser
 from infer_operator.registration.sharing import Views
 from infer_operator.registry.model import Instance, ServiceRef
-from infer_operator.runtime import ServiceRecords
 from tests.support.fakes import FakeKube, StubRegistry
 
 NS, NAME, PORT = "team", "llm", 8000
@@ -77,11 +77,12 @@ async def test_a_deleted_pod_is_deregistered_its_config_removed_and_only_our_fin
 async def test_settings_come_from_the_service_record_and_its_one_registrar_client():
     setup = Setup()
     first, second = setup.deleted_pod(0, "10.0.0.10"), setup.deleted_pod(1, "10.0.0.11")
-    await setup.release(first)
-    await setup.release(second)
-    assert setup.kube.count("get", labels.KIND) == 1  # read once, then remembered in the record
-    assert setup.connects == 1  # one client per service, owned by its registrar, reused
-    assert not setup.registry.closed
+    async with setup.services.held(NS, NAME):  # as the service's loop holds its record while it runs
+        await setup.release(first)
+        await setup.release(second)
+        assert setup.kube.count("get", labels.KIND) == 1  # read once, then remembered in the record
+        assert setup.connects == 1  # one client per service, owned by its registrar, reused
+        assert not setup.registry.closed
 
 
 async def test_an_entry_still_listed_after_the_delete_is_removed_again_and_said_so():
@@ -265,8 +266,9 @@ async def test_a_pod_deleted_before_its_label_could_be_put_back_is_released():
 
 async def test_a_pod_that_could_not_be_taken_back_has_its_service_audited_soon():
     setup = Setup()
-    record = setup.services.record(NS, NAME)
-    record.reconciler = SimpleNamespace(schedule=Schedule(last_read=time.monotonic()))
+    record = setup.services.hold(NS, NAME)
+    schedule = Schedule(last_read=time.monotonic())
+    record.reconciler = SimpleNamespace(schedule=schedule, request_audit=schedule.request_audit)
     body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
                            "metadata": {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
                                         "labels": {**labels.common_labels(NAME),

@@ -1,5 +1,4 @@
-"""Role labelling and split changes: which pods restart, and how many at once; which indexed pods
-are ghosts."""
+"""Role labelling and split changes: which pods restart, and how many at once."""
 
 import dataclasses
 
@@ -9,7 +8,6 @@ from devtools.harness import isvc_body
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.podview import PodView
-from infer_operator.reconcile.reconciler import vanished_pods
 from infer_operator.reconcile.roles import plan_restarts, role_patch
 from tests.support.pods import pod
 
@@ -139,24 +137,3 @@ def test_podview_reads_ordinal_role_readiness():
     body["status"]["phase"] = "Pending"
     view = PodView.from_body(body)
     assert view.deleting and not view.ready
-
-
-@pytest.mark.parametrize(
-    ("indexed", "listed", "vanished"),
-    [
-        ([0, 1, 2], [0, 1, 2], []),          # nothing missed
-        ([0, 1, 2], [0, 2], [1]),            # a deletion the watch never delivered
-        ([0, 1], [0, 1, 2], []),             # listed but not indexed yet: not a ghost
-        ([0, 1, 2], [], [0, 1, 2]),          # the service's pods are all gone
-        ([], [0], []),
-    ],
-)
-def test_vanished_pods_are_the_indexed_ones_a_later_read_does_not_list(indexed, listed, vanished):
-    found = vanished_pods([pod(i, "sync") for i in indexed], [pod(i, "sync") for i in listed])
-    assert [p.ordinal for p in found] == vanished
-
-
-def test_a_pod_recreated_under_the_same_name_does_not_hide_its_ghost():
-    old = pod(1, "sync", deleting=True)
-    new = dataclasses.replace(pod(1, "sync"), uid="uid-1-new")
-    assert vanished_pods([old, new], [new]) == [old]

@@ -42,7 +42,7 @@ def pod_env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
 
 
 def contract_env(service: str, with_role: bool) -> list[dict[str, Any]]:
-    """The pod contract's environment (DESIGN.md "Pod contract")."""
+    """The pod contract's environment (README.md, "Pod contract")."""
     env = [
         {"name": "INFER_SERVICE", "value": service},
         _field_env("INFER_ORDINAL", f"metadata.labels['{labels.LABEL_POD_INDEX}']"),

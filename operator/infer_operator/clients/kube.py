@@ -150,6 +150,12 @@ class KubeClient:
         result = await self.request("GET", resource_path(api_version, kind, namespace), params=params)
         return list(result.get("items") or [])
 
+    async def create(self, obj: dict[str, Any]) -> Any:
+        """POST a new object (its metadata may use generateName)."""
+        meta = obj["metadata"]
+        return await self.request("POST", resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace")),
+                                  body=obj)
+
     async def apply(self, obj: dict[str, Any], *, field_manager: str = labels.FIELD_MANAGER) -> Any:
         """Server-side apply with our one field manager; force takes back fields others changed."""
         meta = obj["metadata"]

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from infer_operator import labels, metrics
+from infer_operator.clients.events import reference
 from infer_operator.reconcile.reconciler import ServiceReconciler
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.registration.releaser import registries_of
@@ -25,9 +26,9 @@ from infer_operator.registration.sharing import Views
 from infer_operator.runtime import RUNTIME
 
 
-# How long a woken loop waits for more of the same burst of events before its pass. Measured
-# (bench deregistration, 30-pod bursts): without it a service ran about one pass per pod event,
-# and those passes held the event loop while deletion events waited to be read.
+# How long a woken loop waits for more of the same burst of events before its pass: without it a
+# service ran about one pass per pod event, and those passes held the event loop while deletion
+# events waited to be read (bench/README.md, deregistration).
 COALESCE_SECONDS = 0.05
 
 
@@ -50,16 +51,18 @@ async def inferenceservice_changed(body: kopf.Body, namespace: str, name: str, p
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, id="reconcile", cancellation_timeout=10.0)
-async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str,
+async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str, uid: str,
                          logger: logging.Logger, pods_by_service: kopf.Index, services_by_place: kopf.Index,
                          **_: Any) -> None:
-    record = RUNTIME.services.record(namespace, name)
+    records = RUNTIME.services
+    record = records.hold(namespace, name, uid)
     waker = record.wakeup
     waker.poke(objects=True)
     views = Views(pods_by_service, services_by_place)
+    involved = reference(labels.API_VERSION, labels.KIND, namespace, name, uid)
 
     def post(event_type: str, reason: str, message: str) -> None:
-        kopf.event(body, type=event_type, reason=reason, message=message)
+        RUNTIME.events.post(involved, event_type, reason, message)
 
     options = RUNTIME.options
     reconciler = ServiceReconciler(RUNTIME.kube, record, logger, post, releaser=RUNTIME.releaser,
@@ -101,3 +104,8 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
             await relay
         record.reconciler = None
         metrics.forget_service(namespace, name)
+        # kopf stops the loop when the deletion starts: the cleanup takes the record over before
+        # the loop lets go of it (started by the deletion's event already, or here), so the
+        # registry client built while the credentials Secret was there stays for the cleanup.
+        RUNTIME.service_releaser.handle(body, views)
+        await records.let_go(record)

@@ -3,7 +3,6 @@ and pods that left the watch while still holding our finalizer."""
 
 from __future__ import annotations
 
-import contextvars
 from typing import Any
 
 import kopf
@@ -32,9 +31,7 @@ async def pod_changed(event: dict[str, Any], body: kopf.Body, namespace: str, po
         return
     views = Views(pods_by_service, services_by_place)
     if RUNTIME.views is None:
-        # For release_early: kopf's indexes (the same objects on every call), and this context,
-        # where kopf.event finds its event queue (kopf sets it per object, not per watch stream).
-        RUNTIME.views, RUNTIME.handler_context = views, contextvars.copy_context()
+        RUNTIME.views = views  # for release_early: kopf's indexes are the same objects on every call
     if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers:
         # A pod is removed only once every finalizer is gone: one that leaves the watch holding
         # ours had its labels changed (deleted or not). Take it back, or release it if it is being
@@ -51,11 +48,12 @@ def release_early(event: dict[str, Any]) -> None:
     """A pod event as it leaves the API client, before kopf queues it: a deleted pod holding our
     finalizer starts its release here. Under a burst of deletions kopf works through its queue one
     event at a time between everything else on the loop; measured (bench deregistration's stages),
-    that queue was a fifth of the time from the DELETE to the key's removal. kopf's handler
-    (pod_changed) sees the same event later; the release, one per pod, is not started twice."""
+    that queue was a large part of the time from the DELETE to the key's removal (bench/README.md).
+    kopf's handler (pod_changed) sees the same event later; the release, one per pod, is not
+    started twice. Called by the watch stream hook (kopf_hooks/watchstream.py)."""
     body = event.get("object")
-    views, context = RUNTIME.views, RUNTIME.handler_context
-    if views is None or context is None or not isinstance(body, dict) or event.get("type") == "DELETED":
+    views = RUNTIME.views
+    if views is None or not isinstance(body, dict) or event.get("type") == "DELETED":
         # No handler has run yet: kopf's own path releases it. A DELETED event that still shows
         # our finalizer is a relabelled pod's previous state: the handler reads it first.
         return
@@ -63,5 +61,4 @@ def release_early(event: dict[str, Any]) -> None:
     if meta.get("deletionTimestamp") and labels.POD_FINALIZER in (meta.get("finalizers") or ()):
         pod = PodView.from_body(body)
         if pod.service:
-            # Started in a handler's context, so that the release can post its events.
-            context.run(RUNTIME.releaser.handle, pod, views)
+            RUNTIME.releaser.handle(pod, views)

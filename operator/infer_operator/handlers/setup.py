@@ -1,4 +1,5 @@
-"""Operator start-up and shutdown: kopf settings, server-side watch filters, clients."""
+"""Operator start-up and shutdown: kopf settings, server-side watch filters, the hooks into kopf
+(kopf_hooks/), clients."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import kopf
 
-from infer_operator import kinds, labels, memory
+from infer_operator import kinds, kopf_hooks, labels, memory
 from infer_operator.clients.kube import load_configuration
-from infer_operator.handlers import indexing, pods, watchstream
+from infer_operator.handlers import pods
 from infer_operator.runtime import RUNTIME
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
     """No "diff base": kopf builds one of every object on every watch event (a deep copy of the
     whole body, then a diff against the last one) for change-detecting handlers
     (on.create/update/delete/field). The operator has none: its loop compares generations and
-    markers itself. Profiled, that copy was about a tenth of the operator's CPU under churn."""
+    markers itself, and the copy was a sizeable share of its CPU under churn (bench/README.md)."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         return kopf.BodyEssence()
@@ -30,18 +31,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
-
-
-class QuietEventHandlers(logging.Filter):
-    """Drops kopf's "Handler '...' succeeded." line, which it logs at INFO for every watch event
-    an on.event handler took (several per pod start or deletion, thousands a minute in a large
-    fleet): the handlers only record what they saw and wake a loop, which logs what it does. Their
-    failures are still logged, and everything is with --verbose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or not isinstance(record.msg, str):
-            return True
-        return not (record.msg.startswith("Handler '") and record.msg.endswith("' succeeded."))
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -63,8 +52,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = NoDiffBase()
     # Lists come in pages: after a restart the pods arrive 100 at a time instead of as one
     # response holding every pod, whose text and decoded objects would all be alive at once. A
-    # page is decoded whole before it is cut down, and the process keeps its peak (memory.py):
-    # at 100 x 8, pages of 500 left 149 MB after a restart, pages of 100 left 135.
+    # page is decoded whole before it is cut down, and the process keeps its peak (memory.py), so
+    # smaller pages leave less behind after a restart (bench/README.md).
     settings.watching.chunk_size = 100
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "infer-operator"
@@ -104,8 +93,8 @@ def _relisted(namespace: str | None) -> None:
 async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     configure(settings)
     # Before the watches start (kopf runs startup handlers first).
-    watchstream.install(_relisted, pods.release_early)
-    indexing.install()
+    kopf_hooks.install(on_pods_listed=_relisted, on_pod_event=pods.release_early,
+                       quiet=not RUNTIME.options.verbose, mode=RUNTIME.options.kopf_hooks)
     RUNTIME.start_background(memory.trim_periodically())
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import InferenceServiceSpec
+from infer_operator.notes import Condition
 from infer_operator.podview import PodView
 
 
@@ -34,7 +35,7 @@ class Outcome:
     outdated: int = 0                  # live pods of an older template revision
     update_revision: str | None = None
     registered: int | None = None
-    registry_condition: tuple[str, str, str] | None = None  # (status, reason, message)
+    registry_condition: Condition | None = None  # RegistrySynced
     paused: bool = False               # the infer-operator.io/paused annotation: nothing was changed
     url: str | None = None             # where the sync role is reached inside the cluster
     registry: dict[str, Any] | None = None           # the registry in use, as spec.registry says it
@@ -141,9 +142,8 @@ def compute_status(
             conditions.append(_condition("Ready", False, reason, message, gen))
             conditions.append(_condition("Progressing", True, reason, message, gen))
         conditions.append(_condition("Degraded", False, "AsExpected", "", gen))
-    if outcome.registry_condition is not None:
-        state, reason, message = outcome.registry_condition
-        conditions.append(_condition("RegistrySynced", state == "True", reason, message, gen))
+    if (synced := outcome.registry_condition) is not None:
+        conditions.append(_condition("RegistrySynced", synced.ok, synced.reason, synced.message, gen))
     _keep_transition_times(conditions, (previous or {}).get("conditions"), now)
     status["conditions"] = conditions
     return status

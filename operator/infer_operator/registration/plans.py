@@ -74,7 +74,7 @@ def plan_registration(desired: dict[str, Instance], listed: Iterable[Instance], 
                       ) -> RegistrationPlan:
     """Register what is missing or differs; deregister our entries of known pods that are not wanted.
 
-    A pod registered for the first time claims its IP: per DESIGN.md a per-IP config written
+    A pod registered for the first time claims its IP: a per-IP config written
     before then belongs to a previous holder. A pod is new when it carries no registration mark
     and no listed entry names it (an entry of an earlier operator run is adopted instead).
     Entries of other owners are never removed here, and an entry whose IP no known pod holds is

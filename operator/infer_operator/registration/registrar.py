@@ -23,6 +23,7 @@ from infer_operator import kinds, metrics
 from infer_operator.backoff import Backoff
 from infer_operator.api.v1alpha1 import RegistrySpec
 from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.notes import Condition
 from infer_operator.podview import PodView
 from infer_operator.registration.actions import apply_sweep
 from infer_operator.registration.plans import desired_instances, plan_registration, plan_sweep
@@ -49,7 +50,7 @@ Confirm = Callable[[], Awaitable[tuple[list[PodView], set[str]]]]
 @dataclass(frozen=True)
 class SyncResult:
     registered: int
-    condition: tuple[str, str, str]  # status, reason, message
+    condition: Condition  # RegistrySynced
     retry_in: float | None = None
     to_mark: tuple[PodView, ...] = ()  # registered pods without the registration mark yet
     registered_uids: frozenset[str] = frozenset()  # the pods listed in the registry after this pass
@@ -185,9 +186,9 @@ class Registrar:
         try:
             registry = await self.client(spec_registry)
         except RegistryConfigError as exc:
-            return SyncResult(0, ("False", "InvalidRegistryConfig", str(exc)), None)
+            return SyncResult(0, Condition(False, "InvalidRegistryConfig", str(exc)), None)
         except RegistryError as exc:
-            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
+            return SyncResult(0, Condition(False, "RegistryUnreachable", str(exc)), self.backoff.next())
         service = self.service_of(spec_registry)
         desired = desired_instances(pods, port, register_delay, now, owner)
         asked = (self._fingerprint, service, frozenset(desired.instances.items()), frozenset(desired.warming.items()),
@@ -220,7 +221,7 @@ class Registrar:
                          f"longer a Ready sync pod.")
         except RegistryError as exc:
             metrics.REGISTRY_ERRORS.labels(self.backend, "sync").inc()
-            return SyncResult(0, ("False", "RegistryUnreachable", str(exc)), self.backoff.next())
+            return SyncResult(0, Condition(False, "RegistryUnreachable", str(exc)), self.backoff.next())
         self.backoff.reset()
         registered = len(desired.instances)
         message = f"{registered} instance(s) registered in {registry.describe()}"
@@ -228,7 +229,7 @@ class Registrar:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
         registered_uids = {i.uid for i in desired.instances.values()}
         to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
-        result = SyncResult(registered, ("True", "InSync", message), desired.next_due, to_mark,
+        result = SyncResult(registered, Condition(True, "InSync", message), desired.next_due, to_mark,
                             frozenset(registered_uids))
         self._synced = (asked, time.monotonic(), result)
         return result

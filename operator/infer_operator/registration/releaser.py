@@ -29,25 +29,25 @@ from typing import Any
 from infer_operator import kinds, labels, metrics
 from infer_operator.api.v1alpha1 import RegistrySpec, parse_spec
 from infer_operator.backoff import Backoff
+from infer_operator.clients.events import reference
 from infer_operator.clients.finalizers import remove_finalizer
 from infer_operator.clients.kube import KubeClient, KubeError
+from infer_operator.notes import Note
 from infer_operator.podview import PodView, parse_time
+from infer_operator.records import RegistrySettings, ServiceRecord, ServiceRecords
 from infer_operator.registration.actions import deregister_confirmed
 from infer_operator.registration.registrar import RegistryConfigError
 from infer_operator.registration.sharing import NO_VIEWS, Views, live_ips, read_pods
 from infer_operator.registry.model import RegistryError, ServiceRef
-from infer_operator.runtime import RegistrySettings, ServiceRecord, ServiceRecords
 
 log = logging.getLogger(__name__)
 
-# (object reference, event type, reason, message)
+# (involved object: clients/events.reference, event type, reason, message); never blocks.
 PostEvent = Callable[[dict[str, Any], str, str, str], None]
 
 
 def pod_reference(pod: PodView) -> dict[str, Any]:
-    """Enough of a pod body for an Event's involvedObject."""
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid}}
+    return reference("v1", "Pod", pod.namespace, pod.name, pod.uid)
 
 
 
@@ -56,10 +56,12 @@ RECENT_SECONDS = 300.0  # a pod released this recently is not started again by a
 
 
 class Releases:
-    """Background releases, one task per object uid at a time; an object just released is not
-    started again for a while (late events still show the finalizer that was just removed)."""
+    """Background releases, one task per object uid at a time, each holding its service's record
+    while it runs; an object just released is not started again for a while (late events still
+    show the finalizer that was just removed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, services: ServiceRecords) -> None:
+        self.services = services
         self.tasks: dict[str, asyncio.Task] = {}
         self.recently_released: dict[str, float] = {}  # uid -> when its release finished
         self.pruned_at = time.monotonic()
@@ -70,14 +72,25 @@ class Releases:
             return True
         return time.monotonic() - self.recently_released.get(uid, -RECENT_SECONDS) < RECENT_SECONDS
 
-    def start(self, uid: str, name: str, release: Callable[[], Awaitable[bool]]) -> None:
+    def start(self, uid: str, name: str, service: tuple[str, str, str | None],
+              release: Callable[[ServiceRecord], Awaitable[bool]]) -> None:
+        """Run `release(record)` in the background, unless this object's release has started;
+        `service` (namespace, name, uid or None) names the record it holds meanwhile."""
         if self.started(uid):
             return
         now = time.monotonic()
         if now - self.pruned_at > RECENT_SECONDS:  # forget old releases now and then, not on every event
             self.recently_released = {u: at for u, at in self.recently_released.items() if now - at < RECENT_SECONDS}
             self.pruned_at = now
-        task = asyncio.create_task(release(), name=name)
+        record = self.services.hold(*service)  # before the task starts: no gap for the record to be forgotten
+
+        async def run() -> bool:
+            try:
+                return await release(record)
+            finally:
+                await self.services.let_go(record)
+
+        task = asyncio.create_task(run(), name=name)
         self.tasks[uid] = task
 
         def done(_: asyncio.Task) -> None:
@@ -104,7 +117,10 @@ async def _settings_for(kube: KubeClient, record: ServiceRecord) -> RegistrySett
         if exc.not_found:
             return None
         raise RegistryError(f"could not read InferenceService {record.name}: {exc}") from None
-    record.remember(parse_spec(body.get("spec")), body["metadata"]["uid"])
+    uid = body["metadata"]["uid"]
+    if record.uid is not None and uid != record.uid:
+        return None  # a namesake: the service this record is about is gone
+    record.remember(parse_spec(body.get("spec")), uid)
     return record.settings
 
 
@@ -114,7 +130,7 @@ class PodReleaser:
         self.services = services
         self.post = post
         self.timeout = timeout
-        self.releases = Releases()
+        self.releases = Releases(services)
         metrics.PODS_HELD.set_function(lambda: len(self.releases.tasks))
 
     @property
@@ -129,7 +145,8 @@ class PodReleaser:
         """Start releasing a deleted pod that still carries our finalizer (at most once at a time).
         `views` shows the pods of every service sharing its registry (who holds its IP now)."""
         if pod.deleting and labels.POD_FINALIZER in pod.finalizers:
-            self.releases.start(pod.uid, f"release {pod.namespace}/{pod.name}", lambda: self._release(pod, views))
+            self.releases.start(pod.uid, f"release {pod.namespace}/{pod.name}", (pod.namespace, pod.service, None),
+                                lambda record: self._release(pod, record, views))
 
     async def reclaim(self, pod: PodView, views: Views, *, read_first: bool = False) -> None:
         """A pod holding our finalizer has left the watch (its managed-by label was changed). A
@@ -188,21 +205,20 @@ class PodReleaser:
     async def close(self) -> None:
         await self.releases.close()
 
-    async def _release(self, pod: PodView, views: Views) -> bool:
+    async def _release(self, pod: PodView, record: ServiceRecord, views: Views) -> bool:
         """Returns whether the pod is released (our finalizer is gone)."""
         try:
-            outcome = await self._deregister(pod, views)
+            outcome = await self._deregister(pod, record, views)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - whatever happens, the pod must not be stuck
             log.exception(f"Deregistering pod {pod.namespace}/{pod.name} failed unexpectedly; releasing it.")
-            outcome = ("Warning", "DeregistrationFailed", "unexpected error; the sweep will finish the job")
+            outcome = Note("Warning", "DeregistrationFailed", "unexpected error; the sweep will finish the job")
         released = await self._remove_finalizer(pod)
         if outcome is not None:
-            event_type, reason, message = outcome
-            self.post(pod_reference(pod), event_type, reason, f"Pod {pod.name}: {message}")
-            if event_type == "Warning":
-                metrics.INCOMPLETE_CLEANUPS.labels("Pod", reason).inc()
+            self.post(pod_reference(pod), outcome.type, outcome.reason, f"Pod {pod.name}: {outcome.message}")
+            if outcome.warning:
+                metrics.INCOMPLETE_CLEANUPS.labels("Pod", outcome.reason).inc()
         return released
 
     @staticmethod
@@ -214,13 +230,12 @@ class PodReleaser:
                     return other
         return None
 
-    async def _deregister(self, pod: PodView, views: Views):
-        """Returns (event type, reason, message) worth an event, or None for the quiet normal case."""
+    async def _deregister(self, pod: PodView, record: ServiceRecord, views: Views) -> Note | None:
+        """What is worth an event, or None for the quiet normal case."""
         started = time.monotonic()
         deadline = started + self.timeout()
         backoff = Backoff()
         last_error = "registry unreachable"
-        record = self.services.record(pod.namespace, pod.service)
         while True:
             try:
                 settings = await _settings_for(self.kube, record)
@@ -251,15 +266,15 @@ class PodReleaser:
                         log.info(f"Removed the per-IP config of pod {pod.namespace}/{pod.name} ({pod.ip}) "
                                  f"from {service}.")
                     if keep_config:
-                        return ("Normal", "IPReused", f"IP {pod.ip} is held by {holder.namespace}/{holder.name}, "
+                        return Note("Normal", "IPReused", f"IP {pod.ip} is held by {holder.namespace}/{holder.name}, "
                                 f"registered since: its per-IP config is that pod's and was kept")
                     if result.needed_second_confirmation:
-                        return ("Normal", "DeregisteredOnSecondConfirmation",
+                        return Note("Normal", "DeregisteredOnSecondConfirmation",
                                 f"{pod.ip}:{port} was still listed after the first delete; removed directly")
                     return None
                 last_error = result.last_error or last_error
             except RegistryConfigError as exc:
-                return ("Warning", "DeregistrationSkipped", f"{exc}; released without deregistration")
+                return Note("Warning", "DeregistrationSkipped", f"{exc}; released without deregistration")
             except (RegistryError, TimeoutError) as exc:
                 last_error = str(exc) or type(exc).__name__
                 metrics.REGISTRY_ERRORS.labels("unknown", "deregister").inc()
@@ -268,7 +283,7 @@ class PodReleaser:
                 message = (f"registry unreachable for {self.timeout():g}s ({last_error}); released without "
                            f"confirmed deregistration, the sweep will remove its entry and config")
                 log.warning(f"Pod {pod.namespace}/{pod.name}: {message}.")
-                return ("Warning", "DeregistrationTimedOut", message)
+                return Note("Warning", "DeregistrationTimedOut", message)
             await asyncio.sleep(delay)
 
     async def _remove_finalizer(self, pod: PodView) -> bool:
@@ -315,7 +330,7 @@ class ServiceReleaser:
         self.services = services
         self.post = post
         self.timeout = timeout
-        self.releases = Releases()
+        self.releases = Releases(services)
 
     def handle(self, body: Any, views: Views = NO_VIEWS) -> None:
         """Start cleaning up a deleted InferenceService that still carries our finalizer."""
@@ -323,29 +338,28 @@ class ServiceReleaser:
         if meta.get("deletionTimestamp") and labels.CR_FINALIZER in (meta.get("finalizers") or []):
             snapshot = {"metadata": dict(meta), "spec": body.get("spec"), "status": body.get("status")}
             self.releases.start(meta["uid"], f"clean up {meta['namespace']}/{meta['name']}",
-                                lambda: self._release(snapshot, views))
+                                (meta["namespace"], meta["name"], meta["uid"]),
+                                lambda record: self._release(snapshot, record, views))
 
     async def close(self) -> None:
         await self.releases.close()
 
-    async def _release(self, body: dict[str, Any], views: Views) -> bool:
+    async def _release(self, body: dict[str, Any], record: ServiceRecord, views: Views) -> bool:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         owner = ServiceRef(namespace, name, meta["uid"])
-        reference = {"apiVersion": labels.API_VERSION, "kind": labels.KIND,
-                     "metadata": {"name": name, "namespace": namespace, "uid": owner.uid}}
+        involved = reference(labels.API_VERSION, labels.KIND, namespace, name, owner.uid)
         try:
-            outcome = await self._clean(body, owner, views)
+            outcome = await self._clean(body, owner, record, views)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - whatever happens, the object must not be stuck
             log.exception(f"Cleaning the registry of InferenceService {namespace}/{name} failed unexpectedly.")
-            outcome = ("RegistryCleanupAbandoned", "unexpected error; its registry entries may remain")
+            outcome = Note("Warning", "RegistryCleanupAbandoned", "unexpected error; its registry entries may remain")
         if outcome is not None:
-            reason, message = outcome
-            log.warning(f"InferenceService {namespace}/{name}: {message}.")
-            self.post(reference, "Warning", reason, message)
-            metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, reason).inc()
+            log.warning(f"InferenceService {namespace}/{name}: {outcome.message}.")
+            self.post(involved, outcome.type, outcome.reason, outcome.message)
+            metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, outcome.reason).inc()
         try:
             released = await remove_finalizer(self.kube, kinds.INFERENCE_SERVICE, namespace, name,
                                               labels.CR_FINALIZER, uid=owner.uid)
@@ -353,16 +367,16 @@ class ServiceReleaser:
             released = False
             log.error(f"Could not release InferenceService {namespace}/{name} from {labels.CR_FINALIZER}: {exc}")
         if not released:
-            self.post(reference, "Warning", "FinalizerNotRemoved",
+            self.post(involved, "Warning", "FinalizerNotRemoved",
                       f"could not remove {labels.CR_FINALIZER}; `infer-operator cleanup` removes it")
             metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, "FinalizerNotRemoved").inc()
         return released
 
-    async def _clean(self, body: dict[str, Any], owner: ServiceRef, views: Views) -> tuple[str, str] | None:
-        """Clean every registry the service used; (reason, message) for an event when it gave up."""
+    async def _clean(self, body: dict[str, Any], owner: ServiceRef, record: ServiceRecord,
+                     views: Views) -> Note | None:
+        """Clean every registry the service used; what is worth an event when it gave up."""
         current, retired = registries_of(body)
         left = ([current] if current else []) + retired
-        record = self.services.record(owner.namespace, owner.name)
         deletion = parse_time(body["metadata"].get("deletionTimestamp")) or datetime.datetime.now(datetime.UTC)
         deadline = deletion + datetime.timedelta(seconds=self.timeout())
         backoff = Backoff(first=1.0, cap=30.0)
@@ -385,7 +399,7 @@ class ServiceReleaser:
             except RegistryConfigError as exc:
                 last_error = str(exc)
                 if await self._namespace_going(owner.namespace):
-                    return ("RegistryCleanupAbandoned",
+                    return Note("Warning", "RegistryCleanupAbandoned",
                             f"the namespace is being deleted and the registry cannot be used ({exc}); "
                             f"entries and per-IP configs of {owner.name} may remain there")
             except (RegistryError, KubeError, TimeoutError) as exc:
@@ -393,7 +407,7 @@ class ServiceReleaser:
             delay = backoff.next()
             now = datetime.datetime.now(datetime.UTC)
             if now + datetime.timedelta(seconds=delay) >= deadline:
-                return ("RegistryCleanupAbandoned",
+                return Note("Warning", "RegistryCleanupAbandoned",
                         f"the registry could not be cleaned within {self.timeout():g}s of the deletion "
                         f"({last_error}); entries and per-IP configs of {owner.name} may remain there")
             log.warning(f"Cleaning the registry of InferenceService {owner.namespace}/{owner.name} failed, "

@@ -63,12 +63,15 @@ def _text(value: Any, name: str) -> str | None:
 
 class Measured(Registry):
     """A client whose every call is timed into `infer_operator_registry_request_duration_seconds`
-    (by backend and operation, failures included)."""
+    (by backend and operation, failures included), and counted in `infer_operator_registry_clients`
+    while open."""
 
     def __init__(self, inner: Registry, backend: str):
         self.inner = inner
         self.kind = inner.kind
         self._backend = backend
+        self._open = True
+        metrics.REGISTRY_CLIENTS.inc()
 
     async def _timed(self, operation: str, call: Any) -> Any:
         started = time.monotonic()
@@ -105,6 +108,9 @@ class Measured(Registry):
         return await self._timed("identity", self.inner.identity())
 
     async def close(self) -> None:
+        if self._open:
+            self._open = False
+            metrics.REGISTRY_CLIENTS.dec()
         await self.inner.close()
 
     def describe(self) -> str:

@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/services"
 DEFAULT_ETCD_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # Per-IP configs removed per transaction: two operations each (the key and the keys below it),
-# within etcd's default --max-txn-ops of 128. One transaction per config made a sweep of 10,000
-# stale configs take 13.5 s of round trips.
+# within etcd's default --max-txn-ops of 128. One transaction per config made a large sweep a long
+# chain of round trips (bench/README.md).
 CONFIG_DELETES_PER_TXN = 64
 
 # gRPC status codes as returned in the gateway's JSON error body

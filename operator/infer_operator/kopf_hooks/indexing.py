@@ -6,31 +6,29 @@ ToggleSet (`kopf._cogs.aiokits.aiotoggles`, `operator_indexed`), and each object
 its own object is indexed, waits on the set until every toggle is gone. kopf's ToggleSet wakes
 every waiter each time a toggle is added or dropped, although what they wait for (the set's
 all-or-none state) changes only once: with N objects, about N x N wake-ups before the first
-handler. Measured: at 500 x 8 (about 4,500 objects) a restarted operator ran ~4.5 min at full CPU
-in these wake-ups, and pods deleted meanwhile stayed registered that long (bench/README.md;
-`python -m bench indexing` shows the curve).
+handler. At fleet size a restarted operator spends minutes at full CPU in these wake-ups, and pods
+deleted meanwhile stay registered that long (figures in bench/README.md; `python -m bench
+indexing` shows the curve).
 
 Here adding or dropping a toggle wakes the waiters only when it changes the set's state. Nothing
 else can change what they wait for: a ToggleSet's waiters ask for the set's state, a Toggle's
 waiters for that toggle's own state, which only `Toggle.turn_to` changes (and it still wakes
-them). So kopf behaves the same, minus the wake-ups that find nothing changed. Were kopf's
-internals to change, `install` says so in the log and kopf keeps its own behaviour.
+them). So kopf behaves the same, minus the wake-ups that find nothing changed. The defect and a
+proposed fix, written for kopf's tracker, are in docs/design.md ("kopf's start-up indexing");
+when kopf fixes it, this hook goes.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
-log = logging.getLogger(__name__)
-
-_MARK = "_infer_operator_state_change_only"
+from infer_operator.kopf_hooks.base import MARK, Unavailable
 
 
-def install() -> bool:
+def install() -> None:
     """Make kopf's ToggleSet wake its waiters only on a change of its state (all classes' instances,
-    from now on). Idempotent. Returns whether this kopf version could be patched."""
+    from now on). Idempotent. Raises Unavailable when this kopf's ToggleSet is not as relied on."""
     try:
         from kopf._cogs.aiokits import aiotoggles
 
@@ -39,11 +37,9 @@ def install() -> bool:
         probe = toggle_set(all)
         probe._toggles.add(toggle(False, name="probe", condition=probe._condition))
     except (ImportError, AttributeError, TypeError) as exc:
-        log.warning(f"Cannot patch this kopf version's start-up indexing ({exc}): a restart with many objects "
-                    f"spends time quadratic in their number before the first handler runs.")
-        return False
-    if getattr(toggle_set, _MARK, False):
-        return True
+        raise Unavailable(f"kopf._cogs.aiokits.aiotoggles.ToggleSet or Toggle: {exc}") from None
+    if getattr(toggle_set, MARK, False):
+        return
 
     async def make_toggle(self: Any, __val: bool = False, *, name: str | None = None) -> Any:
         made = toggle(__val, name=name, condition=self._condition)
@@ -67,5 +63,4 @@ def install() -> bool:
     toggle_set.make_toggle = make_toggle
     toggle_set.drop_toggles = drop_toggles
     toggle_set.drop_toggle = drop_toggle
-    setattr(toggle_set, _MARK, True)
-    return True
+    setattr(toggle_set, MARK, True)

@@ -1,0 +1,34 @@
+"""handlers/pods.py: a deleted pod holding our finalizer starts its release as its event passes
+the watch stream (release_early), before kopf queues it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from infer_operator import labels
+from infer_operator.handlers import pods
+from infer_operator.registration.sharing import NO_VIEWS
+from infer_operator.runtime import RUNTIME
+
+
+def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(monkeypatch):
+    handled: list = []
+    monkeypatch.setattr(type(RUNTIME), "releaser", SimpleNamespace(handle=lambda pod, views: handled.append(pod.name)))
+
+    def event(name, *, deleting=True, finalizers=(labels.POD_FINALIZER,)):
+        meta = {"name": name, "namespace": "team", "uid": name, "finalizers": list(finalizers),
+                "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_MANAGED_BY: labels.MANAGED_BY}}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+        return {"type": "MODIFIED", "object": {"metadata": meta}}
+
+    monkeypatch.setattr(RUNTIME, "views", None)
+    pods.release_early(event("before-any-handler"))  # kopf's handler releases it: the indexes are not known yet
+    monkeypatch.setattr(RUNTIME, "views", NO_VIEWS)
+    pods.release_early(event("llm-0"))
+    pods.release_early(event("llm-1", deleting=False))
+    pods.release_early(event("llm-2", finalizers=()))
+    # A DELETED event still showing our finalizer is a relabelled pod's previous state: kopf's
+    # handler reads the pod before anything is released.
+    pods.release_early({**event("llm-3"), "type": "DELETED"})
+    assert handled == ["llm-0"]

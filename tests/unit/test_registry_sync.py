@@ -1,0 +1,215 @@
+"""A service's side of the registry in the reconcile pass, against an in-memory API and a stub
+registry: our finalizer held exactly while there is registry data to clean (and nothing registered
+before it is), Ready sync pods registered at the port they were started with, a pod new at an IP
+claiming it, an unreachable registry reported as a condition rather than an error, the sweep
+removing only what no live pod of the service (or of one sharing the registry) holds, and a
+registry moved away from cleaned, and said so until it is."""
+
+from __future__ import annotations
+
+from infer_operator import kinds, labels
+from tests.support.fakes import StubRegistry
+from tests.support.reconcile_world import ETCD, NAME, NS, World, pod_body, revised
+
+
+# -- registration ----------------------------------------------------------------------------------
+
+async def test_ready_sync_pods_are_registered_and_the_condition_says_so():
+    world = World(replicas=3, syncReplicas=2, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)),
+                   pod_body(1, "sync", ready=False, finalizers=(labels.POD_FINALIZER,)),
+                   pod_body(2, "async", finalizers=(labels.POD_FINALIZER,)))
+    await world.run(apply_objects=True)
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    synced = world.condition("RegistrySynced")
+    assert synced["status"] == "True" and synced["reason"] == "InSync"
+    assert world.status()["registered"] == 1
+
+
+async def test_an_unreachable_registry_is_a_condition_and_a_soon_retry_not_an_error():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.registry.fail("list_instances", count=1)
+    retry = await world.run(apply_objects=True)
+    assert 1.0 <= retry <= 2.0  # the first of growing, jittered waits
+    assert world.condition("RegistrySynced")["reason"] == "RegistryUnreachable"
+    assert world.condition("Degraded")["status"] == "False"
+
+
+async def test_a_pod_registered_for_the_first_time_claims_its_ip_and_is_marked():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.registry.configs[NAME] = {"10.0.0.10"}  # written for a dead pod that held this IP
+    await world.run(apply_objects=True)
+    assert world.registry.configs[NAME] == set()
+    conditions = {c["type"]: c["status"] for c in world.pod(0)["status"]["conditions"]}
+    assert conditions[labels.CONDITION_REGISTERED] == "True"
+    entry = world.registry.instances[NAME]["10.0.0.10:8000"]
+    assert entry.owner.uid == world.body()["metadata"]["uid"]
+    # Config written for the pod from now on is its own: a later pass keeps it.
+    world.registry.configs[NAME] = {"10.0.0.10"}
+    world.registry.instances[NAME].clear()  # e.g. deregistered while it was not Ready
+    await world.run()
+    assert world.registry.configs[NAME] == {"10.0.0.10"}
+    assert "10.0.0.10:8000" in world.registry.instances[NAME]
+
+
+async def test_each_pod_is_registered_at_the_port_it_was_started_with():
+    world = World(replicas=2, registry=ETCD, sync={"port": 8001})
+    world.add_pods(revised(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-1", port=8000),
+                   revised(pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-2", port=8001))
+    await world.run(apply_objects=True)
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000", "10.0.0.11:8001"}
+
+
+async def test_switching_the_registry_off_remembers_it_for_the_releaser():
+    world = World(replicas=1, registry=ETCD)
+    await world.run(apply_objects=True)
+    assert world.services.get(NS, NAME).settings.registry.type == "etcd"
+    world.patch_spec(registry={"type": "none"})
+    await world.run()
+    assert world.services.get(NS, NAME).settings.registry.type == "none"
+
+
+# -- our finalizer: held exactly while there is registry data to clean -----------------------------
+
+async def test_our_finalizer_is_held_exactly_while_a_registry_is_in_use_and_kopf_leftovers_go():
+    world = World(replicas=1, registry=ETCD)
+    key = (kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+    world.kube.objects[key]["metadata"]["annotations"] = {labels.LEGACY_ANNOTATIONS[0]: "{...}", "keep": "me"}
+    await world.run(apply_objects=True)
+    assert labels.CR_FINALIZER in world.finalizers()
+    assert world.body()["metadata"]["annotations"] == {"keep": "me"}
+    world.patch_spec(registry={"type": "none"})
+    await world.run()
+    await world.run()  # the old registry is cleaned first: then nothing is left to hold for
+    assert labels.CR_FINALIZER not in world.finalizers()
+
+
+async def test_nothing_is_registered_before_the_finalizer_that_cleans_it_up_is_held():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.kube.fail("patch", 409, kind=labels.KIND, count=2)  # a conflict, and again after reading it
+    await world.run(apply_objects=True)
+    assert world.registry.instances.get(NAME, {}) == {}
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+
+
+async def test_a_conflict_on_the_finalizer_is_resolved_by_reading_the_object_in_the_same_pass():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.kube.fail("patch", 409, kind=labels.KIND)
+    await world.run(apply_objects=True)
+    assert labels.CR_FINALIZER in world.finalizers()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+
+
+# -- the sweep -------------------------------------------------------------------------------------
+
+async def test_the_sweep_removes_only_what_no_live_pod_holds_and_keeps_everything_when_pods_cannot_be_read():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    world.registry.configs[NAME] = {"10.0.0.10", "10.9.9.9"}
+    world.kube.fail("list", 500, kind="Pod")
+    await world.run(apply_objects=True)  # the first pass sweeps; its pod read fails
+    assert world.registry.configs[NAME] == {"10.0.0.10", "10.9.9.9"}
+    assert world.condition("RegistrySynced")["reason"] == "SweepFailed"
+    world.reconciler.schedule.last_sweep = -1e9  # the next sweep is due
+    await world.run()
+    assert world.registry.configs[NAME] == {"10.0.0.10"}
+    assert world.condition("RegistrySynced")["reason"] == "InSync"
+
+
+async def test_a_sweep_reads_the_pods_from_the_api_only_when_something_may_be_stale():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)  # the first pass audits: one read
+    assert world.kube.count("list", "Pod") == 1
+    world.reconciler.schedule.last_sweep = -1e9
+    await world.run()  # the registry holds only what the index shows live: no read
+    assert world.kube.count("list", "Pod") == 1 and world.registry.instances[NAME]
+    world.registry.configs[NAME] = {"10.9.9.9"}
+    world.reconciler.schedule.last_sweep = -1e9
+    await world.run()  # a config no pod in the index holds: read, then removed
+    assert world.kube.count("list", "Pod") == 2
+    assert world.registry.configs[NAME] == set()
+
+
+async def test_a_config_the_index_misses_but_the_api_shows_held_is_kept():
+    world = World(replicas=2, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True),
+                   pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)
+    world.registry.configs[NAME] = {"10.0.0.11"}
+    world.reconciler.schedule.last_sweep = -1e9
+    # The index lags: it does not show llm-1 yet. The API does, and its config stays.
+    await world.reconciler.run_pass(world.body(), world.index()[:1], False)
+    assert world.registry.configs[NAME] == {"10.0.0.11"}
+    assert world.kube.count("list", "Pod") == 2
+
+
+async def test_the_sweep_keeps_configs_at_ips_of_pods_of_services_sharing_the_registry():
+    from infer_operator.registration.sharing import Views
+
+    world = World(replicas=1, registry={**ETCD, "service": "shared"})
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    green = pod_body(0, "sync", ip="10.0.1.1")
+    green["metadata"].update(name="green-0", labels={**labels.common_labels("green"), labels.LABEL_POD_INDEX: "0"})
+    world.add_pods(green)
+    world.registry.configs["shared"] = {"10.0.0.10", "10.0.1.1", "10.0.2.2"}
+    place = world.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
+    from infer_operator.api.v1alpha1 import parse_spec
+    key = parse_spec(place["spec"]).registry.place(NAME)
+    views = Views({}, {key: [(NS, NAME), (NS, "green")]})
+    await world.reconciler.run_pass(world.body(), world.index()[1:], True, views)
+    assert world.registry.configs["shared"] == {"10.0.0.10", "10.0.1.1"}
+
+
+# -- registries moved away from --------------------------------------------------------------------
+
+async def test_moving_the_registry_cleans_the_old_place_and_says_so_until_it_has():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    by_prefix = {"/services": world.registry, "/v2": StubRegistry(place="v2")}
+    old, new = by_prefix["/services"], by_prefix["/v2"]
+    world.services.get(NS, NAME).registrar._connect = lambda _t, section, _c, _to: by_prefix[section.prefix]
+    await world.run(apply_objects=True)
+    assert set(old.instances[NAME]) == {"10.0.0.10:8000"}
+    assert world.status()["registry"]["etcd"]["prefix"] == "/services"
+
+    # The service moves to another prefix; the old place cannot be reached at first.
+    world.patch_spec(registry={"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"], "prefix": "/v2"}})
+    old.fail("*", count=100)
+    await world.run()
+    assert set(new.instances[NAME]) == {"10.0.0.10:8000"}
+    assert old.instances[NAME] != {}
+    assert [r["etcd"]["prefix"] for r in world.status()["retiredRegistries"]] == ["/services"]
+    synced = world.condition("RegistrySynced")
+    assert synced["status"] == "False" and synced["reason"] == "OldRegistryNotCleaned"
+    assert labels.CR_FINALIZER in world.finalizers()
+
+    old.failures.clear()
+    await world.run()
+    assert old.instances[NAME] == {}
+    assert "retiredRegistries" not in world.status()
+    assert world.condition("RegistrySynced")["reason"] == "InSync"
+
+    # Moving to no registry at all: the place in use is cleaned like any old one, then let go of.
+    world.patch_spec(registry={"type": "none"})
+    await world.run()
+    assert new.instances[NAME] == {}
+    assert "registry" not in world.status() and "retiredRegistries" not in world.status()
+    await world.run()
+    assert labels.CR_FINALIZER not in world.finalizers()
+
+
+async def test_a_registry_renamed_but_the_same_store_has_nothing_to_clean():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    await world.run(apply_objects=True)
+    # Another endpoint list for the same etcd cluster: a new place by spec, the same store by identity.
+    world.patch_spec(registry={"type": "etcd", "etcd": {"endpoints": ["http://etcd-0:2379", "http://etcd:2379"]}})
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    assert "retiredRegistries" not in world.status()
