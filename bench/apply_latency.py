@@ -13,17 +13,32 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import (InstrumentedOperator, Kube, PodTracker, Result, apply_isvc, cluster_up, isvc, log, summary,
-                          workdir)
+from bench.common import (
+    InstrumentedOperator,
+    Kube,
+    PodTracker,
+    Result,
+    apply_isvc,
+    cluster_up,
+    isvc,
+    log,
+    summary,
+    workdir,
+)
 from infer_operator import labels
 
 NS = "bench-apply"
 
 
 async def main(args, name: str = "apply") -> Result:
-    params = {"services": args.services, "replicas_each": args.replicas, "sync_each": max(1, args.replicas // 2),
-              "concurrency": args.concurrency, "registry": "none",
-              "clock": "bench-side watch events (receive time) minus the apply response time"}
+    params = {
+        "services": args.services,
+        "replicas_each": args.replicas,
+        "sync_each": max(1, args.replicas // 2),
+        "concurrency": args.concurrency,
+        "registry": "none",
+        "clock": "bench-side watch events (receive time) minus the apply response time",
+    }
     result = Result(name, params)
     kubeconfig = cluster_up()
     kube = Kube(kubeconfig)
@@ -55,8 +70,9 @@ async def main(args, name: str = "apply") -> Result:
         trackers.append(pods)
 
         async def watch_sts() -> None:
-            async for now, event in kube.watch(f"/apis/apps/v1/namespaces/{NS}/statefulsets",
-                                               {"labelSelector": labels.MANAGED_SELECTOR}):
+            async for now, event in kube.watch(
+                f"/apis/apps/v1/namespaces/{NS}/statefulsets", {"labelSelector": labels.MANAGED_SELECTOR}
+            ):
                 sts_seen.setdefault(event["object"]["metadata"]["name"], now)
 
         sts_task = asyncio.create_task(watch_sts())
@@ -88,16 +104,19 @@ async def main(args, name: str = "apply") -> Result:
         sts_task.cancel()
         log(f"apply: {len(to_sts)} StatefulSets, {len(to_labelled)} services labelled in {wall:.1f}s")
         kube_req = after["kube_requests"] - before["kube_requests"]
-        result.figures.update({
-            "apply_to_statefulset": summary(to_sts),
-            "apply_to_all_pods_labelled": summary(to_labelled),
-            "wall_seconds": round(wall, 1),
-            "operator_cpu_seconds": round(cpu, 2),
-            "operator_kube_requests_per_service": round(kube_req / max(1, args.services), 1),
-            "operator_reconcile_passes_per_service": round(
-                (after["reconcile_passes"] - before["reconcile_passes"]) / max(1, args.services), 1),
-            "operator_rss_mb_end": round(operator.rss() / 2**20, 1),
-        })
+        result.figures.update(
+            {
+                "apply_to_statefulset": summary(to_sts),
+                "apply_to_all_pods_labelled": summary(to_labelled),
+                "wall_seconds": round(wall, 1),
+                "operator_cpu_seconds": round(cpu, 2),
+                "operator_kube_requests_per_service": round(kube_req / max(1, args.services), 1),
+                "operator_reconcile_passes_per_service": round(
+                    (after["reconcile_passes"] - before["reconcile_passes"]) / max(1, args.services), 1
+                ),
+                "operator_rss_mb_end": round(operator.rss() / 2**20, 1),
+            }
+        )
     finally:
         for tr in trackers:
             await tr.stop()
@@ -110,11 +129,15 @@ async def main(args, name: str = "apply") -> Result:
         await kube.close()
     f = result.figures
     rows: list[tuple[str, Any]] = [
-        (f"apply -> StatefulSet (n={f['apply_to_statefulset']['n']})",
-         f"p50 {f['apply_to_statefulset'].get('p50_ms')} ms  p99 {f['apply_to_statefulset'].get('p99_ms')} ms"),
-        (f"apply -> all pods role-labelled (n={f['apply_to_all_pods_labelled']['n']})",
-         f"p50 {f['apply_to_all_pods_labelled'].get('p50_ms')} ms  "
-         f"p99 {f['apply_to_all_pods_labelled'].get('p99_ms')} ms"),
+        (
+            f"apply -> StatefulSet (n={f['apply_to_statefulset']['n']})",
+            f"p50 {f['apply_to_statefulset'].get('p50_ms')} ms  p99 {f['apply_to_statefulset'].get('p99_ms')} ms",
+        ),
+        (
+            f"apply -> all pods role-labelled (n={f['apply_to_all_pods_labelled']['n']})",
+            f"p50 {f['apply_to_all_pods_labelled'].get('p50_ms')} ms  "
+            f"p99 {f['apply_to_all_pods_labelled'].get('p99_ms')} ms",
+        ),
         ("operator kube requests / service", f["operator_kube_requests_per_service"]),
         ("reconcile passes / service", f["operator_reconcile_passes_per_service"]),
     ]

@@ -37,9 +37,10 @@ async def run(args: argparse.Namespace) -> None:
     token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
     headers = {"Authorization": token} if token else {}
     done: set[str] = set()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as kube, \
-            aiohttp.ClientSession() as etcd:
-
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as kube,
+        aiohttp.ClientSession() as etcd,
+    ):
         trace = open(args.trace, "a", buffering=1) if args.trace else None
 
         def mark(stage: str, uid: str) -> None:
@@ -60,8 +61,9 @@ async def run(args: argparse.Namespace) -> None:
                 params["resourceVersion"] = rv
             url = f"{cfg.host}/api/v1/namespaces/{args.namespace}/pods"
             try:
-                async with kube.get(url, params=params, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
+                async with kube.get(
+                    url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)
+                ) as resp:
                     async for line in resp.content:
                         if not line.strip():
                             continue
@@ -73,12 +75,15 @@ async def run(args: argparse.Namespace) -> None:
                         meta = pod["metadata"]
                         rv = meta.get("resourceVersion") or rv
                         ip = (pod.get("status") or {}).get("podIP")
-                        if ip and (meta.get("deletionTimestamp") or event["type"] == "DELETED") \
-                                and meta["uid"] not in done:
+                        if (
+                            ip
+                            and (meta.get("deletionTimestamp") or event["type"] == "DELETED")
+                            and meta["uid"] not in done
+                        ):
                             done.add(meta["uid"])
                             mark("arrived", meta["uid"])
                             asyncio.create_task(deregister(ip, meta["uid"]))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.2)
 
 

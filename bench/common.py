@@ -71,8 +71,12 @@ def versions(server_version: str | None = None) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    out = {"operator": OPERATOR_VERSION, "kopf": dist("kopf"), "kubernetes": dist("kubernetes"),
-           "aiohttp": dist("aiohttp")}
+    out = {
+        "operator": OPERATOR_VERSION,
+        "kopf": dist("kopf"),
+        "kubernetes": dist("kubernetes"),
+        "aiohttp": dist("aiohttp"),
+    }
     if server_version:
         out["kube_apiserver"] = server_version
     return out
@@ -91,9 +95,14 @@ def summary(values: list[float], unit_scale: float = 1000.0) -> dict[str, Any]:
     """p50/p90/p99/mean/max in milliseconds (values in seconds)."""
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50_ms": round(pct(values, 0.5) * unit_scale, 1),
-            "p90_ms": round(pct(values, 0.9) * unit_scale, 1), "p99_ms": round(pct(values, 0.99) * unit_scale, 1),
-            "mean_ms": round(statistics.fmean(values) * unit_scale, 1), "max_ms": round(max(values) * unit_scale, 1)}
+    return {
+        "n": len(values),
+        "p50_ms": round(pct(values, 0.5) * unit_scale, 1),
+        "p90_ms": round(pct(values, 0.9) * unit_scale, 1),
+        "p99_ms": round(pct(values, 0.99) * unit_scale, 1),
+        "mean_ms": round(statistics.fmean(values) * unit_scale, 1),
+        "max_ms": round(max(values) * unit_scale, 1),
+    }
 
 
 class Result:
@@ -120,8 +129,11 @@ class Result:
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{self.name}.json"
         path.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
-        print_table(f"{self.name} (load {self.data['load_average_start'][0]} -> "
-                    f"{self.data['load_average_end'][0]}, {self.data['duration_s']}s)", rows)
+        print_table(
+            f"{self.name} (load {self.data['load_average_start'][0]} -> "
+            f"{self.data['load_average_end'][0]}, {self.data['duration_s']}s)",
+            rows,
+        )
         print(f"wrote {path.relative_to(ROOT)}")
         return path
 
@@ -170,16 +182,19 @@ class Kube:
 
     async def ensure_namespace(self, name: str) -> None:
         try:
-            await self.req("POST", "/api/v1/namespaces",
-                           body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            await self.req(
+                "POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            )
         except KubeError as exc:
             if exc.status != 409:
                 raise
 
     async def strip_finalizers(self, namespace: str) -> None:
         """Drop finalizers from the namespace's pods and InferenceServices (the operator may be gone)."""
-        for path in (f"/api/v1/namespaces/{namespace}/pods",
-                     f"/apis/{labels.API_VERSION}/namespaces/{namespace}/{labels.PLURAL}"):
+        for path in (
+            f"/api/v1/namespaces/{namespace}/pods",
+            f"/apis/{labels.API_VERSION}/namespaces/{namespace}/{labels.PLURAL}",
+        ):
             try:
                 items = (await self.req("GET", path)).get("items") or []
             except KubeError:
@@ -187,9 +202,12 @@ class Kube:
             for item in items:
                 if item["metadata"].get("finalizers"):
                     try:
-                        await self.req("PATCH", f"{path}/{item['metadata']['name']}",
-                                       body={"metadata": {"finalizers": None}},
-                                       content_type="application/merge-patch+json")
+                        await self.req(
+                            "PATCH",
+                            f"{path}/{item['metadata']['name']}",
+                            body={"metadata": {"finalizers": None}},
+                            content_type="application/merge-patch+json",
+                        )
                     except KubeError:
                         pass
 
@@ -211,13 +229,18 @@ class Kube:
             await asyncio.sleep(1)
             await self.strip_finalizers(name)
         if wait:
-                log(f"namespace {name} still terminating after {wait:.0f}s")
+            log(f"namespace {name} still terminating after {wait:.0f}s")
 
     async def install_crd(self) -> None:
         crd = yaml.safe_load((ROOT / "crds" / f"{labels.GROUP}_{labels.PLURAL}.yaml").read_text())
         name = crd["metadata"]["name"]
-        await self.req("PATCH", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", body=crd,
-                       content_type="application/apply-patch+yaml", params={"fieldManager": "bench", "force": "true"})
+        await self.req(
+            "PATCH",
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+            body=crd,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": "bench", "force": "true"},
+        )
         for _ in range(120):
             try:
                 await self.req("GET", f"/apis/{labels.API_VERSION}/{labels.PLURAL}")
@@ -254,8 +277,12 @@ class Kube:
                 query["resourceVersion"] = rv
             try:
                 session = client._session_now()
-                async with session.get(path, params=query, headers=client._auth_headers(),
-                                       timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
+                async with session.get(
+                    path,
+                    params=query,
+                    headers=client._auth_headers(),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+                ) as resp:
                     async for line in resp.content:
                         if not line.strip():
                             continue
@@ -266,7 +293,7 @@ class Kube:
                             break
                         rv = event["object"]["metadata"].get("resourceVersion") or rv
                         yield now, event
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.2)
 
 
@@ -287,8 +314,9 @@ class PodTracker:
         await asyncio.sleep(0.3)
 
     async def _run(self) -> None:
-        async for now, event in self.kube.watch(f"/api/v1/namespaces/{self.namespace}/pods",
-                                                {"labelSelector": self.selector}):
+        async for now, event in self.kube.watch(
+            f"/api/v1/namespaces/{self.namespace}/pods", {"labelSelector": self.selector}
+        ):
             self.events += 1
             obj = event["object"]
             name = obj["metadata"]["name"]
@@ -311,8 +339,10 @@ def pod_ip(pod: dict) -> str | None:
 
 
 def pod_ready(pod: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def parse_ts(value: str) -> float:
@@ -337,8 +367,9 @@ class EtcdWatch:
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession()
-        async with self.session.post(self.url + "/v3/kv/range",
-                                     json={"key": b64(self.prefix), "range_end": prefix_end(self.prefix)}) as r:
+        async with self.session.post(
+            self.url + "/v3/kv/range", json={"key": b64(self.prefix), "range_end": prefix_end(self.prefix)}
+        ) as r:
             body = await r.json()
         for kv in body.get("kvs") or []:
             self.present.add(base64.b64decode(kv["key"]).decode())
@@ -348,10 +379,16 @@ class EtcdWatch:
         await asyncio.wait_for(ready.wait(), 10)
 
     async def _run(self, start_revision: int, ready: asyncio.Event) -> None:
-        body = {"create_request": {"key": b64(self.prefix), "range_end": prefix_end(self.prefix),
-                                   "start_revision": str(start_revision)}}
-        async with self.session.post(self.url + "/v3/watch", json=body,
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
+        body = {
+            "create_request": {
+                "key": b64(self.prefix),
+                "range_end": prefix_end(self.prefix),
+                "start_revision": str(start_revision),
+            }
+        }
+        async with self.session.post(
+            self.url + "/v3/watch", json=body, timeout=aiohttp.ClientTimeout(total=None, sock_read=None)
+        ) as resp:
             async for line in resp.content:
                 if not line.strip():
                     continue
@@ -378,7 +415,7 @@ class EtcdWatch:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True
 
@@ -413,15 +450,23 @@ class InstrumentedOperator(OperatorProcess):
     """`infer-operator run` under bench.instrumented (counts its HTTP requests, served on its metrics
     port), as a subprocess; sampled with psutil."""
 
-    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, *extra: str,
-                 source: Path | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespaces: list[str],
+        log_path: Path,
+        *extra: str,
+        source: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         # `source`: a checkout of another version whose operator/ is run instead of this one's (a
         # same-run baseline); its package shadows the installed one on PYTHONPATH.
         env = dict(env or {})
         if source is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(source / "operator"), str(ROOT)])
-        super().__init__(kubeconfig, log_path, *extra, namespaces=namespaces, metrics=True,
-                         module="bench.instrumented", env=env)
+        super().__init__(
+            kubeconfig, log_path, *extra, namespaces=namespaces, metrics=True, module="bench.instrumented", env=env
+        )
 
     def start(self, timeout: float = 90.0) -> InstrumentedOperator:
         super().start(timeout)
@@ -447,12 +492,11 @@ class InstrumentedOperator(OperatorProcess):
                 out[f"{target}_requests"] += value
                 if 'verb="WATCH"' in key:
                     out["kube_watch_requests"] += value
-                lab = dict(part.split("=", 1) for part in key[key.index("{") + 1:-1].split(","))
+                lab = dict(part.split("=", 1) for part in key[key.index("{") + 1 : -1].split(","))
                 name = f"{target}:{lab['verb'].strip(chr(34))}:{lab['resource'].strip(chr(34))}"
                 out[name] = out.get(name, 0.0) + value
         out["reconcile_passes"] = m.get("bench_reconcile_passes_total", 0.0)
-        out["deregistrations"] = sum(v for k, v in m.items()
-                                     if k.startswith("infer_operator_deregistrations_total{"))
+        out["deregistrations"] = sum(v for k, v in m.items() if k.startswith("infer_operator_deregistrations_total{"))
         return out
 
     def stop(self, timeout: float = 30.0) -> int | None:
@@ -463,8 +507,9 @@ def checkout(rev: str) -> Path:
     """The operator of git revision `rev` in a directory of its own (for a same-run baseline)."""
     import subprocess
 
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
     target = workdir() / f"baseline-{sha}"
     if not (target / "operator").exists():
         target.mkdir(parents=True, exist_ok=True)
@@ -486,16 +531,22 @@ def workdir() -> Path:
 # --------------------------------------------------------------------------- manifests
 
 
-def isvc(name: str, namespace: str, replicas: int, sync: int, etcd_url: str | None,
-         drain: int = 1, grace: int = 2) -> dict[str, Any]:
+def isvc(
+    name: str, namespace: str, replicas: int, sync: int, etcd_url: str | None, drain: int = 1, grace: int = 2
+) -> dict[str, Any]:
     # A template of its own: the default one asks for a GPU per pod, and the bench's KWOK nodes
     # take 1,000 pods but have 8 GPUs.
     return isvc_body(
-        name, namespace, replicas=replicas, syncReplicas=sync,
-        sync={"command": ["serve"], "port": PORT}, **{"async": {"command": ["work"]}},
+        name,
+        namespace,
+        replicas=replicas,
+        syncReplicas=sync,
+        sync={"command": ["serve"], "port": PORT},
+        **{"async": {"command": ["work"]}},
         lifecycle={"drainSeconds": drain, "terminationGracePeriodSeconds": grace},
         registry=etcd_registry(etcd_url, PREFIX) if etcd_url else {"type": "none"},
-        template={"spec": {"containers": [{"name": "model", "image": "bench:none"}]}})
+        template={"spec": {"containers": [{"name": "model", "image": "bench:none"}]}},
+    )
 
 
 async def apply_isvc(kube: Kube, manifest: dict) -> Any:

@@ -23,9 +23,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (PORT, PREFIX, EtcdWatch, InstrumentedOperator, Kube, PodTracker, Result, apply_isvc,
-                          cluster_up, etcd_version, isvc, log, parse_ts, pod_ip, pod_ready, start_etcd,
-                          summary, workdir)
+from bench.common import (
+    PORT,
+    PREFIX,
+    EtcdWatch,
+    InstrumentedOperator,
+    Kube,
+    PodTracker,
+    Result,
+    apply_isvc,
+    cluster_up,
+    etcd_version,
+    isvc,
+    log,
+    parse_ts,
+    pod_ip,
+    pod_ready,
+    start_etcd,
+    summary,
+    workdir,
+)
 from devtools.harness import terminate
 from infer_operator import labels
 
@@ -39,8 +56,9 @@ BASE_SERVICE = "base"
 class Side:
     """One side of the comparison: its pods, its registry keys, how to tell a pod is registered."""
 
-    def __init__(self, name: str, kube: Kube, etcdw: EtcdWatch, namespace: str, selector: str, key_base: str,
-                 replicas: int):
+    def __init__(
+        self, name: str, kube: Kube, etcdw: EtcdWatch, namespace: str, selector: str, key_base: str, replicas: int
+    ):
         self.name = name
         self.kube = kube
         self.etcdw = etcdw
@@ -55,9 +73,14 @@ class Side:
         return f"{self.key_base}/instances/{pod_ip(pod)}:{PORT}"
 
     def registered_pods(self) -> list[dict]:
-        return [p for p in self.tracker.pods.values()
-                if pod_ip(p) and pod_ready(p) and not p["metadata"].get("deletionTimestamp")
-                and self.key(p) in self.etcdw.present]
+        return [
+            p
+            for p in self.tracker.pods.values()
+            if pod_ip(p)
+            and pod_ready(p)
+            and not p["metadata"].get("deletionTimestamp")
+            and self.key(p) in self.etcdw.present
+        ]
 
     def steady(self) -> bool:
         return len(self.registered_pods()) >= self.replicas
@@ -67,9 +90,11 @@ class Side:
         seen = len(self.etcdw.deleted_at.get(key, []))
         meta = pod["metadata"]
         wall0, t_req = time.time(), time.monotonic()
-        body = await self.kube.req("DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{meta['name']}",
-                                   body={"apiVersion": "v1", "kind": "DeleteOptions",
-                                         "preconditions": {"uid": meta["uid"]}})
+        body = await self.kube.req(
+            "DELETE",
+            f"/api/v1/namespaces/{self.namespace}/pods/{meta['name']}",
+            body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}},
+        )
         t_resp = time.monotonic()
         if not await self.etcdw.wait(lambda: len(self.etcdw.deleted_at.get(key, [])) > seen, 60):
             log(f"{self.name}: key {key} not removed within 60s")
@@ -90,7 +115,7 @@ class Side:
     async def run(self, singles: int, bursts: int, burst: int) -> dict[str, Any]:
         await self.wait_steady(180)
         single: list[dict[str, float]] = []
-        for i in range(singles):
+        for _ in range(singles):
             if not await self.etcdw.wait(lambda: bool(self.registered_pods()), 60):
                 log(f"{self.name}: no registered pod to delete")
                 break
@@ -100,7 +125,7 @@ class Side:
         log(f"{self.name}: {len(single)} single deletions done")
         burst_results: list[dict[str, float]] = []
         self.bursting = True
-        for b in range(bursts):
+        for _ in range(bursts):
             await self.wait_steady()
             await asyncio.sleep(1)
             victims = self.registered_pods()[:burst]
@@ -109,8 +134,10 @@ class Side:
         log(f"{self.name}: {len(burst_results)} burst deletions done")
 
         def figures(rows: list[dict[str, float]]) -> dict[str, Any]:
-            return {k: summary([r[k] for r in rows if k in r])
-                    for k in ("from_response", "from_request", "from_deletion_timestamp")}
+            return {
+                k: summary([r[k] for r in rows if k in r])
+                for k in ("from_response", "from_request", "from_deletion_timestamp")
+            }
 
         return {"single": figures(single), "burst": figures(burst_results)}
 
@@ -122,14 +149,22 @@ class Side:
         for line in trace.read_text().splitlines() if trace.exists() else []:
             row = json.loads(line)
             marks.setdefault(row["uid"], {}).setdefault(row["stage"], row["t"])
-        spans = {"response_to_arrived": ("response", "arrived"), "arrived_to_handled": ("arrived", "handled"),
-                 "handled_to_sent": ("handled", "sent"), "arrived_to_sent": ("arrived", "sent"),
-                 "sent_to_deleted": ("sent", "deleted"), "sent_to_gone": ("sent", "gone")}
+        spans = {
+            "response_to_arrived": ("response", "arrived"),
+            "arrived_to_handled": ("arrived", "handled"),
+            "handled_to_sent": ("handled", "sent"),
+            "arrived_to_sent": ("arrived", "sent"),
+            "sent_to_deleted": ("sent", "deleted"),
+            "sent_to_gone": ("sent", "gone"),
+        }
         out: dict[str, Any] = {"single": {}, "burst": {}}
         for mode, flag in (("single", 0.0), ("burst", 1.0)):
             for name, (a, b) in spans.items():
-                values = [t[b] - t[a] for uid, times in self.timeline.items() if times["burst"] == flag
-                          and a in (t := {**times, **marks.get(uid, {})}) and b in t]
+                values = [
+                    t[b] - t[a]
+                    for uid, times in self.timeline.items()
+                    if times["burst"] == flag and a in (t := {**times, **marks.get(uid, {})}) and b in t
+                ]
                 if values:
                     out[mode][name] = summary(values)
         return out
@@ -150,20 +185,33 @@ async def baseline_registrar(side: Side, stop: asyncio.Event) -> None:
 
 def baseline_statefulset(replicas: int) -> dict:
     return {
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
         "metadata": {"name": BASE_SERVICE, "namespace": NS_BASE},
-        "spec": {"replicas": replicas, "podManagementPolicy": "Parallel", "serviceName": BASE_SERVICE,
-                 "selector": {"matchLabels": {"bench": "baseline"}},
-                 "template": {"metadata": {"labels": {"bench": "baseline"}},
-                              "spec": {"terminationGracePeriodSeconds": 2,
-                                       "containers": [{"name": "model", "image": "bench:none"}]}}},
+        "spec": {
+            "replicas": replicas,
+            "podManagementPolicy": "Parallel",
+            "serviceName": BASE_SERVICE,
+            "selector": {"matchLabels": {"bench": "baseline"}},
+            "template": {
+                "metadata": {"labels": {"bench": "baseline"}},
+                "spec": {"terminationGracePeriodSeconds": 2, "containers": [{"name": "model", "image": "bench:none"}]},
+            },
+        },
     }
 
 
 async def main(args, name: str = "deregistration") -> Result:
-    params = {"replicas": args.replicas, "singles": args.singles, "bursts": args.bursts, "burst_size": args.burst,
-              "drain_seconds": 1, "termination_grace_seconds": 2, "registry": "etcd (separate process)",
-              "end_time": "etcd watch DELETE event received (gateway /v3/watch stream)"}
+    params = {
+        "replicas": args.replicas,
+        "singles": args.singles,
+        "bursts": args.bursts,
+        "burst_size": args.burst,
+        "drain_seconds": 1,
+        "termination_grace_seconds": 2,
+        "registry": "etcd (separate process)",
+        "end_time": "etcd watch DELETE event received (gateway /v3/watch stream)",
+    }
     result = Result(name, params)
     kubeconfig = cluster_up()
     kube = Kube(kubeconfig)
@@ -182,13 +230,15 @@ async def main(args, name: str = "deregistration") -> Result:
         trace_ours, trace_base = workdir() / "dereg-trace-ours.jsonl", workdir() / "dereg-trace-baseline.jsonl"
         for trace in (trace_ours, trace_base):
             trace.unlink(missing_ok=True)
-        operator = InstrumentedOperator(kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600",
-                                        env={"BENCH_TRACE": str(trace_ours)})
+        operator = InstrumentedOperator(
+            kubeconfig, [NS_OURS], log_path, "--sweep-seconds", "600", env={"BENCH_TRACE": str(trace_ours)}
+        )
         operator.start()
         log(f"operator pid {operator.pid}; log {log_path}")
         await apply_isvc(kube, isvc(SERVICE, NS_OURS, args.replicas, args.replicas, etcd.client_url))
-        ours = Side("ours", kube, etcdw, NS_OURS, f"{labels.LABEL_SERVICE}={SERVICE}",
-                    f"{PREFIX}/{SERVICE}", args.replicas)
+        ours = Side(
+            "ours", kube, etcdw, NS_OURS, f"{labels.LABEL_SERVICE}={SERVICE}", f"{PREFIX}/{SERVICE}", args.replicas
+        )
         await ours.tracker.start()
         before = operator.counters()
         figures_ours = await ours.run(args.singles, args.bursts, args.burst)
@@ -206,16 +256,34 @@ async def main(args, name: str = "deregistration") -> Result:
 
         # Baseline.
         await kube.client.apply(baseline_statefulset(args.replicas), field_manager="bench")
-        base = Side("baseline", kube, etcdw, NS_BASE, "bench=baseline", f"{BASE_PREFIX}/{BASE_SERVICE}",
-                    args.replicas)
+        base = Side("baseline", kube, etcdw, NS_BASE, "bench=baseline", f"{BASE_PREFIX}/{BASE_SERVICE}", args.replicas)
         await base.tracker.start()
         stop = asyncio.Event()
         registrar = asyncio.create_task(baseline_registrar(base, stop))
-        baseline = subprocess.Popen([sys.executable, "bench/baseline_watcher.py", "--kubeconfig", str(kubeconfig),
-                                     "--namespace", NS_BASE, "--selector", "bench=baseline",
-                                     "--etcd", etcd.client_url, "--prefix", BASE_PREFIX, "--service", BASE_SERVICE,
-                                     "--port", str(PORT), "--trace", str(trace_base)],
-                                    stdout=subprocess.DEVNULL, stderr=open(workdir() / "baseline.log", "wb"))
+        baseline = subprocess.Popen(
+            [
+                sys.executable,
+                "bench/baseline_watcher.py",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--namespace",
+                NS_BASE,
+                "--selector",
+                "bench=baseline",
+                "--etcd",
+                etcd.client_url,
+                "--prefix",
+                BASE_PREFIX,
+                "--service",
+                BASE_SERVICE,
+                "--port",
+                str(PORT),
+                "--trace",
+                str(trace_base),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir() / "baseline.log", "wb"),
+        )
         await asyncio.sleep(1.5)
         figures_base = await base.run(args.singles, args.bursts, args.burst)
         figures_base["stages"] = base.stages(trace_base)
@@ -230,8 +298,9 @@ async def main(args, name: str = "deregistration") -> Result:
                 b = figures_base[mode]["from_response"].get(q)
                 if a is not None and b:
                     ratio[f"{mode}_{q[:3]}"] = round(a / b, 2)
-        result.figures.update({"ours": figures_ours, "baseline": figures_base,
-                               "ratio_ours_over_baseline_from_response": ratio})
+        result.figures.update(
+            {"ours": figures_ours, "baseline": figures_base, "ratio_ours_over_baseline_from_response": ratio}
+        )
     finally:
         if operator:
             operator.stop()
@@ -250,10 +319,18 @@ async def main(args, name: str = "deregistration") -> Result:
         for mode in ("single", "burst"):
             s = result.figures[side][mode]["from_response"]
             d = result.figures[side][mode]["from_deletion_timestamp"]
-            rows.append((f"{side} {mode} (n={s['n']}) DELETE resp -> key gone",
-                         f"p50 {s['p50_ms']} ms  p90 {s['p90_ms']} ms  p99 {s['p99_ms']} ms"))
-            rows.append((f"{side} {mode} deletionTimestamp(1s res) -> gone",
-                         f"p50 {d.get('p50_ms')} ms  p99 {d.get('p99_ms')} ms"))
+            rows.append(
+                (
+                    f"{side} {mode} (n={s['n']}) DELETE resp -> key gone",
+                    f"p50 {s['p50_ms']} ms  p90 {s['p90_ms']} ms  p99 {s['p99_ms']} ms",
+                )
+            )
+            rows.append(
+                (
+                    f"{side} {mode} deletionTimestamp(1s res) -> gone",
+                    f"p50 {d.get('p50_ms')} ms  p99 {d.get('p99_ms')} ms",
+                )
+            )
     rows.append(("ratio ours/baseline", result.figures["ratio_ours_over_baseline_from_response"]))
     result.write(rows)
     return result

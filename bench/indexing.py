@@ -46,8 +46,11 @@ async def start_up(n: int) -> dict[str, Any]:
     await indexed.drop_toggle(listing)
     await asyncio.gather(*workers)
     assert released == n
-    return {"objects": n, "seconds": round(time.perf_counter() - wall, 3),
-            "cpu_seconds": round(time.process_time() - cpu, 3)}
+    return {
+        "objects": n,
+        "seconds": round(time.perf_counter() - wall, 3),
+        "cpu_seconds": round(time.process_time() - cpu, 3),
+    }
 
 
 async def main(args: argparse.Namespace, name: str = "indexing") -> None:

@@ -30,18 +30,29 @@ def main(args, name: str = "lossless") -> Result:
 
     worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
     load = lossless.Load(registry_rps=args.rps, service_rps=args.rps, jobs_per_second=args.jobs)
-    result = Result(name, {"worlds": worlds, "load": load.as_dict(),
-                           "sizes": {"replicas": lossless.REPLICAS, "sync_replicas": lossless.SYNC,
-                                     "work_seconds": lossless.WORK_SECONDS, "drain_seconds": lossless.DRAIN_SECONDS,
-                                     "termination_grace_seconds": lossless.GRACE_SECONDS,
-                                     "baseline_lease_seconds": lossless.LEASE_SECONDS},
-                           "events": {e.name: e.what for e in lossless.EVENTS}})
+    result = Result(
+        name,
+        {
+            "worlds": worlds,
+            "load": load.as_dict(),
+            "sizes": {
+                "replicas": lossless.REPLICAS,
+                "sync_replicas": lossless.SYNC,
+                "work_seconds": lossless.WORK_SECONDS,
+                "drain_seconds": lossless.DRAIN_SECONDS,
+                "termination_grace_seconds": lossless.GRACE_SECONDS,
+                "baseline_lease_seconds": lossless.LEASE_SECONDS,
+            },
+            "events": {e.name: e.what for e in lossless.EVENTS},
+        },
+    )
     handle = connect(CLUSTER_DIR, progress=log, external_ok=False)
     node = realnode.up(handle.state_dir, progress=log)
     etcd = EtcdServer(host=realnode.POD_GATEWAY, name="bench-lossless").start()
     redis = RedisServer(host=realnode.POD_GATEWAY)
-    operator = OperatorProcess(handle.kubeconfig, workdir() / "operator-lossless.log", "--sweep-seconds", "30",
-                               namespaces=[NAMESPACE])
+    operator = OperatorProcess(
+        handle.kubeconfig, workdir() / "operator-lossless.log", "--sweep-seconds", "30", namespaces=[NAMESPACE]
+    )
     api = handle.api_client()
     core = client.CoreV1Api(api)
     events: dict[str, dict[str, Any]] = {}
@@ -50,10 +61,19 @@ def main(args, name: str = "lossless") -> Result:
         handle.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=180s")
         core.create_namespace({"metadata": {"name": NAMESPACE}})
         operator.start()
-        env = lossless.Env(core=core, apps=client.AppsV1Api(api), custom=client.CustomObjectsApi(api),
-                           kubectl=handle.kubectl, node=node, node_name=realnode.NODE_NAME, namespace=NAMESPACE,
-                           etcd_url=etcd.client_url, redis_url=f"redis://{realnode.POD_GATEWAY}:{redis.port}/0",
-                           prefix=f"/lossless-{secrets.token_hex(2)}", operator=operator)
+        env = lossless.Env(
+            core=core,
+            apps=client.AppsV1Api(api),
+            custom=client.CustomObjectsApi(api),
+            kubectl=handle.kubectl,
+            node=node,
+            node_name=realnode.NODE_NAME,
+            namespace=NAMESPACE,
+            etcd_url=etcd.client_url,
+            redis_url=f"redis://{realnode.POD_GATEWAY}:{redis.port}/0",
+            prefix=f"/lossless-{secrets.token_hex(2)}",
+            operator=operator,
+        )
         for kind in worlds:
             world = lossless.WORLDS[kind](env, f"ll-{kind.replace('_', '-')}")
             log(f"{kind}: creating {world.name}")
@@ -69,9 +89,25 @@ def main(args, name: str = "lossless") -> Result:
                 if event.operator_only and kind != "operator":
                     events.setdefault(event.name, {})[kind] = {"n/a": "no operator to kill"}
         result.data["events"] = events
-        result.figures.update({event: {kind: {k: v.get(k) for k in ("failed", "cut", "jobs_lost", "jobs_duplicated",
-                                                                      "lowest_registered_ready_sync", "desired_sync")}
-                                       for kind, v in row.items()} for event, row in events.items()})
+        result.figures.update(
+            {
+                event: {
+                    kind: {
+                        k: v.get(k)
+                        for k in (
+                            "failed",
+                            "cut",
+                            "jobs_lost",
+                            "jobs_duplicated",
+                            "lowest_registered_ready_sync",
+                            "desired_sync",
+                        )
+                    }
+                    for kind, v in row.items()
+                }
+                for event, row in events.items()
+            }
+        )
     finally:
         operator.stop()
         handle.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
@@ -83,10 +119,16 @@ def main(args, name: str = "lossless") -> Result:
         cells = []
         for kind in worlds:
             v = row.get(kind, {})
-            cells.append(f"{kind}: " + ("n/a" if "n/a" in v else
-                                        f"{v['failed']} failed, {v['cut']} cut, {v['jobs_lost']} lost, "
-                                        f"{v['jobs_duplicated']} dup, cap {v['lowest_registered_ready_sync']}/"
-                                        f"{v['desired_sync']}"))
+            cells.append(
+                f"{kind}: "
+                + (
+                    "n/a"
+                    if "n/a" in v
+                    else f"{v['failed']} failed, {v['cut']} cut, {v['jobs_lost']} lost, "
+                    f"{v['jobs_duplicated']} dup, cap {v['lowest_registered_ready_sync']}/"
+                    f"{v['desired_sync']}"
+                )
+            )
         rows.append((event, " | ".join(cells)))
     result.write(rows)
     return result

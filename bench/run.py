@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", action="store_true", help="py-spy the operator during the churn")
     s.add_argument("--scaled-down-reason", default=None)
     s.add_argument("--idle-seconds", type=float, default=60.0, help="length of the idle window")
-    s.add_argument("--baseline", default=None, metavar="REV",
-                   help="first run the same scenario with the operator of git revision REV (same control plane)")
+    s.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="first run the same scenario with the operator of git revision REV (same control plane)",
+    )
     s.add_argument("--result-name", default=None, help="write bench/results/<name>.json (default: scale)")
 
     w = sub.add_parser("sweep")
@@ -74,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--replicas", type=int, default=3)
 
     lo = sub.add_parser("lossless")
-    lo.add_argument("--worlds", default="operator,seed_script,plain",
-                    help="comma-separated: operator, seed_script, plain")
+    lo.add_argument(
+        "--worlds", default="operator,seed_script,plain", help="comma-separated: operator, seed_script, plain"
+    )
     lo.add_argument("--rps", type=float, default=10.0, help="requests per second from each consumer")
     lo.add_argument("--jobs", type=float, default=4.0, help="jobs pushed per second")
 
@@ -92,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             from bench import apply_latency, deregistration, sweep
 
             asyncio.run(sweep.main(argparse.Namespace(stale=2000, live=800), name="sweep-quick"))
-            asyncio.run(deregistration.main(argparse.Namespace(replicas=20, singles=30, bursts=1, burst=20),
-                                            name="deregistration-quick"))
-            asyncio.run(apply_latency.main(argparse.Namespace(services=10, replicas=2, concurrency=1),
-                                           name="apply-quick"))
+            asyncio.run(
+                deregistration.main(
+                    argparse.Namespace(replicas=20, singles=30, bursts=1, burst=20), name="deregistration-quick"
+                )
+            )
+            asyncio.run(
+                apply_latency.main(argparse.Namespace(services=10, replicas=2, concurrency=1), name="apply-quick")
+            )
         elif args.name == "deregistration":
             from bench import deregistration
 

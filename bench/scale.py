@@ -23,8 +23,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import (PREFIX, RESULTS, EtcdWatch, InstrumentedOperator, Kube, PodTracker, Result, apply_isvc,
-                          checkout, cluster_up, diff, etcd_version, gather_limited, isvc, log, start_etcd, workdir)
+from bench.common import (
+    PREFIX,
+    RESULTS,
+    EtcdWatch,
+    InstrumentedOperator,
+    Kube,
+    PodTracker,
+    Result,
+    apply_isvc,
+    checkout,
+    cluster_up,
+    diff,
+    etcd_version,
+    gather_limited,
+    isvc,
+    log,
+    start_etcd,
+    workdir,
+)
 from infer_operator import labels
 
 NS = "bench-scale"
@@ -33,8 +50,16 @@ NS = "bench-scale"
 class Fleet:
     """N services x P pods in one namespace, one operator, one registry etcd."""
 
-    def __init__(self, kube: Kube, kubeconfig: Path, services: int, pods: int, etcd_url: str, tag: str,
-                 source: Path | None = None):
+    def __init__(
+        self,
+        kube: Kube,
+        kubeconfig: Path,
+        services: int,
+        pods: int,
+        etcd_url: str,
+        tag: str,
+        source: Path | None = None,
+    ):
         self.kube = kube
         self.source = source  # another version's checkout to run (a baseline); None: this one
         self.kubeconfig = kubeconfig
@@ -60,22 +85,27 @@ class Fleet:
         self.start_operator()
 
     def start_operator(self) -> None:
-        self.operator = InstrumentedOperator(self.kubeconfig, [NS], workdir() / f"operator-{self.tag}.log",
-                                             source=self.source)
+        self.operator = InstrumentedOperator(
+            self.kubeconfig, [NS], workdir() / f"operator-{self.tag}.log", source=self.source
+        )
         self.operator.start(timeout=180)
         log(f"operator pid {self.operator.pid}")
 
     async def apply_all(self) -> None:
-        await gather_limited(8, [apply_isvc(self.kube, isvc(n, NS, self.pods, self.sync, self.etcd_url))
-                                 for n in self.names()])
+        await gather_limited(
+            8, [apply_isvc(self.kube, isvc(n, NS, self.pods, self.sync, self.etcd_url)) for n in self.names()]
+        )
 
     async def converged(self) -> tuple[bool, str]:
         items = (await self.kube.req("GET", f"/apis/{labels.API_VERSION}/namespaces/{NS}/{labels.PLURAL}"))["items"]
         good = 0
         for item in items:
             st = item.get("status") or {}
-            if (st.get("readyReplicas") == self.pods and st.get("registered") == self.sync
-                    and st.get("observedGeneration") == item["metadata"].get("generation")):
+            if (
+                st.get("readyReplicas") == self.pods
+                and st.get("registered") == self.sync
+                and st.get("observedGeneration") == item["metadata"].get("generation")
+            ):
                 good += 1
         terminating = sum(1 for p in self.tracker.pods.values() if p["metadata"].get("deletionTimestamp"))
         keys = sum(1 for k in self.etcdw.present if "/instances/" in k)
@@ -101,8 +131,9 @@ class Fleet:
         log(f"not converged after {timeout}s: {(await self.converged())[1]}")
         return None
 
-    async def churn(self, rate: float, seconds: float, samples: list[tuple[float, int]] | None = None,
-                    sample_every: float = 5.0) -> int:
+    async def churn(
+        self, rate: float, seconds: float, samples: list[tuple[float, int]] | None = None, sample_every: float = 5.0
+    ) -> int:
         """Delete random live pods at `rate`/s for `seconds`; returns how many were deleted."""
         deleted = 0
         t0 = time.monotonic()
@@ -112,9 +143,11 @@ class Fleet:
         async def delete(pod: dict) -> None:
             meta = pod["metadata"]
             try:
-                await self.kube.req("DELETE", f"/api/v1/namespaces/{NS}/pods/{meta['name']}",
-                                    body={"apiVersion": "v1", "kind": "DeleteOptions",
-                                          "preconditions": {"uid": meta["uid"]}})
+                await self.kube.req(
+                    "DELETE",
+                    f"/api/v1/namespaces/{NS}/pods/{meta['name']}",
+                    body={"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": meta["uid"]}},
+                )
             except Exception:  # noqa: BLE001 - gone already: fine
                 pass
 
@@ -146,8 +179,9 @@ class Fleet:
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(result: Result, services: int, pods: int, tag: str,
-                        source: Path | None = None) -> AsyncIterator[Fleet]:
+async def running_fleet(
+    result: Result, services: int, pods: int, tag: str, source: Path | None = None
+) -> AsyncIterator[Fleet]:
     """The local control plane, a registry etcd and a set-up Fleet (its operator running, of
     `source` if given) for one benchmark, with the API server's and the registry's versions
     recorded; all torn down after (the control plane is left to the caller)."""
@@ -171,9 +205,25 @@ def py_spy(pid: int, out: Path, seconds: float, fmt: str) -> subprocess.Popen | 
     if not exe.exists():
         log("py-spy not installed (pip install -e '.[bench]'): no profile")
         return None
-    return subprocess.Popen([str(exe), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "50", "--nonblocking", "--format", fmt, "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            str(exe),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "50",
+            "--nonblocking",
+            "--format",
+            fmt,
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def top_frames(raw: Path, n: int = 12) -> list[dict[str, Any]]:
@@ -197,8 +247,10 @@ def top_frames(raw: Path, n: int = 12) -> list[dict[str, Any]]:
             incl[f] = incl.get(f, 0) + c
         self_count[frames[-1]] = self_count.get(frames[-1], 0) + c
     rows = sorted(self_count.items(), key=lambda kv: -kv[1])[:n]
-    return [{"frame": f, "self_pct": round(100 * c / total, 1), "inclusive_pct": round(100 * incl[f] / total, 1)}
-            for f, c in rows]
+    return [
+        {"frame": f, "self_pct": round(100 * c / total, 1), "inclusive_pct": round(100 * incl[f] / total, 1)}
+        for f, c in rows
+    ]
 
 
 def top_inclusive(raw: Path, needle: str, n: int = 15) -> list[dict[str, Any]]:
@@ -212,8 +264,10 @@ def top_inclusive(raw: Path, needle: str, n: int = 15) -> list[dict[str, Any]]:
         for f in set(stack.split(";")):
             if needle in f:
                 incl[f] = incl.get(f, 0) + int(count)
-    return [{"frame": f, "inclusive_pct": round(100 * c / total, 1)}
-            for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:n]]
+    return [
+        {"frame": f, "inclusive_pct": round(100 * c / total, 1)}
+        for f, c in sorted(incl.items(), key=lambda kv: -kv[1])[:n]
+    ]
 
 
 # Kube requests the readiness gate and the ownership check need (issue 17): counted apart.
@@ -228,12 +282,17 @@ REQUIRED_KINDS = {
 
 def per_service(requests: dict[str, float], services: int) -> dict[str, Any]:
     """Kube requests (watches left out) per service, by kind, the required ones apart."""
-    kinds = {k: round(v / services, 2) for k, v in sorted(requests.items())
-             if k.startswith("kube:") and ":WATCH:" not in k}
+    kinds = {
+        k: round(v / services, 2) for k, v in sorted(requests.items()) if k.startswith("kube:") and ":WATCH:" not in k
+    }
     required = round(sum(v for k, v in kinds.items() if k in REQUIRED_KINDS), 2)
     total = round(sum(kinds.values()), 2)
-    return {"total": total, "required_by_the_readiness_gate_and_ownership_check": required,
-            "the_rest": round(total - required, 2), "by_kind": kinds}
+    return {
+        "total": total,
+        "required_by_the_readiness_gate_and_ownership_check": required,
+        "the_rest": round(total - required, 2),
+        "by_kind": kinds,
+    }
 
 
 async def scenario(fleet: Fleet, args, profile: bool) -> dict[str, Any]:
@@ -259,8 +318,9 @@ async def scenario(fleet: Fleet, args, profile: bool) -> dict[str, Any]:
     d = diff(c1, c0)
     f["cold_cpu_seconds"] = round(cpu1 - cpu0, 1)
     f["cold_requests"] = d
-    f["cold_kube_requests_per_service"] = round((d.get("kube_requests", 0) - d.get("kube_watch_requests", 0))
-                                                / args.services, 1)
+    f["cold_kube_requests_per_service"] = round(
+        (d.get("kube_requests", 0) - d.get("kube_watch_requests", 0)) / args.services, 1
+    )
     f["cold_kube_requests_per_service_breakdown"] = per_service(d, args.services)
     f["cold_reconcile_passes_per_service"] = round(d.get("reconcile_passes", 0) / args.services, 1)
     if profile_cold:
@@ -344,35 +404,50 @@ def rows_of(f: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return [
         (f"{prefix}cold start -> converged", f"{f.get('cold_converge_seconds')} s (CPU {f.get('cold_cpu_seconds')} s)"),
         (f"{prefix}restart (1 pod/svc deleted while down)", f"{f.get('restart_converge_seconds')} s"),
-        (f"{prefix}RSS empty / idle / churn max", f"{f.get('rss_mb_empty')} / {f.get('rss_mb_idle')} / "
-                                                  f"{f.get('rss_mb_churn_max')} MB"),
-        (f"{prefix}RSS restart max / after restart (settled)",
-         f"{f.get('rss_mb_restart_max')} / {f.get('rss_mb_after_restart_idle')} MB "
-         f"({f.get('rss_after_restart_over_idle')} x idle)"),
+        (
+            f"{prefix}RSS empty / idle / churn max",
+            f"{f.get('rss_mb_empty')} / {f.get('rss_mb_idle')} / {f.get('rss_mb_churn_max')} MB",
+        ),
+        (
+            f"{prefix}RSS restart max / after restart (settled)",
+            f"{f.get('rss_mb_restart_max')} / {f.get('rss_mb_after_restart_idle')} MB "
+            f"({f.get('rss_after_restart_over_idle')} x idle)",
+        ),
         (f"{prefix}CPU idle / churn", f"{f.get('idle_cpu_percent')} % / {f.get('churn_cpu_percent')} %"),
         (f"{prefix}CPU per pod event (churn)", f"{f.get('churn_cpu_ms_per_pod_event')} ms"),
         (f"{prefix}idle kube requests / service / minute", f.get("idle_kube_requests_per_service_per_minute")),
         (f"{prefix}kube requests / pod event (churn)", f.get("churn_kube_requests_per_pod_event")),
-        (f"{prefix}kube requests / service (cold)", f"{f.get('cold_kube_requests_per_service')} "
-         f"({(f.get('cold_kube_requests_per_service_breakdown') or {}).get('the_rest')} besides the gate and "
-         f"ownership reads)"),
+        (
+            f"{prefix}kube requests / service (cold)",
+            f"{f.get('cold_kube_requests_per_service')} "
+            f"({(f.get('cold_kube_requests_per_service_breakdown') or {}).get('the_rest')} besides the gate and "
+            f"ownership reads)",
+        ),
         (f"{prefix}after churn -> converged", f"{f.get('after_churn_converge_seconds')} s"),
     ]
 
 
 async def main(args) -> Result:
     scaled_down = args.services * args.pods < 4000
-    params = {"services": args.services, "pods_per_service": args.pods, "total_pods": args.services * args.pods,
-              "sync_per_service": max(1, args.pods // 2), "registry": "etcd", "churn_rate_per_s": args.churn_rate,
-              "churn_seconds": args.churn_seconds, "idle_seconds": args.idle_seconds,
-              "operator_flags": "defaults", "scaled_down": scaled_down,
-              "baseline": args.baseline and f"the operator of {args.baseline}, same scenario, same control plane, "
-                                            f"run first"}
+    params = {
+        "services": args.services,
+        "pods_per_service": args.pods,
+        "total_pods": args.services * args.pods,
+        "sync_per_service": max(1, args.pods // 2),
+        "registry": "etcd",
+        "churn_rate_per_s": args.churn_rate,
+        "churn_seconds": args.churn_seconds,
+        "idle_seconds": args.idle_seconds,
+        "operator_flags": "defaults",
+        "scaled_down": scaled_down,
+        "baseline": args.baseline and f"the operator of {args.baseline}, same scenario, same control plane, run first",
+    }
     if scaled_down:
         params["scaled_down_reason"] = args.scaled_down_reason or "reduced size requested"
     result = Result(args.result_name or "scale", params)
     rows: list[tuple[str, Any]] = [
-        ("size", f"{args.services} services x {args.pods} pods" + (" (scaled down)" if scaled_down else ""))]
+        ("size", f"{args.services} services x {args.pods} pods" + (" (scaled down)" if scaled_down else ""))
+    ]
     if args.baseline:
         source = checkout(args.baseline)
         async with running_fleet(result, args.services, args.pods, "scale-baseline", source) as fleet:

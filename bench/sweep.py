@@ -16,6 +16,7 @@ import base64
 import ipaddress
 import json
 import time
+
 from bench.common import PORT, PREFIX, Result, etcd_version, isvc, log, start_etcd
 from devtools.cluster.etcd import b64, prefix_end
 from infer_operator import labels
@@ -37,15 +38,33 @@ def ips(start: str, n: int) -> list[str]:
 
 def live_pods(live: list[str]) -> list[PodView]:
     """The fresh pod read the reconcile loop hands the sweep: Running pods holding the live IPs."""
-    return [PodView.from_body({"metadata": {"name": f"{SERVICE}-{i}", "namespace": "bench", "uid": f"uid-{i}",
-                                            "labels": {labels.LABEL_SERVICE: SERVICE}},
-                               "status": {"phase": "Running", "podIP": ip}}) for i, ip in enumerate(live)]
+    return [
+        PodView.from_body(
+            {
+                "metadata": {
+                    "name": f"{SERVICE}-{i}",
+                    "namespace": "bench",
+                    "uid": f"uid-{i}",
+                    "labels": {labels.LABEL_SERVICE: SERVICE},
+                },
+                "status": {"phase": "Running", "podIP": ip},
+            }
+        )
+        for i, ip in enumerate(live)
+    ]
 
 
 def seed(etcd, keys: list[tuple[str, str]]) -> None:
     for i in range(0, len(keys), 100):  # etcd's default --max-txn-ops is 128
-        ops = [{"request_put": {"key": base64.b64encode(k.encode()).decode(),
-                                "value": base64.b64encode(v.encode()).decode()}} for k, v in keys[i:i + 100]]
+        ops = [
+            {
+                "request_put": {
+                    "key": base64.b64encode(k.encode()).decode(),
+                    "value": base64.b64encode(v.encode()).decode(),
+                }
+            }
+            for k, v in keys[i : i + 100]
+        ]
         etcd.call("/v3/kv/txn", {"compare": [], "success": ops, "failure": []}, timeout=30)
 
 
@@ -54,10 +73,23 @@ async def sweep_once(etcd, spec, live: list[str], stale: list[str], *, batched: 
     one delete transaction per config, as before), check etcd afterwards, and clear the keys."""
     base = f"{PREFIX}/{SERVICE}"
     keys = [(f"{base}/config/{ip}", '{"weight": 1}') for ip in live + stale]
-    keys += [(f"{base}/instances/{ip}:{PORT}", json.dumps({"pod": f"{SERVICE}-{i}", "ip": ip, "port": PORT,
-                                                            "namespace": "bench", "uid": f"uid-{i}",
-                                                            "role": "sync", "ordinal": i}))
-             for i, ip in enumerate(live)]
+    keys += [
+        (
+            f"{base}/instances/{ip}:{PORT}",
+            json.dumps(
+                {
+                    "pod": f"{SERVICE}-{i}",
+                    "ip": ip,
+                    "port": PORT,
+                    "namespace": "bench",
+                    "uid": f"uid-{i}",
+                    "role": "sync",
+                    "ordinal": i,
+                }
+            ),
+        )
+        for i, ip in enumerate(live)
+    ]
     t = time.monotonic()
     seed(etcd, keys)
     log(f"seeded {len(keys)} keys in {time.monotonic() - t:.1f}s")
@@ -96,12 +128,17 @@ async def sweep_once(etcd, spec, live: list[str], stale: list[str], *, batched: 
 
 
 async def main(args, name: str = "sweep") -> Result:
-    params = {"stale_configs": args.stale, "live_configs": args.live, "live_instances": args.live,
-              "what_runs": "Registrar.sweep (operator code) against a real etcd; the pod list is given "
-                           "(live pods hold the live IPs)",
-              "registry_call_timeout_s": 5.0, "configs_per_transaction": CONFIG_DELETES_PER_TXN,
-              "baseline": "the same sweep with one delete transaction per config (the code before batching), "
-                          "same run, same etcd"}
+    params = {
+        "stale_configs": args.stale,
+        "live_configs": args.live,
+        "live_instances": args.live,
+        "what_runs": "Registrar.sweep (operator code) against a real etcd; the pod list is given "
+        "(live pods hold the live IPs)",
+        "registry_call_timeout_s": 5.0,
+        "configs_per_transaction": CONFIG_DELETES_PER_TXN,
+        "baseline": "the same sweep with one delete transaction per config (the code before batching), "
+        "same run, same etcd",
+    }
     result = Result(name, params)
     etcd = start_etcd()
     try:
@@ -111,20 +148,30 @@ async def main(args, name: str = "sweep") -> Result:
         spec = parse_spec(isvc(SERVICE, "bench", 8, 4, etcd.client_url)["spec"])
         ours = await sweep_once(etcd, spec, live, stale, batched=True)
         baseline = await sweep_once(etcd, spec, live, stale, batched=False)
-        result.figures.update({**ours, "etcd_requests_for_stale":
-                               f"{-(-args.stale // CONFIG_DELETES_PER_TXN)} delete transactions of "
-                               f"{CONFIG_DELETES_PER_TXN} configs", "baseline": baseline,
-                               "speedup_over_baseline": round(baseline["sweep_seconds"] / ours["sweep_seconds"], 1)
-                               if ours["sweep_seconds"] else None})
+        result.figures.update(
+            {
+                **ours,
+                "etcd_requests_for_stale": f"{-(-args.stale // CONFIG_DELETES_PER_TXN)} delete transactions of "
+                f"{CONFIG_DELETES_PER_TXN} configs",
+                "baseline": baseline,
+                "speedup_over_baseline": round(baseline["sweep_seconds"] / ours["sweep_seconds"], 1)
+                if ours["sweep_seconds"]
+                else None,
+            }
+        )
     finally:
         etcd.stop()
     f = result.figures
-    result.write([
-        (f"sweep {args.stale} stale + {args.live} live configs", f"{f['sweep_seconds']} s "
-                                                                 f"({f['stale_removed_per_second']}/s)"),
-        ("baseline (one transaction per config)", f"{f['baseline']['sweep_seconds']} s"),
-        ("stale configs left", f["stale_configs_left"]),
-        ("live configs / instances removed", f"{f['live_configs_removed']} / {f['live_instances_removed']}"),
-        ("second sweep (nothing stale)", f"{f['steady_state_sweep_seconds']} s"),
-    ])
+    result.write(
+        [
+            (
+                f"sweep {args.stale} stale + {args.live} live configs",
+                f"{f['sweep_seconds']} s ({f['stale_removed_per_second']}/s)",
+            ),
+            ("baseline (one transaction per config)", f"{f['baseline']['sweep_seconds']} s"),
+            ("stale configs left", f["stale_configs_left"]),
+            ("live configs / instances removed", f"{f['live_configs_removed']} / {f['live_instances_removed']}"),
+            ("second sweep (nothing stale)", f"{f['steady_state_sweep_seconds']} s"),
+        ]
+    )
     return result

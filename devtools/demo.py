@@ -35,8 +35,16 @@ from typing import Any
 
 import yaml
 
-from devtools.harness import (ClusterHandle, OperatorProcess, env_kubeconfig, etcd_registry, external, isvc_body, local,
-                              wait_for)
+from devtools.harness import (
+    ClusterHandle,
+    OperatorProcess,
+    env_kubeconfig,
+    etcd_registry,
+    external,
+    isvc_body,
+    local,
+    wait_for,
+)
 from infer_operator import labels
 
 NAMESPACE = "infer-demo"
@@ -107,8 +115,9 @@ class Cluster:
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
-    def kubectl(self, *args: str, check_rc: bool = True, show: bool = True, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, check_rc: bool = True, show: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         if show:
             OUT.step("kubectl " + " ".join(args))
         try:
@@ -122,8 +131,9 @@ class Cluster:
     # ---- reads (the Python client: fast enough to poll every 100 ms)
 
     def pods(self) -> dict[str, Any]:
-        items = self.core.list_namespaced_pod(NAMESPACE, label_selector=f"{labels.LABEL_SERVICE}={NAME}",
-                                              _request_timeout=5).items
+        items = self.core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"{labels.LABEL_SERVICE}={NAME}", _request_timeout=5
+        ).items
         return {p.metadata.name: p for p in items}
 
     def pod(self, name: str) -> Any | None:
@@ -140,8 +150,9 @@ class Cluster:
         from kubernetes.client.rest import ApiException
 
         try:
-            return self.custom.get_namespaced_custom_object(labels.GROUP, labels.VERSION, NAMESPACE,
-                                                            labels.PLURAL, NAME, _request_timeout=5)
+            return self.custom.get_namespaced_custom_object(
+                labels.GROUP, labels.VERSION, NAMESPACE, labels.PLURAL, NAME, _request_timeout=5
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -171,19 +182,38 @@ def pod_table(pods: dict[str, Any]) -> str:
     rows = [("NAME", "ROLE", "IP", "READY", "TERMINATING", "UID")]
     for name in sorted(pods):
         p = pods[name]
-        rows.append((name, role(p), p.status.pod_ip or "-", "true" if is_ready(p) else "false",
-                     "yes" if p.metadata.deletion_timestamp else "no", p.metadata.uid[:8]))
+        rows.append(
+            (
+                name,
+                role(p),
+                p.status.pod_ip or "-",
+                "true" if is_ready(p) else "false",
+                "yes" if p.metadata.deletion_timestamp else "no",
+                p.metadata.uid[:8],
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 # --------------------------------------------------------------------------- operator
 
 
 def start_operator(kubeconfig: Path, log_path: Path) -> OperatorProcess:
-    operator = OperatorProcess(kubeconfig, log_path, "--resync-seconds", "10", "--sweep-seconds", str(SWEEP_SECONDS),
-                               "--registry-timeout", "2", "--deregister-timeout", "15",
-                               namespaces=[NAMESPACE], metrics=True)
+    operator = OperatorProcess(
+        kubeconfig,
+        log_path,
+        "--resync-seconds",
+        "10",
+        "--sweep-seconds",
+        str(SWEEP_SECONDS),
+        "--registry-timeout",
+        "2",
+        "--deregister-timeout",
+        "15",
+        namespaces=[NAMESPACE],
+        metrics=True,
+    )
     operator.start()
     # Shown once started: its ports are picked at start.
     OUT.step("started the operator: " + " ".join(["python", *operator.argv()[1:]]))
@@ -197,8 +227,11 @@ def operator_metrics(operator: OperatorProcess, prefix: str = "infer_operator_")
         body = operator.metrics_text(timeout=3)
     except OSError:
         return []
-    return [line for line in body.splitlines()
-            if line.startswith(prefix) and "_created" not in line and "_bucket" not in line]
+    return [
+        line
+        for line in body.splitlines()
+        if line.startswith(prefix) and "_created" not in line and "_bucket" not in line
+    ]
 
 
 # --------------------------------------------------------------------------- registry view
@@ -283,29 +316,58 @@ def manifest(etcd_url: str, node: Any = None, redis_url: str | None = None) -> d
     if node is not None:
         # Real pods: the sample app (sync: HTTP; async: a Redis queue worker), on the real node.
         probe = {"periodSeconds": 1}
-        container = {"name": "model", "image": node.images["sample-app"], "imagePullPolicy": "Never",
-                     "env": [{"name": "REDIS_URL", "value": redis_url}],
-                     "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"nvidia.com/gpu": 1}}}
+        container = {
+            "name": "model",
+            "image": node.images["sample-app"],
+            "imagePullPolicy": "Never",
+            "env": [{"name": "REDIS_URL", "value": redis_url}],
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"nvidia.com/gpu": 1}},
+        }
         return isvc_body(
-            NAME, NAMESPACE, replicas=4, syncReplicas=2,
-            sync={"command": ["python", "/app/app.py"], "port": PORT,
-                  "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, **probe}},
-            **{"async": {"command": ["python", "/app/app.py"],
-                         "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/worker-ready"]}, **probe}}},
-            lifecycle={"offlinePath": "/offline", "drainSeconds": DRAIN_SECONDS,
-                       "terminationGracePeriodSeconds": GRACE_SECONDS},
+            NAME,
+            NAMESPACE,
+            replicas=4,
+            syncReplicas=2,
+            sync={
+                "command": ["python", "/app/app.py"],
+                "port": PORT,
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, **probe},
+            },
+            **{
+                "async": {
+                    "command": ["python", "/app/app.py"],
+                    "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/worker-ready"]}, **probe},
+                }
+            },
+            lifecycle={
+                "offlinePath": "/offline",
+                "drainSeconds": DRAIN_SECONDS,
+                "terminationGracePeriodSeconds": GRACE_SECONDS,
+            },
             registry=etcd_registry(etcd_url, PREFIX),
-            template={"metadata": {"labels": {"team": "demo"}},
-                      "spec": {"containers": [container], "tolerations": [node.toleration()],
-                               "nodeSelector": node.node_selector()}})
+            template={
+                "metadata": {"labels": {"team": "demo"}},
+                "spec": {
+                    "containers": [container],
+                    "tolerations": [node.toleration()],
+                    "nodeSelector": node.node_selector(),
+                },
+            },
+        )
     return isvc_body(
-        NAME, NAMESPACE, replicas=4, syncReplicas=2,
+        NAME,
+        NAMESPACE,
+        replicas=4,
+        syncReplicas=2,
         sync={"command": ["python3", "-m", "http.server", str(PORT)], "port": PORT},
         **{"async": {"command": ["python3", "-c", "import time\nwhile True: time.sleep(3600)"]}},
         lifecycle={"drainSeconds": DRAIN_SECONDS, "terminationGracePeriodSeconds": GRACE_SECONDS},
         registry=etcd_registry(etcd_url, PREFIX),
-        template={"metadata": {"labels": {"team": "demo"}},
-                  "spec": {"containers": [{"name": "model", "image": "python:3.12-alpine"}]}})
+        template={
+            "metadata": {"labels": {"team": "demo"}},
+            "spec": {"containers": [{"name": "model", "image": "python:3.12-alpine"}]},
+        },
+    )
 
 
 class Demo:
@@ -318,8 +380,8 @@ class Demo:
         self.registry: RegistryView | None = None
         self.seeded_at = 0.0
         self.external = False
-        self.node: Any = None      # the real node, when the pods run as real containers
-        self.redis: Any = None     # the async role's queue on real pods
+        self.node: Any = None  # the real node, when the pods run as real containers
+        self.redis: Any = None  # the async role's queue on real pods
 
     # ------------------------------------------------------------------ 1. cluster
 
@@ -332,19 +394,25 @@ class Demo:
         if handle:
             self.external = True
             OUT.step(f"using the cluster of $KUBECONFIG ({first}): {handle.server}")
-            OUT.info("pods pull python:3.12-alpine there; everything the demo creates lives in namespace "
-                     f"{NAMESPACE} and is deleted at the end")
+            OUT.info(
+                "pods pull python:3.12-alpine there; everything the demo creates lives in namespace "
+                f"{NAMESPACE} and is deleted at the end"
+            )
             self.cluster = Cluster(handle)
             return
         if first:
             OUT.step(f"$KUBECONFIG={os.environ['KUBECONFIG']} does not answer: using the local control plane instead")
         else:
-            OUT.step("no $KUBECONFIG: starting the local control plane "
-                     "(etcd, kube-apiserver, controller-manager, scheduler, KWOK fake nodes)")
+            OUT.step(
+                "no $KUBECONFIG: starting the local control plane "
+                "(etcd, kube-apiserver, controller-manager, scheduler, KWOK fake nodes)"
+            )
         missing = toolchain.missing(toolchain.CLUSTER_COMPONENTS)
         if missing:
-            OUT.info(f"building {', '.join(missing)} from the Go module proxy first: this can take ~8 min the "
-                     f"first time (cached in {toolchain.toolchain_dir()})")
+            OUT.info(
+                f"building {', '.join(missing)} from the Go module proxy first: this can take ~8 min the "
+                f"first time (cached in {toolchain.toolchain_dir()})"
+            )
         handle = local(progress=lambda m: OUT.info(f"[devcluster] {m}"))
         if not handle.started:
             OUT.info(f"(it was already running in {handle.state_dir}: it is left running at the end)")
@@ -357,11 +425,15 @@ class Demo:
             self.node = realnode.up(handle.state_dir, progress=lambda m: OUT.info(f"[realnode] {m}"))
         except realnode.RealNodeUnavailable as exc:
             OUT.info(f"no real node: {exc}")
-            OUT.info("so the pods run on KWOK's fake nodes: they get an IP and turn Ready without running a "
-                     "container (no probe, hook or signal really happens)")
+            OUT.info(
+                "so the pods run on KWOK's fake nodes: they get an IP and turn Ready without running a "
+                "container (no probe, hook or signal really happens)"
+            )
         else:
-            OUT.ok(f"pods run on the real node {self.node.name}: real containers of the sample app image "
-                   f"({self.node.images['sample-app']}), real probes, preStop hooks and signals")
+            OUT.ok(
+                f"pods run on the real node {self.node.name}: real containers of the sample app image "
+                f"({self.node.images['sample-app']}), real probes, preStop hooks and signals"
+            )
         out = self.cluster.kubectl("get", "nodes").stdout
         OUT.info(out.rstrip())
 
@@ -379,15 +451,36 @@ class Demo:
             OUT.info(f"({crd_file} not found: applying the CRD rendered by `infer-operator crd`)")
             c.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=render_crd_yaml())
         # Polled: `kubectl wait` fails at once while the new CRD has no conditions yet.
-        wait_for(lambda: c.kubectl("get", "crd", CRD_NAME, "-o",
-                                   "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-                                   check_rc=False, show=False).stdout.strip() == "True",
-                 60, 0.5, f"CRD {CRD_NAME} Established", ignore=TRANSIENT)
+        wait_for(
+            lambda: (
+                c.kubectl(
+                    "get",
+                    "crd",
+                    CRD_NAME,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                    check_rc=False,
+                    show=False,
+                ).stdout.strip()
+                == "True"
+            ),
+            60,
+            0.5,
+            f"CRD {CRD_NAME} Established",
+            ignore=TRANSIENT,
+        )
         # Established is not quite "servable": the API server may answer 429 "storage is
         # (re)initializing" for a moment. Wait until a list works, so the operator starts cleanly.
-        wait_for(lambda: c.custom.list_cluster_custom_object(labels.GROUP, labels.VERSION, labels.PLURAL,
-                                                             _request_timeout=5) is not None,
-                 30, 0.25, "the API server serving InferenceServices", ignore=TRANSIENT)
+        wait_for(
+            lambda: (
+                c.custom.list_cluster_custom_object(labels.GROUP, labels.VERSION, labels.PLURAL, _request_timeout=5)
+                is not None
+            ),
+            30,
+            0.25,
+            "the API server serving InferenceServices",
+            ignore=TRANSIENT,
+        )
         OUT.ok(f"CRD {CRD_NAME} established (kubectl get infsvc works from here on)")
 
         if c.namespace_exists():
@@ -411,8 +504,10 @@ class Demo:
             OUT.ok(f"Redis at {self.redis.url}: the queue the async role's workers take jobs from")
 
         self.operator = start_operator(c.kubeconfig, self.workdir / "operator.log")
-        OUT.info(f"it watches namespace {NAMESPACE}, sweeps the registry every {SWEEP_SECONDS}s; follow it with:\n"
-                 f"  tail -f {self.operator.log_path}")
+        OUT.info(
+            f"it watches namespace {NAMESPACE}, sweeps the registry every {SWEEP_SECONDS}s; follow it with:\n"
+            f"  tail -f {self.operator.log_path}"
+        )
 
     # ------------------------------------------------------------------ 3. InferenceService
 
@@ -425,14 +520,18 @@ class Demo:
         OUT.info(path.read_text().rstrip())
         self.cluster.kubectl("apply", "-f", str(path))
         pods = self.wait_settled(sync=2, timeout=300 if self.external else 120)
-        where = f"real containers on {self.node.name}" if self.node else \
-            ("pods of $KUBECONFIG's cluster" if self.external else "fake pods on KWOK nodes")
+        where = (
+            f"real containers on {self.node.name}"
+            if self.node
+            else ("pods of $KUBECONFIG's cluster" if self.external else "fake pods on KWOK nodes")
+        )
         OUT.ok(f"4 pods Ready ({where}): ordinals 0-1 are sync, 2-3 async (role = ordinal < syncReplicas)")
         self.show_isvc()
         OUT.step("pods:")
         OUT.info(pod_table(pods))
-        sts = self.cluster.kubectl("get", "statefulset,service,configmap", "-n", NAMESPACE,
-                                   "-l", f"{labels.LABEL_SERVICE}={NAME}")
+        sts = self.cluster.kubectl(
+            "get", "statefulset,service,configmap", "-n", NAMESPACE, "-l", f"{labels.LABEL_SERVICE}={NAME}"
+        )
         OUT.info(sts.stdout.rstrip())
 
     def wait_settled(self, sync: int, timeout: float, replicas: int = 4) -> dict[str, Any]:
@@ -449,8 +548,13 @@ class Demo:
                 return None
             return pods
 
-        return wait_for(settled, timeout, 0.25, f"{replicas} Ready pods, {sync} of them sync, and the status saying so",
-                        ignore=TRANSIENT)
+        return wait_for(
+            settled,
+            timeout,
+            0.25,
+            f"{replicas} Ready pods, {sync} of them sync, and the status saying so",
+            ignore=TRANSIENT,
+        )
 
     def show_isvc(self) -> None:
         out = self.cluster.kubectl("get", "infsvc", "-n", NAMESPACE, "-o", "wide")
@@ -460,8 +564,11 @@ class Demo:
 
     def expected_instances(self, pods: dict[str, Any]) -> dict[str, str]:
         """address -> pod uid, for the Ready sync pods."""
-        return {f"{p.status.pod_ip}:{PORT}": p.metadata.uid for p in pods.values()
-                if role(p) == "sync" and is_ready(p) and p.status.pod_ip and not p.metadata.deletion_timestamp}
+        return {
+            f"{p.status.pod_ip}:{PORT}": p.metadata.uid
+            for p in pods.values()
+            if role(p) == "sync" and is_ready(p) and p.status.pod_ip and not p.metadata.deletion_timestamp
+        }
 
     def registered(self) -> dict[str, str]:
         return {addr: entry.get("uid", "?") for addr, entry in self.registry.instances().items()}
@@ -479,23 +586,28 @@ class Demo:
         pods = self.wait_registry_matches()
         self.registry.show("registered instances")
         sync_ips = sorted(p.status.pod_ip for p in pods.values() if role(p) == "sync")
-        check(set(self.registered()) == {f"{ip}:{PORT}" for ip in sync_ips},
-              f"instances == the 2 sync pods ({', '.join(sync_ips)}), port {PORT}; no async pod is registered")
+        check(
+            set(self.registered()) == {f"{ip}:{PORT}" for ip in sync_ips},
+            f"instances == the 2 sync pods ({', '.join(sync_ips)}), port {PORT}; no async pod is registered",
+        )
         for addr, entry in self.registry.instances().items():
             pod = pods.get(entry.get("pod", ""))
-            check(pod is not None and entry.get("uid") == pod.metadata.uid and entry.get("role") == "sync",
-                  f"{addr} names its pod {entry.get('pod')} (uid, role sync, ordinal {entry.get('ordinal')})")
+            check(
+                pod is not None and entry.get("uid") == pod.metadata.uid and entry.get("role") == "sync",
+                f"{addr} names its pod {entry.get('pod')} (uid, role sync, ordinal {entry.get('ordinal')})",
+            )
 
-        OUT.step("an ops tool now writes per-IP config for every pod IP, plus one for an IP no pod holds "
-                 f"({DEAD_IP})")
+        OUT.step(f"an ops tool now writes per-IP config for every pod IP, plus one for an IP no pod holds ({DEAD_IP})")
         for name in sorted(pods):
             ip = pods[name].status.pod_ip
             self.etcd.put(self.registry.config_key(ip), json.dumps({"pod": name, "maxBatch": 8}))
         self.etcd.put(self.registry.config_key(DEAD_IP), json.dumps({"pod": "gone-long-ago", "maxBatch": 8}))
         self.seeded_at = time.monotonic()
         self.registry.show("after seeding")
-        OUT.info(f"the operator only ever deletes config: when a pod goes (its IP), and in the sweep "
-                 f"(every {SWEEP_SECONDS}s: IPs no live pod of the service holds, like {DEAD_IP})")
+        OUT.info(
+            f"the operator only ever deletes config: when a pod goes (its IP), and in the sweep "
+            f"(every {SWEEP_SECONDS}s: IPs no live pod of the service holds, like {DEAD_IP})"
+        )
 
     # ------------------------------------------------------------------ 5. deleting a sync pod
 
@@ -507,9 +619,11 @@ class Demo:
         old_uid, old_ip = victim.metadata.uid, victim.status.pod_ip
         old_addr = f"{old_ip}:{PORT}"
         others = {n: p.status.pod_ip for n, p in pods.items() if n != victim.metadata.name}
-        check(labels.POD_FINALIZER in (victim.metadata.finalizers or []),
-              f"{NAME}-0 ({old_ip}) carries the finalizer {labels.POD_FINALIZER}: it cannot vanish before "
-              f"the operator has cleaned up after it")
+        check(
+            labels.POD_FINALIZER in (victim.metadata.finalizers or []),
+            f"{NAME}-0 ({old_ip}) carries the finalizer {labels.POD_FINALIZER}: it cannot vanish before "
+            f"the operator has cleaned up after it",
+        )
         OUT.info(f"preStop drain {DRAIN_SECONDS}s, grace period {GRACE_SECONDS}s; timeline from the delete command:")
 
         dead_key = self.registry.config_key(DEAD_IP)
@@ -557,14 +671,19 @@ class Demo:
         timeline = Timeline(time.monotonic())
         swept_early = self.etcd.get(dead_key) is None
         if swept_early:
-            timeline.mark(f"(config of dead IP {DEAD_IP} was already swept, "
-                          f"{time.monotonic() - self.seeded_at:.1f}s after seeding)")
+            timeline.mark(
+                f"(config of dead IP {DEAD_IP} was already swept, "
+                f"{time.monotonic() - self.seeded_at:.1f}s after seeding)"
+            )
         c.kubectl("delete", "pod", f"{NAME}-0", "-n", NAMESPACE, "--wait=false", show=False)
         timeline.mark(f"kubectl delete pod {NAME}-0 --wait=false")
         events = [
             ("deletionTimestamp set (pod Terminating)", deletion_seen),
             (f"instance {old_addr} gone from the registry", lambda: old_addr not in self.registry.instances()),
-            (f"config {self.registry.config_key(old_ip)} gone", lambda: self.etcd.get(self.registry.config_key(old_ip)) is None),
+            (
+                f"config {self.registry.config_key(old_ip)} gone",
+                lambda: self.etcd.get(self.registry.config_key(old_ip)) is None,
+            ),
             ("old pod object gone (finalizer released, grace period over)", old_gone),
             (f"{NAME}-0 recreated by the StatefulSet (new uid)", recreated),
             (f"new {NAME}-0 Ready", new_ready),
@@ -578,26 +697,34 @@ class Demo:
         deregistered = t(f"instance {old_addr} gone from the registry")
         config_gone = t(f"config {self.registry.config_key(old_ip)} gone")
         pod_gone = t("old pod object gone (finalizer released, grace period over)")
-        check(deregistered <= pod_gone and config_gone <= pod_gone,
-              f"deregistration ({deregistered:.2f}s) and config removal ({config_gone:.2f}s) came before the "
-              f"pod object went ({pod_gone:.2f}s)")
-        check(deregistered < DRAIN_SECONDS,
-              f"deregistered {deregistered:.2f}s after the delete, within the {DRAIN_SECONDS}s preStop drain "
-              f"(clients stop getting this instance before it stops serving)")
+        check(
+            deregistered <= pod_gone and config_gone <= pod_gone,
+            f"deregistration ({deregistered:.2f}s) and config removal ({config_gone:.2f}s) came before the "
+            f"pod object went ({pod_gone:.2f}s)",
+        )
+        check(
+            deregistered < DRAIN_SECONDS,
+            f"deregistered {deregistered:.2f}s after the delete, within the {DRAIN_SECONDS}s preStop drain "
+            f"(clients stop getting this instance before it stops serving)",
+        )
         if pod_log is not None:
             self.show_pod_log(pod_log, wall0, deregistered)
         new_pod = new["pod"]
         new_ip = new_pod.status.pod_ip
-        OUT.info(f"new {NAME}-0: IP {new_ip} ({'same IP as before' if new_ip == old_ip else f'was {old_ip}'}), "
-                 f"uid {new_pod.metadata.uid[:8]} (was {old_uid[:8]})")
+        OUT.info(
+            f"new {NAME}-0: IP {new_ip} ({'same IP as before' if new_ip == old_ip else f'was {old_ip}'}), "
+            f"uid {new_pod.metadata.uid[:8]} (was {old_uid[:8]})"
+        )
         pods = self.wait_registry_matches()
         check(self.etcd.get(dead_key) is None, f"the sweep removed the config of dead IP {DEAD_IP}")
         configs = self.registry.configs()
         kept = {n: ip for n, ip in others.items() if ip in configs}
         check(kept == others, f"configs of the live pods were kept ({', '.join(sorted(others.values()))})")
         self.registry.show("registry now")
-        OUT.info(f"(config/{old_ip} stays gone even if the new pod got the same IP: it belonged to the old "
-                 f"pod; writing config for the new one is the ops tool's job)")
+        OUT.info(
+            f"(config/{old_ip} stays gone even if the new pod got the same IP: it belonged to the old "
+            f"pod; writing config for the new one is the ops tool's job)"
+        )
         OUT.step("pods:")
         OUT.info(pod_table(pods))
         lines = self.operator.grep(f"{NAME}-0")
@@ -617,11 +744,15 @@ class Demo:
         sigterm = pod_log.app_time(SIGTERM_MSG)
         offline = pod_log.app_time(OFFLINE_MSG)
         done = pod_log.first(PRESTOP_DONE)
-        check(sigterm is not None and offline is not None and done is not None,
-              "the app was told to go offline (offlinePath), the preStop drain ran, then the app got SIGTERM")
-        check(offline < done.at <= sigterm + 0.05 and deregistered < sigterm - wall0,
-              f"order: deregistered +{deregistered:.2f}s, offline +{offline - wall0:.2f}s, drain ended "
-              f"+{done.at - wall0:.2f}s, SIGTERM +{sigterm - wall0:.2f}s")
+        check(
+            sigterm is not None and offline is not None and done is not None,
+            "the app was told to go offline (offlinePath), the preStop drain ran, then the app got SIGTERM",
+        )
+        check(
+            offline < done.at <= sigterm + 0.05 and deregistered < sigterm - wall0,
+            f"order: deregistered +{deregistered:.2f}s, offline +{offline - wall0:.2f}s, drain ended "
+            f"+{done.at - wall0:.2f}s, SIGTERM +{sigterm - wall0:.2f}s",
+        )
 
     # ------------------------------------------------------------------ 6. changing the split
 
@@ -632,9 +763,10 @@ class Demo:
         uids_before = {n: p.metadata.uid for n, p in before.items()}
         OUT.info(pod_table(before))
         timeline = Timeline(time.monotonic())
-        c.kubectl("patch", "infsvc", NAME, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"syncReplicas":3}}',
-                  show=False)
-        timeline.mark(f"kubectl patch infsvc {NAME} --type=merge -p '{{\"spec\":{{\"syncReplicas\":3}}}}'")
+        c.kubectl(
+            "patch", "infsvc", NAME, "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"syncReplicas":3}}', show=False
+        )
+        timeline.mark(f'kubectl patch infsvc {NAME} --type=merge -p \'{{"spec":{{"syncReplicas":3}}}}\'')
         holder: dict[str, Any] = {}
 
         def p2() -> Any | None:
@@ -661,13 +793,22 @@ class Demo:
             entry = self.registry.instances().get(f"{p.status.pod_ip}:{PORT}")
             return bool(entry and entry.get("uid") == p.metadata.uid and entry.get("role") == "sync")
 
-        timeline.run([
-            (f"{NAME}-2 (async) Terminating", lambda: (p2() is None or p2().metadata.deletion_timestamp is not None
-                                                     or p2().metadata.uid != uids_before[f"{NAME}-2"])),
-            (f"{NAME}-2 recreated (new uid)", p2_new),
-            (f"{NAME}-2 Ready as sync", p2_ready_sync),
-            (f"{NAME}-2 registered", p2_registered),
-        ], timeout=120)
+        timeline.run(
+            [
+                (
+                    f"{NAME}-2 (async) Terminating",
+                    lambda: (
+                        p2() is None
+                        or p2().metadata.deletion_timestamp is not None
+                        or p2().metadata.uid != uids_before[f"{NAME}-2"]
+                    ),
+                ),
+                (f"{NAME}-2 recreated (new uid)", p2_new),
+                (f"{NAME}-2 Ready as sync", p2_ready_sync),
+                (f"{NAME}-2 registered", p2_registered),
+            ],
+            timeout=120,
+        )
         after = self.wait_settled(sync=3, timeout=60)
         pods = self.wait_registry_matches()
         changed = sorted(n for n in uids_before if after[n].metadata.uid != uids_before[n])
@@ -685,15 +826,20 @@ class Demo:
         timeline = Timeline(time.monotonic())
         c.kubectl("delete", "infsvc", NAME, "-n", NAMESPACE, "--wait=false", show=False)
         timeline.mark(f"kubectl delete infsvc {NAME} --wait=false")
-        timeline.run([
-            ("registry instances gone", lambda: not self.registry.instances()),
-            (f"all keys under {PREFIX}/{NAME}/ gone", lambda: not self.registry.all()),
-            ("InferenceService gone (finalizer released)", lambda: c.isvc() is None),
-            ("all pods gone (deregistered and released by the operator)", lambda: not c.pods()),
-        ], timeout=120)
-        OUT.info("(the pods go through Kubernetes garbage collection: InferenceService -> StatefulSet -> pods. "
-                 "Right after a CRD is installed the garbage collector may take up to ~30s to notice "
-                 "owners of the new kind)")
+        timeline.run(
+            [
+                ("registry instances gone", lambda: not self.registry.instances()),
+                (f"all keys under {PREFIX}/{NAME}/ gone", lambda: not self.registry.all()),
+                ("InferenceService gone (finalizer released)", lambda: c.isvc() is None),
+                ("all pods gone (deregistered and released by the operator)", lambda: not c.pods()),
+            ],
+            timeout=120,
+        )
+        OUT.info(
+            "(the pods go through Kubernetes garbage collection: InferenceService -> StatefulSet -> pods. "
+            "Right after a CRD is installed the garbage collector may take up to ~30s to notice "
+            "owners of the new kind)"
+        )
         self.registry.show("registry now")
         check(not self.registry.all(), f"nothing left under {PREFIX}/{NAME}/")
         metrics = operator_metrics(self.operator)
@@ -711,8 +857,9 @@ class Demo:
         retried = [line for line in errors if "will retry" in line]
         bad = [line for line in errors if "will retry" not in line]
         if retried:
-            OUT.info(f"({len(retried)} API request(s) failed once and were retried by kopf, e.g.:\n"
-                     f"  {retried[0][:200]})")
+            OUT.info(
+                f"({len(retried)} API request(s) failed once and were retried by kopf, e.g.:\n  {retried[0][:200]})"
+            )
         if bad:
             OUT.info("\n".join(line[:240] for line in bad[:20]))
         check(not bad, "no errors or tracebacks in the operator log")
@@ -726,8 +873,9 @@ class Demo:
     def _delete_namespace(self, timeout: float) -> None:
         c = self.cluster
         c.kubectl("delete", "namespace", NAMESPACE, "--wait=false", "--ignore-not-found")
-        wait_for(lambda: not c.namespace_exists(), timeout, 0.5, f"namespace {NAMESPACE} being deleted",
-                 ignore=TRANSIENT)
+        wait_for(
+            lambda: not c.namespace_exists(), timeout, 0.5, f"namespace {NAMESPACE} being deleted", ignore=TRANSIENT
+        )
 
     def cleanup(self, failed: bool) -> list[str]:
         """Stop what the demo started; returns problems (never raises)."""
@@ -755,17 +903,27 @@ class Demo:
                 if handle.release(keep=self.args.keep):
                     OUT.step("local control plane stopped")
                 elif handle.started:
-                    OUT.step(f"--keep: the local control plane keeps running ({handle.state_dir}); "
-                             f"export KUBECONFIG={handle.kubeconfig}; stop it with "
-                             "`python -m devtools.cluster down` (or `make cluster-down`)")
+                    OUT.step(
+                        f"--keep: the local control plane keeps running ({handle.state_dir}); "
+                        f"export KUBECONFIG={handle.kubeconfig}; stop it with "
+                        "`python -m devtools.cluster down` (or `make cluster-down`)"
+                    )
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"stopping the local control plane: {exc}")
         return problems
 
     def run(self) -> int:
         failed = False
-        steps = [self.step_cluster, self.step_install, self.step_apply, self.step_registry,
-                 self.step_delete_pod, self.step_split, self.step_delete_service, self.check_operator_log]
+        steps = [
+            self.step_cluster,
+            self.step_install,
+            self.step_apply,
+            self.step_registry,
+            self.step_delete_pod,
+            self.step_split,
+            self.step_delete_service,
+            self.check_operator_log,
+        ]
         try:
             for step in steps:
                 step()
@@ -773,8 +931,11 @@ class Demo:
             failed = True
             print(f"\n!!! DEMO FAILED: {exc}", flush=True)
             if self.operator is not None:
-                print(f"\n--- operator log, last 80 lines ({self.operator.log_path}) ---\n"
-                      f"{self.operator.log_tail(80)}\n---", flush=True)
+                print(
+                    f"\n--- operator log, last 80 lines ({self.operator.log_path}) ---\n"
+                    f"{self.operator.log_tail(80)}\n---",
+                    flush=True,
+                )
         except KeyboardInterrupt:
             failed = True
             print("\n!!! interrupted", flush=True)
@@ -788,17 +949,20 @@ class Demo:
         if failed:
             print(f"\nFAILED after {OUT.elapsed():.0f}s (files in {self.workdir})", flush=True)
             return 1
-        where = f"real pods on the real node {self.node.name}" if self.node else \
-            ("$KUBECONFIG's cluster" if self.external else "KWOK fake nodes (no real node on this machine)")
+        where = (
+            f"real pods on the real node {self.node.name}"
+            if self.node
+            else ("$KUBECONFIG's cluster" if self.external else "KWOK fake nodes (no real node on this machine)")
+        )
         print(f"\nDemo passed in {OUT.elapsed():.0f}s, on {where}. Operator log: {self.operator.log_path}", flush=True)
         return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.demo",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the local control plane running at the end (if the demo started it)")
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the local control plane running at the end (if the demo started it)"
+    )
     args = parser.parse_args(argv)
     print(f"infer-operator demo  ({datetime.datetime.now().isoformat(timespec='seconds')})", flush=True)
     return Demo(args).run()

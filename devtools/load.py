@@ -53,8 +53,15 @@ class Tally:
         return self.outcomes["cut"]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"sent": self.sent, "ok": self.ok, "failed": self.failed, "cut": self.cut,
-                "by_kind": dict(self.outcomes), "examples": self.errors, "no_instance": self.no_instance}
+        return {
+            "sent": self.sent,
+            "ok": self.ok,
+            "failed": self.failed,
+            "cut": self.cut,
+            "by_kind": dict(self.outcomes),
+            "examples": self.errors,
+            "no_instance": self.no_instance,
+        }
 
 
 def classify(exc: BaseException, sent: bool) -> str:
@@ -79,8 +86,9 @@ class _Caller:
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> _Caller:
-        self.session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False,
-                                             connector=aiohttp.TCPConnector(limit=64))
+        self.session = aiohttp.ClientSession(
+            timeout=self.timeout, trust_env=False, connector=aiohttp.TCPConnector(limit=64)
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -144,8 +152,10 @@ class RegistryConsumer:
     def _range(self) -> dict[str, str]:
         end = bytearray(self.base.encode())
         end[-1] += 1
-        return {"key": base64.b64encode(self.base.encode()).decode(),
-                "range_end": base64.b64encode(bytes(end)).decode()}
+        return {
+            "key": base64.b64encode(self.base.encode()).decode(),
+            "range_end": base64.b64encode(bytes(end)).decode(),
+        }
 
     async def _watch(self, session: aiohttp.ClientSession, ready: asyncio.Event) -> None:
         async with session.post(f"{self.etcd_url}/v3/kv/range", json=self._range()) as response:
@@ -154,8 +164,9 @@ class RegistryConsumer:
             self._apply("PUT", kv)
         revision = int(data["header"]["revision"])
         body = {"create_request": {**self._range(), "start_revision": str(revision + 1)}}
-        async with session.post(f"{self.etcd_url}/v3/watch", json=body,
-                                timeout=aiohttp.ClientTimeout(total=None)) as response:
+        async with session.post(
+            f"{self.etcd_url}/v3/watch", json=body, timeout=aiohttp.ClientTimeout(total=None)
+        ) as response:
             ready.set()
             async for line in response.content:
                 if not line.strip():
@@ -169,14 +180,15 @@ class RegistryConsumer:
         if kind == "DELETE":
             self.instances.pop(key, None)
         else:
-            self.instances[key] = key[len(self.base):]
+            self.instances[key] = key[len(self.base) :]
 
     async def run(self, rate: float, duration: float, limit: int, stop: asyncio.Event) -> Tally:
         async with aiohttp.ClientSession(trust_env=False) as watch_session, _Caller(self.tally, self.timeout) as caller:
             ready = asyncio.Event()
             watcher = asyncio.create_task(self._watch(watch_session, ready))
-            await asyncio.wait([watcher, asyncio.ensure_future(ready.wait())], timeout=10,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [watcher, asyncio.ensure_future(ready.wait())], timeout=10, return_when=asyncio.FIRST_COMPLETED
+            )
 
             async def fire() -> None:
                 addresses = sorted(self.instances.values())
@@ -263,10 +275,14 @@ class JobProducer:
         in_hand: set[str] = set()
         async for key in self.client.scan_iter(f"{self.queue}:processing:*"):
             in_hand |= set(await self.client.lrange(key, 0, -1)) & pushed
-        return JobReport(pushed=len(pushed), done_once=sum(1 for c in counts.values() if c == 1),
-                         done_twice_or_more=sum(1 for c in counts.values() if c > 1),
-                         lost=sum(1 for job, c in counts.items() if c == 0 and job not in queued | in_hand),
-                         queued=len(queued), in_hand=len(in_hand))
+        return JobReport(
+            pushed=len(pushed),
+            done_once=sum(1 for c in counts.values() if c == 1),
+            done_twice_or_more=sum(1 for c in counts.values() if c > 1),
+            lost=sum(1 for job, c in counts.items() if c == 0 and job not in queued | in_hand),
+            queued=len(queued),
+            in_hand=len(in_hand),
+        )
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -29,9 +29,19 @@ QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 TEMPLATE_METADATA = ("labels", "annotations", "name", "namespace")
-DROP = {"description", "default", "format", "x-kubernetes-patch-merge-key", "x-kubernetes-patch-strategy",
-        "x-kubernetes-unions", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type",
-        "discriminator", "fields-to-discriminateBy"}
+DROP = {
+    "description",
+    "default",
+    "format",
+    "x-kubernetes-patch-merge-key",
+    "x-kubernetes-patch-strategy",
+    "x-kubernetes-unions",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "discriminator",
+    "fields-to-discriminateBy",
+}
 
 
 def default_input() -> Path:
@@ -60,8 +70,10 @@ def convert(document: dict[str, Any]) -> dict[str, Any]:
                 return {"x-kubernetes-int-or-string": True}
             target = dict(schemas[name])
             if name == OBJECT_META:
-                target = {"type": "object",
-                          "properties": {k: v for k, v in target["properties"].items() if k in TEMPLATE_METADATA}}
+                target = {
+                    "type": "object",
+                    "properties": {k: v for k, v in target["properties"].items() if k in TEMPLATE_METADATA},
+                }
             return resolve(target, (*seen, name))
         out = {}
         for key, value in node.items():
@@ -77,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     source = Path(args[0]) if args else default_input()
     schema = convert(json.loads(source.read_text()))
-    json.dump({"source": f"k8s.io/kubernetes@{K8S_VERSION} api/openapi-spec/v3/api__v1_openapi.json",
-               "schema": schema}, sys.stdout, indent=1, sort_keys=True)
+    json.dump(
+        {"source": f"k8s.io/kubernetes@{K8S_VERSION} api/openapi-spec/v3/api__v1_openapi.json", "schema": schema},
+        sys.stdout,
+        indent=1,
+        sort_keys=True,
+    )
     sys.stdout.write("\n")
     return 0
 

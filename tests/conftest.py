@@ -45,8 +45,7 @@ def cluster(pytestconfig: pytest.Config):
         yield handle
     finally:
         if not handle.release(keep=os.environ.get(KEEP_ENV) == "1") and not handle.external:
-            progress(f"leaving the control plane running ({handle.state_dir}); "
-                     f"export KUBECONFIG={handle.kubeconfig}")
+            progress(f"leaving the control plane running ({handle.state_dir}); export KUBECONFIG={handle.kubeconfig}")
 
 
 def _short_name(nodename: str, limit: int = 30) -> str:
@@ -64,8 +63,9 @@ def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest):
     name = f"t-{_short_name(request.node.name)}-{secrets.token_hex(3)}"
     api = cluster.api_client()
     core = client.CoreV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=name, labels={"infer-operator.io/test": "true"})))
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"infer-operator.io/test": "true"}))
+    )
     try:
         yield name
     finally:
@@ -88,8 +88,7 @@ def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest):
                 raise
 
         try:
-            wait_for(gone, timeout=60, interval=0.25,
-                     message=f"namespace {name} still exists 60s after deletion")
+            wait_for(gone, timeout=60, interval=0.25, message=f"namespace {name} still exists 60s after deletion")
         except AssertionError as e:
             warnings.warn(str(e), stacklevel=1)
 

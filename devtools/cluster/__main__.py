@@ -9,22 +9,25 @@ from . import toolchain
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.cluster",
-                                     description="Local Kubernetes control plane (etcd, apiserver, "
-                                                 "controller-manager, scheduler, KWOK) for tests.")
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.cluster",
+        description="Local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, KWOK) for tests.",
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the cached binaries (only what is missing)")
     b.add_argument("components", nargs="*", help=f"default: all ({', '.join(toolchain.ALL_COMPONENTS)})")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
-    for name, hlp in (("up", "start the control plane and, where the machine can run one, the real node "
-                             "(idempotent)"),
-                      ("down", "stop the real node and the control plane"),
-                      ("status", "show process and API health"),
-                      ("kubeconfig", "print the admin kubeconfig path"),
-                      ("leftovers", "list what a stopped real node left on this machine (exit 1 if anything)")):
+    for name, hlp in (
+        ("up", "start the control plane and, where the machine can run one, the real node (idempotent)"),
+        ("down", "stop the real node and the control plane"),
+        ("status", "show process and API health"),
+        ("kubeconfig", "print the admin kubeconfig path"),
+        ("leftovers", "list what a stopped real node left on this machine (exit 1 if anything)"),
+    ):
         p = sub.add_parser(name, help=hlp)
-        p.add_argument("--state-dir", default=None,
-                       help="default: $INFER_OPERATOR_CLUSTER_DIR or ~/.cache/infer-operator/cluster")
+        p.add_argument(
+            "--state-dir", default=None, help="default: $INFER_OPERATOR_CLUSTER_DIR or ~/.cache/infer-operator/cluster"
+        )
         if name == "up":
             p.add_argument("--no-real-node", action="store_true", help="KWOK nodes only")
     args = parser.parse_args(argv)
@@ -44,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             try:
                 node = realnode.up(args.state_dir)
-                print(f"[devcluster] real node: {node.name} runs containers; pods that tolerate "
-                      f"{realnode.TAINT_KEY} and select {realnode.NODE_LABEL[0]}={realnode.NODE_LABEL[1]} land there",
-                      file=sys.stderr)
+                print(
+                    f"[devcluster] real node: {node.name} runs containers; pods that tolerate "
+                    f"{realnode.TAINT_KEY} and select {realnode.NODE_LABEL[0]}={realnode.NODE_LABEL[1]} land there",
+                    file=sys.stderr,
+                )
             except realnode.RealNodeUnavailable as exc:
                 print(f"[devcluster] real node: not started: {exc}; pods run on KWOK nodes only", file=sys.stderr)
         print(info.kubeconfig)

@@ -48,8 +48,10 @@ def find_binary() -> str:
     for candidate in candidates:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    raise EtcdError("no etcd binary: set INFER_OPERATOR_ETCD, `apt-get install etcd-server`, or "
-                    "`python -m devtools.cluster build etcd`")
+    raise EtcdError(
+        "no etcd binary: set INFER_OPERATOR_ETCD, `apt-get install etcd-server`, or "
+        "`python -m devtools.cluster build etcd`"
+    )
 
 
 def b64(value: str | bytes) -> str:
@@ -65,8 +67,15 @@ def prefix_end(prefix: str) -> str:
 
 
 class EtcdServer:
-    def __init__(self, *, binary: str | None = None, start_timeout: float = 30.0, name: str = "registry",
-                 client_port: int | None = None, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        start_timeout: float = 30.0,
+        name: str = "registry",
+        client_port: int | None = None,
+        host: str = "127.0.0.1",
+    ):
         self.binary = binary or find_binary()
         self.start_timeout = start_timeout
         self.name = name
@@ -106,13 +115,29 @@ class EtcdServer:
         self.client_port, peer_port = self._wanted_port or free_port(), free_port()
         peer = f"http://127.0.0.1:{peer_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        argv = [self.binary, "--name", self.name, "--data-dir", str(self.workdir / "data"),
-                "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new"]
+        argv = [
+            self.binary,
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.workdir / "data"),
+            "--listen-client-urls",
+            self.client_url,
+            "--advertise-client-urls",
+            self.client_url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"{self.name}={peer}",
+            "--initial-cluster-state",
+            "new",
+        ]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + self.start_timeout
         while True:
             if self.proc.poll() is not None:
@@ -155,11 +180,13 @@ class EtcdServer:
         if auth and self._auth is not None:
             if self._token is None:
                 name, password = self._auth
-                self._token = self.call("/v3/auth/authenticate", {"name": name, "password": password},
-                                        auth=False)["token"]
+                self._token = self.call("/v3/auth/authenticate", {"name": name, "password": password}, auth=False)[
+                    "token"
+                ]
             headers["Authorization"] = self._token
-        req = urllib.request.Request(self.client_url + path, data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
+        req = urllib.request.Request(
+            self.client_url + path, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return json.loads(resp.read() or b"{}")

@@ -46,13 +46,12 @@ NODE_LABEL = ("type", "kwok")
 # KWOK renews each fake node's Lease in kube-node-lease (a quarter of this apart, as a kubelet does).
 NODE_LEASE_SECONDS = 40
 DEFAULT_NODE_COUNT = 2
-NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti",
-                 "nvidia.com/gpu": "8"}
+NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti", "nvidia.com/gpu": "8"}
 # While a pod has this annotation set to "false", KWOK keeps it NotReady (see stages/).
 READY_ANNOTATION = "devcluster.infer-operator.io/ready"
 
-START_TIMEOUT = 90.0   # bound for each wait while starting
-STOP_TIMEOUT = 10.0    # SIGTERM -> SIGKILL bound per process
+START_TIMEOUT = 90.0  # bound for each wait while starting
+STOP_TIMEOUT = 10.0  # SIGTERM -> SIGKILL bound per process
 
 
 class ClusterError(RuntimeError):
@@ -93,13 +92,18 @@ class ClusterStatus:
         return sum(p.rss_bytes for p in self.processes if p.alive)
 
     def render(self) -> str:
-        lines = [f"state dir:  {self.state_dir}",
-                 f"server:     {self.server or '-'}",
-                 f"kubeconfig: {self.kubeconfig or '-'}",
-                 f"api ready:  {'yes' if self.api_ready else 'no'}"]
+        lines = [
+            f"state dir:  {self.state_dir}",
+            f"server:     {self.server or '-'}",
+            f"kubeconfig: {self.kubeconfig or '-'}",
+            f"api ready:  {'yes' if self.api_ready else 'no'}",
+        ]
         for p in self.processes:
-            state = f"running pid {p.pid}, {p.rss_bytes / 2**20:.0f} MiB" if p.alive else \
-                ("stopped" if p.pid is None else f"dead (pid {p.pid})")
+            state = (
+                f"running pid {p.pid}, {p.rss_bytes / 2**20:.0f} MiB"
+                if p.alive
+                else ("stopped" if p.pid is None else f"dead (pid {p.pid})")
+            )
             lines.append(f"  {p.name:<24} {state}")
         if self.processes:
             lines.append(f"  {'total RSS':<24} {self.rss_bytes / 2**20:.0f} MiB")
@@ -157,7 +161,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return fields[0], int(fields[19])
 
 
@@ -201,8 +205,15 @@ def _start(sd: Path, name: str, argv: list[str]) -> subprocess.Popen:
     with open(sd / "logs" / f"{name}.log", "ab") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=sd, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=sd,
+            start_new_session=True,
+            close_fds=True,
+        )
     st = _proc_stat(proc.pid)
     rec = {"pid": proc.pid, "start_time": st[1] if st else None, "argv0": argv[0]}
     tmp = _pid_file(sd, name).with_suffix(".tmp")
@@ -276,8 +287,15 @@ def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-def _http(method: str, url: str, *, token: str | None = None, ca_file: Path | None = None,
-          body: dict | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+def _http(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    ca_file: Path | None = None,
+    body: dict | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if token:
@@ -294,8 +312,9 @@ def _http(method: str, url: str, *, token: str | None = None, ca_file: Path | No
         return 0, b""
 
 
-def _wait(what: str, predicate: Callable[[], bool], timeout: float,
-          procs: dict[str, subprocess.Popen], sd: Path) -> None:
+def _wait(
+    what: str, predicate: Callable[[], bool], timeout: float, procs: dict[str, subprocess.Popen], sd: Path
+) -> None:
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
@@ -303,9 +322,11 @@ def _wait(what: str, predicate: Callable[[], bool], timeout: float,
             return
         for name, p in procs.items():
             if p.poll() is not None:
-                raise ClusterError(f"{name} exited with {p.returncode} while waiting for {what}; "
-                                   f"log tail ({sd / 'logs' / (name + '.log')}):\n"
-                                   f"{_log_tail(sd, name)}")
+                raise ClusterError(
+                    f"{name} exited with {p.returncode} while waiting for {what}; "
+                    f"log tail ({sd / 'logs' / (name + '.log')}):\n"
+                    f"{_log_tail(sd, name)}"
+                )
         if time.monotonic() >= deadline:
             raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(delay)
@@ -323,24 +344,72 @@ def write_serving_cert(cert_dir: Path, ca_file: Path, ips: list[str]) -> None:
     import tempfile
 
     cert_dir.mkdir(parents=True, exist_ok=True)
-    dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-           "kubernetes.default.svc.cluster.local"]
+    dns = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
 
         def openssl(*args: str) -> None:
             subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=t)
 
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=infer-devcluster-ca",
-                "-keyout", "ca.key", "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=infer-devcluster-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        )
         san = ",".join([f"IP:{ip}" for ip in ips] + [f"DNS:{name}" for name in dns])
-        (t / "ext.cnf").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
-                                   "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver", "-keyout", "leaf.key",
-                "-out", "leaf.csr")
-        openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "3650", "-extfile", "ext.cnf", "-out", "leaf.crt")
+        (t / "ext.cnf").write_text(
+            f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        )
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=kube-apiserver",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "leaf.crt",
+        )
         # The chain: clients that were given only the leaf's file (older kubeconfigs) still verify.
         (cert_dir / "apiserver.crt").write_bytes((t / "leaf.crt").read_bytes() + (t / "ca.crt").read_bytes())
         key = cert_dir / "apiserver.key"
@@ -385,17 +454,20 @@ def node_manifest(name: str) -> dict:
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {NODE_LABEL[0]: NODE_LABEL[1], "kubernetes.io/hostname": name,
-                       "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                       "nvidia.com/gpu.present": "true"},
+            "labels": {
+                NODE_LABEL[0]: NODE_LABEL[1],
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "nvidia.com/gpu.present": "true",
+            },
             "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
         },
         "spec": {},
         "status": {
             "capacity": dict(NODE_CAPACITY),
             "allocatable": dict(NODE_CAPACITY),
-            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
-                         "kubeletVersion": V.KUBERNETES_VERSION},
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": V.KUBERNETES_VERSION},
         },
     }
 
@@ -413,8 +485,7 @@ def _state(sd: Path) -> dict | None:
 def _api_ready(st: dict | None, sd: Path, timeout: float = 2.0) -> bool:
     if not st:
         return False
-    code, _ = _http("GET", st["server"] + "/readyz", token=st["token"], ca_file=sd / "ca.crt",
-                    timeout=timeout)
+    code, _ = _http("GET", st["server"] + "/readyz", token=st["token"], ca_file=sd / "ca.crt", timeout=timeout)
     return code == 200
 
 
@@ -434,12 +505,15 @@ def status(state_dir: str | os.PathLike | None = None) -> ClusterStatus:
     for name in COMPONENTS:
         rec = _record(sd, name)
         alive = _alive(rec)
-        procs.append(ProcessStatus(name, rec["pid"] if rec else None, alive,
-                                   _rss(rec["pid"]) if alive else 0))
+        procs.append(ProcessStatus(name, rec["pid"] if rec else None, alive, _rss(rec["pid"]) if alive else 0))
     kc = kubeconfig_path(sd)
-    return ClusterStatus(state_dir=sd, server=st["server"] if st else None,
-                         kubeconfig=kc if kc.is_file() else None,
-                         api_ready=_api_ready(st, sd), processes=procs)
+    return ClusterStatus(
+        state_dir=sd,
+        server=st["server"] if st else None,
+        kubeconfig=kc if kc.is_file() else None,
+        api_ready=_api_ready(st, sd),
+        processes=procs,
+    )
 
 
 def pids(state_dir: str | os.PathLike | None = None) -> dict[str, int]:
@@ -481,8 +555,9 @@ def _down_locked(sd: Path, timeout: float, progress: ProgressFn | None) -> None:
         (sd / "state.json").unlink()
 
 
-def down(state_dir: str | os.PathLike | None = None, *, timeout: float = STOP_TIMEOUT,
-         progress: ProgressFn | None = None) -> None:
+def down(
+    state_dir: str | os.PathLike | None = None, *, timeout: float = STOP_TIMEOUT, progress: ProgressFn | None = None
+) -> None:
     """Stop kwok, scheduler, controller-manager, apiserver, etcd (in that order): SIGTERM, then
     SIGKILL after ``timeout`` s. Also stops leftovers from a crashed run. Keeps logs."""
     sd = state_dir_path(state_dir)
@@ -498,9 +573,14 @@ def down(state_dir: str | os.PathLike | None = None, *, timeout: float = STOP_TI
 # --------------------------------------------------------------------------- up
 
 
-def up(state_dir: str | os.PathLike | None = None, *, nodes: int = DEFAULT_NODE_COUNT,
-       build: bool = True, progress: ProgressFn | None = None,
-       timeout: float = START_TIMEOUT) -> Cluster:
+def up(
+    state_dir: str | os.PathLike | None = None,
+    *,
+    nodes: int = DEFAULT_NODE_COUNT,
+    build: bool = True,
+    progress: ProgressFn | None = None,
+    timeout: float = START_TIMEOUT,
+) -> Cluster:
     """Start the local control plane (idempotent: returns at once if it is already up and healthy).
 
     Builds missing binaries first when ``build`` (cached; a cold build takes minutes). Returns when
@@ -543,10 +623,10 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float, pod_n
     # Service-account key pair and admin token.
     sa_key, sa_pub = sd / "sa.key", sd / "sa.pub"
     if not (sa_key.is_file() and sa_pub.is_file()):
-        subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True,
-                       capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)],
-                       check=True, capture_output=True)
+        subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)], check=True, capture_output=True
+        )
     token = secrets.token_hex(24)
     tokens = sd / "tokens.csv"
     tokens.write_text(f'{token},admin,admin-uid,"system:masters"\n')
@@ -568,35 +648,57 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float, pod_n
 
     t = time.monotonic()
     etcd_url = f"http://127.0.0.1:{etcd_client}"
-    procs["etcd"] = _start(sd, "etcd", [
-        bins["etcd"], "--name=devcluster", f"--data-dir={sd / 'etcd'}",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-        f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-cluster=devcluster=http://127.0.0.1:{etcd_peer}",
-        "--initial-cluster-state=new", "--unsafe-no-fsync", "--log-level=warn",
-    ])
-    _wait("etcd /health", lambda: _http("GET", etcd_url + "/health", timeout=1)[0] == 200,
-          timeout, procs, sd)
+    procs["etcd"] = _start(
+        sd,
+        "etcd",
+        [
+            bins["etcd"],
+            "--name=devcluster",
+            f"--data-dir={sd / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=devcluster=http://127.0.0.1:{etcd_peer}",
+            "--initial-cluster-state=new",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
+    _wait("etcd /health", lambda: _http("GET", etcd_url + "/health", timeout=1)[0] == 200, timeout, procs, sd)
     started("etcd", t)
 
     t = time.monotonic()
-    procs["kube-apiserver"] = _start(sd, "kube-apiserver", [
-        bins["kube-apiserver"], f"--etcd-servers={etcd_url}",
-        f"--secure-port={api_port}", f"--bind-address={'0.0.0.0' if pod_gateway else '127.0.0.1'}",
-        f"--advertise-address={pod_gateway or '127.0.0.1'}",
-        # The real node's kubelet reports its Hostname address first, which does not resolve:
-        # `kubectl logs/exec` must dial its InternalIP.
-        "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
-        f"--cert-dir={sd / 'certs'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
-        f"--token-auth-file={tokens}", "--authorization-mode=RBAC", "--allow-privileged=true",
-        "--profiling=false",
-    ])
-    _wait("kube-apiserver /readyz",
-          lambda: _http("GET", server + "/readyz", token=token, timeout=2)[0] == 200,
-          timeout, procs, sd)
+    procs["kube-apiserver"] = _start(
+        sd,
+        "kube-apiserver",
+        [
+            bins["kube-apiserver"],
+            f"--etcd-servers={etcd_url}",
+            f"--secure-port={api_port}",
+            f"--bind-address={'0.0.0.0' if pod_gateway else '127.0.0.1'}",
+            f"--advertise-address={pod_gateway or '127.0.0.1'}",
+            # The real node's kubelet reports its Hostname address first, which does not resolve:
+            # `kubectl logs/exec` must dial its InternalIP.
+            "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
+            f"--cert-dir={sd / 'certs'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa_pub}",
+            f"--service-account-signing-key-file={sa_key}",
+            f"--token-auth-file={tokens}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ],
+    )
+    _wait(
+        "kube-apiserver /readyz",
+        lambda: _http("GET", server + "/readyz", token=token, timeout=2)[0] == 200,
+        timeout,
+        procs,
+        sd,
+    )
     started("kube-apiserver", t)
 
     kubeconfig = kubeconfig_path(sd)
@@ -614,39 +716,67 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float, pod_n
     # -nodelifecycle nodes stay tainted, nothing schedules).
     # -nodeipam/-route/-service/-cloud-node-lifecycle: no pod CIDRs (KWOK assigns pod IPs from
     # --cidr), no cloud provider, no load balancers.
-    procs["kube-controller-manager"] = _start(sd, "kube-controller-manager", [
-        bins["kube-controller-manager"], f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}", f"--service-account-private-key-file={sa_key}",
-        f"--root-ca-file={ca_file}", "--leader-elect=false", "--secure-port=0",
-        "--controllers=*,-nodeipam,-service,-route,-cloud-node-lifecycle",
-        "--node-monitor-grace-period=10m",
-        "--profiling=false",
-    ])
-    procs["kube-scheduler"] = _start(sd, "kube-scheduler", [
-        bins["kube-scheduler"], f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}", "--leader-elect=false", "--secure-port=0",
-        "--profiling=false",
-    ])
+    procs["kube-controller-manager"] = _start(
+        sd,
+        "kube-controller-manager",
+        [
+            bins["kube-controller-manager"],
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--service-account-private-key-file={sa_key}",
+            f"--root-ca-file={ca_file}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--controllers=*,-nodeipam,-service,-route,-cloud-node-lifecycle",
+            "--node-monitor-grace-period=10m",
+            "--profiling=false",
+        ],
+    )
+    procs["kube-scheduler"] = _start(
+        sd,
+        "kube-scheduler",
+        [
+            bins["kube-scheduler"],
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--profiling=false",
+        ],
+    )
     kwok_config = sd / "kwok.yaml"
     kwok_config.write_text(stages_yaml())
-    procs["kwok"] = _start(sd, "kwok", [
-        bins["kwok"], f"--kubeconfig={kc}", f"--config={kwok_config}",
-        f"--manage-nodes-with-label-selector={NODE_LABEL[0]}={NODE_LABEL[1]}",
-        f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--server-address=127.0.0.1:0",
-        f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
-    ])
+    procs["kwok"] = _start(
+        sd,
+        "kwok",
+        [
+            bins["kwok"],
+            f"--kubeconfig={kc}",
+            f"--config={kwok_config}",
+            f"--manage-nodes-with-label-selector={NODE_LABEL[0]}={NODE_LABEL[1]}",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=127.0.0.1",
+            "--server-address=127.0.0.1:0",
+            f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+        ],
+    )
 
     t = time.monotonic()
     names = [f"kwok-node-{i}" for i in range(nodes)]
     for name in names:
-        code, body = _http("POST", server + "/api/v1/nodes", token=token, ca_file=ca_file,
-                           body=node_manifest(name))
+        code, body = _http("POST", server + "/api/v1/nodes", token=token, ca_file=ca_file, body=node_manifest(name))
         if code not in (201, 409):
             raise ClusterError(f"creating node {name} failed: HTTP {code} {body[:300]!r}")
 
     def nodes_ready() -> bool:
-        code, body = _http("GET", server + f"/api/v1/nodes?labelSelector={NODE_LABEL[0]}%3D"
-                           f"{NODE_LABEL[1]}", token=token, ca_file=ca_file)
+        code, body = _http(
+            "GET",
+            server + f"/api/v1/nodes?labelSelector={NODE_LABEL[0]}%3D{NODE_LABEL[1]}",
+            token=token,
+            ca_file=ca_file,
+        )
         if code != 200:
             return False
         ready = 0
@@ -654,20 +784,31 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float, pod_n
             conds = {c["type"]: c["status"] for c in n.get("status", {}).get("conditions", [])}
             taints = {tt["key"] for tt in n.get("spec", {}).get("taints", []) or []}
             if conds.get("Ready") == "True" and not taints & {
-                    "node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}:
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            }:
                 ready += 1
         return ready >= nodes
 
     def default_sa() -> bool:
-        return _http("GET", server + "/api/v1/namespaces/default/serviceaccounts/default",
-                     token=token, ca_file=ca_file)[0] == 200
+        return (
+            _http("GET", server + "/api/v1/namespaces/default/serviceaccounts/default", token=token, ca_file=ca_file)[0]
+            == 200
+        )
 
     _wait(f"{nodes} KWOK nodes Ready", nodes_ready, timeout, procs, sd)
     _wait("default ServiceAccount", default_sa, timeout, procs, sd)
     started("controllers, scheduler, kwok, nodes", t)
 
-    state = {"server": server, "token": token, "etcd": etcd_url, "versions": V.VERSIONS,
-             "started_at": time.time(), "pod_gateway": pod_gateway, "api_port": api_port}
+    state = {
+        "server": server,
+        "token": token,
+        "etcd": etcd_url,
+        "versions": V.VERSIONS,
+        "started_at": time.time(),
+        "pod_gateway": pod_gateway,
+        "api_port": api_port,
+    }
     tmp = sd / "state.json.tmp"
     tmp.write_text(json.dumps(state, indent=2))
     tmp.chmod(0o600)
@@ -678,8 +819,9 @@ def _start_all(sd: Path, nodes: int, progress: ProgressFn, timeout: float, pod_n
 # --------------------------------------------------------------------------- fault injection
 
 
-def restart_component(name: str, state_dir: str | os.PathLike | None = None, *, down_seconds: float = 0.0,
-                      timeout: float = START_TIMEOUT) -> float:
+def restart_component(
+    name: str, state_dir: str | os.PathLike | None = None, *, down_seconds: float = 0.0, timeout: float = START_TIMEOUT
+) -> float:
     """Stop one running component (SIGTERM, then SIGKILL) and start it again with the same command
     line, after ``down_seconds``. For fault-injection tests. Returns the seconds it was down
     (until its readiness check passed again, for etcd and the kube-apiserver)."""
@@ -699,12 +841,21 @@ def restart_component(name: str, state_dir: str | os.PathLike | None = None, *, 
         proc = _start(sd, name, argv)
         st = _state(sd)
         if name == "kube-apiserver" and st:
-            _wait("kube-apiserver /readyz",
-                  lambda: _http("GET", st["server"] + "/readyz", token=st["token"], timeout=2)[0] == 200,
-                  timeout, {name: proc}, sd)
+            _wait(
+                "kube-apiserver /readyz",
+                lambda: _http("GET", st["server"] + "/readyz", token=st["token"], timeout=2)[0] == 200,
+                timeout,
+                {name: proc},
+                sd,
+            )
         elif name == "etcd" and st:
-            _wait("etcd /health", lambda: _http("GET", st["etcd"] + "/health", timeout=1)[0] == 200,
-                  timeout, {name: proc}, sd)
+            _wait(
+                "etcd /health",
+                lambda: _http("GET", st["etcd"] + "/health", timeout=1)[0] == 200,
+                timeout,
+                {name: proc},
+                sd,
+            )
         return time.monotonic() - t0
 
 

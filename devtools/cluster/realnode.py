@@ -44,10 +44,10 @@ ProgressFn = Callable[[str], None]
 NODE_NAME = "real-node-0"
 TAINT_KEY = "infer-operator.io/real-node"
 NODE_LABEL = ("infer-operator.io/real-node", "true")
-POD_SUBNET = "10.245.0.0/24"   # KWOK's pods use 10.244.0.0/16, Services 10.96.0.0/16
-POD_GATEWAY = "10.245.0.1"     # on the bridge; also the node's IP (a loopback node IP is refused)
+POD_SUBNET = "10.245.0.0/24"  # KWOK's pods use 10.244.0.0/16, Services 10.96.0.0/16
+POD_GATEWAY = "10.245.0.1"  # on the bridge; also the node's IP (a loopback node IP is refused)
 BRIDGE = "inferbr0"
-KUBELET_PORT = 10350           # on POD_GATEWAY; pods are refused it (CHAIN)
+KUBELET_PORT = 10350  # on POD_GATEWAY; pods are refused it (CHAIN)
 GPU_COUNT = 8
 CHAIN = "INFER-REALNODE"
 CNI_NETWORK = "realnode"
@@ -55,9 +55,11 @@ OWNER_FILE = Path("/run/infer-operator-realnode.json")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # Host paths the kubelet, libcni and the shims use whatever they are configured with.
 HOST_DIRS = ("/var/lib/kubelet", "/var/log/containers", "/var/lib/cni", "/run/containerd")
-SYSCTLS = {"net.ipv4.ip_forward": "1",
-           # pod -> ClusterIP -> pod on the same bridge goes through kube-proxy's rules
-           "net.bridge.bridge-nf-call-iptables": "1"}
+SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    # pod -> ClusterIP -> pod on the same bridge goes through kube-proxy's rules
+    "net.bridge.bridge-nf-call-iptables": "1",
+}
 PROCESSES = ("containerd", "kubelet", "kube-proxy")  # start order; stopped in reverse
 START_TIMEOUT = 120.0
 TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip", "conntrack", "unshare")
@@ -117,8 +119,10 @@ def host_reason() -> str | None:
     missing = [t for t in TOOLS if not shutil.which(t)]
     missing += [f"{CNI_BIN_DIR}/{p}" for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).is_file()]
     if missing:
-        return (f"missing {', '.join(missing)} (Debian packages containerd runc containernetworking-plugins "
-                "iptables conntrack; `make setup` installs them)")
+        return (
+            f"missing {', '.join(missing)} (Debian packages containerd runc containernetworking-plugins "
+            "iptables conntrack; `make setup` installs them)"
+        )
     if not Path("/proc/sys/net/bridge").is_dir():
         return "the kernel's br_netfilter is not available (/proc/sys/net/bridge is missing)"
     return None
@@ -146,8 +150,10 @@ def unavailable_reason(state_dir: str | os.PathLike | None = None) -> str | None
     owner = _owner()
     sd = _launcher().state_dir_path(state_dir)
     if owner and Path(owner["state_dir"]) != sd and _owner_alive(owner):
-        return (f"the real node of another control plane ({owner['state_dir']}) runs on this machine (one per "
-                f"machine); stop it with INFER_OPERATOR_CLUSTER_DIR={owner['state_dir']} python -m devtools.cluster down")
+        return (
+            f"the real node of another control plane ({owner['state_dir']}) runs on this machine (one per "
+            f"machine); stop it with INFER_OPERATOR_CLUSTER_DIR={owner['state_dir']} python -m devtools.cluster down"
+        )
     return None
 
 
@@ -165,8 +171,7 @@ def _ctr(nd: Path, *args: str, check: bool = True, timeout: float = 120) -> subp
     return _sh("ctr", "--address", str(_socket(nd)), "-n", "k8s.io", *args, check=check, timeout=timeout)
 
 
-def _wait(what: str, predicate: Callable[[], bool], timeout: float, nd: Path,
-          watch: Iterable[str] = ()) -> None:
+def _wait(what: str, predicate: Callable[[], bool], timeout: float, nd: Path, watch: Iterable[str] = ()) -> None:
     """Poll ``predicate`` (growing intervals up to 0.5 s) for ``timeout`` s; RealNodeUnavailable
     naming ``what`` and the log tail of a watched process that died meanwhile."""
     launcher = _launcher()
@@ -175,20 +180,24 @@ def _wait(what: str, predicate: Callable[[], bool], timeout: float, nd: Path,
     while not predicate():
         for name in watch:
             if not launcher._alive(launcher._record(nd, name)):
-                raise RealNodeUnavailable(f"{name} exited while waiting for {what}; log "
-                                          f"{nd / 'logs' / (name + '.log')}:\n{launcher._log_tail(nd, name, 15)}")
+                raise RealNodeUnavailable(
+                    f"{name} exited while waiting for {what}; log "
+                    f"{nd / 'logs' / (name + '.log')}:\n{launcher._log_tail(nd, name, 15)}"
+                )
         if time.monotonic() >= deadline:
             raise RealNodeUnavailable(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
 
 
-def _api(state: dict, sd: Path, method: str, path: str, body: dict | None = None,
-         content_type: str = "application/json") -> tuple[int, dict]:
+def _api(
+    state: dict, sd: Path, method: str, path: str, body: dict | None = None, content_type: str = "application/json"
+) -> tuple[int, dict]:
     import ssl
 
-    req = urllib.request.Request(state["server"] + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(
+        state["server"] + path, method=method, data=json.dumps(body).encode() if body is not None else None
+    )
     req.add_header("Authorization", f"Bearer {state['token']}")
     req.add_header("Content-Type", content_type)
     ctx = ssl.create_default_context(cafile=str(sd / "ca.crt"))
@@ -253,10 +262,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 def cni_config(nd: Path) -> dict:
     # No portmap (no hostPort in tests) and no ipMasq: the plugins then make no iptables chains.
-    return {"cniVersion": "1.0.0", "name": CNI_NETWORK, "plugins": [{
-        "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-        "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
-                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(nd / "cni" / "ipam")}}]}
+    return {
+        "cniVersion": "1.0.0",
+        "name": CNI_NETWORK,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(nd / "cni" / "ipam"),
+                },
+            }
+        ],
+    }
 
 
 def kubelet_config(nd: Path, healthz_port: int) -> str:
@@ -282,7 +306,7 @@ enforceNodeAllocatable: []
 localStorageCapacityIsolation: false
 oomScoreAdj: 0
 makeIPTablesUtilChains: false
-podLogsDir: {nd / 'pod-logs'}
+podLogsDir: {nd / "pod-logs"}
 registerNode: true
 registerWithTaints:
 - {{key: {TAINT_KEY}, value: "true", effect: NoSchedule}}
@@ -301,7 +325,7 @@ serverTLSBootstrap: false
 def kube_proxy_config(nd: Path, healthz_port: int, metrics_port: int) -> str:
     return f"""apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
-clientConnection: {{kubeconfig: {nd / 'kubeconfig'}}}
+clientConnection: {{kubeconfig: {nd / "kubeconfig"}}}
 mode: iptables
 hostnameOverride: {NODE_NAME}
 bindAddress: {POD_GATEWAY}
@@ -340,14 +364,32 @@ def _network_up() -> None:
     # Pods must not use the node's kubelet API (anonymous, AlwaysAllow) on their gateway address.
     if _sh("iptables", "-t", "filter", "-N", CHAIN, check=False).returncode != 0:
         _sh("iptables", "-t", "filter", "-F", CHAIN)
-    _sh("iptables", "-t", "filter", "-A", CHAIN, "-d", f"{POD_GATEWAY}/32", "-p", "tcp", "--dport",
-        str(KUBELET_PORT), "-j", "REJECT")
+    _sh(
+        "iptables",
+        "-t",
+        "filter",
+        "-A",
+        CHAIN,
+        "-d",
+        f"{POD_GATEWAY}/32",
+        "-p",
+        "tcp",
+        "--dport",
+        str(KUBELET_PORT),
+        "-j",
+        "REJECT",
+    )
     if _sh("iptables", "-t", "filter", "-C", "INPUT", "-i", BRIDGE, "-j", CHAIN, check=False).returncode != 0:
         _sh("iptables", "-t", "filter", "-I", "INPUT", "1", "-i", BRIDGE, "-j", CHAIN)
 
 
-def up(state_dir: str | os.PathLike | None = None, *, images: Iterable[str] = DEFAULT_IMAGES,
-       progress: ProgressFn | None = None, build: bool = True) -> RealNode:
+def up(
+    state_dir: str | os.PathLike | None = None,
+    *,
+    images: Iterable[str] = DEFAULT_IMAGES,
+    progress: ProgressFn | None = None,
+    build: bool = True,
+) -> RealNode:
     """Start the real node for the running control plane in ``state_dir`` (idempotent: a node
     already running for this very control plane start is kept, images are loaded if new).
 
@@ -362,11 +404,14 @@ def up(state_dir: str | os.PathLike | None = None, *, images: Iterable[str] = DE
         raise RealNodeUnavailable(reason)
     state = launcher._state(sd)
     if not state or not launcher._healthy(sd):
-        raise RealNodeUnavailable(f"the control plane in {sd} is not running; start it first "
-                                  "(python -m devtools.cluster up)")
+        raise RealNodeUnavailable(
+            f"the control plane in {sd} is not running; start it first (python -m devtools.cluster up)"
+        )
     if state.get("pod_gateway") != POD_GATEWAY:
-        raise RealNodeUnavailable("the control plane was started without the pod network address (its API "
-                                  "server advertises 127.0.0.1); restart it: python -m devtools.cluster down, then up")
+        raise RealNodeUnavailable(
+            "the control plane was started without the pod network address (its API "
+            "server advertises 127.0.0.1); restart it: python -m devtools.cluster down, then up"
+        )
     nd = sd / "realnode"
     nd.mkdir(parents=True, exist_ok=True)
     if build:
@@ -374,12 +419,18 @@ def up(state_dir: str | os.PathLike | None = None, *, images: Iterable[str] = DE
     from devtools.images import build as image_build
 
     wanted = list(dict.fromkeys(["pause", *images]))
-    archives = image_build.ensure(wanted, progress=progress) if build else \
-        {n: a for n in wanted if (a := image_build.cached(n))}
+    archives = (
+        image_build.ensure(wanted, progress=progress)
+        if build
+        else {n: a for n in wanted if (a := image_build.cached(n))}
+    )
     with launcher._locked(nd):
         current = _node_state(nd)
-        if current and current.get("control_plane_started_at") == state["started_at"] and \
-                all(launcher._alive(launcher._record(nd, p)) for p in PROCESSES):
+        if (
+            current
+            and current.get("control_plane_started_at") == state["started_at"]
+            and all(launcher._alive(launcher._record(nd, p)) for p in PROCESSES)
+        ):
             _load(nd, archives, progress)
             return _handle(nd, archives)
         t0 = time.monotonic()
@@ -390,15 +441,18 @@ def up(state_dir: str | os.PathLike | None = None, *, images: Iterable[str] = DE
             with contextlib.suppress(Exception):
                 _down_locked(sd, nd, progress=None, delete_node=True)
             raise
-        progress(f"real node {NODE_NAME} up in {time.monotonic() - t0:.1f}s (pods: toleration {TAINT_KEY}, "
-                 f"nodeSelector {NODE_LABEL[0]}={NODE_LABEL[1]})")
+        progress(
+            f"real node {NODE_NAME} up in {time.monotonic() - t0:.1f}s (pods: toleration {TAINT_KEY}, "
+            f"nodeSelector {NODE_LABEL[0]}={NODE_LABEL[1]})"
+        )
         return _handle(nd, archives)
 
 
 def _handle(nd: Path, archives: dict) -> RealNode:
     loaded = json.loads((nd / "images.json").read_text()) if (nd / "images.json").is_file() else {}
-    return RealNode(NODE_NAME, nd.parent, _socket(nd), nd / "pod-logs",
-                    {name: info["ref"] for name, info in loaded.items()})
+    return RealNode(
+        NODE_NAME, nd.parent, _socket(nd), nd / "pod-logs", {name: info["ref"] for name, info in loaded.items()}
+    )
 
 
 def _node_state(nd: Path) -> dict | None:
@@ -419,8 +473,13 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
     t = time.monotonic()
     (nd / "containerd" / "config.toml").write_text(containerd_config(nd))
     launcher._start(nd, "containerd", ["containerd", "--config", str(nd / "containerd" / "config.toml")])
-    _wait("containerd to answer", lambda: _ctr(nd, "version", check=False, timeout=5).returncode == 0,
-          30, nd, ["containerd"])
+    _wait(
+        "containerd to answer",
+        lambda: _ctr(nd, "version", check=False, timeout=5).returncode == 0,
+        30,
+        nd,
+        ["containerd"],
+    )
     progress(f"  containerd ready ({time.monotonic() - t:.1f}s)")
     (nd / "cni" / "net.d" / f"10-{CNI_NETWORK}.conflist").write_text(json.dumps(cni_config(nd), indent=2))
     _load(nd, archives, progress)
@@ -431,10 +490,21 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
     kubelet_healthz, proxy_healthz, proxy_metrics = free_ports(3)
     (nd / "kubelet.yaml").write_text(kubelet_config(nd, kubelet_healthz))
     started = time.time()
-    launcher._start(nd, "kubelet", [
-        str(toolchain.binary_path("kubelet")), f"--config={nd / 'kubelet.yaml'}", f"--kubeconfig={kubeconfig}",
-        f"--root-dir={nd / 'kubelet'}", f"--cert-dir={nd / 'kubelet' / 'pki'}", f"--hostname-override={NODE_NAME}",
-        f"--node-ip={POD_GATEWAY}", f"--node-labels={NODE_LABEL[0]}={NODE_LABEL[1]}", "--v=2"])
+    launcher._start(
+        nd,
+        "kubelet",
+        [
+            str(toolchain.binary_path("kubelet")),
+            f"--config={nd / 'kubelet.yaml'}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={nd / 'kubelet'}",
+            f"--cert-dir={nd / 'kubelet' / 'pki'}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={POD_GATEWAY}",
+            f"--node-labels={NODE_LABEL[0]}={NODE_LABEL[1]}",
+            "--v=2",
+        ],
+    )
 
     def node_ready() -> bool:
         code, node = _api(state, sd, "GET", f"/api/v1/nodes/{NODE_NAME}")
@@ -453,8 +523,14 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
     gpu = {"nvidia.com/gpu": str(GPU_COUNT)}
 
     def gpu_allocatable() -> bool:
-        code, _ = _api(state, sd, "PATCH", f"/api/v1/nodes/{NODE_NAME}/status",
-                       {"status": {"capacity": gpu, "allocatable": gpu}}, "application/merge-patch+json")
+        code, _ = _api(
+            state,
+            sd,
+            "PATCH",
+            f"/api/v1/nodes/{NODE_NAME}/status",
+            {"status": {"capacity": gpu, "allocatable": gpu}},
+            "application/merge-patch+json",
+        )
         code, node = _api(state, sd, "GET", f"/api/v1/nodes/{NODE_NAME}")
         return code == 200 and node["status"].get("allocatable", {}).get("nvidia.com/gpu") == str(GPU_COUNT)
 
@@ -462,8 +538,9 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
 
     t = time.monotonic()
     (nd / "kube-proxy.yaml").write_text(kube_proxy_config(nd, proxy_healthz, proxy_metrics))
-    launcher._start(nd, "kube-proxy", [str(toolchain.binary_path("kube-proxy")), f"--config={nd / 'kube-proxy.yaml'}",
-                                       "--v=1"])
+    launcher._start(
+        nd, "kube-proxy", [str(toolchain.binary_path("kube-proxy")), f"--config={nd / 'kube-proxy.yaml'}", "--v=1"]
+    )
 
     def proxy_healthy() -> bool:
         try:
@@ -474,8 +551,11 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
 
     _wait("kube-proxy healthy", proxy_healthy, 60, nd, ["kube-proxy"])
     progress(f"  kube-proxy healthy ({time.monotonic() - t:.1f}s)")
-    (nd / "state.json").write_text(json.dumps({"control_plane_started_at": state["started_at"],
-                                               "kubelet_healthz": kubelet_healthz, "node": NODE_NAME}))
+    (nd / "state.json").write_text(
+        json.dumps(
+            {"control_plane_started_at": state["started_at"], "kubelet_healthz": kubelet_healthz, "node": NODE_NAME}
+        )
+    )
 
 
 def _load(nd: Path, archives: dict, progress: ProgressFn) -> None:
@@ -498,8 +578,9 @@ def _load(nd: Path, archives: dict, progress: ProgressFn) -> None:
     loaded_file.write_text(json.dumps(loaded))
 
 
-def load_images(names: Iterable[str], state_dir: str | os.PathLike | None = None, *,
-                progress: ProgressFn | None = None) -> dict[str, str]:
+def load_images(
+    names: Iterable[str], state_dir: str | os.PathLike | None = None, *, progress: ProgressFn | None = None
+) -> dict[str, str]:
     """Build (cached) and import images into the running node's containerd; name -> reference.
     RealNodeUnavailable when the node is not running."""
     from devtools.images import build as image_build
@@ -534,8 +615,9 @@ def rss_bytes(state_dir: str | os.PathLike | None = None) -> dict[str, int]:
 # --------------------------------------------------------------------------- down
 
 
-def down(state_dir: str | os.PathLike | None = None, *, progress: ProgressFn | None = None,
-         delete_node: bool = True) -> None:
+def down(
+    state_dir: str | os.PathLike | None = None, *, progress: ProgressFn | None = None, delete_node: bool = True
+) -> None:
     """Stop the node of the control plane in ``state_dir`` and undo what it changed on the host:
     processes (kubelet, kube-proxy, pod tasks, containerd, shims), mounts, the bridge, iptables
     chains, sysctls, host files. Deletes the Node object when the API answers and ``delete_node``.
@@ -662,12 +744,19 @@ def _delete_chains() -> None:
             continue
         for table in ("filter", "nat", "mangle"):
             rules = subprocess.run([ipt, "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
-            ours = [r.split()[1] for r in rules if r.startswith("-N ") and
-                    (r.split()[1].startswith("KUBE-") or r.split()[1] == CHAIN)]
+            ours = [
+                r.split()[1]
+                for r in rules
+                if r.startswith("-N ") and (r.split()[1].startswith("KUBE-") or r.split()[1] == CHAIN)
+            ]
             for rule in rules:
                 parts = rule.split()
-                if rule.startswith("-A ") and "-j" in parts and parts[parts.index("-j") + 1] in ours \
-                        and parts[1] not in ours:
+                if (
+                    rule.startswith("-A ")
+                    and "-j" in parts
+                    and parts[parts.index("-j") + 1] in ours
+                    and parts[1] not in ours
+                ):
                     subprocess.run([ipt, "-t", table, "-D", *parts[1:]], capture_output=True)
             for chain in ours:
                 subprocess.run([ipt, "-t", table, "-F", chain], capture_output=True)
@@ -677,8 +766,10 @@ def _delete_chains() -> None:
 
 def _remove_host_files(created_dirs: list[str]) -> None:
     # Files the kubelet, libcni and the shims put in host paths whatever they are configured with.
-    for path in ("/var/lib/kubelet/device-plugins/kubelet.sock",
-                 "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint"):
+    for path in (
+        "/var/lib/kubelet/device-plugins/kubelet.sock",
+        "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint",
+    ):
         Path(path).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         for link in Path("/var/log/containers").iterdir():
@@ -724,8 +815,13 @@ def leftovers(state_dir: str | os.PathLike | None = None) -> list[str]:
     mounts, the bridge, veths, iptables chains, shim sockets, host files. One sentence each."""
     nd = node_dir(state_dir)
     found = []
-    markers = [str(nd) + "/", str(_socket(nd)), str(toolchain.binary_path("kubelet")),
-               str(toolchain.binary_path("kube-proxy")), "containerd-shim-runc-v2"]
+    markers = [
+        str(nd) + "/",
+        str(_socket(nd)),
+        str(toolchain.binary_path("kubelet")),
+        str(toolchain.binary_path("kube-proxy")),
+        "containerd-shim-runc-v2",
+    ]
     for pid, cmd in _pids_under(markers).items():
         found.append(f"process {pid} runs: {cmd[:120]}")
     for point in _mounts_under(nd):
@@ -739,8 +835,11 @@ def leftovers(state_dir: str | os.PathLike | None = None) -> list[str]:
             continue
         for table in ("filter", "nat", "mangle"):
             rules = subprocess.run([ipt, "-t", table, "-S"], capture_output=True, text=True).stdout.splitlines()
-            chains = [r.split()[1] for r in rules if r.startswith("-N ")
-                      and (r.split()[1].startswith(("KUBE-", "CNI-")) or r.split()[1] == CHAIN)]
+            chains = [
+                r.split()[1]
+                for r in rules
+                if r.startswith("-N ") and (r.split()[1].startswith(("KUBE-", "CNI-")) or r.split()[1] == CHAIN)
+            ]
             if chains:
                 found.append(f"{ipt} table {table} still has chains {', '.join(chains[:5])}")
     with contextlib.suppress(OSError):
@@ -748,8 +847,11 @@ def leftovers(state_dir: str | os.PathLike | None = None) -> list[str]:
         if socks:
             found.append(f"{len(socks)} stale shim socket(s) in /run/containerd/s")
     with contextlib.suppress(OSError):
-        links = [p for p in Path("/var/log/containers").iterdir()
-                 if p.is_symlink() and "/realnode/pod-logs/" in os.readlink(p)]
+        links = [
+            p
+            for p in Path("/var/log/containers").iterdir()
+            if p.is_symlink() and "/realnode/pod-logs/" in os.readlink(p)
+        ]
         if links:
             found.append(f"{len(links)} pod log link(s) in /var/log/containers")
     with contextlib.suppress(OSError):

@@ -25,17 +25,24 @@ from . import versions as V
 
 ProgressFn = Callable[[str], None]
 
-KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet",
-                   "kube-proxy")
+KUBE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy")
 # Build order: cheapest/most needed first. kubectl last among k8s (shares the build cache).
-ALL_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                  "kubectl", "kwok", "helm", "kubelet", "kube-proxy")
+ALL_COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+    "kubelet",
+    "kube-proxy",
+)
 # The real node's own binaries (devtools.cluster.realnode), built in the same generated module
 # as the control plane, so with a warm build cache they cost seconds.
 NODE_COMPONENTS = ("kubelet", "kube-proxy")
 # What the launcher needs (helm is only for chart tests).
-CLUSTER_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                      "kubectl", "kwok")
+CLUSTER_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 
 PROGRESS_INTERVAL = 20.0  # seconds between "still building" lines
 
@@ -119,7 +126,7 @@ def render_etcd_module() -> tuple[str, str]:
     )
     main = (
         "package main\n\n"
-        "import (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\n"
+        'import (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
         "func main() { etcdmain.Main(os.Args) }\n"
     )
     return gomod, main
@@ -148,8 +155,7 @@ def _go() -> str:
     return go
 
 
-def _run(cmd: Sequence[str], *, cwd: Path, env: dict | None, log: Path, label: str,
-         progress: ProgressFn) -> None:
+def _run(cmd: Sequence[str], *, cwd: Path, env: dict | None, log: Path, label: str, progress: ProgressFn) -> None:
     """Run a command, output appended to ``log``; report elapsed time periodically."""
     start = time.monotonic()
     full_env = {**os.environ, **(env or {})}
@@ -181,7 +187,9 @@ def _run(cmd: Sequence[str], *, cwd: Path, env: dict | None, log: Path, label: s
 def _go_download_json(module_at_version: str, workdir: Path) -> dict:
     out = subprocess.run(
         [_go(), "mod", "download", "-json", module_at_version],
-        cwd=workdir, capture_output=True, text=True,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         raise BuildError(f"go mod download {module_at_version} failed:\n{out.stdout}\n{out.stderr}")
@@ -198,8 +206,7 @@ class Component:
 
     @property
     def stamp_value(self) -> str:
-        return json.dumps({"name": self.name, "version": self.version, "recipe": V.BUILD_RECIPE},
-                          sort_keys=True)
+        return json.dumps({"name": self.name, "version": self.version, "recipe": V.BUILD_RECIPE}, sort_keys=True)
 
 
 def component(name: str) -> Component:
@@ -265,25 +272,51 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
     if name in KUBE_COMPONENTS:
         src = _kubernetes_src()
         tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-        _run([go, "build", "-mod=mod", "-trimpath", f"-ldflags={kube_ldflags()}", "-o", str(tmp),
-              f"k8s.io/kubernetes/cmd/{name}"], cwd=src, env=None, log=log, label=name,
-             progress=progress)
+        _run(
+            [
+                go,
+                "build",
+                "-mod=mod",
+                "-trimpath",
+                f"-ldflags={kube_ldflags()}",
+                "-o",
+                str(tmp),
+                f"k8s.io/kubernetes/cmd/{name}",
+            ],
+            cwd=src,
+            env=None,
+            log=log,
+            label=name,
+            progress=progress,
+        )
     elif name == "etcd":
         src = _etcd_src()
         if not (src / "go.sum").is_file():
-            _run([go, "mod", "tidy"], cwd=src, env=None, log=log, label="etcd (go mod tidy)",
-                 progress=progress)
+            _run([go, "mod", "tidy"], cwd=src, env=None, log=log, label="etcd (go mod tidy)", progress=progress)
         tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-        _run([go, "build", "-mod=mod", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
-             cwd=src, env=None, log=log, label=name, progress=progress)
+        _run(
+            [go, "build", "-mod=mod", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
+            cwd=src,
+            env=None,
+            log=log,
+            label=name,
+            progress=progress,
+        )
     elif name in ("kwok", "helm"):
-        pkg = {"kwok": f"sigs.k8s.io/kwok/cmd/kwok@{V.KWOK_VERSION}",
-               "helm": f"helm.sh/helm/v3/cmd/helm@{V.HELM_VERSION}"}[name]
+        pkg = {
+            "kwok": f"sigs.k8s.io/kwok/cmd/kwok@{V.KWOK_VERSION}",
+            "helm": f"helm.sh/helm/v3/cmd/helm@{V.HELM_VERSION}",
+        }[name]
         gobin = Path(tempfile.mkdtemp(prefix=f".{name}-gobin-", dir=out_dir))
         try:
-            _run([go, "install", "-trimpath", "-ldflags=-s -w", pkg], cwd=out_dir,
-                 env={"GOBIN": str(gobin)}, log=log, label=name,
-                 progress=progress)
+            _run(
+                [go, "install", "-trimpath", "-ldflags=-s -w", pkg],
+                cwd=out_dir,
+                env={"GOBIN": str(gobin)},
+                log=log,
+                label=name,
+                progress=progress,
+            )
             tmp = out_dir / f".{name}.tmp-{os.getpid()}"
             os.replace(gobin / name, tmp)
         finally:
@@ -297,8 +330,9 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
     os.replace(stamp_tmp, _stamp(name))
 
 
-def ensure(components: Iterable[str] = CLUSTER_COMPONENTS, *, progress: ProgressFn | None = None,
-           force: bool = False) -> dict[str, Path]:
+def ensure(
+    components: Iterable[str] = CLUSTER_COMPONENTS, *, progress: ProgressFn | None = None, force: bool = False
+) -> dict[str, Path]:
     """Build whatever of ``components`` is missing; return name -> binary path.
 
     Idempotent and serial (one Go build at a time). Build logs go to ``<toolchain>/build.log``.
@@ -324,8 +358,7 @@ def _build_missing(wanted: list[str], force: bool, progress: ProgressFn) -> None
     todo = [c for c in ALL_COMPONENTS if c in wanted and (force or not is_built(c))]
     if todo:
         log = toolchain_dir() / "build.log"
-        progress(f"building {', '.join(todo)} into {bin_dir()} (log: {log}); "
-                 "a cold build takes several minutes")
+        progress(f"building {', '.join(todo)} into {bin_dir()} (log: {log}); a cold build takes several minutes")
         total = time.monotonic()
         for c in todo:
             t0 = time.monotonic()

@@ -22,10 +22,7 @@ VERSIONS = {
 
 def versions_key() -> str:
     """Directory name for one set of pinned versions, e.g. ``k8s-v1.34.4_etcd-v3.6.16_...``."""
-    return (
-        f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
-        f"_helm-{HELM_VERSION}_r{BUILD_RECIPE}"
-    )
+    return f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_helm-{HELM_VERSION}_r{BUILD_RECIPE}"
 
 
 def kubernetes_major_minor() -> tuple[str, str]:

@@ -51,12 +51,18 @@ class ClusterHandle:
         """``os.environ`` plus KUBECONFIG pointing at this cluster (for subprocesses)."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig), **extra}
 
-    def kubectl(self, *args: str, check: bool = False, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, check: bool = False, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         """Run kubectl against this cluster; returns the CompletedProcess (text output)."""
-        return subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
-                              capture_output=True, text=True, input=input, timeout=timeout,
-                              check=check)
+        return subprocess.run(
+            [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            check=check,
+        )
 
     def close(self) -> None:
         for api in self._clients:
@@ -98,23 +104,29 @@ def external(kubeconfig: Path) -> ClusterHandle | None:
     return ClusterHandle(kubeconfig, server, kubectl, external=True)
 
 
-def local(state_dir: str | os.PathLike | None = None, *, nodes: int | None = None,
-          progress: ProgressFn | None = None) -> ClusterHandle:
+def local(
+    state_dir: str | os.PathLike | None = None, *, nodes: int | None = None, progress: ProgressFn | None = None
+) -> ClusterHandle:
     """A handle on the local control plane in ``state_dir`` (default: $INFER_OPERATOR_CLUSTER_DIR,
     else ~/.cache/infer-operator/cluster), started (and its binaries built) unless it already runs.
     ``nodes``: KWOK nodes (default: the launcher's); ``progress`` gets one line at a time."""
     from devtools.cluster import launcher, toolchain
 
     already_up = launcher.status(state_dir).healthy
-    info = launcher.up(state_dir, nodes=launcher.DEFAULT_NODE_COUNT if nodes is None else nodes,
-                       progress=progress)
+    info = launcher.up(state_dir, nodes=launcher.DEFAULT_NODE_COUNT if nodes is None else nodes, progress=progress)
     kubectl = toolchain.ensure(["kubectl"], progress=progress)["kubectl"]
-    return ClusterHandle(info.kubeconfig, info.server, str(kubectl), external=False,
-                         state_dir=info.state_dir, started=not already_up)
+    return ClusterHandle(
+        info.kubeconfig, info.server, str(kubectl), external=False, state_dir=info.state_dir, started=not already_up
+    )
 
 
-def connect(state_dir: str | os.PathLike | None = None, *, nodes: int | None = None,
-            progress: ProgressFn | None = None, external_ok: bool = True) -> ClusterHandle:
+def connect(
+    state_dir: str | os.PathLike | None = None,
+    *,
+    nodes: int | None = None,
+    progress: ProgressFn | None = None,
+    external_ok: bool = True,
+) -> ClusterHandle:
     """$KUBECONFIG's cluster if it answers (and ``external_ok``), else ``local(state_dir, ...)``.
     Stop what it started with ``handle.release()``."""
     kubeconfig = env_kubeconfig() if external_ok else None

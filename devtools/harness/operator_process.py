@@ -28,9 +28,16 @@ class OperatorProcess:
     Each ``start()`` picks a new liveness port (``health_port``) and appends to ``log_path``.
     """
 
-    def __init__(self, kubeconfig: str | os.PathLike, log_path: Path, *args: str,
-                 namespaces: Iterable[str] = (), env: dict[str, str] | None = None, metrics: bool = False,
-                 module: str = "infer_operator"):
+    def __init__(
+        self,
+        kubeconfig: str | os.PathLike,
+        log_path: Path,
+        *args: str,
+        namespaces: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+        metrics: bool = False,
+        module: str = "infer_operator",
+    ):
         self.kubeconfig = str(kubeconfig)
         self.log_path = Path(log_path)
         self.extra_args = list(args)
@@ -48,9 +55,18 @@ class OperatorProcess:
         return self.process.pid if self.process else None
 
     def argv(self) -> list[str]:
-        args = [sys.executable, "-m", self.module, "run", "--kubeconfig", self.kubeconfig,
-                "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
-                "--metrics-port", str(self.metrics_port)]
+        args = [
+            sys.executable,
+            "-m",
+            self.module,
+            "run",
+            "--kubeconfig",
+            self.kubeconfig,
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            "--metrics-port",
+            str(self.metrics_port),
+        ]
         for namespace in self.namespaces:
             args += ["--namespace", namespace]
         args += self.extra_args
@@ -67,15 +83,25 @@ class OperatorProcess:
         # The repo root is importable so that a wrapper outside the installed package
         # (bench.instrumented) can be the module; its own session, so that a Ctrl-C meant for the
         # caller does not skip the caller's orderly stop.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-               **self.env}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            **self.env,
+        }
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start {' '.join(args)}\n".encode())
             log.flush()
             self.started_at = time.monotonic()
-            self.process = subprocess.Popen(args, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.process = subprocess.Popen(
+                args,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         self.wait_healthy(timeout)
         return self
 

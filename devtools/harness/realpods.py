@@ -23,8 +23,8 @@ from pathlib import Path
 
 from .waiting import wait_for
 
-PRESTOP_DONE = "role=sync: done"       # prestop.sh's last line, after the drain
-SIGTERM_MSG = "SIGTERM received"       # the sample app's line, with the time the signal arrived
+PRESTOP_DONE = "role=sync: done"  # prestop.sh's last line, after the drain
+SIGTERM_MSG = "SIGTERM received"  # the sample app's line, with the time the signal arrived
 OFFLINE_MSG = "offline: no longer reporting ready"  # the sample app, when offlinePath is called
 
 
@@ -112,15 +112,15 @@ def parse_cri_time(stamp: str) -> float:
     main, _, rest = stamp.partition(".")
     if rest:
         digits = "".join(c for c in rest if c.isdigit())
-        offset = rest[len(digits):]
+        offset = rest[len(digits) :]
         stamp = f"{main}.{digits[:6].ljust(6, '0')}{offset}"
     return datetime.datetime.fromisoformat(stamp).timestamp()
 
 
 @dataclass
 class LogLine:
-    at: float        # when the runtime wrote it (the CRI line's time)
-    stream: str      # stdout | stderr
+    at: float  # when the runtime wrote it (the CRI line's time)
+    stream: str  # stdout | stderr
     text: str
 
     def json(self) -> dict | None:
@@ -135,8 +135,10 @@ class LogLine:
 def container_log_file(pod_logs: Path, namespace: str, pod: str, uid: str, container: str) -> Path | None:
     """The newest log file of one container of a real-node pod (the kubelet's podLogsDir layout
     ``NAMESPACE_POD_UID/CONTAINER/N.log``), or None while there is none."""
-    files = sorted((pod_logs / f"{namespace}_{pod}_{uid}" / container).glob("*.log"),
-                   key=lambda p: p.stat().st_mtime if p.exists() else 0)
+    files = sorted(
+        (pod_logs / f"{namespace}_{pod}_{uid}" / container).glob("*.log"),
+        key=lambda p: p.stat().st_mtime if p.exists() else 0,
+    )
     return files[-1] if files else None
 
 
@@ -191,11 +193,21 @@ class DeletionTimeline:
     log: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("pod", "deregistered", "offline_called", "drain_ended", "sigterm", "gone")}
+        return {
+            k: getattr(self, k) for k in ("pod", "deregistered", "offline_called", "drain_ended", "sigterm", "gone")
+        }
 
 
-def delete_and_time(core, namespace: str, pod: str, pod_logs: Path, watch: KeyWatch, key: str,
-                    container: str = "app", timeout: float = 90.0) -> DeletionTimeline:
+def delete_and_time(
+    core,
+    namespace: str,
+    pod: str,
+    pod_logs: Path,
+    watch: KeyWatch,
+    key: str,
+    container: str = "app",
+    timeout: float = 90.0,
+) -> DeletionTimeline:
     """Delete a Running sync pod of the real node and record when its registry ``key`` was
     deleted (the ``watch``), when its app was told to go offline and got SIGTERM (the sample
     app's log), when the preStop drain ended (prestop.sh's last line) and when the pod object was
@@ -204,8 +216,11 @@ def delete_and_time(core, namespace: str, pod: str, pod_logs: Path, watch: KeyWa
     from kubernetes.client.rest import ApiException
 
     body = core.read_namespaced_pod(pod, namespace)
-    path = wait_for(lambda: container_log_file(pod_logs, namespace, pod, body.metadata.uid, container), 30,
-                    message=f"no log file of {namespace}/{pod} on the node")
+    path = wait_for(
+        lambda: container_log_file(pod_logs, namespace, pod, body.metadata.uid, container),
+        30,
+        message=f"no log file of {namespace}/{pod} on the node",
+    )
     log = ContainerLog(path)
     log.read()
     try:
@@ -221,14 +236,21 @@ def delete_and_time(core, namespace: str, pod: str, pod_logs: Path, watch: KeyWa
                 raise
             return current.metadata.uid != body.metadata.uid
 
-        wait_for(gone, timeout, interval=0.05, message=f"pod {namespace}/{pod} still there {timeout:g}s after its deletion")
+        wait_for(
+            gone, timeout, interval=0.05, message=f"pod {namespace}/{pod} still there {timeout:g}s after its deletion"
+        )
         gone_at = time.time()
         log.read()
         rel = lambda t: None if t is None else round(t - t0, 3)  # noqa: E731
         done = log.first(PRESTOP_DONE)
         return DeletionTimeline(
-            pod=pod, deregistered=rel(watch.deleted_after(key, t0)), offline_called=rel(log.app_time(OFFLINE_MSG)),
-            drain_ended=rel(done.at if done else None), sigterm=rel(log.app_time(SIGTERM_MSG)), gone=rel(gone_at),
-            log=[f"{line.at - t0:+.3f}s {line.text}" for line in log.lines])
+            pod=pod,
+            deregistered=rel(watch.deleted_after(key, t0)),
+            offline_called=rel(log.app_time(OFFLINE_MSG)),
+            drain_ended=rel(done.at if done else None),
+            sigterm=rel(log.app_time(SIGTERM_MSG)),
+            gone=rel(gone_at),
+            log=[f"{line.at - t0:+.3f}s {line.text}" for line in log.lines],
+        )
     finally:
         log.close()

@@ -28,9 +28,24 @@ class RedisServer:
             self.port = sock.getsockname()[1]
         self.dir = Path(tempfile.mkdtemp(prefix="redis-"))
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", host, "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:

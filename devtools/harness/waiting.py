@@ -9,9 +9,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.2,
-             message: str | Callable[[], str] = "condition not met", *,
-             ignore: tuple[type[Exception], ...] = ()) -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    message: str | Callable[[], str] = "condition not met",
+    *,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
     """Call ``predicate`` every ``interval`` seconds until it returns a truthy value (which is
     returned) or ``timeout`` seconds pass; then raise AssertionError with ``message`` (a string or
     a callable producing one, e.g. to include the last observed state).
@@ -40,8 +45,12 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
         time.sleep(min(interval, remaining))
 
 
-def assert_stays(predicate: Callable[[], object], duration: float, interval: float = 0.2,
-                 message: str | Callable[[], str] = "condition stopped holding") -> None:
+def assert_stays(
+    predicate: Callable[[], object],
+    duration: float,
+    interval: float = 0.2,
+    message: str | Callable[[], str] = "condition stopped holding",
+) -> None:
     """Assert ``predicate`` stays truthy for an observation window of ``duration`` seconds (for
     checking that something does NOT happen, e.g. a pod held by a finalizer is not deleted)."""
     deadline = time.monotonic() + duration

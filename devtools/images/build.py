@@ -40,17 +40,21 @@ HERE = Path(__file__).resolve().parent
 
 # Bump when a recipe changes in a way the hashed inputs do not show.
 RECIPE = 1
-REFS = {"pause": "docker.io/local/pause:1",
-        "sample-app": "docker.io/local/sample-app:dev",
-        "operator": "docker.io/local/infer-operator:dev"}
+REFS = {
+    "pause": "docker.io/local/pause:1",
+    "sample-app": "docker.io/local/sample-app:dev",
+    "operator": "docker.io/local/infer-operator:dev",
+}
 NAMES = tuple(REFS)
 
 SUITE = "bookworm"
 ROOTFS_PYTHON = "3.11"  # bookworm's python3; the lock has wheels for it
 ROOTFS_PACKAGES = ("python3", "python3-pip", "python-is-python3", "python3-redis")
-MIRRORS = (f"deb http://deb.debian.org/debian {SUITE} main",
-           f"deb http://deb.debian.org/debian {SUITE}-updates main",
-           f"deb http://deb.debian.org/debian-security {SUITE}-security main")
+MIRRORS = (
+    f"deb http://deb.debian.org/debian {SUITE} main",
+    f"deb http://deb.debian.org/debian {SUITE}-updates main",
+    f"deb http://deb.debian.org/debian-security {SUITE}-security main",
+)
 # What the python:3.12-slim base of the Dockerfiles sets and Debian's rootfs lacks.
 BASE_ENV = {"LANG": "C.UTF-8"}
 
@@ -128,11 +132,19 @@ def image_key(name: str) -> str:
         go = _run([toolchain._go(), "version"], "go version").stdout.strip()
         return _hash(str(RECIPE), go, _tree_bytes(HERE, "pause"))
     if name == "sample-app":
-        return _hash(str(RECIPE), rootfs_key(), _tree_bytes(SAMPLE_DIR, "app.py"),
-                     _tree_bytes(SAMPLE_DIR, "Dockerfile"))
+        return _hash(
+            str(RECIPE), rootfs_key(), _tree_bytes(SAMPLE_DIR, "app.py"), _tree_bytes(SAMPLE_DIR, "Dockerfile")
+        )
     if name == "operator":
-        return _hash(str(RECIPE), rootfs_key(), _tree_bytes(ROOT, "operator"), _tree_bytes(ROOT, "pyproject.toml"),
-                     _tree_bytes(ROOT, "README.md"), _tree_bytes(ROOT, "Dockerfile"), _tree_bytes(ROOT, "images/operator"))
+        return _hash(
+            str(RECIPE),
+            rootfs_key(),
+            _tree_bytes(ROOT, "operator"),
+            _tree_bytes(ROOT, "pyproject.toml"),
+            _tree_bytes(ROOT, "README.md"),
+            _tree_bytes(ROOT, "Dockerfile"),
+            _tree_bytes(ROOT, "images/operator"),
+        )
     raise KeyError(f"unknown image {name!r}; known: {', '.join(NAMES)}")
 
 
@@ -155,13 +167,26 @@ def ensure_rootfs(progress: ProgressFn | None = None) -> Path:
     t0 = time.monotonic()
     tmp = out.with_name(out.name + ".tmp")
     # No docs, man pages or locales (smaller); apt's lists and caches are removed.
-    _run(["mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", "--skip=output/dev",
-          f"--include={','.join(ROOTFS_PACKAGES)}",
-          "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
-          "--dpkgopt=path-include=/usr/share/doc/*/copyright", "--dpkgopt=path-exclude=/usr/share/locale/*",
-          "--dpkgopt=path-exclude=/usr/share/info/*",
-          '--customize-hook=rm -rf "$1"/var/cache/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/log/apt/*',
-          SUITE, str(tmp), "\n".join(MIRRORS)], "mmdebstrap")
+    _run(
+        [
+            "mmdebstrap",
+            "--quiet",
+            "--format=tar",
+            "--variant=minbase",
+            "--skip=output/dev",
+            f"--include={','.join(ROOTFS_PACKAGES)}",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-exclude=/usr/share/info/*",
+            '--customize-hook=rm -rf "$1"/var/cache/* "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/log/apt/*',
+            SUITE,
+            str(tmp),
+            "\n".join(MIRRORS),
+        ],
+        "mmdebstrap",
+    )
     os.replace(tmp, out)
     for old in images_dir().glob(f"rootfs-{SUITE}-*.tar"):
         if old != out:
@@ -185,20 +210,30 @@ def _build_pause(work: Path, out: Path) -> ImageArchive:
     root = work / "rootfs"
     root.mkdir()
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    _run([toolchain._go(), "build", "-trimpath", "-ldflags=-s -w", "-o", str(root / "pause"), "."], "go build pause",
-         cwd=HERE / "pause", env=env)
+    _run(
+        [toolchain._go(), "build", "-trimpath", "-ldflags=-s -w", "-o", str(root / "pause"), "."],
+        "go build pause",
+        cwd=HERE / "pause",
+        env=env,
+    )
     layer = work / "layer.tar"
     oci.tar_directory(root, layer)
-    return oci.write_archive(out, REFS["pause"], [layer], {"Entrypoint": ["/pause"], "User": "65535:65535",
-                                                          "Env": [oci.DEFAULT_PATH]},
-                             history=["COPY pause /pause"])
+    return oci.write_archive(
+        out,
+        REFS["pause"],
+        [layer],
+        {"Entrypoint": ["/pause"], "User": "65535:65535", "Env": [oci.DEFAULT_PATH]},
+        history=["COPY pause /pause"],
+    )
 
 
 def _build_sample_app(work: Path, out: Path, progress: ProgressFn) -> ImageArchive:
     stage = dockerfile.parse(SAMPLE_DIR / "Dockerfile")
     if stage.runs != SAMPLE_RUNS:
-        raise ImageBuildError(f"examples/sample-app/Dockerfile RUNs {stage.runs}; the local build knows only "
-                              f"{SAMPLE_RUNS}: teach devtools/images/build.py the new step")
+        raise ImageBuildError(
+            f"examples/sample-app/Dockerfile RUNs {stage.runs}; the local build knows only "
+            f"{SAMPLE_RUNS}: teach devtools/images/build.py the new step"
+        )
     rootfs = ensure_rootfs(progress)
     layer_root = work / "app"
     for sources, dest in stage.copies:
@@ -220,21 +255,30 @@ def _build_sample_app(work: Path, out: Path, progress: ProgressFn) -> ImageArchi
         d.chmod(0o755)
     layer = work / "app.tar"
     oci.tar_directory(layer_root, layer)
-    return oci.write_archive(out, REFS["sample-app"], [rootfs, layer], stage.config(BASE_ENV),
-                             history=[f"mmdebstrap {SUITE} {' '.join(ROOTFS_PACKAGES)}",
-                                      f"RUN {SAMPLE_REDIS} (python3-redis); RUN {SAMPLE_USERADD}; "
-                                      "COPY app.py /app/app.py"])
+    return oci.write_archive(
+        out,
+        REFS["sample-app"],
+        [rootfs, layer],
+        stage.config(BASE_ENV),
+        history=[
+            f"mmdebstrap {SUITE} {' '.join(ROOTFS_PACKAGES)}",
+            f"RUN {SAMPLE_REDIS} (python3-redis); RUN {SAMPLE_USERADD}; COPY app.py /app/app.py",
+        ],
+    )
 
 
 def _operator_run_step(stage: dockerfile.Stage) -> None:
     """Check that the Dockerfile still builds the image the way this recipe does."""
     if len(stage.runs) != 1 or "install.sh /tmp/install/requirements.lock" not in stage.runs[0]:
-        raise ImageBuildError(f"the Dockerfile's RUN steps changed ({stage.runs}); the local build runs "
-                              "images/operator/install.sh with requirements.lock: teach devtools/images/build.py")
+        raise ImageBuildError(
+            f"the Dockerfile's RUN steps changed ({stage.runs}); the local build runs "
+            "images/operator/install.sh with requirements.lock: teach devtools/images/build.py"
+        )
     copied = {Path(s).name for sources, dest in stage.copies if dest == "/tmp/install/" for s in sources}
     if copied != {"install.sh", "requirements.lock"}:
-        raise ImageBuildError(f"the Dockerfile copies {sorted(copied)} to /tmp/install/; expected install.sh "
-                              "and requirements.lock")
+        raise ImageBuildError(
+            f"the Dockerfile copies {sorted(copied)} to /tmp/install/; expected install.sh and requirements.lock"
+        )
 
 
 def _build_operator(work: Path, out: Path, progress: ProgressFn) -> ImageArchive:
@@ -248,21 +292,42 @@ def _build_operator(work: Path, out: Path, progress: ProgressFn) -> ImageArchive
     # Stage 1 of the Dockerfile: the operator's wheel, from a copy of the sources (building
     # writes build/ and *.egg-info next to them).
     src = work / "src"
-    shutil.copytree(ROOT / "operator", src / "operator",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "operator", src / "operator", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for f in ("pyproject.toml", "README.md"):
         shutil.copyfile(ROOT / f, src / f)
     t = time.monotonic()
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(install), str(src)],
-         "pip wheel (the operator)")
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(install), str(src)],
+        "pip wheel (the operator)",
+    )
     wheel = next(install.glob("infer_operator-*.whl"))
     # The locked wheels, downloaded here with their hashes checked, so the chroot needs no network
     # (install.sh: PIP_FIND_LINKS + PIP_NO_INDEX).
     machine = os.uname().machine
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--require-hashes", "--only-binary=:all:",
-          "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",
-          "--python-version", ROOTFS_PYTHON, "--implementation", "cp", "--dest", str(install / "wheels"),
-          "-r", str(OPERATOR_LOCK)], "pip download (requirements.lock)")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--require-hashes",
+            "--only-binary=:all:",
+            "--platform",
+            f"manylinux2014_{machine}",
+            "--platform",
+            f"manylinux_2_17_{machine}",
+            "--python-version",
+            ROOTFS_PYTHON,
+            "--implementation",
+            "cp",
+            "--dest",
+            str(install / "wheels"),
+            "-r",
+            str(OPERATOR_LOCK),
+        ],
+        "pip download (requirements.lock)",
+    )
     progress(f"  operator: wheel and locked dependencies in {time.monotonic() - t:.0f}s")
     # install.sh runs as root inside the rootfs, as the Dockerfile's RUN does: an overlay mount
     # whose upper directory collects exactly what it changes (the image's second layer), in a
@@ -287,9 +352,16 @@ chroot {merged} /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
     # The Dockerfile removes /tmp/install; nothing of the build stays in the layer.
     layer = work / "operator.tar"
     oci.tar_directory(upper, layer, whiteouts=True, exclude=["tmp/install", "root/.cache"])
-    return oci.write_archive(out, REFS["operator"], [rootfs, layer], stage.config(BASE_ENV),
-                             history=[f"mmdebstrap {SUITE} {' '.join(ROOTFS_PACKAGES)}",
-                                      "RUN sh /tmp/install/install.sh /tmp/install/requirements.lock /dist/*.whl"])
+    return oci.write_archive(
+        out,
+        REFS["operator"],
+        [rootfs, layer],
+        stage.config(BASE_ENV),
+        history=[
+            f"mmdebstrap {SUITE} {' '.join(ROOTFS_PACKAGES)}",
+            "RUN sh /tmp/install/install.sh /tmp/install/requirements.lock /dist/*.whl",
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -307,8 +379,9 @@ def cached(name: str) -> ImageArchive | None:
     return ImageArchive(REFS[name], path, digest, int(size))
 
 
-def ensure(names: tuple[str, ...] | list[str] = NAMES, *, progress: ProgressFn | None = None,
-           force: bool = False) -> dict[str, ImageArchive]:
+def ensure(
+    names: tuple[str, ...] | list[str] = NAMES, *, progress: ProgressFn | None = None, force: bool = False
+) -> dict[str, ImageArchive]:
     """Build whichever of the images ``names`` is missing for today's inputs; name -> archive.
     ImageBuildError (with the failing command's output) when a build fails."""
     progress = progress or _progress_default

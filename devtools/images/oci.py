@@ -56,6 +56,7 @@ def tar_directory(src: Path, out: Path, *, whiteouts: bool = False, exclude: Ite
     ``exclude``: relative paths left out with everything below them."""
     skip = {p.strip("/") for p in exclude}
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+
         def add(path: Path, arc: str) -> None:
             if arc in skip:
                 return
@@ -79,7 +80,7 @@ def tar_directory(src: Path, out: Path, *, whiteouts: bool = False, exclude: Ite
                 if whiteouts and _opaque(path):
                     opq = tarfile.TarInfo(f"{arc}/.wh..wh..opq")
                     tf.addfile(opq, io.BytesIO(b""))
-                if not (arc in RUNTIME_DIRS):
+                if arc not in RUNTIME_DIRS:
                     for child in sorted(os.listdir(path)):
                         add(path / child, f"{arc}/{child}")
 
@@ -100,8 +101,15 @@ def _put(blobs: Path, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-def write_archive(out: Path, ref: str, layers: list[Path], config: dict, *, created: str = "1970-01-01T00:00:00Z",
-                  history: list[str] | None = None) -> ImageArchive:
+def write_archive(
+    out: Path,
+    ref: str,
+    layers: list[Path],
+    config: dict,
+    *,
+    created: str = "1970-01-01T00:00:00Z",
+    history: list[str] | None = None,
+) -> ImageArchive:
     """Write the OCI archive ``out`` for image ``ref`` from layer tars (bottom first) and an image
     config (``{"User": ..., "Entrypoint": [...], "Env": [...], ...}``). The layer files are read,
     not moved. Returns the archive's description; OSError when a layer cannot be read."""
@@ -111,25 +119,43 @@ def write_archive(out: Path, ref: str, layers: list[Path], config: dict, *, crea
         digest = sha256_file(layer)
         diff_ids.append(digest)
         descriptors.append({"mediaType": MT_LAYER, "digest": digest, "size": layer.stat().st_size})
-    image_config = {"created": created, "architecture": arch, "os": "linux", "config": config,
-                    "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                    "history": [{"created": created, "created_by": h} for h in (history or [])]}
+    image_config = {
+        "created": created,
+        "architecture": arch,
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": created, "created_by": h} for h in (history or [])],
+    }
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(out.name + ".blobs")
     staging.mkdir(exist_ok=True)
     try:
         config_digest, config_size = _put(staging, json.dumps(image_config, sort_keys=True).encode())
-        manifest = {"schemaVersion": 2, "mediaType": MT_MANIFEST,
-                    "config": {"mediaType": MT_CONFIG, "digest": config_digest, "size": config_size},
-                    "layers": descriptors}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MT_MANIFEST,
+            "config": {"mediaType": MT_CONFIG, "digest": config_digest, "size": config_size},
+            "layers": descriptors,
+        }
         manifest_digest, manifest_size = _put(staging, json.dumps(manifest, sort_keys=True).encode())
         tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else "latest"
-        index = {"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [{
-            "mediaType": MT_MANIFEST, "digest": manifest_digest, "size": manifest_size,
-            "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag}}]}
+        index = {
+            "schemaVersion": 2,
+            "mediaType": MT_INDEX,
+            "manifests": [
+                {
+                    "mediaType": MT_MANIFEST,
+                    "digest": manifest_digest,
+                    "size": manifest_size,
+                    "platform": {"architecture": arch, "os": "linux"},
+                    "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag},
+                }
+            ],
+        }
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+
             def add_bytes(name: str, data: bytes) -> None:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
@@ -139,7 +165,7 @@ def write_archive(out: Path, ref: str, layers: list[Path], config: dict, *, crea
             add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
             add_bytes("index.json", json.dumps(index).encode())
             seen = set()
-            for layer, desc in zip(layers, descriptors):
+            for layer, desc in zip(layers, descriptors, strict=True):
                 if desc["digest"] in seen:
                     continue
                 seen.add(desc["digest"])

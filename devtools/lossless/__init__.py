@@ -39,14 +39,14 @@ from infer_operator import labels
 PORT = 8000
 REPLICAS = 4
 SYNC = 2
-DRAIN_SECONDS = 3          # > kube-proxy's rule sync and the consumers' watch latency
+DRAIN_SECONDS = 3  # > kube-proxy's rule sync and the consumers' watch latency
 GRACE_SECONDS = 20
-WORK_SECONDS = 0.2         # one "inference"
-SLOW_LOAD_SECONDS = 4      # the slow-model-load event's model load
+WORK_SECONDS = 0.2  # one "inference"
+SLOW_LOAD_SECONDS = 4  # the slow-model-load event's model load
 REGISTER_DELAY_SECONDS = 2
-LEASE_SECONDS = 6          # the baselines' registry lease
+LEASE_SECONDS = 6  # the baselines' registry lease
 APP = ["python3", "/app/app.py"]
-STEADY_SECONDS = 10        # the steady row's window (a measurement window, not a wait)
+STEADY_SECONDS = 10  # the steady row's window (a measurement window, not a wait)
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ class Load:
     registry_rps: float = 10.0
     service_rps: float = 10.0
     jobs_per_second: float = 4.0
-    event_timeout: float = 240.0   # an event's changes must have settled by then
-    drain_timeout: float = 90.0    # then the jobs pushed must be done by then
+    event_timeout: float = 240.0  # an event's changes must have settled by then
+    drain_timeout: float = 90.0  # then the jobs pushed must be done by then
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -71,14 +71,14 @@ class Env:
     core: Any
     apps: Any
     custom: Any
-    kubectl: Callable[..., Any]     # ClusterHandle.kubectl
-    node: Any                       # devtools.cluster.realnode.RealNode
+    kubectl: Callable[..., Any]  # ClusterHandle.kubectl
+    node: Any  # devtools.cluster.realnode.RealNode
     node_name: str
     namespace: str
     etcd_url: str
     redis_url: str
     prefix: str
-    operator: Any = None            # the OperatorProcess managing the namespace (the operator world)
+    operator: Any = None  # the OperatorProcess managing the namespace (the operator world)
 
 
 def b64(text: str) -> str:
@@ -88,8 +88,9 @@ def b64(text: str) -> str:
 def etcd_keys(etcd_url: str, prefix: str) -> set[str]:
     end = bytearray(prefix.encode())
     end[-1] += 1
-    body = json.dumps({"key": b64(prefix), "range_end": base64.b64encode(bytes(end)).decode(),
-                       "keys_only": True}).encode()
+    body = json.dumps(
+        {"key": b64(prefix), "range_end": base64.b64encode(bytes(end)).decode(), "keys_only": True}
+    ).encode()
     request = urllib.request.Request(f"{etcd_url}/v3/kv/range", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as response:
         data = json.loads(response.read())
@@ -129,8 +130,14 @@ class World:
     service_name = property(lambda self: self.name)
 
     def app_env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.env.redis_url, "QUEUE": self.queue, "WORK_SECONDS": str(WORK_SECONDS),
-                "MODEL_LOAD_SECONDS": str(self.model_load_seconds), "PORT": str(PORT), "ROLLOUT": str(self.revision)}
+        return {
+            "REDIS_URL": self.env.redis_url,
+            "QUEUE": self.queue,
+            "WORK_SECONDS": str(WORK_SECONDS),
+            "MODEL_LOAD_SECONDS": str(self.model_load_seconds),
+            "PORT": str(PORT),
+            "ROLLOUT": str(self.revision),
+        }
 
     # -- observation ------------------------------------------------------------------------------
     def pods(self) -> dict[str, Any]:
@@ -148,9 +155,15 @@ class World:
         """Sync pods that are Ready and listed in the registry at their address (the capacity
         registry consumers and the Service have in common)."""
         keys = etcd_keys(self.env.etcd_url, self.instances_prefix)
-        return sum(1 for name, pod in self.pods().items()
-                   if pod.metadata.deletion_timestamp is None and self.is_sync(name) and _ready(pod)
-                   and pod.status.pod_ip and f"{self.instances_prefix}{pod.status.pod_ip}:{PORT}" in keys)
+        return sum(
+            1
+            for name, pod in self.pods().items()
+            if pod.metadata.deletion_timestamp is None
+            and self.is_sync(name)
+            and _ready(pod)
+            and pod.status.pod_ip
+            and f"{self.instances_prefix}{pod.status.pod_ip}:{PORT}" in keys
+        )
 
     def settled(self) -> bool:
         pods = self.pods()
@@ -168,8 +181,16 @@ class World:
         return True
 
     def wait_settled(self, timeout: float) -> None:
-        wait_for(self.settled, timeout, interval=0.5, message=lambda: f"{self.kind} {self.name} did not settle: "
-                 f"{[(n, p.status.phase, _ready(p)) for n, p in self.pods().items()]}", ignore=(OSError,))
+        wait_for(
+            self.settled,
+            timeout,
+            interval=0.5,
+            message=lambda: (
+                f"{self.kind} {self.name} did not settle: "
+                f"{[(n, p.status.phase, _ready(p)) for n, p in self.pods().items()]}"
+            ),
+            ignore=(OSError,),
+        )
 
     # -- changes (subclasses) ---------------------------------------------------------------------
     def create(self) -> None:
@@ -204,8 +225,16 @@ class World:
     def drain(self, timeout: float) -> None:
         """kubectl drain of the real node, for this world's pods; the node is uncordoned after."""
         try:
-            self.env.kubectl("drain", self.env.node_name, "--pod-selector", self.selector, "--ignore-daemonsets",
-                             "--delete-emptydir-data", f"--timeout={int(timeout)}s", timeout=timeout + 30)
+            self.env.kubectl(
+                "drain",
+                self.env.node_name,
+                "--pod-selector",
+                self.selector,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                f"--timeout={int(timeout)}s",
+                timeout=timeout + 30,
+            )
         finally:
             self.env.kubectl("uncordon", self.env.node_name, timeout=60)
 
@@ -217,45 +246,87 @@ class OperatorWorld(World):
 
     def body(self) -> dict[str, Any]:
         env = [{"name": k, "value": v} for k, v in self.app_env().items()]
-        container = {"name": "app", "image": self.env.node.images["sample-app"], "imagePullPolicy": "Never",
-                     "env": env, "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}
-        registry: dict[str, Any] = {"type": "etcd", "etcd": {"endpoints": [self.env.etcd_url],
-                                                             "prefix": self.env.prefix}}
+        container = {
+            "name": "app",
+            "image": self.env.node.images["sample-app"],
+            "imagePullPolicy": "Never",
+            "env": env,
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        }
+        registry: dict[str, Any] = {
+            "type": "etcd",
+            "etcd": {"endpoints": [self.env.etcd_url], "prefix": self.env.prefix},
+        }
         if self.model_load_seconds:
             registry["registerDelaySeconds"] = REGISTER_DELAY_SECONDS
-        return isvc_body(self.name, self.env.namespace, replicas=self.replicas, syncReplicas=self.sync,
-                         template={"spec": {"containers": [container], "tolerations": [self.env.node.toleration()],
-                                            "nodeSelector": self.env.node.node_selector()}},
-                         sync={"command": APP, "port": PORT,
-                               "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 1}},
-                         lifecycle={"offlinePath": "/offline", "drainSeconds": DRAIN_SECONDS,
-                                    "terminationGracePeriodSeconds": GRACE_SECONDS},
-                         registry=registry, podDisruptionBudget={},
-                         **{"async": {"command": APP}})
+        return isvc_body(
+            self.name,
+            self.env.namespace,
+            replicas=self.replicas,
+            syncReplicas=self.sync,
+            template={
+                "spec": {
+                    "containers": [container],
+                    "tolerations": [self.env.node.toleration()],
+                    "nodeSelector": self.env.node.node_selector(),
+                }
+            },
+            sync={
+                "command": APP,
+                "port": PORT,
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 1},
+            },
+            lifecycle={
+                "offlinePath": "/offline",
+                "drainSeconds": DRAIN_SECONDS,
+                "terminationGracePeriodSeconds": GRACE_SECONDS,
+            },
+            registry=registry,
+            podDisruptionBudget={},
+            **{"async": {"command": APP}},
+        )
 
     def create(self) -> None:
-        self.env.custom.create_namespaced_custom_object(labels.GROUP, labels.VERSION, self.env.namespace,
-                                                        labels.PLURAL, self.body())
+        self.env.custom.create_namespaced_custom_object(
+            labels.GROUP, labels.VERSION, self.env.namespace, labels.PLURAL, self.body()
+        )
 
     def delete(self) -> None:
-        self.env.custom.delete_namespaced_custom_object(labels.GROUP, labels.VERSION, self.env.namespace,
-                                                        labels.PLURAL, self.name)
+        self.env.custom.delete_namespaced_custom_object(
+            labels.GROUP, labels.VERSION, self.env.namespace, labels.PLURAL, self.name
+        )
 
     def _patch(self) -> None:
         spec = self.body()["spec"]
         self.env.custom.patch_namespaced_custom_object(
-            labels.GROUP, labels.VERSION, self.env.namespace, labels.PLURAL, self.name,
-            {"spec": {"replicas": spec["replicas"], "syncReplicas": spec["syncReplicas"], "template": spec["template"],
-                      "registry": spec["registry"]}})
+            labels.GROUP,
+            labels.VERSION,
+            self.env.namespace,
+            labels.PLURAL,
+            self.name,
+            {
+                "spec": {
+                    "replicas": spec["replicas"],
+                    "syncReplicas": spec["syncReplicas"],
+                    "template": spec["template"],
+                    "registry": spec["registry"],
+                }
+            },
+        )
 
     def up_to_date(self, live: dict[str, Any]) -> bool:
-        body = self.env.custom.get_namespaced_custom_object(labels.GROUP, labels.VERSION, self.env.namespace,
-                                                            labels.PLURAL, self.name)
+        body = self.env.custom.get_namespaced_custom_object(
+            labels.GROUP, labels.VERSION, self.env.namespace, labels.PLURAL, self.name
+        )
         status = body.get("status") or {}
-        return (status.get("observedGeneration") == body["metadata"]["generation"]
-                and status.get("updatedReplicas") == self.replicas
-                and all(p.metadata.labels.get(labels.LABEL_ROLE) == ("sync" if self.is_sync(n) else "async")
-                        for n, p in live.items()))
+        return (
+            status.get("observedGeneration") == body["metadata"]["generation"]
+            and status.get("updatedReplicas") == self.replicas
+            and all(
+                p.metadata.labels.get(labels.LABEL_ROLE) == ("sync" if self.is_sync(n) else "async")
+                for n, p in live.items()
+            )
+        )
 
 
 class StatefulSetWorld(World):
@@ -273,44 +344,75 @@ class StatefulSetWorld(World):
         return f"{self.name}-baseline"
 
     def pod_env(self) -> list[dict[str, Any]]:
-        fixed = {**self.app_env(), "SYNC_INSTANCE": str(self.sync), "ETCD_URL": self.env.etcd_url,
-                 "REGISTRY_PREFIX": self.env.prefix, "REGISTRY_SERVICE": self.name,
-                 "LEASE_SECONDS": str(LEASE_SECONDS)}
+        fixed = {
+            **self.app_env(),
+            "SYNC_INSTANCE": str(self.sync),
+            "ETCD_URL": self.env.etcd_url,
+            "REGISTRY_PREFIX": self.env.prefix,
+            "REGISTRY_SERVICE": self.name,
+            "LEASE_SECONDS": str(LEASE_SECONDS),
+        }
         env = [{"name": k, "value": v} for k, v in fixed.items()]
-        for name, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
-                           ("POD_IP", "status.podIP")):
+        for name, path in (
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_IP", "status.podIP"),
+        ):
             env.append({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
         return env
 
     def statefulset(self) -> dict[str, Any]:
         pod_labels = {"lossless-baseline": self.name}
-        container = {"name": "app", "image": self.env.node.images["sample-app"], "imagePullPolicy": "Never",
-                     "command": ["/bin/sh", f"/baseline/{self.entrypoint}"], "env": self.pod_env(),
-                     "ports": [{"containerPort": PORT, "name": "http"}],
-                     "readinessProbe": {"exec": {"command": ["/bin/sh", "/baseline/ready.sh"]}, "periodSeconds": 1,
-                                        "timeoutSeconds": 3},
-                     "volumeMounts": [{"name": "baseline", "mountPath": "/baseline"}],
-                     "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}
-        return {"apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": {"name": self.name, "namespace": self.env.namespace},
-                "spec": {"replicas": self.replicas, "serviceName": self.name, "podManagementPolicy": "Parallel",
-                         "selector": {"matchLabels": pod_labels},
-                         "template": {"metadata": {"labels": pod_labels},
-                                      "spec": {"containers": [container],
-                                               "terminationGracePeriodSeconds": GRACE_SECONDS,
-                                               "tolerations": [self.env.node.toleration()],
-                                               "nodeSelector": self.env.node.node_selector(),
-                                               "volumes": [{"name": "baseline",
-                                                            "configMap": {"name": self.config_map}}]}}}}
+        container = {
+            "name": "app",
+            "image": self.env.node.images["sample-app"],
+            "imagePullPolicy": "Never",
+            "command": ["/bin/sh", f"/baseline/{self.entrypoint}"],
+            "env": self.pod_env(),
+            "ports": [{"containerPort": PORT, "name": "http"}],
+            "readinessProbe": {
+                "exec": {"command": ["/bin/sh", "/baseline/ready.sh"]},
+                "periodSeconds": 1,
+                "timeoutSeconds": 3,
+            },
+            "volumeMounts": [{"name": "baseline", "mountPath": "/baseline"}],
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        }
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": self.name, "namespace": self.env.namespace},
+            "spec": {
+                "replicas": self.replicas,
+                "serviceName": self.name,
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": pod_labels},
+                "template": {
+                    "metadata": {"labels": pod_labels},
+                    "spec": {
+                        "containers": [container],
+                        "terminationGracePeriodSeconds": GRACE_SECONDS,
+                        "tolerations": [self.env.node.toleration()],
+                        "nodeSelector": self.env.node.node_selector(),
+                        "volumes": [{"name": "baseline", "configMap": {"name": self.config_map}}],
+                    },
+                },
+            },
+        }
 
     def create(self) -> None:
         scripts = resources.files(__package__).joinpath("baseline")
         data = {name: scripts.joinpath(name).read_text() for name in ("seed.sh", "plain.sh", "ready.sh", "register.py")}
-        self.env.core.create_namespaced_config_map(self.env.namespace, {
-            "metadata": {"name": self.config_map}, "data": data})
-        self.env.core.create_namespaced_service(self.env.namespace, {
-            "metadata": {"name": self.name},
-            "spec": {"selector": {"lossless-baseline": self.name}, "ports": [{"port": PORT, "targetPort": PORT}]}})
+        self.env.core.create_namespaced_config_map(
+            self.env.namespace, {"metadata": {"name": self.config_map}, "data": data}
+        )
+        self.env.core.create_namespaced_service(
+            self.env.namespace,
+            {
+                "metadata": {"name": self.name},
+                "spec": {"selector": {"lossless-baseline": self.name}, "ports": [{"port": PORT, "targetPort": PORT}]},
+            },
+        )
         self.env.apps.create_namespaced_stateful_set(self.env.namespace, self.statefulset())
 
     def delete(self) -> None:
@@ -322,15 +424,20 @@ class StatefulSetWorld(World):
 
     def _patch(self) -> None:
         sts = self.statefulset()
-        self.env.apps.patch_namespaced_stateful_set(self.name, self.env.namespace, {
-            "spec": {"replicas": sts["spec"]["replicas"], "template": sts["spec"]["template"]}})
+        self.env.apps.patch_namespaced_stateful_set(
+            self.name,
+            self.env.namespace,
+            {"spec": {"replicas": sts["spec"]["replicas"], "template": sts["spec"]["template"]}},
+        )
 
     def up_to_date(self, live: dict[str, Any]) -> bool:
         sts = self.env.apps.read_namespaced_stateful_set(self.name, self.env.namespace)
         status = sts.status
-        return (status.observed_generation == sts.metadata.generation and status.update_revision is not None
-                and all(p.metadata.labels.get("controller-revision-hash") == status.update_revision
-                        for p in live.values()))
+        return (
+            status.observed_generation == sts.metadata.generation
+            and status.update_revision is not None
+            and all(p.metadata.labels.get("controller-revision-hash") == status.update_revision for p in live.values())
+        )
 
 
 class SeedScriptWorld(StatefulSetWorld):
@@ -353,7 +460,7 @@ WORLDS: dict[str, type[World]] = {"operator": OperatorWorld, "seed_script": Seed
 class Event:
     name: str
     what: str
-    act: Callable[[World, Load], None]           # start the change (and, for some, carry it through)
+    act: Callable[[World, Load], None]  # start the change (and, for some, carry it through)
     restore: Callable[[World], None] | None = None  # undone afterwards, outside the measurement
     operator_only: bool = False
 
@@ -375,7 +482,7 @@ def _split_change(world: World, load: Load) -> None:
 
 
 def _split_back(world: World, load: Load) -> None:
-    world.set_sync(SYNC)      # and back
+    world.set_sync(SYNC)  # and back
 
 
 def _rollout(world: World, load: Load) -> None:
@@ -390,21 +497,28 @@ def _operator_killed_mid_rollout(world: World, load: Load) -> None:
     operator = world.env.operator
     first = {n: p.metadata.uid for n, p in world.pods().items()}
     world.roll()
+
     # Killed once the rollout is under way: the first pod restarted and let go (deregistered, our
     # finalizer removed: tens of milliseconds after its eviction), its successor not yet Ready.
     # Killed before it let go, the pod would wait for the operator, and so would its successor.
     def under_way() -> bool:
-        return any(p.metadata.uid != first.get(n) or (p.metadata.deletion_timestamp is not None
-                                                       and labels.POD_FINALIZER not in (p.metadata.finalizers or []))
-                   for n, p in world.pods().items())
+        return any(
+            p.metadata.uid != first.get(n)
+            or (p.metadata.deletion_timestamp is not None and labels.POD_FINALIZER not in (p.metadata.finalizers or []))
+            for n, p in world.pods().items()
+        )
 
     wait_for(under_way, 60, interval=0.05, message="the rollout did not start")
     operator.kill()
     # While it is down the StatefulSet makes the successor, which waits in its init container for
     # a role nobody gives it (and would get no registration and no open gate): the rollout must
     # not go on without the operator, and nothing may be lost meanwhile.
-    wait_for(lambda: any(p.metadata.uid != first.get(n) for n, p in world.pods().items()),
-             90, interval=0.2, message="the StatefulSet did not make the restarted pod's successor")
+    wait_for(
+        lambda: any(p.metadata.uid != first.get(n) for n, p in world.pods().items()),
+        90,
+        interval=0.2,
+        message="the StatefulSet did not make the restarted pod's successor",
+    )
     operator.start()
 
 
@@ -425,11 +539,20 @@ EVENTS: tuple[Event, ...] = (
     Event("split-change-back", f"syncReplicas {SYNC + 1} -> {SYNC} (it flips back)", _split_back),
     Event("rollout", "a template change: every pod restarts", _rollout),
     Event("drain", "kubectl drain of the real node (eviction), then uncordon", _drain),
-    Event("operator-killed-mid-rollout", "a rollout; the operator SIGKILLed once it is under way, started again "
-          "once the StatefulSet has made the restarted pod's successor", _operator_killed_mid_rollout,
-          operator_only=True),
-    Event("slow-model-load", f"a rollout to a {SLOW_LOAD_SECONDS} s model load (the operator: with "
-          f"registerDelaySeconds {REGISTER_DELAY_SECONDS})", _slow_model_load, restore=_fast_model_load),
+    Event(
+        "operator-killed-mid-rollout",
+        "a rollout; the operator SIGKILLed once it is under way, started again "
+        "once the StatefulSet has made the restarted pod's successor",
+        _operator_killed_mid_rollout,
+        operator_only=True,
+    ),
+    Event(
+        "slow-model-load",
+        f"a rollout to a {SLOW_LOAD_SECONDS} s model load (the operator: with "
+        f"registerDelaySeconds {REGISTER_DELAY_SECONDS})",
+        _slow_model_load,
+        restore=_fast_model_load,
+    ),
 )
 
 
@@ -463,11 +586,20 @@ class Outcome:
         return self.jobs.get("done_twice_or_more", 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"failed": self.failed, "cut": self.cut, "jobs_lost": self.jobs_lost,
-                "jobs_duplicated": self.jobs_duplicated, "lowest_registered_ready_sync": self.lowest_capacity,
-                "desired_sync": self.desired, "max_unavailable": self.max_unavailable,
-                "seconds": round(self.seconds, 1), "registry_consumer": self.registry, "service_consumer": self.service,
-                "jobs": self.jobs, **({"error": self.error} if self.error else {})}
+        return {
+            "failed": self.failed,
+            "cut": self.cut,
+            "jobs_lost": self.jobs_lost,
+            "jobs_duplicated": self.jobs_duplicated,
+            "lowest_registered_ready_sync": self.lowest_capacity,
+            "desired_sync": self.desired,
+            "max_unavailable": self.max_unavailable,
+            "seconds": round(self.seconds, 1),
+            "registry_consumer": self.registry,
+            "service_consumer": self.service,
+            "jobs": self.jobs,
+            **({"error": self.error} if self.error else {}),
+        }
 
 
 async def _measure(world: World, event: Event, load: Load) -> Outcome:
@@ -480,10 +612,12 @@ async def _measure(world: World, event: Event, load: Load) -> Outcome:
     jobs = JobProducer(world.env.redis_url, queue=world.queue, name=f"{event.name}")
     capacity = CapacityWatch(world.registered_ready, interval=0.25)
     started = time.monotonic()
-    tasks = [asyncio.create_task(registry.run(load.registry_rps, load.event_timeout * 2, limit, stop)),
-             asyncio.create_task(service.run(load.service_rps, load.event_timeout * 2, limit, stop)),
-             asyncio.create_task(jobs.run(load.jobs_per_second, load.event_timeout * 2, limit, stop)),
-             asyncio.create_task(capacity.run(load.event_timeout * 2, stop))]
+    tasks = [
+        asyncio.create_task(registry.run(load.registry_rps, load.event_timeout * 2, limit, stop)),
+        asyncio.create_task(service.run(load.service_rps, load.event_timeout * 2, limit, stop)),
+        asyncio.create_task(jobs.run(load.jobs_per_second, load.event_timeout * 2, limit, stop)),
+        asyncio.create_task(capacity.run(load.event_timeout * 2, stop)),
+    ]
     try:
         await asyncio.sleep(1.0)  # a second of load before the change: the consumers have warmed up
         await asyncio.to_thread(event.act, world, load)
@@ -509,8 +643,9 @@ async def _measure(world: World, event: Event, load: Load) -> Outcome:
     return outcome
 
 
-def run_events(world: World, load: Load, events: tuple[Event, ...] = EVENTS,
-               progress: Callable[[str], None] = print) -> dict[str, Outcome]:
+def run_events(
+    world: World, load: Load, events: tuple[Event, ...] = EVENTS, progress: Callable[[str], None] = print
+) -> dict[str, Outcome]:
     """Every event in turn on a settled world; {event name: Outcome}."""
     results: dict[str, Outcome] = {}
     for event in events:

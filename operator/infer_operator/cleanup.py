@@ -21,12 +21,15 @@ from infer_operator.clients.finalizers import remove_finalizer
 from infer_operator.clients.kube import KubeClient
 
 # (kind, our finalizers it may carry, label selector of the objects that may carry them)
-TARGETS = ((kinds.POD, (labels.POD_FINALIZER,), labels.MANAGED_SELECTOR),
-           (kinds.INFERENCE_SERVICE, (labels.CR_FINALIZER, labels.LOOP_FINALIZER), None))
+TARGETS = (
+    (kinds.POD, (labels.POD_FINALIZER,), labels.MANAGED_SELECTOR),
+    (kinds.INFERENCE_SERVICE, (labels.CR_FINALIZER, labels.LOOP_FINALIZER), None),
+)
 
 
-async def release(kube: KubeClient, namespace: str | None, *, dry_run: bool = False,
-                  say: Callable[[str], None] = print) -> int:
+async def release(
+    kube: KubeClient, namespace: str | None, *, dry_run: bool = False, say: Callable[[str], None] = print
+) -> int:
     """Remove our finalizers from pods and InferenceServices in `namespace` (None: all). Returns
     the number of objects released (an object counts once, however many of ours it carried).
     Raises KubeError when the API refuses (e.g. 403)."""
@@ -46,8 +49,16 @@ async def release(kube: KubeClient, namespace: str | None, *, dry_run: bool = Fa
             done = []
             for finalizer in held:
                 # Only the first removal may trust the listed metadata: the next needs its new version.
-                if await remove_finalizer(kube, kind, meta["namespace"], meta["name"], finalizer,
-                                          uid=meta.get("uid"), known=None if done else meta, attempts=5):
+                if await remove_finalizer(
+                    kube,
+                    kind,
+                    meta["namespace"],
+                    meta["name"],
+                    finalizer,
+                    uid=meta.get("uid"),
+                    known=None if done else meta,
+                    attempts=5,
+                ):
                     done.append(finalizer)
             if len(done) == len(held):
                 say(f"released {where}: removed finalizer {', '.join(done)}")

@@ -19,8 +19,10 @@ from infer_operator.reconcile.schedule import AUDIT_SECONDS, RESYNC_SECONDS, SWE
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from infer_operator import handlers  # noqa: F401 - registers the handlers
-    from infer_operator import metrics
+    from infer_operator import (
+        handlers,  # noqa: F401 - registers the handlers
+        metrics,
+    )
     from infer_operator.runtime import RUNTIME
 
     if args.kubeconfig:
@@ -93,44 +95,80 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator")
-    run.add_argument("-n", "--namespace", action="append",
-                     help="watch this namespace (repeatable; glob patterns allowed); default: all namespaces")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        help="watch this namespace (repeatable; glob patterns allowed); default: all namespaces",
+    )
     run.add_argument("--all-namespaces", "-A", action="store_true", help="watch all namespaces (the default)")
     run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
-                     help="liveness endpoint URL to serve ('' to disable)")
+    run.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL to serve ('' to disable)"
+    )
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0 to disable)")
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("--verbose", "-v", action="store_true")
-    run.add_argument("--resync-seconds", type=float, default=RESYNC_SECONDS,
-                     help="re-apply the owned objects at least this often (a backstop: edits and deletions of "
-                          "them are seen on their watches and repaired at once)")
-    run.add_argument("--audit-seconds", type=float, default=AUDIT_SECONDS,
-                     help="read each service's pods from the API to find pods the watch missed at least this "
-                          "often (a backstop: the audit also runs on a service's first pass and at once after "
-                          "the pods watch lists everything again)")
-    run.add_argument("--sweep-seconds", type=float, default=SWEEP_SECONDS,
-                     help="how often stale registry entries and per-IP configs are swept (the registry is read "
-                          "each time; the pods are read from the API when something may be stale)")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=RESYNC_SECONDS,
+        help="re-apply the owned objects at least this often (a backstop: edits and deletions of "
+        "them are seen on their watches and repaired at once)",
+    )
+    run.add_argument(
+        "--audit-seconds",
+        type=float,
+        default=AUDIT_SECONDS,
+        help="read each service's pods from the API to find pods the watch missed at least this "
+        "often (a backstop: the audit also runs on a service's first pass and at once after "
+        "the pods watch lists everything again)",
+    )
+    run.add_argument(
+        "--sweep-seconds",
+        type=float,
+        default=SWEEP_SECONDS,
+        help="how often stale registry entries and per-IP configs are swept (the registry is read "
+        "each time; the pods are read from the API when something may be stale)",
+    )
     run.add_argument("--registry-timeout", type=float, default=5.0, help="timeout of one registry call")
-    run.add_argument("--deregister-timeout", type=float, default=30.0,
-                     help="how long a deleted pod is held while the registry is unreachable")
-    run.add_argument("--cleanup-timeout", type=float, default=300.0,
-                     help="how long after its deletion an InferenceService is held while its registry data "
-                          "cannot be removed (at once when its namespace is being deleted and the registry "
-                          "cannot be used)")
-    run.add_argument("--kopf-hooks", choices=MODES, default="tested",
-                     help="the operator's hooks into kopf's internals (kopf_hooks/): installed on the kopf series "
-                          "they were tested with (tested), tried on any kopf whose internals still fit (any), or "
-                          "none (off: kopf's own behaviour, slower at fleet size)")
+    run.add_argument(
+        "--deregister-timeout",
+        type=float,
+        default=30.0,
+        help="how long a deleted pod is held while the registry is unreachable",
+    )
+    run.add_argument(
+        "--cleanup-timeout",
+        type=float,
+        default=300.0,
+        help="how long after its deletion an InferenceService is held while its registry data "
+        "cannot be removed (at once when its namespace is being deleted and the registry "
+        "cannot be used)",
+    )
+    run.add_argument(
+        "--kopf-hooks",
+        choices=MODES,
+        default="tested",
+        help="the operator's hooks into kopf's internals (kopf_hooks/): installed on the kopf series "
+        "they were tested with (tested), tried on any kopf whose internals still fit (any), or "
+        "none (off: kopf's own behaviour, slower at fleet size)",
+    )
     group = run.add_mutually_exclusive_group()
-    group.add_argument("--standalone", action="store_true", default=True,
-                       help="no peering: this is the only operator instance (default)")
-    group.add_argument("--peering", default=None,
-                       help="kopf peering name: replicas sharing it run active/standby")
-    run.add_argument("--priority", type=int, default=None,
-                     help="peering priority, highest is active (default: random per process, so replicas "
-                          "of one Deployment never tie)")
+    group.add_argument(
+        "--standalone",
+        action="store_true",
+        default=True,
+        help="no peering: this is the only operator instance (default)",
+    )
+    group.add_argument("--peering", default=None, help="kopf peering name: replicas sharing it run active/standby")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority, highest is active (default: random per process, so replicas "
+        "of one Deployment never tie)",
+    )
     run.set_defaults(func=_run)
 
     crd = sub.add_parser("crd", help="print the InferenceService CRD generated from the models")
@@ -139,10 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     reference = sub.add_parser("reference", help="print the configuration reference (Markdown) generated from the CRD")
     reference.set_defaults(func=_reference)
 
-    cleanup = sub.add_parser("cleanup", help="remove the operator's finalizers (after uninstalling it)",
-                             description="Remove infer-operator.io/deregister from pods and infer-operator.io/"
-                                         "cleanup from InferenceServices, so nothing stays stuck Terminating "
-                                         "once the operator is gone. Registry entries are left to the sweep.")
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="remove the operator's finalizers (after uninstalling it)",
+        description="Remove infer-operator.io/deregister from pods and infer-operator.io/"
+        "cleanup from InferenceServices, so nothing stays stuck Terminating "
+        "once the operator is gone. Registry entries are left to the sweep.",
+    )
     scope = cleanup.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="only this namespace")
     scope.add_argument("--all", "-A", action="store_true", help="all namespaces")

@@ -57,8 +57,18 @@ WATCHED: tuple[Kind, ...] = (POD, *OWNED)
 
 BY_NAME: dict[tuple[str, str], Kind] = {
     (k.api_version, k.kind): k
-    for k in (CONFIG_MAP, SERVICE, STATEFUL_SET, POD, SECRET, EVENT, NAMESPACE, CONTROLLER_REVISION,
-              POD_DISRUPTION_BUDGET, INFERENCE_SERVICE)
+    for k in (
+        CONFIG_MAP,
+        SERVICE,
+        STATEFUL_SET,
+        POD,
+        SECRET,
+        EVENT,
+        NAMESPACE,
+        CONTROLLER_REVISION,
+        POD_DISRUPTION_BUDGET,
+        INFERENCE_SERVICE,
+    )
 }
 
 

@@ -60,8 +60,16 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 # Environment of the main container that the operator sets (the pod contract, docs/design.md): a
 # template must not set these itself.
-CONTRACT_ENV = ("INFER_SERVICE", "INFER_ORDINAL", "INFER_REPLICAS", "INFER_SYNC_REPLICAS", "POD_NAME",
-                "POD_NAMESPACE", "POD_IP", "INFER_ROLE")
+CONTRACT_ENV = (
+    "INFER_SERVICE",
+    "INFER_ORDINAL",
+    "INFER_REPLICAS",
+    "INFER_SYNC_REPLICAS",
+    "POD_NAME",
+    "POD_NAMESPACE",
+    "POD_IP",
+    "INFER_ROLE",
+)
 
 # The longest InferenceService name whose objects Kubernetes accepts: the StatefulSet labels each
 # pod `controller-revision-hash: <name>-<hash of up to 10 characters>`, a label value of at most 63.

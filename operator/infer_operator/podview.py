@@ -48,17 +48,17 @@ class PodView:
     ordinal: int | None
     role: str | None
     ip: str | None
-    ready: bool                               # the pod's Ready condition: what Services and the StatefulSet count
-    serving: bool                             # its containers are ready (ContainersReady): the app answers its probe
-    serving_since: datetime.datetime | None   # when its containers became ready
+    ready: bool  # the pod's Ready condition: what Services and the StatefulSet count
+    serving: bool  # its containers are ready (ContainersReady): the app answers its probe
+    serving_since: datetime.datetime | None  # when its containers became ready
     deleting: bool
     finalizers: tuple[str, ...]
     resource_version: str = ""
     registered: bool = False  # carries the registration mark (labels.CONDITION_REGISTERED)
-    gate_open: bool = False   # the operator's readiness gate is True (labels.CONDITION_READY)
-    managed: bool = True      # carries the managed-by label the operator's watch selects on
-    revision: str | None = None       # the StatefulSet revision it was made from (controller-revision-hash)
-    sync_port: int | None = None      # the serving port it was started with (its named container port)
+    gate_open: bool = False  # the operator's readiness gate is True (labels.CONDITION_READY)
+    managed: bool = True  # carries the managed-by label the operator's watch selects on
+    revision: str | None = None  # the StatefulSet revision it was made from (controller-revision-hash)
+    sync_port: int | None = None  # the serving port it was started with (its named container port)
     grace_seconds: int | None = None  # its terminationGracePeriodSeconds
 
     @classmethod

@@ -84,9 +84,9 @@ class ServiceRecord:
     namespace: str
     name: str
     registrar: Registrar
-    uid: str | None = None        # None until a user knew it (a pod's release knows only the name)
+    uid: str | None = None  # None until a user knew it (a pod's release knows only the name)
     wakeup: Wakeup = field(default_factory=Wakeup)
-    reconciler: ServiceLoop | None = None   # while the service's reconcile loop runs
+    reconciler: ServiceLoop | None = None  # while the service's reconcile loop runs
     settings: RegistrySettings | None = None  # what the service last synced with
     users: int = 0
 
@@ -108,7 +108,7 @@ class ServiceRecords:
     def __init__(self, make_registrar: Callable[[str, str], Registrar]):
         self._make_registrar = make_registrar
         self._newest: dict[ServiceKey, ServiceRecord] = {}  # by name: the newest incarnation
-        self._held: dict[int, ServiceRecord] = {}           # every record in use, by identity
+        self._held: dict[int, ServiceRecord] = {}  # every record in use, by identity
         metrics.SERVICE_RECORDS.set_function(lambda: len(self._held))
 
     # -- lifecycle -----------------------------------------------------------------------------

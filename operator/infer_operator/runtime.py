@@ -24,7 +24,7 @@ from infer_operator.registration.sharing import Views
 @dataclass
 class Options:
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
-    resync_seconds: float = RESYNC_SECONDS   # reconcile/schedule.py says why these defaults
+    resync_seconds: float = RESYNC_SECONDS  # reconcile/schedule.py says why these defaults
     audit_seconds: float = AUDIT_SECONDS
     sweep_seconds: float = SWEEP_SECONDS
     registry_timeout_seconds: float = 5.0
@@ -84,22 +84,30 @@ class Runtime:
     def services(self) -> ServiceRecords:
         if self._services is None:
             self._services = ServiceRecords(
-                lambda namespace, name: Registrar(self.kube, namespace, name, self.options.registry_timeout_seconds,
-                                                  recheck_seconds=self.options.sweep_seconds))
+                lambda namespace, name: Registrar(
+                    self.kube,
+                    namespace,
+                    name,
+                    self.options.registry_timeout_seconds,
+                    recheck_seconds=self.options.sweep_seconds,
+                )
+            )
         return self._services
 
     @property
     def releaser(self) -> PodReleaser:
         if self._releaser is None:
-            self._releaser = PodReleaser(self.kube, self.services, self.events.post,
-                                         timeout=lambda: self.options.deregister_timeout_seconds)
+            self._releaser = PodReleaser(
+                self.kube, self.services, self.events.post, timeout=lambda: self.options.deregister_timeout_seconds
+            )
         return self._releaser
 
     @property
     def service_releaser(self) -> ServiceReleaser:
         if self._service_releaser is None:
-            self._service_releaser = ServiceReleaser(self.kube, self.services, self.events.post,
-                                                     timeout=lambda: self.options.cleanup_timeout_seconds)
+            self._service_releaser = ServiceReleaser(
+                self.kube, self.services, self.events.post, timeout=lambda: self.options.cleanup_timeout_seconds
+            )
         return self._service_releaser
 
     def start_background(self, work: Coroutine[Any, Any, None]) -> None:

@@ -26,8 +26,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/services"
 PORT = 8000
 # Fast loops so that convergence fits the suite's time budget.
-OPERATOR_ARGS = ("--resync-seconds", "5", "--sweep-seconds", "5", "--registry-timeout", "2",
-                 "--deregister-timeout", "10")
+OPERATOR_ARGS = (
+    "--resync-seconds",
+    "5",
+    "--sweep-seconds",
+    "5",
+    "--registry-timeout",
+    "2",
+    "--deregister-timeout",
+    "10",
+)
 
 
 # -- registry views ------------------------------------------------------------------------------
@@ -38,15 +46,15 @@ def etcd_instances(etcd, service: str) -> dict:
     out = {}
     for key, value in etcd.range_prefix(base).items():
         try:
-            out[key[len(base):]] = json.loads(value)
+            out[key[len(base) :]] = json.loads(value)
         except ValueError:
-            out[key[len(base):]] = value
+            out[key[len(base) :]] = value
     return out
 
 
 def etcd_configs(etcd, service: str) -> set[str]:
     base = f"{PREFIX}/{service}/config/"
-    return {key[len(base):].split("/")[0] for key in etcd.range_prefix(base)}
+    return {key[len(base) :].split("/")[0] for key in etcd.range_prefix(base)}
 
 
 def etcd_registry(etcd, **extra) -> dict:
@@ -57,26 +65,40 @@ def etcd_registry(etcd, **extra) -> dict:
 
 
 def live_ips(kube: Kube, namespace: str, service: str) -> set[str]:
-    return {p.status.pod_ip for p in kube.pods(namespace, service).values()
-            if p.metadata.deletion_timestamp is None and p.status.pod_ip}
+    return {
+        p.status.pod_ip
+        for p in kube.pods(namespace, service).values()
+        if p.metadata.deletion_timestamp is None and p.status.pod_ip
+    }
 
 
 def stuck_terminating(kube: Kube, namespace: str) -> list[str]:
     """Pods that are being deleted and still carry our finalizer."""
-    return [p.metadata.name for p in kube.core.list_namespaced_pod(namespace).items
-            if p.metadata.deletion_timestamp is not None and labels.POD_FINALIZER in (p.metadata.finalizers or [])]
+    return [
+        p.metadata.name
+        for p in kube.core.list_namespaced_pod(namespace).items
+        if p.metadata.deletion_timestamp is not None and labels.POD_FINALIZER in (p.metadata.finalizers or [])
+    ]
 
 
 def orphans(kube: Kube, namespace: str) -> list[str]:
     """Owned objects (by our label) whose InferenceService owner no longer exists (by uid)."""
-    live = {item["metadata"]["uid"] for item in kube.custom.list_namespaced_custom_object(
-        labels.GROUP, labels.VERSION, namespace, labels.PLURAL)["items"]
-        if not item["metadata"].get("deletionTimestamp")}
+    live = {
+        item["metadata"]["uid"]
+        for item in kube.custom.list_namespaced_custom_object(labels.GROUP, labels.VERSION, namespace, labels.PLURAL)[
+            "items"
+        ]
+        if not item["metadata"].get("deletionTimestamp")
+    }
     found = []
     selector = labels.MANAGED_SELECTOR
-    objects = [("StatefulSet", o) for o in kube.apps.list_namespaced_stateful_set(namespace, label_selector=selector).items]
+    objects = [
+        ("StatefulSet", o) for o in kube.apps.list_namespaced_stateful_set(namespace, label_selector=selector).items
+    ]
     objects += [("Service", o) for o in kube.core.list_namespaced_service(namespace, label_selector=selector).items]
-    objects += [("ConfigMap", o) for o in kube.core.list_namespaced_config_map(namespace, label_selector=selector).items]
+    objects += [
+        ("ConfigMap", o) for o in kube.core.list_namespaced_config_map(namespace, label_selector=selector).items
+    ]
     for kind, obj in objects:
         if obj.metadata.deletion_timestamp is not None:
             continue
@@ -86,16 +108,22 @@ def orphans(kube: Kube, namespace: str) -> list[str]:
     return found
 
 
-def converged(kube: Kube, namespace: str, services: dict[str, Callable[[], dict]],
-              configs: dict[str, Callable[[], set[str]]] | None = None) -> list[str]:
+def converged(
+    kube: Kube,
+    namespace: str,
+    services: dict[str, Callable[[], dict]],
+    configs: dict[str, Callable[[], set[str]]] | None = None,
+) -> list[str]:
     """Differences between the registry and the truth (empty list: converged)."""
     problems = []
     for service, listing in services.items():
         expected = expected_entries(kube, namespace, service)
         actual = listing()
         if actual != expected:
-            problems.append(f"{service}: registry {sorted(actual)} != Ready sync pods {sorted(expected)}"
-                            + ("" if set(actual) != set(expected) else " (contents differ)"))
+            problems.append(
+                f"{service}: registry {sorted(actual)} != Ready sync pods {sorted(expected)}"
+                + ("" if set(actual) != set(expected) else " (contents differ)")
+            )
         if configs and service in configs:
             dead = configs[service]() - live_ips(kube, namespace, service)
             if dead:
@@ -109,8 +137,13 @@ def converged(kube: Kube, namespace: str, services: dict[str, Callable[[], dict]
     return problems
 
 
-def assert_converged(kube: Kube, namespace: str, services: dict[str, Callable[[], dict]],
-                     configs: dict[str, Callable[[], set[str]]] | None = None, timeout: float = 60) -> float:
+def assert_converged(
+    kube: Kube,
+    namespace: str,
+    services: dict[str, Callable[[], dict]],
+    configs: dict[str, Callable[[], set[str]]] | None = None,
+    timeout: float = 60,
+) -> float:
     """Wait (bounded) until converged; returns the seconds it took."""
     started = time.monotonic()
     last: list[list[str]] = [[]]
@@ -128,8 +161,7 @@ class LiveEntryWatch:
     non-terminating sync pod's entry (seen registered before, same uid) was missing. Pods are read
     before and after the registry, and only a pod unchanged across both reads counts."""
 
-    def __init__(self, kube: Kube, namespace: str, service: str, listing: Callable[[], dict],
-                 interval: float = 0.25):
+    def __init__(self, kube: Kube, namespace: str, service: str, listing: Callable[[], dict], interval: float = 0.25):
         self.kube, self.namespace, self.service, self.listing = kube, namespace, service, listing
         self.interval = interval
         self.seen: set[str] = set()  # uids seen registered
@@ -139,8 +171,10 @@ class LiveEntryWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _ready(self) -> dict[str, tuple[str, str]]:
-        return {p.metadata.uid: (n, p.status.pod_ip)
-                for n, p in ready_sync_pods(self.kube, self.namespace, self.service).items()}
+        return {
+            p.metadata.uid: (n, p.status.pod_ip)
+            for n, p in ready_sync_pods(self.kube, self.namespace, self.service).items()
+        }
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -172,8 +206,9 @@ def isvc_events(kube: Kube, namespace: str) -> list[client.CoreV1Event]:
     return kube.core.list_namespaced_event(namespace).items
 
 
-def new_operator(cluster, tmp_path: Path, *extra: str, name: str = "operator", env: dict | None = None
-                 ) -> OperatorProcess:
+def new_operator(
+    cluster, tmp_path: Path, *extra: str, name: str = "operator", env: dict | None = None
+) -> OperatorProcess:
     return OperatorProcess(cluster.kubeconfig, tmp_path / f"{name}.log", *OPERATOR_ARGS, *extra, env=env)
 
 
@@ -186,12 +221,21 @@ def fill_ip_holes_below(kube: Kube, namespace: str, ip: str, limit: int = 200) -
 
     target = ipaddress.ip_address(ip)
     for count in range(1, limit + 1):
-        name = kube.core.create_namespaced_pod(namespace, {
-            "metadata": {"generateName": "ip-filler-"},
-            "spec": {"containers": [{"name": "c", "image": "registry.example/filler:1"}],
-                     "terminationGracePeriodSeconds": 0}}).metadata.name
-        got = wait_for(lambda n=name: kube.core.read_namespaced_pod(n, namespace).status.pod_ip, timeout=30,
-                       message=f"filler {name} has an IP")
+        name = kube.core.create_namespaced_pod(
+            namespace,
+            {
+                "metadata": {"generateName": "ip-filler-"},
+                "spec": {
+                    "containers": [{"name": "c", "image": "registry.example/filler:1"}],
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        ).metadata.name
+        got = wait_for(
+            lambda n=name: kube.core.read_namespaced_pod(n, namespace).status.pod_ip,
+            timeout=30,
+            message=f"filler {name} has an IP",
+        )
         if ipaddress.ip_address(got) > target:
             return count
     raise AssertionError(f"more than {limit} free addresses below {ip}")

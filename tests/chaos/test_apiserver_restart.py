@@ -45,8 +45,9 @@ def test_apiserver_restart_during_churn(cluster, kube, namespace, etcd, operator
     kube.core.delete_namespaced_pod("api-1", namespace)
     kube.patch_isvc(namespace, "api", {"spec": {"replicas": 5, "syncReplicas": 4}})
     down = {}
-    thread = threading.Thread(target=lambda: down.update(
-        s=launcher.restart_component("kube-apiserver", cluster.state_dir, down_seconds=5)))
+    thread = threading.Thread(
+        target=lambda: down.update(s=launcher.restart_component("kube-apiserver", cluster.state_dir, down_seconds=5))
+    )
     thread.start()
     thread.join(120)
     assert "s" in down, "kube-apiserver did not come back"
@@ -56,20 +57,31 @@ def test_apiserver_restart_during_churn(cluster, kube, namespace, etcd, operator
     # The operator's own recovery: a split change made after the restart is observed.
     _retry(lambda: kube.patch_isvc(namespace, "api", {"spec": {"syncReplicas": 2}}))
     generation = kube.get_isvc(namespace, "api")["metadata"]["generation"]
-    wait_for(lambda: (kube.get_isvc(namespace, "api").get("status") or {}).get("observedGeneration") == generation,
-             timeout=60, interval=0.2, message="spec change after the restart observed")
+    wait_for(
+        lambda: (kube.get_isvc(namespace, "api").get("status") or {}).get("observedGeneration") == generation,
+        timeout=60,
+        interval=0.2,
+        message="spec change after the restart observed",
+    )
     recovery = time.monotonic() - back
 
     # ... and carried out once the cluster's controllers are back: api-2 and api-3 restart as async.
     def split_carried_out():
         pods = kube.pods(namespace, "api")
-        roles = {name: (pod.metadata.labels or {}).get(labels.LABEL_ROLE) for name, pod in pods.items()
-                 if is_ready(pod) and not pod.metadata.deletion_timestamp}
-        return (roles == {"api-0": "sync", "api-1": "sync", "api-2": "async", "api-3": "async", "api-4": "async"}
-                and {e["pod"] for e in listing().values()} == {"api-0", "api-1"})
+        roles = {
+            name: (pod.metadata.labels or {}).get(labels.LABEL_ROLE)
+            for name, pod in pods.items()
+            if is_ready(pod) and not pod.metadata.deletion_timestamp
+        }
+        return roles == {"api-0": "sync", "api-1": "sync", "api-2": "async", "api-3": "async", "api-4": "async"} and {
+            e["pod"] for e in listing().values()
+        } == {"api-0", "api-1"}
 
-    wait_for(split_carried_out, timeout=CONTROLLERS_RECOVER,
-             message=lambda: f"split change carried out: registry {sorted(listing())}")
+    wait_for(
+        split_carried_out,
+        timeout=CONTROLLERS_RECOVER,
+        message=lambda: f"split change carried out: registry {sorted(listing())}",
+    )
     settled = time.monotonic() - back
 
     # A later pod event: delete a sync pod; its successor must be labelled and registered.
@@ -83,15 +95,25 @@ def test_apiserver_restart_during_churn(cluster, kube, namespace, etcd, operator
         return (pod.metadata.labels or {}).get(labels.LABEL_ROLE) == "sync"
 
     wait_for(successor_handled, timeout=120, interval=0.2, message="new pod labelled after the API restart")
-    wait_for(lambda: {e["pod"] for e in listing().values()} == {"api-0", "api-1"} and old_uid not in
-             {e["uid"] for e in listing().values()}, timeout=120, message=lambda: f"successor registered: {listing()}")
+    wait_for(
+        lambda: (
+            {e["pod"] for e in listing().values()} == {"api-0", "api-1"}
+            and old_uid not in {e["uid"] for e in listing().values()}
+        ),
+        timeout=120,
+        message=lambda: f"successor registered: {listing()}",
+    )
     assert_converged(kube, namespace, {"api": listing}, {"api": lambda: etcd_configs(etcd, "api")}, timeout=60)
     entries = listing()
     assert len({e["pod"] for e in entries.values()}) == len(entries), f"registered twice: {entries}"
     assert operator.process.poll() is None and operator.healthy()
     ghosts = operator.log_text().count("still in the watch cache")
-    figures.update(apiserver_down_s=down["s"], operator_recovery_s=recovery, split_carried_out_s=settled,
-                   index_ghosts_set_aside=ghosts)
+    figures.update(
+        apiserver_down_s=down["s"],
+        operator_recovery_s=recovery,
+        split_carried_out_s=settled,
+        index_ghosts_set_aside=ghosts,
+    )
 
 
 def _retry(call, timeout=30):
@@ -107,6 +129,7 @@ def _retry(call, timeout=30):
             raise
         except Exception:  # noqa: BLE001 - connection refused while the API settles
             return False
+
     wait_for(attempt, timeout=timeout, message="API call after restart")
 
 

@@ -37,53 +37,97 @@ CASES = [
     ("async-args-without-command", {"async.args": ["--x"]}, "args"),
     ("sync-command-empty", {"sync.command": []}, "command"),
     ("sync-command-not-list", {"sync.command": "serve"}, "command"),
-    ("probe-two-handlers", {"sync.readinessProbe": {"httpGet": {"port": 8000}, "tcpSocket": {"port": 8000}}},
-     "readinessProbe"),
+    (
+        "probe-two-handlers",
+        {"sync.readinessProbe": {"httpGet": {"port": 8000}, "tcpSocket": {"port": 8000}}},
+        "readinessProbe",
+    ),
     ("probe-no-handler", {"sync.readinessProbe": {"periodSeconds": 5}}, "readinessProbe"),
     ("probe-period-zero", {"sync.readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 0}}, "periodSeconds"),
-    ("async-probe-negative-delay", {"async.readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": -1}},
-     "initialDelaySeconds"),
+    (
+        "async-probe-negative-delay",
+        {"async.readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": -1}},
+        "initialDelaySeconds",
+    ),
     ("probe-unknown-field", {"sync.readinessProbe": {"tcpSocket": {"port": 8000}, "perodSeconds": 3}}, "perodSeconds"),
     ("drain-negative", {"lifecycle.drainSeconds": -5}, "drainSeconds"),
-    ("grace-not-above-drain", {"lifecycle": {"drainSeconds": 30, "terminationGracePeriodSeconds": 30}},
-     "terminationGracePeriodSeconds"),
-    ("async-drain-too-long", {"lifecycle": {"asyncDrainSeconds": 50, "terminationGracePeriodSeconds": 40,
-                                            "drainSeconds": 1}}, "asyncDrainSeconds"),
+    (
+        "grace-not-above-drain",
+        {"lifecycle": {"drainSeconds": 30, "terminationGracePeriodSeconds": 30}},
+        "terminationGracePeriodSeconds",
+    ),
+    (
+        "async-drain-too-long",
+        {"lifecycle": {"asyncDrainSeconds": 50, "terminationGracePeriodSeconds": 40, "drainSeconds": 1}},
+        "asyncDrainSeconds",
+    ),
     ("offline-path-relative", {"lifecycle.offlinePath": "offline"}, "offlinePath"),
     ("lifecycle-unknown", {"lifecycle.drainSecs": 3}, "drainSecs"),
     ("registry-type-bad", {"registry": {"type": "consul"}}, "type"),
     ("registry-etcd-missing", {"registry": {"type": "etcd"}}, "etcd"),
     ("registry-http-missing", {"registry": {"type": "http"}}, "http"),
     ("registry-etcd-endpoints-empty", {"registry": {"type": "etcd", "etcd": {"endpoints": []}}}, "endpoints"),
-    ("registry-etcd-endpoint-not-url", {"registry": {"type": "etcd", "etcd": {"endpoints": ["etcd:2379"]}}},
-     "endpoints"),
+    (
+        "registry-etcd-endpoint-not-url",
+        {"registry": {"type": "etcd", "etcd": {"endpoints": ["etcd:2379"]}}},
+        "endpoints",
+    ),
     ("registry-http-url-bad", {"registry": {"type": "http", "http": {"url": "ftp://x"}}}, "url"),
     ("registry-delay-negative", {"registry": {"type": "none", "registerDelaySeconds": -1}}, "registerDelaySeconds"),
     ("registry-unknown-field", {"registry": {"type": "none", "endpoint": "x"}}, "endpoint"),
-    ("registry-secret-no-name", {"registry": {"type": "http", "http": {"url": "http://a:1", "credentialsSecret": {}}}},
-     "name"),
+    (
+        "registry-secret-no-name",
+        {"registry": {"type": "http", "http": {"url": "http://a:1", "credentialsSecret": {}}}},
+        "name",
+    ),
     ("policy-bad", {"podManagementPolicy": "Sometimes"}, "podManagementPolicy"),
     ("template-missing", {"template": None}, "template"),
     ("containers-empty", {f"{C}": []}, "containers"),
     ("container-no-image", {f"{C}": [{"name": "model"}]}, "image"),
     ("container-no-name", {f"{C}": [{"image": "x:1"}]}, "name"),
-    ("container-bad-quantity", {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"],
-                                          "resources": {"limits": {"memory": "lots"}}}]}, "memory"),
-    ("container-bad-port", {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"],
-                                      "ports": [{"containerPort": 99999}]}]}, "containerPort"),
+    (
+        "container-bad-quantity",
+        {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"], "resources": {"limits": {"memory": "lots"}}}]},
+        "memory",
+    ),
+    (
+        "container-bad-port",
+        {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"], "ports": [{"containerPort": 99999}]}]},
+        "containerPort",
+    ),
     ("container-bad-name", {f"{C}": [{"name": "Model_One", "image": "x:1", "command": ["run"]}]}, "name"),
     ("template-restart-policy", {"template.spec.restartPolicy": "Never"}, "restartPolicy"),
     # issue 13: fields the operator sets, typos in the pod template, names its objects cannot carry
-    ("template-typo", {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"], "resourcez": {}}]},
-     "resourcez"),
+    ("template-typo", {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"], "resourcez": {}}]}, "resourcez"),
     ("template-typo-deep", {"template.spec.securityContxt": {}}, "securityContxt"),
-    ("template-grace", {"template.spec.terminationGracePeriodSeconds": 600},
-     "spec.lifecycle.terminationGracePeriodSeconds"),
-    ("template-readiness-probe", {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"],
-                                            "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}}}]},
-     "spec.sync.readinessProbe"),
-    ("template-contract-env", {f"{C}": [{"name": "model", "image": "x:1", "command": ["run"],
-                                         "env": [{"name": "INFER_ROLE", "value": "sync"}]}]}, "INFER_ROLE"),
+    (
+        "template-grace",
+        {"template.spec.terminationGracePeriodSeconds": 600},
+        "spec.lifecycle.terminationGracePeriodSeconds",
+    ),
+    (
+        "template-readiness-probe",
+        {
+            f"{C}": [
+                {
+                    "name": "model",
+                    "image": "x:1",
+                    "command": ["run"],
+                    "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}},
+                }
+            ]
+        },
+        "spec.sync.readinessProbe",
+    ),
+    (
+        "template-contract-env",
+        {
+            f"{C}": [
+                {"name": "model", "image": "x:1", "command": ["run"], "env": [{"name": "INFER_ROLE", "value": "sync"}]}
+            ]
+        },
+        "INFER_ROLE",
+    ),
     ("template-role-label", {"template.metadata": {"labels": {labels.LABEL_ROLE: "sync"}}}, labels.LABEL_ROLE),
     ("name-too-long", {"@name": "x" * 53}, "metadata.name"),
     ("name-with-dot", {"@name": "llm.v2"}, "metadata.name"),
@@ -92,9 +136,21 @@ CASES = [
     ("pdb-not-a-percentage", {"podDisruptionBudget": {"maxUnavailable": "half"}}, "maxUnavailable"),
     ("pdb-negative", {"podDisruptionBudget": {"minAvailable": -1}}, "minAvailable"),
     ("pdb-unknown-field", {"podDisruptionBudget": {"maxUnavailible": 1}}, "maxUnavailible"),
-    ("template-bad-volume", {"template.spec.volumes": [{"name": "v"}], f"{C}": [
-        {"name": "model", "image": "x:1", "command": ["run"], "volumeMounts": [{"name": "w", "mountPath": "/w"}]}]},
-     "volumeMounts"),
+    (
+        "template-bad-volume",
+        {
+            "template.spec.volumes": [{"name": "v"}],
+            f"{C}": [
+                {
+                    "name": "model",
+                    "image": "x:1",
+                    "command": ["run"],
+                    "volumeMounts": [{"name": "w", "mountPath": "/w"}],
+                }
+            ],
+        },
+        "volumeMounts",
+    ),
 ]
 
 
@@ -139,8 +195,9 @@ def test_invalid_inference_service(kube, bad_namespace, bad_input_operator, figu
     body["spec"] = _mutate(body["spec"], changes)
     body["metadata"]["namespace"] = namespace
     try:
-        kube.custom.create_namespaced_custom_object(labels.GROUP, labels.VERSION, namespace, labels.PLURAL, body,
-                                                    field_validation="Strict")
+        kube.custom.create_namespaced_custom_object(
+            labels.GROUP, labels.VERSION, namespace, labels.PLURAL, body, field_validation="Strict"
+        )
     except client.ApiException as exc:
         assert exc.status in (400, 422), f"unexpected {exc.status}: {exc.body}"
         assert field in exc.body, f"the rejection does not name {field!r}: {exc.body[:400]}"
@@ -154,7 +211,10 @@ def test_invalid_inference_service(kube, bad_namespace, bad_input_operator, figu
         events = [e for e in kube.events(namespace, name) if e.type == "Warning" and field in (e.message or "")]
         return cond if events else None
 
-    wait_for(degraded, timeout=30, message=lambda: f"accepted but not Degraded naming {field!r}: "
-             f"{kube.get_isvc(namespace, name).get('status')}")
+    wait_for(
+        degraded,
+        timeout=30,
+        message=lambda: f"accepted but not Degraded naming {field!r}: {kube.get_isvc(namespace, name).get('status')}",
+    )
     assert not kube.pods(namespace, name), "pods made from an invalid InferenceService"
     figures.update(outcome="Degraded with an event")

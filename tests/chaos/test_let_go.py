@@ -52,8 +52,9 @@ def throwaway_namespace(kube, namespace):
 
 
 @pytest.mark.parametrize("registry_down", [False, True], ids=["registry-up", "registry-down"])
-def test_deleting_a_namespace_with_its_credentials_secret_never_hangs(kube, etcd, operators, throwaway_namespace,
-                                                                      figures, registry_down):
+def test_deleting_a_namespace_with_its_credentials_secret_never_hangs(
+    kube, etcd, operators, throwaway_namespace, figures, registry_down
+):
     """Case 5: the Secret goes with the namespace; with the registry up the entries are still
     cleaned (the client built before is used), with it down the service lets go at the bound."""
     port = free_port()
@@ -70,8 +71,12 @@ def test_deleting_a_namespace_with_its_credentials_secret_never_hangs(kube, etcd
     try:
         started = time.monotonic()
         kube.core.delete_namespace(ns)
-        wait_for(lambda: namespace_gone(kube, ns), timeout=60, interval=0.5,
-                 message=lambda: f"namespace {ns} still there: {kube.core.read_namespace(ns).status}")
+        wait_for(
+            lambda: namespace_gone(kube, ns),
+            timeout=60,
+            interval=0.5,
+            message=lambda: f"namespace {ns} still there: {kube.core.read_namespace(ns).status}",
+        )
         took = time.monotonic() - started
     finally:
         if registry_down:
@@ -86,14 +91,16 @@ def test_deleting_a_namespace_with_its_credentials_secret_never_hangs(kube, etcd
     figures.update(namespace_gone_s=took, registry_down=registry_down)
 
 
-def test_a_spec_too_large_for_more_annotations_is_still_updated_and_deleted(cluster, kube, namespace, etcd,
-                                                                            operators, figures):
+def test_a_spec_too_large_for_more_annotations_is_still_updated_and_deleted(
+    cluster, kube, namespace, etcd, operators, figures
+):
     """Case 6: a client-side apply keeps the whole object in an annotation (here ~130 KB); the
     operator adds no bookkeeping annotation of its own, so changes and deletion go through."""
     operators()
     body = isvc_body("big", namespace, replicas=1, syncReplicas=1, registry=etcd_registry(etcd))
     body["spec"]["template"]["spec"]["containers"][0]["env"] = [
-        {"name": f"VAR_{i}", "value": "x" * 420} for i in range(300)]
+        {"name": f"VAR_{i}", "value": "x" * 420} for i in range(300)
+    ]
     result = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body), timeout=60)
     assert result.returncode == 0, result.stderr
     wait_for(lambda: len(etcd_instances(etcd, "big")) == 1, timeout=60, message="registered")
@@ -108,8 +115,10 @@ def test_a_spec_too_large_for_more_annotations_is_still_updated_and_deleted(clus
     kube.delete_isvc(namespace, "big")
     wait_for(lambda: not kube.isvc_exists(namespace, "big"), timeout=60, message="deleted")
     assert etcd_instances(etcd, "big") == {}
-    figures.update(annotation_kb=len(annotations["kubectl.kubernetes.io/last-applied-configuration"]) // 1024,
-                   deleted_s=time.monotonic() - started)
+    figures.update(
+        annotation_kb=len(annotations["kubectl.kubernetes.io/last-applied-configuration"]) // 1024,
+        deleted_s=time.monotonic() - started,
+    )
 
 
 def _relabel(kube, namespace: str, pod: str) -> None:
@@ -117,8 +126,9 @@ def _relabel(kube, namespace: str, pod: str) -> None:
 
 
 @pytest.mark.parametrize("operator_down", [False, True], ids=["while-running", "while-down"])
-def test_a_pod_relabelled_out_of_the_watch_is_taken_back_and_released(kube, namespace, etcd, operators, figures,
-                                                                      operator_down):
+def test_a_pod_relabelled_out_of_the_watch_is_taken_back_and_released(
+    kube, namespace, etcd, operators, figures, operator_down
+):
     """Case 7: the label is put back (the watch sees the pod again), and its deletion is released
     like any other; with the operator down at the time, its next audit finds the pod."""
     operator = operators()
@@ -130,15 +140,23 @@ def test_a_pod_relabelled_out_of_the_watch_is_taken_back_and_released(kube, name
     if operator_down:
         operator.start()
     started = time.monotonic()
-    wait_for(lambda: kube.pods(namespace, "llm")["llm-1"].metadata.labels.get(labels.LABEL_MANAGED_BY)
-             == labels.MANAGED_BY, timeout=30, message="managed-by label put back")
+    wait_for(
+        lambda: kube.pods(namespace, "llm")["llm-1"].metadata.labels.get(labels.LABEL_MANAGED_BY) == labels.MANAGED_BY,
+        timeout=30,
+        message="managed-by label put back",
+    )
     relabelled = time.monotonic() - started
     _relabel(kube, namespace, "llm-1")
     kube.core.delete_namespaced_pod("llm-1", namespace)
     wait_for(lambda: not stuck_terminating(kube, namespace), timeout=30, message="released")
-    wait_for(lambda: len(etcd_instances(etcd, "llm")) == 2 and
-             (kube.get_isvc(namespace, "llm").get("status") or {}).get("readyReplicas") == 2,
-             timeout=60, message="recreated, registered, counted")
+    wait_for(
+        lambda: (
+            len(etcd_instances(etcd, "llm")) == 2
+            and (kube.get_isvc(namespace, "llm").get("status") or {}).get("readyReplicas") == 2
+        ),
+        timeout=60,
+        message="recreated, registered, counted",
+    )
     figures.update(relabel_restored_s=relabelled, operator_down=operator_down)
 
 
@@ -152,4 +170,3 @@ def test_both_finalizers_of_a_service_go_on_deletion(kube, namespace, etcd, oper
     kube.delete_isvc(namespace, "odd")
     wait_for(lambda: not kube.isvc_exists(namespace, "odd"), timeout=30, message="deleted")
     assert etcd_instances(etcd, "odd") == {}
-

@@ -33,8 +33,9 @@ def test_sigkill_ten_times_during_churn(kube, namespace, etcd, operators, figure
 
     for name in SERVICES:
         create(name)
-    wait_for(lambda: all(len(etcd_instances(etcd, n)) == 2 for n in SERVICES), timeout=60,
-             message="both services registered")
+    wait_for(
+        lambda: all(len(etcd_instances(etcd, n)) == 2 for n in SERVICES), timeout=60, message="both services registered"
+    )
 
     def churn_once():
         name = rng.choice(SERVICES)
@@ -102,14 +103,28 @@ def test_sigkill_ten_times_during_churn(kube, namespace, etcd, operators, figure
         if not kube.isvc_exists(namespace, name):
             create(name)
     for name in SERVICES:
-        wait_for(lambda n=name: _settled(kube, namespace, n, specs[n]), timeout=90,
-                 message=lambda n=name: f"{n} settled at {specs[n]}: {kube.get_isvc(namespace, n).get('status')}")
-    took = assert_converged(kube, namespace,
-                            {n: (lambda n=n: etcd_instances(etcd, n)) for n in SERVICES},
-                            {n: (lambda n=n: etcd_configs(etcd, n)) for n in SERVICES}, timeout=60)
+        wait_for(
+            lambda n=name: _settled(kube, namespace, n, specs[n]),
+            timeout=90,
+            message=lambda n=name: f"{n} settled at {specs[n]}: {kube.get_isvc(namespace, n).get('status')}",
+        )
+    took = assert_converged(
+        kube,
+        namespace,
+        {n: (lambda n=n: etcd_instances(etcd, n)) for n in SERVICES},
+        {n: (lambda n=n: etcd_configs(etcd, n)) for n in SERVICES},
+        timeout=60,
+    )
     assert operator.process.poll() is None and operator.healthy()
-    figures.update(kills_survived=kills, churn_actions=len(log), converged_after_settle_s=took,
-                   stale_entries=0, stale_configs=0, stuck_terminating=0, orphans=0)
+    figures.update(
+        kills_survived=kills,
+        churn_actions=len(log),
+        converged_after_settle_s=took,
+        stale_entries=0,
+        stale_configs=0,
+        stuck_terminating=0,
+        orphans=0,
+    )
 
 
 def _deleting(kube, namespace, name) -> bool:
@@ -125,5 +140,9 @@ def _settled(kube, namespace, name, spec) -> bool:
     status = kube.get_isvc(namespace, name).get("status") or {}
     sync = spec["syncReplicas"]
     pods = kube.pods(namespace, name)
-    return (status.get("syncReady") == sync and status.get("asyncReady") == spec["replicas"] - sync
-            and len(pods) == spec["replicas"] and status.get("registered") == sync)
+    return (
+        status.get("syncReady") == sync
+        and status.get("asyncReady") == spec["replicas"] - sync
+        and len(pods) == spec["replicas"]
+        and status.get("registered") == sync
+    )

@@ -21,9 +21,12 @@ ACTING = ("takes the", "Registered ", "Deregistered ")
 def test_peering_active_standby_and_hand_over(cluster, kube, namespace, etcd, operators, figures):
     name = f"chaos-{secrets.token_hex(3)}"
     custom = kube.custom
-    custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings",
-                                        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
-                                         "metadata": {"name": name}})
+    custom.create_cluster_custom_object(
+        "kopf.dev",
+        "v1",
+        "clusterkopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}},
+    )
     try:
         env = {"INFER_OPERATOR_PEERING_LIFETIME": str(LIFETIME)}
         active = operators("--peering", name, "--priority", "100", name="active", env=env)
@@ -34,8 +37,9 @@ def test_peering_active_standby_and_hand_over(cluster, kube, namespace, etcd, op
         kube.create_isvc(namespace, isvc_body("peer", replicas=3, syncReplicas=3, registry=etcd_registry(etcd)))
         listing = lambda: etcd_instances(etcd, "peer")  # noqa: E731
         wait_for(lambda: len(listing()) == 3, timeout=60, message="3 registered by the active replica")
-        assert not [line for line in standby.log_text().splitlines() if any(a in line for a in ACTING)], \
+        assert not [line for line in standby.log_text().splitlines() if any(a in line for a in ACTING)], (
             "the standby acted while the active replica was alive"
+        )
         assert "Resuming operations" not in standby.log_text()
 
         old_uid = kube.pods(namespace, "peer")["peer-0"].metadata.uid
@@ -45,14 +49,17 @@ def test_peering_active_standby_and_hand_over(cluster, kube, namespace, etcd, op
 
         def handled():
             pod = kube.pods(namespace, "peer").get("peer-0")
-            return (pod is not None and pod.metadata.uid != old_uid and pod.metadata.deletion_timestamp is None
-                    and (pod.metadata.labels or {}).get(labels.LABEL_ROLE) == "sync")
+            return (
+                pod is not None
+                and pod.metadata.uid != old_uid
+                and pod.metadata.deletion_timestamp is None
+                and (pod.metadata.labels or {}).get(labels.LABEL_ROLE) == "sync"
+            )
 
         wait_for(handled, timeout=LIFETIME + 60, interval=0.2, message="the standby takes over")
         hand_over = time.monotonic() - killed
         wait_for(lambda: len(listing()) == 3, timeout=60, message="3 registered after the hand-over")
-        assert_converged(kube, namespace, {"peer": listing}, {"peer": lambda: etcd_configs(etcd, "peer")},
-                         timeout=60)
+        assert_converged(kube, namespace, {"peer": listing}, {"peer": lambda: etcd_configs(etcd, "peer")}, timeout=60)
         entries = listing()
         assert len({e["pod"] for e in entries.values()}) == 3
         assert standby.process.poll() is None and standby.healthy()

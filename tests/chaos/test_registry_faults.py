@@ -38,8 +38,9 @@ def admin():
 
 def test_http_registry_misbehaves(kube, namespace, admin, operators, figures):
     operator = operators()
-    kube.create_isvc(namespace, isvc_body("flaky", replicas=3, syncReplicas=2,
-                                          registry={"type": "http", "http": {"url": admin.url}}))
+    kube.create_isvc(
+        namespace, isvc_body("flaky", replicas=3, syncReplicas=2, registry={"type": "http", "http": {"url": admin.url}})
+    )
     listing = lambda: admin.instances("flaky")  # noqa: E731
     wait_for(lambda: len(listing()) == 2, timeout=60, message="2 registered")
     live = {p.status.pod_ip for p in kube.pods(namespace, "flaky").values()}
@@ -71,12 +72,12 @@ def test_http_registry_misbehaves(kube, namespace, admin, operators, figures):
         if fault_id != "404-on-put":
             gone_with_their_pod = {a for a in before if a.split(":")[0] in replaced}
             assert set(before) - set(state["instances"].get("flaky", {})) <= (
-                _dead(kube, namespace, before) | gone_with_their_pod), \
-                f"{fault_id}: live entries removed"
+                _dead(kube, namespace, before) | gone_with_their_pod
+            ), f"{fault_id}: live entries removed"
     admin.faults(reset=True)
     assert_converged(kube, namespace, {"flaky": listing}, {"flaky": lambda: admin.configs("flaky")}, timeout=60)
     log = operator.log_text()
-    assert "Traceback" not in log, log[log.index("Traceback") - 500:][:3000]
+    assert "Traceback" not in log, log[log.index("Traceback") - 500 :][:3000]
     unique = sorted(set(seen_unreachable))
     assert len(unique) >= 6, f"RegistrySynced=False seen only during {unique}"
     figures.update(faults=len(FAULTS), reported_not_synced=len(unique), crashes=0, tracebacks=0)

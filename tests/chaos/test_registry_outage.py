@@ -55,8 +55,11 @@ def test_etcd_outage_during_deletions(kube, namespace, etcd, operators, figures)
             assert all(healthy_samples), f"liveness failed {healthy_samples.count(False)} times"
             assert set(release_times) == set(old), "not every deleted pod was released during the outage"
             assert min(release_times.values()) >= 8.0, f"released before the timeout: {sorted(release_times.values())}"
-            timed_out = {e.involved_object.uid for e in kube.core.list_namespaced_event(namespace).items
-                         if e.reason == "DeregistrationTimedOut"}
+            timed_out = {
+                e.involved_object.uid
+                for e in kube.core.list_namespaced_event(namespace).items
+                if e.reason == "DeregistrationTimedOut"
+            }
             assert set(old) <= timed_out, f"{len(set(old) - timed_out)} deleted pods without DeregistrationTimedOut"
             synced = condition(kube.get_isvc(namespace, "big"), "RegistrySynced")
             assert synced and synced["status"] == "False" and synced["reason"] == "RegistryUnreachable", synced
@@ -67,21 +70,35 @@ def test_etcd_outage_during_deletions(kube, namespace, etcd, operators, figures)
         def stale():
             entries = listing()
             dead_uid = [k for k, v in entries.items() if isinstance(v, dict) and v.get("uid") in old]
-            live = {p.status.pod_ip for p in kube.pods(namespace, "big").values()
-                    if p.metadata.deletion_timestamp is None}
+            live = {
+                p.status.pod_ip for p in kube.pods(namespace, "big").values() if p.metadata.deletion_timestamp is None
+            }
             dead_cfg = [ip for ip in etcd_configs(etcd, "big") if ip not in live]
             return dead_uid + dead_cfg
 
-        wait_for(lambda: not stale(), timeout=2 * SWEEP_SECONDS + 5, interval=0.25,
-                 message=lambda: f"stale keys after two sweeps: {stale()}")
+        wait_for(
+            lambda: not stale(),
+            timeout=2 * SWEEP_SECONDS + 5,
+            interval=0.25,
+            message=lambda: f"stale keys after two sweeps: {stale()}",
+        )
         stale_gone = time.monotonic() - resumed
-        assert_converged(kube, namespace, {"big": lambda: {k: v for k, v in listing().items() if k != "garbage"}},
-                         {"big": lambda: etcd_configs(etcd, "big")}, timeout=60)
+        assert_converged(
+            kube,
+            namespace,
+            {"big": lambda: {k: v for k, v in listing().items() if k != "garbage"}},
+            {"big": lambda: etcd_configs(etcd, "big")},
+            timeout=60,
+        )
     assert not watch.missing, f"live entries removed: {watch.missing[:5]}"
     assert etcd.get("/services/big/instances/garbage") == b"not json at all"
     assert etcd.get("/elsewhere/big/instances/10.9.9.9:8000") == b"{}"
     assert operator.healthy()
-    figures.update(outage_s=OUTAGE_SECONDS, pods_deleted=len(old),
-                   released_after_s=f"{min(release_times.values()):.1f}..{max(release_times.values()):.1f}",
-                   stale_keys_gone_after_resume_s=stale_gone, live_entries_wrongly_removed=len(watch.missing),
-                   watch_samples_failed=watch.errors)
+    figures.update(
+        outage_s=OUTAGE_SECONDS,
+        pods_deleted=len(old),
+        released_after_s=f"{min(release_times.values()):.1f}..{max(release_times.values()):.1f}",
+        stale_keys_gone_after_resume_s=stale_gone,
+        live_entries_wrongly_removed=len(watch.missing),
+        watch_samples_failed=watch.errors,
+    )

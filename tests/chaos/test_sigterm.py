@@ -37,9 +37,13 @@ def test_sigterm_during_deletions(kube, namespace, etcd, operators, figures):
         first.process.wait(60)
         exit_seconds = time.monotonic() - sent
         # In-flight work is abandoned safely: the pods are still held, nothing released unconfirmed.
-        held = [n for n, uid in victims.items()
-                if (p := kube.pods(namespace, "term").get(n)) is not None and p.metadata.uid == uid
-                and labels.POD_FINALIZER in (p.metadata.finalizers or [])]
+        held = [
+            n
+            for n, uid in victims.items()
+            if (p := kube.pods(namespace, "term").get(n)) is not None
+            and p.metadata.uid == uid
+            and labels.POD_FINALIZER in (p.metadata.finalizers or [])
+        ]
     finally:
         os.kill(etcd.proc.pid, signal.SIGCONT)
     assert exit_seconds < EXIT_BOUND, f"operator took {exit_seconds:.1f}s to exit"

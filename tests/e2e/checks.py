@@ -88,8 +88,9 @@ class GatewayEtcd:
         self.url = url
 
     def _call(self, path: str, body: dict) -> dict:
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read() or b"{}")
 
@@ -147,12 +148,19 @@ class Target:
 
 def check_ready(t: Target) -> None:
     log(f"{t.replicas} Ready replicas")
-    wait_until(240, f"{t.replicas} Ready replicas",
-               lambda: t.jsonpath("inferenceservice", t.service, "-o", "jsonpath={.status.readyReplicas}")
-               == str(t.replicas))
-    wait_until(60, "the InferenceService's Ready condition",
-               lambda: t.jsonpath("inferenceservice", t.service, "-o",
-                                  "jsonpath={.status.conditions[?(@.type=='Ready')].status}") == "True")
+    wait_until(
+        240,
+        f"{t.replicas} Ready replicas",
+        lambda: t.jsonpath("inferenceservice", t.service, "-o", "jsonpath={.status.readyReplicas}") == str(t.replicas),
+    )
+    wait_until(
+        60,
+        "the InferenceService's Ready condition",
+        lambda: (
+            t.jsonpath("inferenceservice", t.service, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}")
+            == "True"
+        ),
+    )
 
 
 def check_roles(t: Target) -> None:
@@ -189,8 +197,12 @@ def check_cleanup_on_pod_deletion(t: Target) -> None:
     deleted = t.kubectl("-n", t.namespace, "delete", "pod", f"{t.service}-0", "--wait=false")
     if deleted.returncode != 0:
         raise CheckFailed(deleted.stderr)
-    wait_until(60, "the deleted pod's entry is removed",
-               lambda: not any(k.endswith(f"/{old_ip}:{PORT}") for k in t.instances()), interval=0.5)
+    wait_until(
+        60,
+        "the deleted pod's entry is removed",
+        lambda: not any(k.endswith(f"/{old_ip}:{PORT}") for k in t.instances()),
+        interval=0.5,
+    )
     wait_until(60, "the deleted pod's per-IP config is removed", lambda: t.registry.get(config) is None, interval=0.5)
     wait_until(180, "the successor registers", lambda: t.instances() == t.expected())
 
@@ -205,8 +217,14 @@ def check_deletion_removes_entries(t: Target) -> None:
         raise CheckFailed(f"entries left after deleting the InferenceService: {sorted(left)}")
 
 
-CHECKS = (check_ready, check_roles, check_registry, check_service, check_cleanup_on_pod_deletion,
-          check_deletion_removes_entries)
+CHECKS = (
+    check_ready,
+    check_roles,
+    check_registry,
+    check_service,
+    check_cleanup_on_pod_deletion,
+    check_deletion_removes_entries,
+)
 
 
 def run_checks(t: Target) -> None:
@@ -220,15 +238,28 @@ def run_checks(t: Target) -> None:
 
 
 def _kubectl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([os.environ.get("KUBECTL", "kubectl"), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [os.environ.get("KUBECTL", "kubectl"), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _request_with_curl_pod(namespace: str, service: str) -> Callable[[str, int], str]:
     def request(_ip: str, port: int) -> str:
-        result = _kubectl("-n", namespace, "run", "curl", "--rm", "-i", "--restart=Never",
-                          "--image=curlimages/curl:8.11.1", "--quiet", "--",
-                          "curl", "-fsS", f"http://{service}.{namespace}.svc:{port}/")
+        result = _kubectl(
+            "-n",
+            namespace,
+            "run",
+            "curl",
+            "--rm",
+            "-i",
+            "--restart=Never",
+            "--image=curlimages/curl:8.11.1",
+            "--quiet",
+            "--",
+            "curl",
+            "-fsS",
+            f"http://{service}.{namespace}.svc:{port}/",
+        )
         if result.returncode != 0:
             raise CheckFailed(f"the sync Service does not answer: {result.stderr}")
         return result.stdout
@@ -240,11 +271,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.e2e.checks", description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--service", required=True)
-    parser.add_argument("--registry", choices=["kubectl-exec"], default="kubectl-exec",
-                        help="how to read the registry etcd: etcdctl in deploy/etcd of the namespace")
+    parser.add_argument(
+        "--registry",
+        choices=["kubectl-exec"],
+        default="kubectl-exec",
+        help="how to read the registry etcd: etcdctl in deploy/etcd of the namespace",
+    )
     args = parser.parse_args(argv)
-    target = Target(_kubectl, args.namespace, args.service, KubectlExecEtcd(_kubectl, args.namespace),
-                    _request_with_curl_pod(args.namespace, args.service))
+    target = Target(
+        _kubectl,
+        args.namespace,
+        args.service,
+        KubectlExecEtcd(_kubectl, args.namespace),
+        _request_with_curl_pod(args.namespace, args.service),
+    )
     try:
         run_checks(target)
     except CheckFailed as exc:

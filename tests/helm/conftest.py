@@ -31,8 +31,16 @@ def render_notes(helm: Helm, *args: str, tmp_path: Path) -> str:
     (chart / "templates" / "NOTES.txt").unlink()
     (chart / "templates" / "_notes.tpl").write_text('{{- define "test.notes" -}}' + notes + "{{- end -}}")
     (chart / "templates" / "notes.yaml").write_text('notes: {{ include "test.notes" . | toJson }}\n')
-    result = helm("template", "infer-operator", str(chart), "--kube-version", kube_version(),
-                  "--show-only", "templates/notes.yaml", *args)
+    result = helm(
+        "template",
+        "infer-operator",
+        str(chart),
+        "--kube-version",
+        kube_version(),
+        "--show-only",
+        "templates/notes.yaml",
+        *args,
+    )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)["notes"]
 
@@ -54,8 +62,9 @@ class Helm:
 
     def __call__(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
         extra = [f"--kubeconfig={self.kubeconfig}"] if self.kubeconfig else []
-        return subprocess.run([self.binary, *extra, *args], capture_output=True, text=True, timeout=timeout,
-                              check=check)
+        return subprocess.run(
+            [self.binary, *extra, *args], capture_output=True, text=True, timeout=timeout, check=check
+        )
 
 
 @pytest.fixture(scope="session")

@@ -33,13 +33,18 @@ def sa_kubeconfig(cluster, token: str, path) -> str:
     context_name = admin.get("current-context") or admin["contexts"][0]["name"]
     context = next(c for c in admin["contexts"] if c["name"] == context_name)["context"]
     entry = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [entry],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": entry["name"], "user": "sa"}}],
-        "current-context": "sa",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [entry],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": entry["name"], "user": "sa"}}],
+                "current-context": "sa",
+            }
+        )
+    )
     return str(path)
 
 
@@ -52,8 +57,9 @@ def release_finalizers(cluster, namespace: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["all-namespaces", "namespace-list-peering"])
-def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, release_namespace, etcd_server,
-                                             tmp_path, mode):
+def test_install_reconcile_upgrade_uninstall(
+    cluster, helm_bin, namespace, release_namespace, etcd_server, tmp_path, mode
+):
     helm = Helm(helm_bin, str(cluster.kubeconfig))
     release = f"io-{secrets.token_hex(2)}"
     fullname = f"{release}-infer-operator"
@@ -69,30 +75,63 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
     kube = Kube(cluster.api_client())
     try:
         # -- RBAC is tight ----------------------------------------------------------------------
-        allowed = [("get", "inferenceservices"), ("watch", "inferenceservices"), ("patch", "inferenceservices"),
-                   ("patch", "inferenceservices/status"), ("update", "inferenceservices/finalizers"),
-                   ("patch", "pods"), ("create", "pods/eviction"), ("patch", "pods/status"),
-                   ("patch", "statefulsets.apps"), ("patch", "services"), ("patch", "configmaps"),
-                   ("create", "statefulsets.apps"), ("create", "services"), ("create", "configmaps"),
-                   ("create", "poddisruptionbudgets.policy"), ("delete", "poddisruptionbudgets.policy"),
-                   ("get", "secrets"), ("create", "events")]
-        denied = [("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("delete", "secrets"),
-                  ("patch", "secrets"), ("create", "pods"), ("update", "pods"), ("delete", "pods"),
-                  ("delete", "statefulsets.apps"),
-                  ("delete", "services"), ("delete", "configmaps"), ("delete", "inferenceservices"),
-                  ("create", "deployments.apps"), ("patch", "deployments.apps"), ("create", "daemonsets.apps"),
-                  ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
-                  ("create", "pods/exec"), ("get", "pods/log"),
-                  ("update", "inferenceservices/status"), ("create", "serviceaccounts/token"),
-                  ("update", "pods/status")]
+        allowed = [
+            ("get", "inferenceservices"),
+            ("watch", "inferenceservices"),
+            ("patch", "inferenceservices"),
+            ("patch", "inferenceservices/status"),
+            ("update", "inferenceservices/finalizers"),
+            ("patch", "pods"),
+            ("create", "pods/eviction"),
+            ("patch", "pods/status"),
+            ("patch", "statefulsets.apps"),
+            ("patch", "services"),
+            ("patch", "configmaps"),
+            ("create", "statefulsets.apps"),
+            ("create", "services"),
+            ("create", "configmaps"),
+            ("create", "poddisruptionbudgets.policy"),
+            ("delete", "poddisruptionbudgets.policy"),
+            ("get", "secrets"),
+            ("create", "events"),
+        ]
+        denied = [
+            ("list", "secrets"),
+            ("watch", "secrets"),
+            ("create", "secrets"),
+            ("delete", "secrets"),
+            ("patch", "secrets"),
+            ("create", "pods"),
+            ("update", "pods"),
+            ("delete", "pods"),
+            ("delete", "statefulsets.apps"),
+            ("delete", "services"),
+            ("delete", "configmaps"),
+            ("delete", "inferenceservices"),
+            ("create", "deployments.apps"),
+            ("patch", "deployments.apps"),
+            ("create", "daemonsets.apps"),
+            ("create", "roles.rbac.authorization.k8s.io"),
+            ("create", "rolebindings.rbac.authorization.k8s.io"),
+            ("create", "pods/exec"),
+            ("get", "pods/log"),
+            ("update", "inferenceservices/status"),
+            ("create", "serviceaccounts/token"),
+            ("update", "pods/status"),
+        ]
         for verb, resource in allowed:
             assert can_i(cluster, sa, verb, resource, namespace), f"{sa} cannot {verb} {resource} in {namespace}"
         for verb, resource in denied:
             assert not can_i(cluster, sa, verb, resource, namespace), f"{sa} can {verb} {resource}"
         assert can_i(cluster, sa, "get", "namespaces", None), "cannot tell a namespace being deleted"
-        for verb, resource in [("list", "secrets"), ("get", "nodes"), ("patch", "nodes"), ("delete", "namespaces"),
-                               ("create", "clusterroles.rbac.authorization.k8s.io"),
-                               ("patch", "customresourcedefinitions.apiextensions.k8s.io")]:
+        for verb, resource in [
+            ("list", "secrets"),
+            ("get", "nodes"),
+            ("patch", "nodes"),
+            ("delete", "namespaces"),
+            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+        ]:
             assert not can_i(cluster, sa, verb, resource, None), f"{sa} can {verb} {resource} cluster-wide"
         if mode == "namespace-list-peering":
             # nothing outside the listed namespaces
@@ -104,8 +143,16 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
         token = cluster.kubectl("create", "token", fullname, "-n", release_namespace, "--duration=1h")
         assert token.returncode == 0, token.stderr
         kubeconfig = sa_kubeconfig(cluster, token.stdout.strip(), tmp_path / "sa-kubeconfig")
-        args = ["--resync-seconds", "10", "--sweep-seconds", "5", "--registry-timeout", "2",
-                "--deregister-timeout", "10"]
+        args = [
+            "--resync-seconds",
+            "10",
+            "--sweep-seconds",
+            "5",
+            "--registry-timeout",
+            "2",
+            "--deregister-timeout",
+            "10",
+        ]
         if mode == "namespace-list-peering":
             args += ["--namespace", namespace, "--peering", fullname]
         operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", *args)
@@ -113,15 +160,22 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
 
         etcd_server.delete_all()
         service = f"llm-{mode[:3]}"
-        kube.core.create_namespaced_secret(namespace, {
-            "metadata": {"name": "etcd-creds"}, "type": "Opaque", "data": {}})
-        registry = {"type": "etcd", "etcd": {"endpoints": [etcd_server.client_url], "prefix": PREFIX,
-                                             "credentialsSecret": {"name": "etcd-creds"}}}
+        kube.core.create_namespaced_secret(
+            namespace, {"metadata": {"name": "etcd-creds"}, "type": "Opaque", "data": {}}
+        )
+        registry = {
+            "type": "etcd",
+            "etcd": {
+                "endpoints": [etcd_server.client_url],
+                "prefix": PREFIX,
+                "credentialsSecret": {"name": "etcd-creds"},
+            },
+        }
         kube.create_isvc(namespace, isvc_body(service, replicas=2, syncReplicas=1, registry=registry))
 
         def entries():
             base = f"{PREFIX}/{service}/instances/"
-            return {k[len(base):]: json.loads(v) for k, v in etcd_server.range_prefix(base).items()}
+            return {k[len(base) :]: json.loads(v) for k, v in etcd_server.range_prefix(base).items()}
 
         def reconciled():
             pods = kube.pods(namespace, service)
@@ -130,16 +184,23 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
             ready = {c["type"]: c["status"] for c in status.get("conditions", [])}.get("Ready")
             sync = pods.get(f"{service}-0")
             expected = {f"{sync.status.pod_ip}:8000"} if sync and is_ready(sync) else None
-            return (roles == {f"{service}-0": "sync", f"{service}-1": "async"} and ready == "True"
-                    and expected is not None and set(entries()) == expected)
+            return (
+                roles == {f"{service}-0": "sync", f"{service}-1": "async"}
+                and ready == "True"
+                and expected is not None
+                and set(entries()) == expected
+            )
 
         wait_for(reconciled, timeout=90, message=lambda: f"pods labelled, Ready, registered:\n{operator.log_tail(40)}")
 
         # Deleting the sync pod deregisters it (pod finalizer, events) and the new one registers again.
         old_uid = kube.core.read_namespaced_pod(f"{service}-0", namespace).metadata.uid
         kube.core.delete_namespaced_pod(f"{service}-0", namespace)
-        wait_for(lambda: not any(e["uid"] == old_uid for e in entries().values()) and reconciled(), timeout=90,
-                 message="the deleted pod's entry is removed and its successor registered")
+        wait_for(
+            lambda: not any(e["uid"] == old_uid for e in entries().values()) and reconciled(),
+            timeout=90,
+            message="the deleted pod's entry is removed and its successor registered",
+        )
 
         # Deleting the InferenceService removes its entries (CR finalizer) while we still run.
         kube.delete_isvc(namespace, service)
@@ -153,8 +214,16 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
         operator = None
 
         # -- helm upgrade changes a value -------------------------------------------------------
-        upgraded = helm("upgrade", release, str(CHART), "-n", release_namespace, "--reuse-values",
-                        "--set", "operator.resyncSeconds=30")
+        upgraded = helm(
+            "upgrade",
+            release,
+            str(CHART),
+            "-n",
+            release_namespace,
+            "--reuse-values",
+            "--set",
+            "operator.resyncSeconds=30",
+        )
         assert upgraded.returncode == 0, upgraded.stderr
         deployment = kube.apps.read_namespaced_deployment(fullname, release_namespace)
         assert "--resync-seconds=30" in deployment.spec.template.spec.containers[0].args
@@ -167,11 +236,21 @@ def test_install_reconcile_upgrade_uninstall(cluster, helm_bin, namespace, relea
         kinds = "deployments,serviceaccounts,roles,rolebindings,services"
         leftovers = cluster.kubectl("get", kinds, "-A", "-l", selector, "-o", "name")
         assert leftovers.returncode == 0 and leftovers.stdout.strip() == "", leftovers.stdout + leftovers.stderr
-        leftovers = cluster.kubectl("get", "clusterroles,clusterrolebindings,clusterkopfpeerings,kopfpeerings",
-                                    "-A", "-l", selector, "-o", "name")
+        leftovers = cluster.kubectl(
+            "get",
+            "clusterroles,clusterrolebindings,clusterkopfpeerings,kopfpeerings",
+            "-A",
+            "-l",
+            selector,
+            "-o",
+            "name",
+        )
         assert leftovers.returncode == 0 and leftovers.stdout.strip() == "", leftovers.stdout + leftovers.stderr
-        for crd in ("inferenceservices.serving.infer-operator.io", "kopfpeerings.kopf.dev",
-                    "clusterkopfpeerings.kopf.dev"):
+        for crd in (
+            "inferenceservices.serving.infer-operator.io",
+            "kopfpeerings.kopf.dev",
+            "clusterkopfpeerings.kopf.dev",
+        ):
             assert cluster.kubectl("get", "crd", crd).returncode == 0, f"CRD {crd} should stay"
     finally:
         if operator is not None:

@@ -15,10 +15,23 @@ from tests.support.metric_catalogue import TARGET_LABELS, scraped_series
 
 pytestmark = pytest.mark.integration
 
-ENABLED = ["--set", "metrics.service.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
-           "--set", "metrics.prometheusRule.enabled=true", "--set", "metrics.grafanaDashboard.enabled=true"]
-ALERTS = {"InferOperatorRegistryUnreachable", "InferOperatorDeregistrationTimedOut", "InferOperatorPodsHeldTerminating",
-          "InferOperatorReconcileErrors", "InferOperatorNoActiveReplica"}
+ENABLED = [
+    "--set",
+    "metrics.service.enabled=true",
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "metrics.prometheusRule.enabled=true",
+    "--set",
+    "metrics.grafanaDashboard.enabled=true",
+]
+ALERTS = {
+    "InferOperatorRegistryUnreachable",
+    "InferOperatorDeregistrationTimedOut",
+    "InferOperatorPodsHeldTerminating",
+    "InferOperatorReconcileErrors",
+    "InferOperatorNoActiveReplica",
+}
 
 
 def render(helm, *args: str) -> list[dict]:
@@ -110,11 +123,20 @@ def test_the_checker_catches_a_misspelt_metric_or_label():
 
 
 def test_dashboard_and_rule_options(helm):
-    docs = render(helm, *ENABLED, "--set", "metrics.grafanaDashboard.namespace=grafana",
-                  "--set", "metrics.grafanaDashboard.annotations.grafana_folder=Operators",
-                  "--set", "metrics.prometheusRule.labels.release=prom",
-                  "--set", "metrics.prometheusRule.alertLabels.team=ml",
-                  "--set", "metrics.prometheusRule.job=infer")
+    docs = render(
+        helm,
+        *ENABLED,
+        "--set",
+        "metrics.grafanaDashboard.namespace=grafana",
+        "--set",
+        "metrics.grafanaDashboard.annotations.grafana_folder=Operators",
+        "--set",
+        "metrics.prometheusRule.labels.release=prom",
+        "--set",
+        "metrics.prometheusRule.alertLabels.team=ml",
+        "--set",
+        "metrics.prometheusRule.job=infer",
+    )
     configmap = one(docs, "ConfigMap")
     assert configmap["metadata"]["namespace"] == "grafana"
     assert configmap["metadata"]["annotations"] == {"grafana_folder": "Operators"}

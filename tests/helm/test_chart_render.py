@@ -21,25 +21,66 @@ OPTION_SETS = {
     "namespaces": ["--set", "watch.namespaces={team-a,team-b}"],
     "peering": ["--set", "replicas=2"],
     "peering-explicit": ["--set", "peering.enabled=true", "--set", "peering.name=infer"],
-    "metrics": ["--set", "metrics.service.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
-                "--set", "metrics.serviceMonitor.labels.release=prom", "--set", "metrics.port=9191"],
+    "metrics": [
+        "--set",
+        "metrics.service.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+        "--set",
+        "metrics.port=9191",
+    ],
     "resources": ["--set", "resources.requests.cpu=100m", "--set", "resources.limits.memory=1Gi"],
-    "image": ["--set", "image.repository=registry.example/infer-operator", "--set", "image.tag=dev",
-              "--set", "image.pullPolicy=Always", "--set", "imagePullSecrets[0].name=regcred"],
+    "image": [
+        "--set",
+        "image.repository=registry.example/infer-operator",
+        "--set",
+        "image.tag=dev",
+        "--set",
+        "image.pullPolicy=Always",
+        "--set",
+        "imagePullSecrets[0].name=regcred",
+    ],
     "log-format": ["--set", "operator.logFormat=plain", "--set", "operator.verbose=true"],
-    "timeouts": ["--set", "operator.resyncSeconds=30", "--set", "operator.auditSeconds=20",
-                 "--set", "operator.sweepSeconds=15", "--set", "operator.registryTimeoutSeconds=2.5",
-                 "--set", "operator.deregisterTimeoutSeconds=10"],
+    "timeouts": [
+        "--set",
+        "operator.resyncSeconds=30",
+        "--set",
+        "operator.auditSeconds=20",
+        "--set",
+        "operator.sweepSeconds=15",
+        "--set",
+        "operator.registryTimeoutSeconds=2.5",
+        "--set",
+        "operator.deregisterTimeoutSeconds=10",
+    ],
     "serviceaccount": ["--set", "serviceAccount.name=infer-sa", "--set", "serviceAccount.annotations.a=b"],
-    "scheduling": ["--set", "nodeSelector.role=ops", "--set", "tolerations[0].key=ops",
-                   "--set", "tolerations[0].operator=Exists", "--set", "priorityClassName=system-cluster-critical"],
+    "scheduling": [
+        "--set",
+        "nodeSelector.role=ops",
+        "--set",
+        "tolerations[0].key=ops",
+        "--set",
+        "tolerations[0].operator=Exists",
+        "--set",
+        "priorityClassName=system-cluster-critical",
+    ],
 }
 OPTION_SETS["everything"] = [arg for args in OPTION_SETS.values() for arg in args]
 
 
 def render(helm, *args: str) -> list[dict]:
-    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator",
-                  "--kube-version", kube_version(), *args)
+    result = helm(
+        "template",
+        "infer-operator",
+        str(CHART),
+        "--namespace",
+        "infer-operator",
+        "--kube-version",
+        kube_version(),
+        *args,
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -72,8 +113,14 @@ def test_lint_and_template(helm, name):
 
 def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
     docs = render(helm)
-    assert sorted(doc["kind"] for doc in docs) == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-                                                     "Deployment", "ServiceAccount"]
+    assert sorted(doc["kind"] for doc in docs) == [
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "ServiceAccount",
+    ]
     (deployment,) = by_kind(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -98,9 +145,19 @@ def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
 def test_options_reach_the_operator(helm):
     docs = render(helm, *OPTION_SETS["everything"])
     args = operator_args(docs)
-    for expected in ("--namespace=team-a", "--namespace=team-b", "--peering=infer", "--log-format=plain",
-                     "--verbose", "--resync-seconds=30", "--audit-seconds=20", "--sweep-seconds=15", "--registry-timeout=2.5",
-                     "--deregister-timeout=10", "--metrics-port=9191"):
+    for expected in (
+        "--namespace=team-a",
+        "--namespace=team-b",
+        "--peering=infer",
+        "--log-format=plain",
+        "--verbose",
+        "--resync-seconds=30",
+        "--audit-seconds=20",
+        "--sweep-seconds=15",
+        "--registry-timeout=2.5",
+        "--deregister-timeout=10",
+        "--metrics-port=9191",
+    ):
         assert expected in args, (expected, args)
     assert "--all-namespaces" not in args and "--standalone" not in args
     (deployment,) = by_kind(docs, "Deployment")
@@ -129,13 +186,16 @@ def test_all_namespaces_peering_uses_a_cluster_peering(helm):
     assert any("clusterkopfpeerings" in rule["resources"] for rule in cluster_role["rules"])
 
 
-@pytest.mark.parametrize("args, named", [
-    (["--set", "replicaCount=2"], "replicaCount"),
-    (["--set", "foo=1"], "foo"),
-    (["--set", "image.tagg=v1"], "tagg"),
-    (["--set", "metrics.serviceMonitor.enable=true"], "enable"),
-    (["--set", "operator.logFormat=xml"], "logFormat"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--set", "replicaCount=2"], "replicaCount"),
+        (["--set", "foo=1"], "foo"),
+        (["--set", "image.tagg=v1"], "tagg"),
+        (["--set", "metrics.serviceMonitor.enable=true"], "enable"),
+        (["--set", "operator.logFormat=xml"], "logFormat"),
+    ],
+)
 def test_schema_rejects_misspelt_values(helm, args, named):
     result = helm("template", "infer-operator", str(CHART), "--kube-version", kube_version(), *args)
     assert result.returncode != 0
@@ -143,8 +203,9 @@ def test_schema_rejects_misspelt_values(helm, args, named):
 
 
 def test_service_monitor_needs_the_service(helm):
-    result = helm("template", "x", str(CHART), "--kube-version", kube_version(),
-                  "--set", "metrics.serviceMonitor.enabled=true")
+    result = helm(
+        "template", "x", str(CHART), "--kube-version", kube_version(), "--set", "metrics.serviceMonitor.enabled=true"
+    )
     assert result.returncode != 0 and "metrics.service.enabled" in result.stderr
 
 
@@ -175,16 +236,21 @@ def test_chart_crds_are_copies_of_the_top_level_crds():
 
 def test_deploy_manifests_are_fresh(helm, tmp_path):
     deploy = ROOT / "deploy"
-    assert (deploy / "01-crd-inferenceservices.yaml").read_text() == \
-        (ROOT / "crds" / "serving.infer-operator.io_inferenceservices.yaml").read_text(), "run `make deploy`"
+    assert (deploy / "01-crd-inferenceservices.yaml").read_text() == (
+        ROOT / "crds" / "serving.infer-operator.io_inferenceservices.yaml"
+    ).read_text(), "run `make deploy`"
     assert (deploy / "01-crd-kopf-peering.yaml").read_text() == (ROOT / "crds" / "kopf-peering.yaml").read_text()
-    result = helm("template", "infer-operator", str(CHART), "--namespace", "infer-operator",
-                  "--kube-version", kube_version())
+    result = helm(
+        "template", "infer-operator", str(CHART), "--namespace", "infer-operator", "--kube-version", kube_version()
+    )
     assert result.returncode == 0, result.stderr
-    header = ("# Generated by 'make deploy': helm template infer-operator charts/infer-operator "
-              f"--namespace infer-operator --kube-version {kube_version()}\n")
-    assert (deploy / "02-infer-operator.yaml").read_text() == header + result.stdout, \
+    header = (
+        "# Generated by 'make deploy': helm template infer-operator charts/infer-operator "
+        f"--namespace infer-operator --kube-version {kube_version()}\n"
+    )
+    assert (deploy / "02-infer-operator.yaml").read_text() == header + result.stdout, (
         "deploy/02-infer-operator.yaml is stale: run `make deploy`"
+    )
     kustomization = yaml.safe_load((deploy / "Kustomization").read_text())
     listed = set(kustomization["resources"])
     assert listed == {p.name for p in deploy.glob("*.yaml")}, "deploy/Kustomization must list every manifest"
@@ -214,8 +280,15 @@ def test_chart_refuses_clusters_older_than_its_minimum(helm):
 
 def test_uid_and_gid_can_be_left_to_the_platform(helm):
     """OpenShift's restricted-v2 assigns the uid: a fixed one is refused there."""
-    docs = render(helm, "--set", "podSecurityContext.runAsUser=null", "--set", "podSecurityContext.runAsGroup=null",
-                  "--set", "podSecurityContext.fsGroup=null")
+    docs = render(
+        helm,
+        "--set",
+        "podSecurityContext.runAsUser=null",
+        "--set",
+        "podSecurityContext.runAsGroup=null",
+        "--set",
+        "podSecurityContext.fsGroup=null",
+    )
     pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     for context in (pod["securityContext"], container["securityContext"]):
@@ -224,8 +297,9 @@ def test_uid_and_gid_can_be_left_to_the_platform(helm):
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     # A typo in a security setting is refused, not dropped.
-    result = helm("template", "x", str(CHART), "--kube-version", kube_version(),
-                  "--set", "podSecurityContext.runAsUSer=1000")
+    result = helm(
+        "template", "x", str(CHART), "--kube-version", kube_version(), "--set", "podSecurityContext.runAsUSer=1000"
+    )
     assert result.returncode != 0 and "runAsUSer" in result.stderr
 
 
@@ -252,8 +326,10 @@ def test_aggregated_roles_give_edit_write_and_view_read(helm):
 def test_notes_give_the_crd_upgrade_command_and_reach_our_kind(helm, tmp_path):
     notes = render_notes(helm, tmp_path=tmp_path)
     version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
-    assert (f"helm show crds oci://ghcr.io/infer-operator/charts/infer-operator --version {version} "
-            "| kubectl apply --server-side --force-conflicts -f -") in notes
+    assert (
+        f"helm show crds oci://ghcr.io/infer-operator/charts/infer-operator --version {version} "
+        "| kubectl apply --server-side --force-conflicts -f -"
+    ) in notes
     assert "kubectl get infsvc -A" in notes
     assert "kubectl get inferenceservices" not in notes  # ambiguous next to KServe
     # The logs of every replica, not one picked by the Deployment (often the standby).

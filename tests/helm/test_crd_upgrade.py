@@ -36,8 +36,10 @@ def documented_upgrade_commands(helm, tmp_path) -> dict[str, str]:
     (from_notes,) = [line.strip() for line in notes.splitlines() if line.strip().startswith("helm show crds")]
     from_notes = re.sub(r"oci://\S+ --version \S+", str(CHART), from_notes)
     readme = (ROOT / "README.md").read_text()
-    (from_readme,) = {m.strip() for m in re.findall(r"^(kubectl apply --server-side .*charts/infer-operator/crds/)\s*$",
-                                                     readme, re.MULTILINE)}
+    (from_readme,) = {
+        m.strip()
+        for m in re.findall(r"^(kubectl apply --server-side .*charts/infer-operator/crds/)\s*$", readme, re.MULTILINE)
+    }
     return {"notes": from_notes, "readme": from_readme}
 
 
@@ -65,16 +67,29 @@ def install_previous_crd(cluster, installed_by: str) -> None:
 
 def create_under_previous_crd(cluster, body: dict, namespace: str) -> None:
     # The API server switches to a changed CRD's schema a moment after the change: poll.
-    wait_for(lambda: apply(cluster, body, namespace).returncode == 0, timeout=30,
-             message=lambda: f"the previous CRD accepts the object: {apply(cluster, body, namespace).stderr}")
+    wait_for(
+        lambda: apply(cluster, body, namespace).returncode == 0,
+        timeout=30,
+        message=lambda: f"the previous CRD accepts the object: {apply(cluster, body, namespace).stderr}",
+    )
 
 
 def upgrade_as_documented(cluster, helm_bin: str, command: str) -> None:
     bins = {Path(helm_bin).parent, Path(cluster.kubectl_bin).parent}
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
-           "PATH": os.pathsep.join([*map(str, bins), os.environ.get("PATH", "")])}
-    upgraded = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": os.pathsep.join([*map(str, bins), os.environ.get("PATH", "")]),
+    }
+    upgraded = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert "conflict" not in (upgraded.stdout + upgraded.stderr).lower()
     wait_crds_established(cluster, CRD_NAME)
@@ -84,8 +99,9 @@ def upgrade_as_documented(cluster, helm_bin: str, command: str) -> None:
 
 @pytest.mark.parametrize("installed_by", ["helm", "kubectl-apply"])
 @pytest.mark.parametrize("documented_in", ["notes", "readme"])
-def test_upgrade_from_the_previous_crd_keeps_every_object(cluster, helm, helm_bin, namespace, tmp_path,
-                                                          installed_by, documented_in):
+def test_upgrade_from_the_previous_crd_keeps_every_object(
+    cluster, helm, helm_bin, namespace, tmp_path, installed_by, documented_in
+):
     command = documented_upgrade_commands(helm, tmp_path)[documented_in]
     assert "--server-side" in command and "--force-conflicts" in command
 
@@ -93,16 +109,23 @@ def test_upgrade_from_the_previous_crd_keeps_every_object(cluster, helm, helm_bi
 
     # -- objects written under it: one that is valid under both, and one that the new rules refuse
     # (a pod template setting its own grace period: the previous CRD did not look into templates)
-    kept = isvc_body("kept", namespace, replicas=3, syncReplicas=1,
-                     sync={"command": ["python", "-m", "http.server", "8000"], "port": 8000},
-                     registry={"type": "etcd", "etcd": {"endpoints": ["http://etcd.example:2379"]}})
+    kept = isvc_body(
+        "kept",
+        namespace,
+        replicas=3,
+        syncReplicas=1,
+        sync={"command": ["python", "-m", "http.server", "8000"], "port": 8000},
+        registry={"type": "etcd", "etcd": {"endpoints": ["http://etcd.example:2379"]}},
+    )
     refused = isvc_body("refused-now", namespace, replicas=1, syncReplicas=1)
     refused["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 5
     create_under_previous_crd(cluster, refused, namespace)
     result = apply(cluster, kept, namespace)
     assert result.returncode == 0, result.stderr
-    before = {name: json.loads(cluster.kubectl("get", f"{CRD_NAME}/{name}", "-n", namespace, "-o", "json").stdout)
-              for name in ("kept", "refused-now")}
+    before = {
+        name: json.loads(cluster.kubectl("get", f"{CRD_NAME}/{name}", "-n", namespace, "-o", "json").stdout)
+        for name in ("kept", "refused-now")
+    }
 
     # -- the upgrade, as documented
     upgrade_as_documented(cluster, helm_bin, command)
@@ -143,20 +166,35 @@ def test_upgrade_from_the_previous_crd_keeps_every_object(cluster, helm, helm_bi
         patch = {"metadata": {"labels": {"team": "ml"}, "finalizers": [labels.CR_FINALIZER]}}
         result = cluster.kubectl("patch", resource, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
         assert result.returncode == 0, f"{name}: {result.stderr}"
-        result = cluster.kubectl("patch", resource, "-n", namespace, "--subresource=status", "--type=merge",
-                                 "-p", json.dumps({"status": {"observedGeneration": 1}}))
+        result = cluster.kubectl(
+            "patch",
+            resource,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"observedGeneration": 1}}),
+        )
         assert result.returncode == 0, f"{name}: {result.stderr}"
         assert cluster.kubectl("delete", resource, "-n", namespace, "--wait=false").returncode == 0
-        result = cluster.kubectl("patch", resource, "-n", namespace, "--type=json",
-                                 "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+        result = cluster.kubectl(
+            "patch",
+            resource,
+            "-n",
+            namespace,
+            "--type=json",
+            "-p",
+            '[{"op": "remove", "path": "/metadata/finalizers"}]',
+        )
         assert result.returncode == 0, f"{name}: {result.stderr}"
-    result = cluster.kubectl("wait", "--for=delete", "--timeout=30s", "-n", namespace, f"{CRD_NAME}/kept",
-                             f"{CRD_NAME}/refused-now")
+    result = cluster.kubectl(
+        "wait", "--for=delete", "--timeout=30s", "-n", namespace, f"{CRD_NAME}/kept", f"{CRD_NAME}/refused-now"
+    )
     assert result.returncode == 0, result.stderr
 
 
-def test_an_object_whose_name_the_new_rules_refuse_can_still_be_deleted(cluster, helm, helm_bin, namespace,
-                                                                         tmp_path):
+def test_an_object_whose_name_the_new_rules_refuse_can_still_be_deleted(cluster, helm, helm_bin, namespace, tmp_path):
     command = documented_upgrade_commands(helm, tmp_path)["readme"]
     install_previous_crd(cluster, "helm")
     name = "an-inference-service-named-longer-than-fifty-two-chars"
@@ -169,13 +207,27 @@ def test_an_object_whose_name_the_new_rules_refuse_can_still_be_deleted(cluster,
     resource = f"{CRD_NAME}/{name}"
     assert cluster.kubectl("delete", resource, "-n", namespace, "--wait=false").returncode == 0
     # What the operator does once the registry is clean: drop its finalizer.
-    result = cluster.kubectl("patch", resource, "-n", namespace, "--type=json",
-                             "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+    result = cluster.kubectl(
+        "patch", resource, "-n", namespace, "--type=json", "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]'
+    )
     if result.returncode != 0:
         # Let the namespace go (the test's own cleanup) with the rule that blocks it out of the way.
         install_previous_crd(cluster, "helm")
-        wait_for(lambda: cluster.kubectl("patch", resource, "-n", namespace, "--type=json", "-p",
-                                         '[{"op": "remove", "path": "/metadata/finalizers"}]').returncode == 0,
-                 timeout=30, message="finalizer removed under the previous CRD")
+        wait_for(
+            lambda: (
+                cluster.kubectl(
+                    "patch",
+                    resource,
+                    "-n",
+                    namespace,
+                    "--type=json",
+                    "-p",
+                    '[{"op": "remove", "path": "/metadata/finalizers"}]',
+                ).returncode
+                == 0
+            ),
+            timeout=30,
+            message="finalizer removed under the previous CRD",
+        )
         upgrade_as_documented(cluster, helm_bin, command)
     assert result.returncode == 0, result.stderr

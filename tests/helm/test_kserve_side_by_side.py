@@ -28,20 +28,71 @@ KSERVE_CRD = {
     "spec": {
         "group": KSERVE_GROUP,
         "scope": "Namespaced",
-        "names": {"kind": "InferenceService", "plural": "inferenceservices", "singular": "inferenceservice",
-                  "listKind": "InferenceServiceList", "shortNames": ["isvc"], "categories": ["all"]},
-        "versions": [{"name": "v1beta1", "served": True, "storage": True, "subresources": {"status": {}},
-                      "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        "names": {
+            "kind": "InferenceService",
+            "plural": "inferenceservices",
+            "singular": "inferenceservice",
+            "listKind": "InferenceServiceList",
+            "shortNames": ["isvc"],
+            "categories": ["all"],
+        },
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
     },
 }
 
 # Verbs whose first argument is a resource type (or type/name, or a comma-separated list of types).
-TYPE_VERBS = {"get", "describe", "delete", "edit", "patch", "scale", "annotate", "label", "wait", "explain",
-              "rollout", "top", "set"}
+TYPE_VERBS = {
+    "get",
+    "describe",
+    "delete",
+    "edit",
+    "patch",
+    "scale",
+    "annotate",
+    "label",
+    "wait",
+    "explain",
+    "rollout",
+    "top",
+    "set",
+}
 # Flags that take a value as the next word.
-VALUE_FLAGS = {"-n", "--namespace", "-l", "--selector", "-c", "--container", "-o", "--output", "-f", "--filename",
-               "-L", "--label-columns", "--as", "-p", "--patch", "--type", "--field-selector", "--tail", "-k",
-               "--kustomize", "--subresource", "--for", "--timeout", "--replicas", "--context", "--kubeconfig"}
+VALUE_FLAGS = {
+    "-n",
+    "--namespace",
+    "-l",
+    "--selector",
+    "-c",
+    "--container",
+    "-o",
+    "--output",
+    "-f",
+    "--filename",
+    "-L",
+    "--label-columns",
+    "--as",
+    "-p",
+    "--patch",
+    "--type",
+    "--field-selector",
+    "--tail",
+    "-k",
+    "--kustomize",
+    "--subresource",
+    "--for",
+    "--timeout",
+    "--replicas",
+    "--context",
+    "--kubeconfig",
+}
 
 
 def documented_commands(helm, tmp_path) -> list[str]:
@@ -121,8 +172,12 @@ def test_every_documented_command_reaches_our_inferenceservice(cluster, helm, ks
     ours = (labels.GROUP, labels.PLURAL)
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(isvc_body("ours", namespace)))
     assert result.returncode == 0, result.stderr
-    theirs = {"apiVersion": f"{KSERVE_GROUP}/v1beta1", "kind": "InferenceService",
-              "metadata": {"name": "theirs", "namespace": namespace}, "spec": {}}
+    theirs = {
+        "apiVersion": f"{KSERVE_GROUP}/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "theirs", "namespace": namespace},
+        "spec": {},
+    }
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(theirs))
     assert result.returncode == 0, result.stderr
 

@@ -23,17 +23,27 @@ VERSION = infer_operator.__version__
 
 
 def release(*args: str, helm_bin: str, out, root=ROOT, **env: str) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("GITHUB_REF_NAME", "GITHUB_REPOSITORY_OWNER", "GITHUB_REPOSITORY")}
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("GITHUB_REF_NAME", "GITHUB_REPOSITORY_OWNER", "GITHUB_REPOSITORY")
+    }
     # DOCKER names nothing runnable: a dry run must not call it.
     environment.update(HELM=helm_bin, OUT=str(out), DOCKER="/nonexistent/docker", **env)
-    return subprocess.run(["sh", str(root / "hack" / "release.sh"), *args], capture_output=True, text=True,
-                          env=environment, timeout=120, check=False)
+    return subprocess.run(
+        ["sh", str(root / "hack" / "release.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_dry_run_packages_the_chart_pointing_at_the_image_it_would_push(helm, helm_bin, tmp_path):
-    result = release("--dry-run", "--tag", f"v{VERSION}", helm_bin=helm_bin, out=tmp_path,
-                     GITHUB_REPOSITORY_OWNER="Acme-Corp")
+    result = release(
+        "--dry-run", "--tag", f"v{VERSION}", helm_bin=helm_bin, out=tmp_path, GITHUB_REPOSITORY_OWNER="Acme-Corp"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     image = f"ghcr.io/acme-corp/infer-operator:{VERSION}"
     pushes = [line for line in result.stdout.splitlines() if line.startswith("would run: ")]
@@ -47,7 +57,8 @@ def test_dry_run_packages_the_chart_pointing_at_the_image_it_would_push(helm, he
     with tarfile.open(package) as archive:
         chart = yaml.safe_load(archive.extractfile("infer-operator/Chart.yaml"))
         assert {n for n in archive.getnames() if n.startswith("infer-operator/crds/")} == {
-            f"infer-operator/crds/{p.name}" for p in (CHART / "crds").glob("*.yaml")}
+            f"infer-operator/crds/{p.name}" for p in (CHART / "crds").glob("*.yaml")
+        }
     assert (chart["version"], chart["appVersion"]) == (VERSION, VERSION)
     rendered = helm("template", "x", str(package), "--kube-version", kube_version())
     assert rendered.returncode == 0, rendered.stderr
@@ -80,7 +91,7 @@ def test_set_version_updates_every_copy(helm_bin, tmp_path):
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
     bumped = release("--set-version", "7.8.9", helm_bin=helm_bin, out=tmp_path / "out", root=tree)
     assert bumped.returncode == 0, bumped.stderr
-    assert 'make deploy' in bumped.stdout
+    assert "make deploy" in bumped.stdout
     result = release("--dry-run", "--tag", "v7.8.9", helm_bin=helm_bin, out=tmp_path / "out", root=tree)
     assert result.returncode == 0, result.stderr
     assert "infer-operator:7.8.9" in result.stdout
@@ -91,8 +102,13 @@ def test_install_script_installs_the_locked_dependencies_and_the_operator(tmp_pa
     """The image's build steps in a throwaway venv (standing in for the image's python3) with its
     own /etc: dependencies from PyPI checked against the lock's hashes."""
     wheels = tmp_path / "wheels"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
-                            str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300, check=False)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("infer_operator-*.whl")
     assert wheel.name.startswith(f"infer_operator-{VERSION}-")
@@ -106,17 +122,36 @@ def test_install_script_installs_the_locked_dependencies_and_the_operator(tmp_pa
     lock = ROOT / "images" / "operator" / "requirements.lock"
 
     def install(lock_file):
-        return subprocess.run(["sh", str(ROOT / "images" / "operator" / "install.sh"), str(lock_file), str(wheel)],
-                              capture_output=True, text=True, env=env, timeout=600, check=False)
+        return subprocess.run(
+            ["sh", str(ROOT / "images" / "operator" / "install.sh"), str(lock_file), str(wheel)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
+        )
 
     result = install(lock)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.strip().endswith(f"infer-operator {VERSION}")
     assert "nonroot:x:65532:65532:" in (etc / "passwd").read_text()
     assert "nonroot:x:65532:" in (etc / "group").read_text()
-    listed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json",
-                             "--exclude", "pip", "--exclude", "setuptools"],
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "list",
+            "--format=json",
+            "--exclude",
+            "pip",
+            "--exclude",
+            "setuptools",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     installed = {entry["name"].lower().replace("_", "-"): entry["version"] for entry in json.loads(listed)}
     pinned = {}
     for line in lock.read_text().splitlines():
@@ -128,7 +163,8 @@ def test_install_script_installs_the_locked_dependencies_and_the_operator(tmp_pa
     # Run twice (a rebuilt layer, a retried build): the user is not added again.
     assert install(lock).returncode == 0
     assert [line for line in (etc / "passwd").read_text().splitlines() if line.startswith("nonroot:")] == [
-        "nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin"]
+        "nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin"
+    ]
 
     # A lock that misses a dependency fails the build instead of pulling an unpinned package.
     text = lock.read_text()

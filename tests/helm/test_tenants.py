@@ -22,8 +22,9 @@ def test_edit_users_write_and_view_users_read_inferenceservices(cluster, helm_bi
     release = f"tn-{secrets.token_hex(2)}"
     edit_user, view_user = f"alice-{release}", f"bob-{release}"
     for user, role in ((edit_user, "edit"), (view_user, "view")):
-        result = cluster.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}",
-                                 "-n", namespace)
+        result = cluster.kubectl(
+            "create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}", "-n", namespace
+        )
         assert result.returncode == 0, result.stderr
     assert not can_i(cluster, edit_user, "create", RESOURCE, namespace), "granted before the chart is installed"
 
@@ -33,9 +34,14 @@ def test_edit_users_write_and_view_users_read_inferenceservices(cluster, helm_bi
     uninstalled = False
     try:
         # The clusterrole-aggregation controller copies the rules into edit/view shortly after.
-        wait_for(lambda: can_i(cluster, edit_user, "create", RESOURCE, namespace)
-                 and can_i(cluster, view_user, "list", RESOURCE, namespace),
-                 timeout=60, message="the aggregated rules reach the built-in edit and view roles")
+        wait_for(
+            lambda: (
+                can_i(cluster, edit_user, "create", RESOURCE, namespace)
+                and can_i(cluster, view_user, "list", RESOURCE, namespace)
+            ),
+            timeout=60,
+            message="the aggregated rules reach the built-in edit and view roles",
+        )
 
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"):
             assert can_i(cluster, edit_user, verb, RESOURCE, namespace), f"edit cannot {verb}"
@@ -57,7 +63,9 @@ def test_edit_users_write_and_view_users_read_inferenceservices(cluster, helm_bi
         assert result.returncode == 0, result.stderr
         result = cluster.kubectl(as_edit, "scale", "infsvc", "tenant-llm", "-n", namespace, "--replicas=2")
         assert result.returncode == 0, result.stderr
-        result = cluster.kubectl(as_view, "get", "infsvc", "tenant-llm", "-n", namespace, "-o", "jsonpath={.spec.replicas}")
+        result = cluster.kubectl(
+            as_view, "get", "infsvc", "tenant-llm", "-n", namespace, "-o", "jsonpath={.spec.replicas}"
+        )
         assert (result.returncode, result.stdout) == (0, "2"), result.stderr
         result = cluster.kubectl(as_view, "delete", "infsvc", "tenant-llm", "-n", namespace)
         assert result.returncode != 0 and "forbidden" in result.stderr.lower()
@@ -67,9 +75,14 @@ def test_edit_users_write_and_view_users_read_inferenceservices(cluster, helm_bi
         removed = helm("uninstall", release, "-n", release_namespace, "--wait", "--timeout=60s")
         assert removed.returncode == 0, removed.stderr
         uninstalled = True
-        wait_for(lambda: not can_i(cluster, edit_user, "create", RESOURCE, namespace)
-                 and not can_i(cluster, view_user, "get", RESOURCE, namespace),
-                 timeout=60, message="uninstalling the chart takes the grants away")
+        wait_for(
+            lambda: (
+                not can_i(cluster, edit_user, "create", RESOURCE, namespace)
+                and not can_i(cluster, view_user, "get", RESOURCE, namespace)
+            ),
+            timeout=60,
+            message="uninstalling the chart takes the grants away",
+        )
     finally:
         if not uninstalled:
             helm("uninstall", release, "-n", release_namespace)

@@ -26,8 +26,18 @@ def crd(cluster):
 @pytest.fixture(scope="session")
 def operator(cluster, crd, tmp_path_factory):
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(cluster.kubeconfig, log, "--resync-seconds", "10", "--sweep-seconds", "5",
-                              "--registry-timeout", "2", "--deregister-timeout", "10")
+    process = OperatorProcess(
+        cluster.kubeconfig,
+        log,
+        "--resync-seconds",
+        "10",
+        "--sweep-seconds",
+        "5",
+        "--registry-timeout",
+        "2",
+        "--deregister-timeout",
+        "10",
+    )
     process.start()
     yield process
     process.stop()

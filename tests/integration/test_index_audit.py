@@ -41,11 +41,12 @@ def _pod_body(ordinal: int, role: str) -> dict:
         "kind": "Pod",
         "metadata": {
             "name": f"{SERVICE}-{ordinal}",
-            "labels": {**labels.common_labels(SERVICE), labels.LABEL_ROLE: role,
-                       labels.LABEL_POD_INDEX: str(ordinal)},
+            "labels": {**labels.common_labels(SERVICE), labels.LABEL_ROLE: role, labels.LABEL_POD_INDEX: str(ordinal)},
         },
-        "spec": {"containers": [{"name": "model", "image": "registry.example/llm:1"}],
-                 "terminationGracePeriodSeconds": 1},
+        "spec": {
+            "containers": [{"name": "model", "image": "registry.example/llm:1"}],
+            "terminationGracePeriodSeconds": 1,
+        },
     }
 
 
@@ -71,9 +72,14 @@ def _reconciler(kube: KubeClient, namespace: str, audit_seconds: float, emitted:
     services = ServiceRecords(lambda ns, name: Registrar(kube, ns, name, 1.0))
     releaser = PodReleaser(kube, services, lambda *event: None, timeout=lambda: 1.0)
     # As after a first pass: the next audit is `audit_seconds` away (0: due now).
-    reconciler = ServiceReconciler(kube, services.hold(namespace, SERVICE), logger,
-                                   lambda *event: emitted.append(event), releaser=releaser,
-                                   schedule=Schedule(audit_seconds=audit_seconds, last_read=time.monotonic()))
+    reconciler = ServiceReconciler(
+        kube,
+        services.hold(namespace, SERVICE),
+        logger,
+        lambda *event: emitted.append(event),
+        releaser=releaser,
+        schedule=Schedule(audit_seconds=audit_seconds, last_read=time.monotonic()),
+    )
     # The owned objects are not under test: apply nothing (a StatefulSet over these bare pods
     # would adopt and roll them, and its owner, with a made-up uid, would have it collected).
     reconciler.objects.applied_generation, reconciler.objects.named_target = 1, False
@@ -116,8 +122,11 @@ async def test_a_ghost_blocks_the_role_flip_until_the_audit_drops_it(cluster, na
         audited = _reconciler(kube, namespace, audit_seconds=3600, emitted=emitted)
         audited.schedule.request_audit(time.monotonic())
         await audited.run_pass(_body(namespace), index, apply_objects=False)
-        wait_for(lambda: _terminating(core, namespace, f"{SERVICE}-2"), timeout=10,
-                 message="ghost-2 restarted to take the async role")
+        wait_for(
+            lambda: _terminating(core, namespace, f"{SERVICE}-2"),
+            timeout=10,
+            message="ghost-2 restarted to take the async role",
+        )
         assert [event[1] for event in emitted] == ["RoleChange"]
         ghost_logs = [r.getMessage() for r in caplog.records if "still in the watch cache" in r.getMessage()]
         assert len(ghost_logs) == 1 and f"{SERVICE}-1" in ghost_logs[0], ghost_logs
@@ -127,8 +136,16 @@ async def test_a_ghost_blocks_the_role_flip_until_the_audit_drops_it(cluster, na
         await audited.run_pass(_body(namespace), index, apply_objects=False)
         # The ghost is logged once, however many passes see it (the restarted ghost-2 may be gone
         # from the API by now too, and logged for itself).
-        assert len([r for r in caplog.records if "still in the watch cache" in r.getMessage()
-                    and f"{SERVICE}-1 " in r.getMessage()]) == 1
+        assert (
+            len(
+                [
+                    r
+                    for r in caplog.records
+                    if "still in the watch cache" in r.getMessage() and f"{SERVICE}-1 " in r.getMessage()
+                ]
+            )
+            == 1
+        )
     finally:
         await kube.close()
 

@@ -31,8 +31,12 @@ def wait_settled(kube, namespace, name, replicas, sync, timeout=90):
             return False
         status = kube.get_isvc(namespace, name).get("status") or {}
         ready = condition(kube.get_isvc(namespace, name), "Ready")
-        return (status.get("readyReplicas"), status.get("syncReady"), status.get("asyncReady")) == (
-            replicas, sync, replicas - sync) and ready and ready["status"] == "True"
+        return (
+            (status.get("readyReplicas"), status.get("syncReady"), status.get("asyncReady"))
+            == (replicas, sync, replicas - sync)
+            and ready
+            and ready["status"] == "True"
+        )
 
     wait_for(settled, timeout=timeout, message=f"{name}: {replicas} Ready pods with {sync} sync")
     return kube.pods(namespace, name)
@@ -43,9 +47,16 @@ def uids(pods):
 
 
 def test_split_env_services_status_and_columns(cluster, kube, namespace, running_operator):
-    kube.create_isvc(namespace, isvc_body("llm", replicas=5, syncReplicas=2,
-                                          sync={"command": ["python", "-m", "serve"]},
-                                          **{"async": {"command": ["python", "-m", "worker"]}}))
+    kube.create_isvc(
+        namespace,
+        isvc_body(
+            "llm",
+            replicas=5,
+            syncReplicas=2,
+            sync={"command": ["python", "-m", "serve"]},
+            **{"async": {"command": ["python", "-m", "worker"]}},
+        ),
+    )
     pods = wait_settled(kube, namespace, "llm", 5, 2)
 
     assert roles_of(pods) == {"llm-0": "sync", "llm-1": "sync", "llm-2": "async", "llm-3": "async", "llm-4": "async"}
@@ -70,8 +81,9 @@ def test_split_env_services_status_and_columns(cluster, kube, namespace, running
 
     def endpoint_ips():
         slices = discovery.list_namespaced_endpoint_slice(namespace, label_selector="kubernetes.io/service-name=llm")
-        return {address for s in slices.items for e in s.endpoints or [] for address in e.addresses
-                if e.conditions.ready}
+        return {
+            address for s in slices.items for e in s.endpoints or [] for address in e.addresses if e.conditions.ready
+        }
 
     wait_for(lambda: endpoint_ips() == sync_ips, timeout=30, message="sync Service endpoints == sync pod IPs")
     headless = kube.core.read_namespaced_service("llm-headless", namespace)
@@ -97,9 +109,14 @@ def test_an_hpa_scales_below_the_split_and_to_zero_through_scale(cluster, kube, 
     wait_settled(kube, namespace, "llm", 1, 1)
     assert kube.get_isvc(namespace, "llm")["status"]["syncReplicas"] == 1
     assert cluster.kubectl("scale", "infsvc", "llm", "-n", namespace, "--replicas=0").returncode == 0
-    wait_for(lambda: not kube.pods(namespace, "llm") and
-             (kube.get_isvc(namespace, "llm").get("status") or {}).get("replicas") == 0, timeout=60,
-             message="scaled to zero")
+    wait_for(
+        lambda: (
+            not kube.pods(namespace, "llm")
+            and (kube.get_isvc(namespace, "llm").get("status") or {}).get("replicas") == 0
+        ),
+        timeout=60,
+        message="scaled to zero",
+    )
     assert cluster.kubectl("scale", "infsvc", "llm", "-n", namespace, "--replicas=3").returncode == 0
     wait_settled(kube, namespace, "llm", 3, 2)  # the split comes back with the replicas
 
@@ -135,8 +152,9 @@ def test_scaling_restarts_nobody_and_kubectl_scale_works(cluster, kube, namespac
     kube.patch_isvc(namespace, "llm", {"spec": {"replicas": 2}})
     shrunk = wait_settled(kube, namespace, "llm", 2, 1)
     assert uids(shrunk) == {n: uids(before)[n] for n in ("llm-0", "llm-1")}
-    scale = kube.custom.get_namespaced_custom_object_scale(labels.GROUP, labels.VERSION, namespace,
-                                                           labels.PLURAL, "llm")
+    scale = kube.custom.get_namespaced_custom_object_scale(
+        labels.GROUP, labels.VERSION, namespace, labels.PLURAL, "llm"
+    )
     assert scale["status"]["replicas"] == 2
     assert scale["status"]["selector"] == "app.kubernetes.io/name=llm,infer-operator.io/service=llm"
 
@@ -146,15 +164,26 @@ def test_drift_is_repaired(kube, namespace, running_operator):
     wait_settled(kube, namespace, "llm", 2, 1)
 
     kube.core.delete_namespaced_service("llm", namespace)
-    wait_for(lambda: _exists(kube.core.read_namespaced_service, "llm", namespace), timeout=30,
-             message="deleted sync Service comes back")
+    wait_for(
+        lambda: _exists(kube.core.read_namespaced_service, "llm", namespace),
+        timeout=30,
+        message="deleted sync Service comes back",
+    )
 
     kube.apps.patch_namespaced_stateful_set("llm", namespace, {"spec": {"replicas": 4}})
-    wait_for(lambda: kube.apps.read_namespaced_stateful_set("llm", namespace).spec.replicas == 2, timeout=30,
-             message="edited StatefulSet replicas are put back")
+    wait_for(
+        lambda: kube.apps.read_namespaced_stateful_set("llm", namespace).spec.replicas == 2,
+        timeout=30,
+        message="edited StatefulSet replicas are put back",
+    )
     kube.core.patch_namespaced_config_map("llm-scripts", namespace, {"data": {"settings.sh": "exit 1"}})
-    wait_for(lambda: "infer_sync_probe" in kube.core.read_namespaced_config_map("llm-scripts", namespace).data[
-        "settings.sh"], timeout=30, message="edited scripts ConfigMap is put back")
+    wait_for(
+        lambda: (
+            "infer_sync_probe" in kube.core.read_namespaced_config_map("llm-scripts", namespace).data["settings.sh"]
+        ),
+        timeout=30,
+        message="edited scripts ConfigMap is put back",
+    )
 
 
 def test_deleting_the_service_removes_everything_it_owned(kube, namespace, running_operator):
@@ -163,12 +192,15 @@ def test_deleting_the_service_removes_everything_it_owned(kube, namespace, runni
     kube.delete_isvc(namespace, "llm")
 
     def all_gone():
-        return (not kube.isvc_exists(namespace, "llm")
-                and not kube.apps.list_namespaced_stateful_set(namespace).items
-                and not [s for s in kube.core.list_namespaced_service(namespace).items]
-                and not [c for c in kube.core.list_namespaced_config_map(namespace).items
-                         if c.metadata.name.startswith("llm")]
-                and not kube.pods(namespace, "llm"))
+        return (
+            not kube.isvc_exists(namespace, "llm")
+            and not kube.apps.list_namespaced_stateful_set(namespace).items
+            and not [s for s in kube.core.list_namespaced_service(namespace).items]
+            and not [
+                c for c in kube.core.list_namespaced_config_map(namespace).items if c.metadata.name.startswith("llm")
+            ]
+            and not kube.pods(namespace, "llm")
+        )
 
     wait_for(all_gone, timeout=90, message="InferenceService and all it owned are gone")
 
@@ -255,9 +287,12 @@ def test_one_edit_of_the_template_and_the_split_keeps_one_pod_down(kube, namespa
 
     def rolled(pods):
         live = [p for p in pods.values() if p.metadata.deletion_timestamp is None and is_ready(p)]
-        return len(live) == 4 and all(p.spec.containers[0].image == "registry.example/llm:2" for p in live) and \
-            {p.metadata.name: p.metadata.labels.get(ROLE) for p in live} == {
-                "llm-0": "sync", "llm-1": "sync", "llm-2": "sync", "llm-3": "async"}
+        return (
+            len(live) == 4
+            and all(p.spec.containers[0].image == "registry.example/llm:2" for p in live)
+            and {p.metadata.name: p.metadata.labels.get(ROLE) for p in live}
+            == {"llm-0": "sync", "llm-1": "sync", "llm-2": "sync", "llm-3": "async"}
+        )
 
     most_down = watch_most_down(kube, namespace, "llm", 4, rolled)
     assert most_down == 1, f"{most_down} pods down at once: the role flip and the rollout share one budget"
@@ -276,29 +311,45 @@ def test_a_port_change_reaches_each_pod_on_the_port_it_serves(kube, namespace, e
     wait_for(lambda: len(etcd_instances(etcd, "web")) == 3, timeout=60, message="3 registered")
     service = kube.core.read_namespaced_service("web", namespace)
     assert service.spec.ports[0].target_port == labels.SYNC_PORT_NAME
-    kube.patch_isvc(namespace, "web", {"spec": {"sync": {"port": 8001},
-                                                "updateStrategy": {"type": "OnDelete"}}})
+    kube.patch_isvc(namespace, "web", {"spec": {"sync": {"port": 8001}, "updateStrategy": {"type": "OnDelete"}}})
     # The Service moves to the new port number, but reaches every pod on its own named port; the
     # registry keeps each pod at the port it serves: none of the (old) pods is at 8001.
-    wait_for(lambda: kube.core.read_namespaced_service("web", namespace).spec.ports[0].port == 8001, timeout=30,
-             message="Service on the new port")
+    wait_for(
+        lambda: kube.core.read_namespaced_service("web", namespace).spec.ports[0].port == 8001,
+        timeout=30,
+        message="Service on the new port",
+    )
     entries = etcd_instances(etcd, "web")
     assert len(entries) == 3 and all(e["port"] == 8000 for e in entries.values()), entries
     # A pod restarted now serves 8001, and is registered there.
     old = kube.pods(namespace, "web")["web-0"]
     kube.core.delete_namespaced_pod("web-0", namespace)
-    wait_for(lambda: any(e["pod"] == "web-0" and e["port"] == 8001 and e["uid"] != old.metadata.uid
-                         for e in etcd_instances(etcd, "web").values()), timeout=60,
-             message="web-0 registered at 8001 after its restart")
+    wait_for(
+        lambda: any(
+            e["pod"] == "web-0" and e["port"] == 8001 and e["uid"] != old.metadata.uid
+            for e in etcd_instances(etcd, "web").values()
+        ),
+        timeout=60,
+        message="web-0 registered at 8001 after its restart",
+    )
     assert sorted(e["port"] for e in etcd_instances(etcd, "web").values()) == [8000, 8000, 8001]
 
 
 def test_a_drain_raised_beyond_running_pods_grace_says_they_are_outdated(kube, namespace, running_operator):
-    kube.create_isvc(namespace, isvc_body("slow", replicas=2, syncReplicas=2, updateStrategy={"type": "OnDelete"},
-                                          lifecycle={"drainSeconds": 1, "terminationGracePeriodSeconds": 3}))
+    kube.create_isvc(
+        namespace,
+        isvc_body(
+            "slow",
+            replicas=2,
+            syncReplicas=2,
+            updateStrategy={"type": "OnDelete"},
+            lifecycle={"drainSeconds": 1, "terminationGracePeriodSeconds": 3},
+        ),
+    )
     wait_settled(kube, namespace, "slow", 2, 2)
-    kube.patch_isvc(namespace, "slow", {"spec": {"lifecycle": {"drainSeconds": 50,
-                                                               "terminationGracePeriodSeconds": 60}}})
+    kube.patch_isvc(
+        namespace, "slow", {"spec": {"lifecycle": {"drainSeconds": 50, "terminationGracePeriodSeconds": 60}}}
+    )
 
     def says_outdated():
         progressing = condition(kube.get_isvc(namespace, "slow"), "Progressing")
@@ -313,11 +364,17 @@ def test_a_drain_raised_beyond_running_pods_grace_says_they_are_outdated(kube, n
 def test_the_templates_own_pre_stop_is_kept_and_runs_first(kube, namespace, running_operator):
     body = isvc_body("hooked", replicas=1, syncReplicas=1)
     body["spec"]["template"]["spec"]["containers"][0]["lifecycle"] = {
-        "preStop": {"exec": {"command": ["touch", "/tmp/drain"]}}}
+        "preStop": {"exec": {"command": ["touch", "/tmp/drain"]}}
+    }
     kube.create_isvc(namespace, body)
     pods = wait_settled(kube, namespace, "hooked", 1, 1)
     assert pods["hooked-0"].spec.containers[0].lifecycle.pre_stop._exec.command == [
-        "/bin/sh", "/infer-operator/prestop.sh", "exec", "touch", "/tmp/drain"]
+        "/bin/sh",
+        "/infer-operator/prestop.sh",
+        "exec",
+        "touch",
+        "/tmp/drain",
+    ]
 
 
 def test_restarts_respect_a_disruption_budget_and_the_budget_follows_the_spec(kube, namespace, running_operator):
@@ -326,8 +383,12 @@ def test_restarts_respect_a_disruption_budget_and_the_budget_follows_the_spec(ku
     policy = client.PolicyV1Api(kube.core.api_client)
     kube.create_isvc(namespace, isvc_body("llm", replicas=3, syncReplicas=1, podDisruptionBudget={"minAvailable": 3}))
     before = wait_settled(kube, namespace, "llm", 3, 1)
-    wait_for(lambda: policy.read_namespaced_pod_disruption_budget("llm", namespace).status.current_healthy == 3,
-             timeout=60, message="the budget sees 3 healthy pods", ignore=(client.ApiException,))
+    wait_for(
+        lambda: policy.read_namespaced_pod_disruption_budget("llm", namespace).status.current_healthy == 3,
+        timeout=60,
+        message="the budget sees 3 healthy pods",
+        ignore=(client.ApiException,),
+    )
 
     kube.patch_isvc(namespace, "llm", {"spec": {"syncReplicas": 2}})
 
@@ -356,8 +417,10 @@ def test_restarts_respect_a_disruption_budget_and_the_budget_follows_the_spec(ku
 
 
 def test_an_object_of_the_same_name_that_is_not_ours_is_left_alone(kube, namespace, running_operator):
-    theirs = {"metadata": {"name": "llm", "labels": {"app": "theirs"}},
-              "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    theirs = {
+        "metadata": {"name": "llm", "labels": {"app": "theirs"}},
+        "spec": {"selector": {"app": "theirs"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
     kube.core.create_namespaced_service(namespace, theirs)
     kube.create_isvc(namespace, isvc_body("llm", replicas=1))
 

@@ -28,13 +28,16 @@ def _statefulset(name: str, replicas: int) -> client.V1StatefulSet:
                 metadata=client.V1ObjectMeta(labels=labels),
                 spec=client.V1PodSpec(
                     termination_grace_period_seconds=1,
-                    init_containers=[client.V1Container(name="fetch-model",
-                                                        image="example.invalid/init:1")],
-                    containers=[client.V1Container(
-                        name="server", image="example.invalid/server:1",
-                        resources=client.V1ResourceRequirements(
-                            requests={"cpu": "100m", "nvidia.com/gpu": "1"},
-                            limits={"nvidia.com/gpu": "1"}))],
+                    init_containers=[client.V1Container(name="fetch-model", image="example.invalid/init:1")],
+                    containers=[
+                        client.V1Container(
+                            name="server",
+                            image="example.invalid/server:1",
+                            resources=client.V1ResourceRequirements(
+                                requests={"cpu": "100m", "nvidia.com/gpu": "1"}, limits={"nvidia.com/gpu": "1"}
+                            ),
+                        )
+                    ],
                 ),
             ),
         ),
@@ -43,10 +46,15 @@ def _statefulset(name: str, replicas: int) -> client.V1StatefulSet:
 
 def _create_sts(api, namespace: str, name: str, replicas: int) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespaced_service(namespace, client.V1Service(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1ServiceSpec(cluster_ip="None", selector={"app": name},
-                                  ports=[client.V1ServicePort(port=8000)])))
+    core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1ServiceSpec(
+                cluster_ip="None", selector={"app": name}, ports=[client.V1ServicePort(port=8000)]
+            ),
+        ),
+    )
     client.AppsV1Api(api).create_namespaced_stateful_set(namespace, _statefulset(name, replicas))
 
 
@@ -66,16 +74,18 @@ def _read_pod(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod
 def _wait_pods_ready(core, namespace: str, names: list[str], timeout: float = 60) -> list:
     def all_ready():
         pods = [_read_pod(core, namespace, n) for n in names]
-        if all(p is not None and p.metadata.deletion_timestamp is None and
-               p.status.phase == "Running" and _ready(p) for p in pods):
+        if all(
+            p is not None and p.metadata.deletion_timestamp is None and p.status.phase == "Running" and _ready(p)
+            for p in pods
+        ):
             return pods
         return None
 
     def describe():
         pods = [_read_pod(core, namespace, n) for n in names]
         return "pods not Running+Ready: " + ", ".join(
-            f"{n}={'absent' if p is None else (p.status.phase, _ready(p))}"
-            for n, p in zip(names, pods))
+            f"{n}={'absent' if p is None else (p.status.phase, _ready(p))}" for n, p in zip(names, pods, strict=True)
+        )
 
     return wait_for(all_ready, timeout=timeout, interval=0.25, message=describe)
 
@@ -99,9 +109,11 @@ def test_statefulset_gpu_pods_run_ready_with_distinct_ips(cluster, namespace):
         assert {c.type: c.status for c in pod.status.conditions}["Initialized"] == "True"
 
     sts = client.AppsV1Api(api).read_namespaced_stateful_set("gpu", namespace)
-    wait_for(lambda: client.AppsV1Api(api).read_namespaced_stateful_set(
-        "gpu", namespace).status.ready_replicas == 3, timeout=30,
-        message=f"statefulset status never reported 3 ready replicas: {sts.status}")
+    wait_for(
+        lambda: client.AppsV1Api(api).read_namespaced_stateful_set("gpu", namespace).status.ready_replicas == 3,
+        timeout=30,
+        message=f"statefulset status never reported 3 ready replicas: {sts.status}",
+    )
     # kubectl from the toolchain talks to the same cluster.
     out = cluster.kubectl("-n", namespace, "get", "pods", "-o", "name", check=True).stdout.split()
     assert sorted(out) == ["pod/gpu-0", "pod/gpu-1", "pod/gpu-2"]
@@ -119,20 +131,22 @@ def test_finalizer_holds_terminating_pod_then_statefulset_recreates_it(cluster, 
     def terminating():
         p = _read_pod(core, namespace, "fin-0")
         return p is not None and p.metadata.uid == old_uid and p.metadata.deletion_timestamp
+
     wait_for(terminating, timeout=10, message="pod never got a deletionTimestamp")
     # Well past the 1 s grace period the pod is still there (Terminating), finalizer intact.
     assert_stays(terminating, duration=4, message="pod with a finalizer was deleted")
     p = _read_pod(core, namespace, "fin-0")
     assert p.metadata.finalizers == [TEST_FINALIZER]
-    wait_for(lambda: not _ready(_read_pod(core, namespace, "fin-0")), timeout=10,
-             message="terminating pod stayed Ready")
+    wait_for(
+        lambda: not _ready(_read_pod(core, namespace, "fin-0")), timeout=10, message="terminating pod stayed Ready"
+    )
 
-    core.patch_namespaced_pod("fin-0", namespace, [
-        {"op": "remove", "path": "/metadata/finalizers"}])
+    core.patch_namespaced_pod("fin-0", namespace, [{"op": "remove", "path": "/metadata/finalizers"}])
 
     def recreated():
         p = _read_pod(core, namespace, "fin-0")
         return p is not None and p.metadata.uid != old_uid
+
     wait_for(recreated, timeout=30, message="StatefulSet did not recreate fin-0")
     (new,) = _wait_pods_ready(core, namespace, ["fin-0"])
     assert new.metadata.uid != old_uid and new.status.pod_ip  # the IP may be reused
@@ -141,12 +155,21 @@ def test_finalizer_holds_terminating_pod_then_statefulset_recreates_it(cluster, 
 def test_garbage_collection_and_namespace_deletion(cluster, namespace):
     api = cluster.api_client()
     core = client.CoreV1Api(api)
-    owner = core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="owner"), data={"a": "1"}))
-    core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="owned", owner_references=[client.V1OwnerReference(
-            api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)]),
-        data={"b": "2"}))
+    owner = core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"), data={"a": "1"})
+    )
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(
+                name="owned",
+                owner_references=[
+                    client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+                ],
+            ),
+            data={"b": "2"},
+        ),
+    )
     core.delete_namespaced_config_map("owner", namespace)
 
     def owned_gone():
@@ -157,12 +180,14 @@ def test_garbage_collection_and_namespace_deletion(cluster, namespace):
             if e.status == 404:
                 return True
             raise
+
     wait_for(owned_gone, timeout=30, message="owned ConfigMap was not garbage-collected")
 
     other = f"{namespace}-del"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
-    core.create_namespaced_config_map(other, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="x"), data={"c": "3"}))
+    core.create_namespaced_config_map(
+        other, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x"), data={"c": "3"})
+    )
     core.delete_namespace(other)
 
     def ns_gone():
@@ -173,6 +198,7 @@ def test_garbage_collection_and_namespace_deletion(cluster, namespace):
             if e.status == 404:
                 return True
             raise
+
     wait_for(ns_gone, timeout=60, message=f"namespace {other} deletion did not complete")
 
 
@@ -183,33 +209,56 @@ def test_crd_cel_validation_rejects_with_rule_message(cluster, namespace):
     plural = "widgets"
     message = "minReplicas must not exceed maxReplicas"
     crd = {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{group}"},
         "spec": {
-            "group": group, "scope": "Namespaced",
+            "group": group,
+            "scope": "Namespaced",
             "names": {"plural": plural, "singular": "widget", "kind": "Widget"},
-            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-                "openAPIV3Schema": {"type": "object", "properties": {"spec": {
-                    "type": "object",
-                    "properties": {"minReplicas": {"type": "integer"},
-                                   "maxReplicas": {"type": "integer"}},
-                    "x-kubernetes-validations": [
-                        {"rule": "self.minReplicas <= self.maxReplicas", "message": message}],
-                }}}}}],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {
+                                        "minReplicas": {"type": "integer"},
+                                        "maxReplicas": {"type": "integer"},
+                                    },
+                                    "x-kubernetes-validations": [
+                                        {"rule": "self.minReplicas <= self.maxReplicas", "message": message}
+                                    ],
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
         },
     }
     ext.create_custom_resource_definition(crd)
     try:
+
         def established():
             c = ext.read_custom_resource_definition(f"{plural}.{group}")
-            return any(x.type == "Established" and x.status == "True"
-                       for x in (c.status.conditions or []))
+            return any(x.type == "Established" and x.status == "True" for x in (c.status.conditions or []))
+
         wait_for(established, timeout=30, message="CRD not Established")
         co = client.CustomObjectsApi(api)
 
         def body(name, lo, hi):
-            return {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": name},
-                    "spec": {"minReplicas": lo, "maxReplicas": hi}}
+            return {
+                "apiVersion": f"{group}/v1",
+                "kind": "Widget",
+                "metadata": {"name": name},
+                "spec": {"minReplicas": lo, "maxReplicas": hi},
+            }
 
         def create_ok():
             try:
@@ -219,6 +268,7 @@ def test_crd_cel_validation_rejects_with_rule_message(cluster, namespace):
                 if e.status == 404:  # the new resource may take a moment to be served
                     return False
                 raise
+
         wait_for(create_ok, timeout=30, message="valid Widget could not be created")
 
         with pytest.raises(ApiException) as err:
@@ -236,18 +286,21 @@ def test_hold_not_ready_annotation(cluster, namespace):
     (pod,) = _wait_pods_ready(core, namespace, ["hold-0"])
     uid = pod.metadata.uid
 
-    core.patch_namespaced_pod("hold-0", namespace,
-                              {"metadata": {"annotations": {READY_ANNOTATION: "false"}}})
+    core.patch_namespaced_pod("hold-0", namespace, {"metadata": {"annotations": {READY_ANNOTATION: "false"}}})
 
     def not_ready():
         p = _read_pod(core, namespace, "hold-0")
-        return (p.metadata.uid == uid and p.status.phase == "Running" and not _ready(p)
-                and not any(cs.ready for cs in p.status.container_statuses))
+        return (
+            p.metadata.uid == uid
+            and p.status.phase == "Running"
+            and not _ready(p)
+            and not any(cs.ready for cs in p.status.container_statuses)
+        )
+
     wait_for(not_ready, timeout=20, message="annotated pod did not become NotReady")
     assert_stays(not_ready, duration=1.5, message="held pod became Ready again while annotated")
 
-    core.patch_namespaced_pod("hold-0", namespace,
-                              {"metadata": {"annotations": {READY_ANNOTATION: None}}})
+    core.patch_namespaced_pod("hold-0", namespace, {"metadata": {"annotations": {READY_ANNOTATION: None}}})
     (again,) = _wait_pods_ready(core, namespace, ["hold-0"], timeout=20)
     assert again.metadata.uid == uid
     assert all(cs.ready for cs in again.status.container_statuses)
@@ -273,8 +326,10 @@ def test_down_leaves_no_process(tmp_path, cluster):
             return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
+
     assert [n for n, pid in pids.items() if survivor(pid)] == []
-    strays = [p.pid for p in psutil.process_iter(["cmdline"])
-              if any(str(state) in a for a in (p.info["cmdline"] or []))]
+    strays = [
+        p.pid for p in psutil.process_iter(["cmdline"]) if any(str(state) in a for a in (p.info["cmdline"] or []))
+    ]
     assert strays == []
     assert not launcher.status(state).healthy

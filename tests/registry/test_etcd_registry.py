@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from infer_operator.registry.base import Registry
-from infer_operator.registry.model import Instance, RegistryError
-from infer_operator.registry.etcd import EtcdRegistry
-from infer_operator.registry.backends import connect
 from infer_operator.registration.actions import apply_sweep, deregister_confirmed
 from infer_operator.registration.plans import plan_sweep
+from infer_operator.registry.backends import connect
+from infer_operator.registry.base import Registry
+from infer_operator.registry.etcd import EtcdRegistry
+from infer_operator.registry.model import Instance, RegistryError
 
 pytestmark = pytest.mark.registry
 
@@ -54,8 +54,15 @@ async def test_roundtrip_exact_layout(etcd, reg):
     await reg.register(SVC, A)
     raw = etcd.get("/services/llm/instances/10.0.0.1:8080")
     assert raw == b'{"pod":"llm-0","namespace":"ns","uid":"u-0","ip":"10.0.0.1","port":8080,"role":"sync","ordinal":0}'
-    assert json.loads(raw) == {"pod": "llm-0", "namespace": "ns", "uid": "u-0", "ip": "10.0.0.1",
-                               "port": 8080, "role": "sync", "ordinal": 0}
+    assert json.loads(raw) == {
+        "pod": "llm-0",
+        "namespace": "ns",
+        "uid": "u-0",
+        "ip": "10.0.0.1",
+        "port": 8080,
+        "role": "sync",
+        "ordinal": 0,
+    }
     await reg.register(SVC, B)
     listing = await reg.list_instances(SVC)
     assert sorted(listing.instances, key=lambda i: i.ip) == [A, B]
@@ -88,7 +95,7 @@ async def test_malformed_reported_and_kept(etcd, reg):
         "/services/llm/instances/10.0.0.5:80": b"not json",
         "/services/llm/instances/10.0.0.6:80": b'{"ip":"10.0.0.6","port":80}',
         "/services/llm/instances/10.0.0.7:80": b'{"pod":"p","namespace":"n","uid":"u","ip":"10.0.0.7",'
-                                               b'"port":"80","role":"sync","ordinal":0}',
+        b'"port":"80","role":"sync","ordinal":0}',
         # valid JSON but for a different address than the key names
         "/services/llm/instances/10.0.0.8:80": B.to_json().encode(),
         "/services/llm/instances/deeper/key": b"{}",
@@ -116,8 +123,11 @@ async def test_config_listing_and_deletion(etcd, reg):
     assert await reg.list_config_ips(SVC) == {"10.0.0.1", "10.0.0.2", "10.0.0.10", "10.0.0.1.x"}
     await reg.delete_config(SVC, "10.0.0.1")
     left = etcd.range_prefix("/services/llm/config/")
-    assert set(left) == {"/services/llm/config/10.0.0.2", "/services/llm/config/10.0.0.10",
-                         "/services/llm/config/10.0.0.1.x"}
+    assert set(left) == {
+        "/services/llm/config/10.0.0.2",
+        "/services/llm/config/10.0.0.10",
+        "/services/llm/config/10.0.0.1.x",
+    }
     assert await reg.list_config_ips(SVC) == {"10.0.0.2", "10.0.0.10", "10.0.0.1.x"}
     assert_outside_untouched(etcd)
 
@@ -140,8 +150,10 @@ async def test_configs_are_deleted_in_bounded_transactions(etcd, reg, monkeypatc
     monkeypatch.setattr(EtcdRegistry, "_txn", counted)
     assert await reg.delete_configs(SVC, stale) == {}
     assert transactions == [128, 128, 44]  # 64 configs of two operations each, etcd's default limit 128
-    assert set(etcd.range_prefix("/services/llm/config/")) == {"/services/llm/config/10.0.0.1",
-                                                               f"/services/llm/config/{stale[0]}0"}
+    assert set(etcd.range_prefix("/services/llm/config/")) == {
+        "/services/llm/config/10.0.0.1",
+        f"/services/llm/config/{stale[0]}0",
+    }
     assert_outside_untouched(etcd)
 
 
@@ -178,17 +190,22 @@ async def test_sweep_only_inside_prefix(etcd, reg):
     res = await apply_sweep(reg, SVC, plan)
     assert (res.instances_removed, res.configs_removed, res.errors) == (1, 2, [])
     assert set(etcd.range_prefix("/services/llm/")) == {
-        "/services/llm/instances/10.0.0.2:8080", "/services/llm/config/10.0.0.2"}
+        "/services/llm/instances/10.0.0.2:8080",
+        "/services/llm/config/10.0.0.2",
+    }
     assert_outside_untouched(etcd)
     # unreadable pods: nothing is removed
-    res = await apply_sweep(reg, SVC, plan_sweep((await reg.list_instances(SVC)).instances,
-                                                 await reg.list_config_ips(SVC), None, None))
+    res = await apply_sweep(
+        reg, SVC, plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), None, None)
+    )
     assert (res.instances_removed, res.configs_removed) == (0, 0)
     assert len(etcd.range_prefix("/services/llm/")) == 2
 
 
-@pytest.mark.parametrize("service,ip", [("a/b", "1.2.3.4"), ("..", "1.2.3.4"), ("llm", "../x"),
-                                        ("llm", "1.2.3.4/x"), ("", "1.2.3.4"), ("llm", "a..b")])
+@pytest.mark.parametrize(
+    "service,ip",
+    [("a/b", "1.2.3.4"), ("..", "1.2.3.4"), ("llm", "../x"), ("llm", "1.2.3.4/x"), ("", "1.2.3.4"), ("llm", "a..b")],
+)
 async def test_path_traversal_rejected(etcd, reg, service, ip):
     seed_outside(etcd)
     with pytest.raises(ValueError):
@@ -253,8 +270,7 @@ async def test_deregister_confirmed_needs_second_confirmation(etcd, reg):
 
 async def test_deregister_confirmed_gives_up(etcd, reg):
     await reg.register(SVC, A)
-    res = await deregister_confirmed(ResurrectingRegistry(reg, A, n=99), SVC, A.ip, A.port,
-                                     attempts=3, backoff=0.01)
+    res = await deregister_confirmed(ResurrectingRegistry(reg, A, n=99), SVC, A.ip, A.port, attempts=3, backoff=0.01)
     assert not res.confirmed and res.attempts == 3 and res.needed_second_confirmation
     assert "still listed" in res.last_error
 
@@ -313,8 +329,7 @@ async def test_auth_user_password(etcd_fresh):
     password = "s3cret-Pa55word"
     etcd_fresh.enable_auth("root", password)
     etcd_fresh.put("/outside", "keep")
-    reg = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": password},
-                  timeout=3)
+    reg = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": password}, timeout=3)
     assert password not in repr(reg) and password not in str(reg) and password not in reg.describe()
     await reg.register(SVC, A)
     assert (await reg.list_instances(SVC)).instances == [A]
@@ -327,8 +342,7 @@ async def test_auth_user_password(etcd_fresh):
 
     # wrong password: a clear RegistryError without the password
     wrong = "wr0ng-Pa55word"
-    bad = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": wrong},
-                  timeout=3)
+    bad = connect("etcd", {"endpoints": [etcd_fresh.client_url]}, {"username": "root", "password": wrong}, timeout=3)
     with pytest.raises(RegistryError) as ei:
         await bad.list_instances(SVC)
     msg = str(ei.value)
@@ -351,6 +365,7 @@ async def test_concurrent_calls_share_session(etcd, reg):
 
 
 # -- ownership: a pod's entry, a new holder's claim, where the data lives --------------------------
+
 
 async def test_a_conditional_deregistration_keeps_another_pods_entry_at_the_same_address(etcd, reg):
     newer = Instance(pod="llm-0", namespace="ns", uid="u-new", ip=A.ip, port=A.port, role="sync", ordinal=0)

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from infer_operator.registry.backends import connect
-from infer_operator.registry.model import Instance, RegistryError
-from infer_operator.registry.http import HttpRegistry
 from infer_operator.registration.actions import apply_sweep, deregister_confirmed
 from infer_operator.registration.plans import plan_sweep
+from infer_operator.registry.backends import connect
+from infer_operator.registry.http import HttpRegistry
+from infer_operator.registry.model import Instance, RegistryError
 from tests.support.admin_controller import AdminController
 
 pytestmark = pytest.mark.registry
@@ -44,9 +44,19 @@ async def test_roundtrip_exact_json(admin_controller, reg):
     await reg.register(SVC, A)
     await reg.register(SVC, B)
     assert ac.requests[0] == ("PUT", "/services/llm/instances/10.0.0.1:8080")
-    assert ac.instances(SVC)["10.0.0.1:8080"] == json.loads(A.to_json()) == {
-        "pod": "llm-0", "namespace": "ns", "uid": "u-0", "ip": "10.0.0.1", "port": 8080,
-        "role": "sync", "ordinal": 0}
+    assert (
+        ac.instances(SVC)["10.0.0.1:8080"]
+        == json.loads(A.to_json())
+        == {
+            "pod": "llm-0",
+            "namespace": "ns",
+            "uid": "u-0",
+            "ip": "10.0.0.1",
+            "port": 8080,
+            "role": "sync",
+            "ordinal": 0,
+        }
+    )
     listing = await reg.list_instances(SVC)
     assert sorted(listing.instances, key=lambda i: i.ip) == [A, B] and listing.malformed == []
     await reg.deregister(SVC, A.ip, A.port)
@@ -159,9 +169,13 @@ async def test_slow_server_bounded(admin_controller):
 
 @pytest.mark.parametrize("status", [500, 502, 400, 409, 418])
 async def test_error_statuses(admin_controller, reg, status):
-    for call in (lambda: reg.register(SVC, A), lambda: reg.list_instances(SVC),
-                 lambda: reg.list_config_ips(SVC), lambda: reg.deregister(SVC, A.ip, A.port),
-                 lambda: reg.delete_config(SVC, A.ip)):
+    for call in (
+        lambda: reg.register(SVC, A),
+        lambda: reg.list_instances(SVC),
+        lambda: reg.list_config_ips(SVC),
+        lambda: reg.deregister(SVC, A.ip, A.port),
+        lambda: reg.delete_config(SVC, A.ip),
+    ):
         admin_controller.fail_next(status)
         with pytest.raises(RegistryError, match=f"HTTP {status}"):
             await call()
@@ -238,8 +252,9 @@ async def test_a_conditional_deregistration_keeps_another_pods_entry(admin_contr
     assert ac.instances(SVC)["10.0.0.1:8080"]["uid"] == "u-new"
     # The contract's own guard (`?uid=`): a controller that answers 409 keeps the entry.
     ac.requests.clear()
-    await reg._request("DELETE", reg.instance_url(SVC, A.ip, A.port).with_query(uid=A.uid), ok_404=True,
-                       ok_conflict=True)
+    await reg._request(
+        "DELETE", reg.instance_url(SVC, A.ip, A.port).with_query(uid=A.uid), ok_404=True, ok_conflict=True
+    )
     assert ac.instances(SVC)["10.0.0.1:8080"]["uid"] == "u-new"
     await reg.deregister(SVC, A.ip, A.port, "u-new")
     assert ac.instances(SVC) == {}
@@ -252,6 +267,9 @@ async def test_a_claim_deletes_the_ips_config_before_registering(admin_controlle
     ac.seed_config(SVC, B.ip)
     ac.requests.clear()
     await reg.claim(SVC, A)
-    assert ac.requests == [("DELETE", "/services/llm/configs/10.0.0.1"), ("PUT", "/services/llm/instances/10.0.0.1:8080")]
+    assert ac.requests == [
+        ("DELETE", "/services/llm/configs/10.0.0.1"),
+        ("PUT", "/services/llm/instances/10.0.0.1:8080"),
+    ]
     assert ac.configs(SVC) == {B.ip} and set(ac.instances(SVC)) == {"10.0.0.1:8080"}
     assert await reg.identity() == f"http {ac.url}"

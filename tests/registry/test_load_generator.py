@@ -34,8 +34,13 @@ def free_port() -> int:
 
 def app(role: str, **env: str) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("INFER_")}
-    return subprocess.Popen([sys.executable, str(APP)], env={**clean, "INFER_ROLE": role, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(APP)],
+        env={**clean, "INFER_ROLE": role, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def healthy(port: int) -> bool:
@@ -72,9 +77,20 @@ def two_instances(etcd):
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "apps did not start"
         time.sleep(0.05)
     for i, port in enumerate(ports):
-        etcd.put(f"{PREFIX}/{SERVICE}/instances/127.0.0.1:{port}",
-                 json.dumps({"pod": f"load-{i}", "namespace": "t", "uid": f"u{i}", "ip": "127.0.0.1", "port": port,
-                             "role": "sync", "ordinal": i}))
+        etcd.put(
+            f"{PREFIX}/{SERVICE}/instances/127.0.0.1:{port}",
+            json.dumps(
+                {
+                    "pod": f"load-{i}",
+                    "namespace": "t",
+                    "uid": f"u{i}",
+                    "ip": "127.0.0.1",
+                    "port": port,
+                    "role": "sync",
+                    "ordinal": i,
+                }
+            ),
+        )
     yield ports, procs
     for proc in procs:
         if proc.poll() is None:
@@ -88,10 +104,10 @@ async def test_the_operators_order_loses_nothing(etcd, two_instances):
     stop = asyncio.Event()
     load = asyncio.create_task(consumer.run(rate=40, duration=6, limit=400, stop=stop))
     await until(lambda: consumer.tally.ok >= 20)
-    etcd.delete(f"{PREFIX}/{SERVICE}/instances/127.0.0.1:{port_b}")          # deregistered first,
-    await until(lambda: len(consumer.instances) == 1)                           # seen by the consumer,
+    etcd.delete(f"{PREFIX}/{SERVICE}/instances/127.0.0.1:{port_b}")  # deregistered first,
+    await until(lambda: len(consumer.instances) == 1)  # seen by the consumer,
     await asyncio.sleep(0.5)  # the drain (a preStop's sleep: what is measured is what happens in it)
-    proc_b.send_signal(signal.SIGTERM)                                          # then SIGTERM
+    proc_b.send_signal(signal.SIGTERM)  # then SIGTERM
     tally = await load
     assert proc_b.wait(10) == 0
     assert tally.sent >= 200 and tally.ok == tally.sent, tally.as_dict()

@@ -51,8 +51,9 @@ class _State:
 
 
 class AdminController:
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 base_path: str = "") -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None, base_path: str = ""
+    ) -> None:
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.host = host
         self.port = port
@@ -71,7 +72,9 @@ class AdminController:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{self.base_path}"
 
-    def fail_next(self, status: int, count: int = 1, method: str | None = None, path_contains: str | None = None) -> None:
+    def fail_next(
+        self, status: int, count: int = 1, method: str | None = None, path_contains: str | None = None
+    ) -> None:
         self._faults.append(_Fault(status, count, method.upper() if method else None, path_contains))
 
     def reset_faults(self) -> None:
@@ -218,7 +221,7 @@ class AdminController:
             self.reset_faults()
         return web.Response(status=204)
 
-    async def start(self) -> "AdminController":
+    async def start(self) -> AdminController:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -232,7 +235,7 @@ class AdminController:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "AdminController":
+    async def __aenter__(self) -> AdminController:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -26,8 +26,13 @@ class AdminControllerProcess:
         args = [sys.executable, "-m", "tests.support.admin_controller", "--port", str(self.port)]
         if token:
             args += ["--token", token]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
         wait_for(self._up, timeout=20, message="admin controller listening")
 
     def _up(self) -> bool:
@@ -39,8 +44,9 @@ class AdminControllerProcess:
 
     def _call(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             text = response.read()
             return json.loads(text) if text else None

@@ -20,9 +20,16 @@ from infer_operator.clients.kube import KubeError
 from infer_operator.registry.base import Registry
 from infer_operator.registry.model import Instance, Listing, RegistryError
 
-_REASONS = {404: "NotFound", 409: "Conflict", 422: "Invalid", 403: "Forbidden", 429: "TooManyRequests",
-            500: "InternalError",
-            503: "ServiceUnavailable", 0: "Unreachable"}
+_REASONS = {
+    404: "NotFound",
+    409: "Conflict",
+    422: "Invalid",
+    403: "Forbidden",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    0: "Unreachable",
+}
 
 
 @dataclass
@@ -60,8 +67,16 @@ class FakeKube:
 
     # -- test controls ---------------------------------------------------------------------
 
-    def fail(self, verb: str, status: int, *, kind: str | None = None, name: str | None = None, count: int = 1,
-             message: str = "injected") -> None:
+    def fail(
+        self,
+        verb: str,
+        status: int,
+        *,
+        kind: str | None = None,
+        name: str | None = None,
+        count: int = 1,
+        message: str = "injected",
+    ) -> None:
         """Answer the next `count` calls of `verb` (get, list, apply, patch, delete) with `status`."""
         self.faults.append(_Fault(verb, kind, name, status, count, message))
 
@@ -90,8 +105,9 @@ class FakeKube:
             raise KubeError(404, "NotFound", f"{kind} {name} not found")
         return copy.deepcopy(found)
 
-    async def list(self, api_version: str, kind: str, namespace: str | None,
-                   label_selector: str | None = None) -> list[Any]:
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[Any]:
         self._call("list", kind, "")
         out = []
         for (av, k, ns, _), body in sorted(self.objects.items()):
@@ -131,8 +147,15 @@ class FakeKube:
         self.objects[key] = body
         return copy.deepcopy(body)
 
-    async def merge_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
-                          patch: dict[str, Any], subresource: str | None = None) -> Any:
+    async def merge_patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> Any:
         self._call("patch" if subresource is None else f"patch/{subresource}", kind, name)
         key = self._key(api_version, kind, namespace, name)
         current = self.objects.get(key)
@@ -150,8 +173,15 @@ class FakeKube:
         self._store_or_finish(key, body)
         return copy.deepcopy(body)
 
-    async def strategic_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
-                              patch: dict[str, Any], subresource: str | None = None) -> Any:
+    async def strategic_patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> Any:
         """Only what the operator sends: pod metadata (labels and annotations merged, finalizers
         added to the list, as ObjectMeta's patch strategy says), and pod status conditions, merged
         by type."""
@@ -169,11 +199,13 @@ class FakeKube:
             wanted = (patch.get("metadata") or {}).get("finalizers") or []
             added = [f for f in wanted if f not in (meta.get("finalizers") or [])]
             if added and meta.get("deletionTimestamp"):
-                raise KubeError(422, "Invalid", "Forbidden: no new finalizers can be added if the object is "
-                                                "being deleted")
+                raise KubeError(
+                    422, "Invalid", "Forbidden: no new finalizers can be added if the object is being deleted"
+                )
             for field_name in ("labels", "annotations"):
-                meta[field_name] = merge_patch(meta.get(field_name) or {}, (patch.get("metadata") or {}).get(
-                    field_name) or {})
+                meta[field_name] = merge_patch(
+                    meta.get(field_name) or {}, (patch.get("metadata") or {}).get(field_name) or {}
+                )
             meta["finalizers"] = [*(meta.get("finalizers") or []), *added]
             meta["resourceVersion"] = str(next(self._versions))
             self.objects[key] = body
@@ -191,8 +223,9 @@ class FakeKube:
         self.objects[key] = body
         return copy.deepcopy(body)
 
-    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str,
-                     *, uid: str | None = None) -> Any:
+    async def delete(
+        self, api_version: str, kind: str, namespace: str | None, name: str, *, uid: str | None = None
+    ) -> Any:
         self._call("delete", kind, name)
         key = self._key(api_version, kind, namespace, name)
         current = self.objects.get(key)
@@ -201,8 +234,9 @@ class FakeKube:
         if uid is not None and current["metadata"]["uid"] != uid:
             raise KubeError(409, "Conflict", "Precondition failed: UID in precondition")
         body = copy.deepcopy(current)
-        body["metadata"].setdefault("deletionTimestamp",
-                                    datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        body["metadata"].setdefault(
+            "deletionTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
         body["metadata"]["resourceVersion"] = str(next(self._versions))
         self._store_or_finish(key, body)
         return {"kind": "Status", "status": "Success"}
@@ -275,11 +309,11 @@ class StubRegistry(Registry):
     """A registry in memory: instances and per-IP configs per service, failures on demand."""
 
     instances: dict[str, dict[str, Instance]] = field(default_factory=dict)  # service -> address -> entry
-    configs: dict[str, set[str]] = field(default_factory=dict)               # service -> IPs
-    malformed: dict[str, list[str]] = field(default_factory=dict)            # service -> entry ids not ours
-    failures: dict[str, int] = field(default_factory=dict)                   # operation -> calls to fail
-    ignore_deletes: int = 0   # acknowledge this many deregistrations without removing the entry
-    place: str = "stub"       # what identity() answers: two stubs with one place are one store
+    configs: dict[str, set[str]] = field(default_factory=dict)  # service -> IPs
+    malformed: dict[str, list[str]] = field(default_factory=dict)  # service -> entry ids not ours
+    failures: dict[str, int] = field(default_factory=dict)  # operation -> calls to fail
+    ignore_deletes: int = 0  # acknowledge this many deregistrations without removing the entry
+    place: str = "stub"  # what identity() answers: two stubs with one place are one store
     calls: list[tuple[str, str]] = field(default_factory=list)
     closed: bool = False
     kind = "stub"

@@ -34,8 +34,9 @@ class Kube:
         return self.custom.get_namespaced_custom_object(labels.GROUP, labels.VERSION, namespace, labels.PLURAL, name)
 
     def patch_isvc(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(labels.GROUP, labels.VERSION, namespace, labels.PLURAL,
-                                                          name, patch)
+        return self.custom.patch_namespaced_custom_object(
+            labels.GROUP, labels.VERSION, namespace, labels.PLURAL, name, patch
+        )
 
     def delete_isvc(self, namespace: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(labels.GROUP, labels.VERSION, namespace, labels.PLURAL, name)
@@ -55,12 +56,14 @@ class Kube:
 
     def events(self, namespace: str, name: str) -> list[client.CoreV1Event]:
         return self.core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={labels.KIND}").items
+            namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={labels.KIND}"
+        ).items
 
 
 def is_ready(pod: client.V1Pod) -> bool:
     return pod.status.phase == "Running" and any(
-        c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+    )
 
 
 def condition(isvc: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -86,8 +89,9 @@ def wait_crds_established(cluster, *names: str) -> None:
     from devtools.harness import wait_for
 
     def established(name: str) -> bool:
-        result = cluster.kubectl("get", "crd", name, "-o",
-                                 "jsonpath={.status.conditions[?(@.type=='Established')].status}")
+        result = cluster.kubectl(
+            "get", "crd", name, "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+        )
         return result.returncode == 0 and result.stdout.strip() == "True"
 
     for name in names:

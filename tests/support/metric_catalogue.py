@@ -14,8 +14,8 @@ TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "co
 
 @dataclass(frozen=True)
 class Series:
-    metric: str          # the metric's name (without _total, _bucket, ...)
-    kind: str            # counter, gauge, histogram, summary
+    metric: str  # the metric's name (without _total, _bucket, ...)
+    kind: str  # counter, gauge, histogram, summary
     labels: frozenset[str]
 
 
@@ -23,8 +23,12 @@ def scraped_series() -> dict[str, Series]:
     """Every series name a scrape can show (`..._total`, `..._bucket`, ...) -> its metric."""
     from infer_operator import metrics
 
-    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
-                "summary": ("", "_sum", "_count")}
+    suffixes = {
+        "counter": ("_total",),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+    }
     found: dict[str, Series] = {}
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):

@@ -21,12 +21,17 @@ def on_real_node(node: realnode.RealNode, template: dict[str, Any]) -> dict[str,
     return out
 
 
-def sample_template(node: realnode.RealNode, env: dict[str, str] | None = None, gpus: int = 0,
-                    **container: Any) -> dict[str, Any]:
+def sample_template(
+    node: realnode.RealNode, env: dict[str, str] | None = None, gpus: int = 0, **container: Any
+) -> dict[str, Any]:
     """A pod template running the sample app image on the real node."""
-    main = {"name": "app", "image": node.images["sample-app"],
-            "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
-            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}, **container}
+    main = {
+        "name": "app",
+        "image": node.images["sample-app"],
+        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        **container,
+    }
     if gpus:
         main["resources"]["limits"] = {"nvidia.com/gpu": gpus}
     return on_real_node(node, {"spec": {"containers": [main]}})
@@ -52,5 +57,11 @@ def wait_pods(kube, namespace: str, service: str, count: int, ready: bool = True
             return None
         return pods
 
-    return wait_for(settled, timeout, interval=0.25,
-                    message=lambda: f"{service}: pods {[(n, p.status.phase, is_ready(p)) for n, p in kube.pods(namespace, service).items()]}")
+    return wait_for(
+        settled,
+        timeout,
+        interval=0.25,
+        message=lambda: (
+            f"{service}: pods {[(n, p.status.phase, is_ready(p)) for n, p in kube.pods(namespace, service).items()]}"
+        ),
+    )

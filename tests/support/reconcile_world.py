@@ -22,25 +22,42 @@ NAME = "llm"
 ETCD = {"type": "etcd", "etcd": {"endpoints": ["http://etcd:2379"]}}
 
 
-def pod_body(ordinal: int, role: str | None = None, *, ready: bool = True, ip: str | None = None,
-             finalizers: tuple[str, ...] = (), registered: bool = False, gated: bool = False) -> dict:
+def pod_body(
+    ordinal: int,
+    role: str | None = None,
+    *,
+    ready: bool = True,
+    ip: str | None = None,
+    finalizers: tuple[str, ...] = (),
+    registered: bool = False,
+    gated: bool = False,
+) -> dict:
     """A running pod; `ready`: its containers are ready. `gated`: it carries the operator's
     readiness gate, still closed (Ready waits for it, as the kubelet rules); otherwise Ready = `ready`."""
     meta_labels = {**labels.common_labels(NAME), labels.LABEL_POD_INDEX: str(ordinal)}
     if role:
         meta_labels[labels.LABEL_ROLE] = role
     since = "2026-01-01T00:00:00Z"
-    conditions = [{"type": "Ready", "status": "True" if ready and not gated else "False", "lastTransitionTime": since},
-                  {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": since}]
+    conditions = [
+        {"type": "Ready", "status": "True" if ready and not gated else "False", "lastTransitionTime": since},
+        {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": since},
+    ]
     if registered:
         conditions.append({"type": labels.CONDITION_REGISTERED, "status": "True"})
     if not gated:
         conditions.append({"type": labels.CONDITION_READY, "status": "True"})
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{NAME}-{ordinal}", "namespace": NS, "labels": meta_labels,
-                         "finalizers": list(finalizers)},
-            "spec": {"readinessGates": [{"conditionType": labels.CONDITION_READY}]},
-            "status": {"phase": "Running", "podIP": ip or f"10.0.0.{ordinal + 10}", "conditions": conditions}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{NAME}-{ordinal}",
+            "namespace": NS,
+            "labels": meta_labels,
+            "finalizers": list(finalizers),
+        },
+        "spec": {"readinessGates": [{"conditionType": labels.CONDITION_READY}]},
+        "status": {"phase": "Running", "podIP": ip or f"10.0.0.{ordinal + 10}", "conditions": conditions},
+    }
 
 
 def revised(body: dict, revision: str, *, grace: int | None = None, port: int | None = 8000) -> dict:
@@ -65,17 +82,23 @@ class World:
         self.events: list[tuple[str, str, str]] = []
         self.pod_events: list[tuple[str, str, str]] = []
         body = self.kube.put(isvc_body(NAME, NS, **{"syncReplicas": None, **spec}))
-        self.services = ServiceRecords(lambda ns, name: Registrar(self.kube, ns, name, 1.0,
-                                                                  connect=lambda *_: self.registry))
-        self.releaser = PodReleaser(self.kube, self.services,
-                                    lambda ref, *event: self.pod_events.append(event), timeout=lambda: 1.0)
+        self.services = ServiceRecords(
+            lambda ns, name: Registrar(self.kube, ns, name, 1.0, connect=lambda *_: self.registry)
+        )
+        self.releaser = PodReleaser(
+            self.kube, self.services, lambda ref, *event: self.pod_events.append(event), timeout=lambda: 1.0
+        )
         # Held for the world's life, as the service's loop holds it while it runs.
         self.record = self.services.hold(NS, NAME, body["metadata"]["uid"])
-        self.reconciler = ServiceReconciler(self.kube, self.record, logging.getLogger("test"),
-                                            lambda *event: self.events.append(event), releaser=self.releaser,
-                                            schedule=Schedule(resync_seconds=3600, audit_seconds=3600,
-                                                              sweep_seconds=3600),
-                                            status_interval=0.0)
+        self.reconciler = ServiceReconciler(
+            self.kube,
+            self.record,
+            logging.getLogger("test"),
+            lambda *event: self.events.append(event),
+            releaser=self.releaser,
+            schedule=Schedule(resync_seconds=3600, audit_seconds=3600, sweep_seconds=3600),
+            status_interval=0.0,
+        )
 
     def body(self) -> dict:
         return self.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)

@@ -13,10 +13,10 @@ from tests.support.pods import pod
 @pytest.mark.parametrize(
     ("indexed", "listed", "vanished"),
     [
-        ([0, 1, 2], [0, 1, 2], []),          # nothing missed
-        ([0, 1, 2], [0, 2], [1]),            # a deletion the watch never delivered
-        ([0, 1], [0, 1, 2], []),             # listed but not indexed yet: not a ghost
-        ([0, 1, 2], [], [0, 1, 2]),          # the service's pods are all gone
+        ([0, 1, 2], [0, 1, 2], []),  # nothing missed
+        ([0, 1, 2], [0, 2], [1]),  # a deletion the watch never delivered
+        ([0, 1], [0, 1, 2], []),  # listed but not indexed yet: not a ghost
+        ([0, 1, 2], [], [0, 1, 2]),  # the service's pods are all gone
         ([], [0], []),
     ],
 )

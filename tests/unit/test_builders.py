@@ -12,7 +12,9 @@ OWNER = Owner("llm", "prod", "uid-1")
 
 
 def objects(**overrides):
-    return {o["kind"] + "/" + o["metadata"]["name"]: o for o in build_all(OWNER, parse_spec(isvc_body(**overrides)["spec"]))}
+    return {
+        o["kind"] + "/" + o["metadata"]["name"]: o for o in build_all(OWNER, parse_spec(isvc_body(**overrides)["spec"]))
+    }
 
 
 def statefulset(**overrides):
@@ -24,7 +26,9 @@ def main_container(**overrides):
 
 
 def env_of(container):
-    return {e["name"]: e.get("value", e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")) for e in container["env"]}
+    return {
+        e["name"]: e.get("value", e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")) for e in container["env"]
+    }
 
 
 def test_builds_the_four_owned_objects_all_owned_and_labelled():
@@ -36,13 +40,16 @@ def test_builds_the_four_owned_objects_all_owned_and_labelled():
         assert obj["metadata"]["labels"][labels.LABEL_MANAGED_BY] == "infer-operator"
 
 
-@pytest.mark.parametrize(("budget", "strategy", "limit"), [
-    (None, None, None),
-    ({}, None, {"maxUnavailable": 1}),                                           # the rollout's budget
-    ({}, {"rollingUpdate": {"maxUnavailable": 3}}, {"maxUnavailable": 3}),
-    ({"maxUnavailable": "25%"}, None, {"maxUnavailable": "25%"}),
-    ({"minAvailable": 2}, {"rollingUpdate": {"maxUnavailable": 3}}, {"minAvailable": 2}),
-])
+@pytest.mark.parametrize(
+    ("budget", "strategy", "limit"),
+    [
+        (None, None, None),
+        ({}, None, {"maxUnavailable": 1}),  # the rollout's budget
+        ({}, {"rollingUpdate": {"maxUnavailable": 3}}, {"maxUnavailable": 3}),
+        ({"maxUnavailable": "25%"}, None, {"maxUnavailable": "25%"}),
+        ({"minAvailable": 2}, {"rollingUpdate": {"maxUnavailable": 3}}, {"minAvailable": 2}),
+    ],
+)
 def test_disruption_budget(budget, strategy, limit):
     built = objects(replicas=8, podDisruptionBudget=budget, updateStrategy=strategy)
     if limit is None:
@@ -64,13 +71,22 @@ def test_statefulset_shape():
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["spec"]["selector"]["matchLabels"] == {labels.LABEL_NAME: "llm", labels.LABEL_SERVICE: "llm"}
     pod_labels = sts["spec"]["template"]["metadata"]["labels"]
-    assert pod_labels == {"team": "ml", labels.LABEL_NAME: "llm", labels.LABEL_SERVICE: "llm",
-                          labels.LABEL_MANAGED_BY: "infer-operator"}
+    assert pod_labels == {
+        "team": "ml",
+        labels.LABEL_NAME: "llm",
+        labels.LABEL_SERVICE: "llm",
+        labels.LABEL_MANAGED_BY: "infer-operator",
+    }
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"syncReplicas": 1}, {"syncReplicas": 4}, {"replicas": 9, "syncReplicas": 4}, {"replicas": 2, "syncReplicas": None}],
+    [
+        {"syncReplicas": 1},
+        {"syncReplicas": 4},
+        {"replicas": 9, "syncReplicas": 4},
+        {"replicas": 2, "syncReplicas": None},
+    ],
 )
 def test_pod_template_does_not_depend_on_the_split(overrides):
     """Changing syncReplicas or replicas must never roll the StatefulSet."""
@@ -81,12 +97,25 @@ def test_pod_template_does_not_depend_on_the_split(overrides):
     ("overrides", "command", "args", "has_role_env"),
     [
         ({}, ["python", "-m", "app"], None, False),
-        ({"sync": {"command": ["serve"], "args": ["--port", "8000"]}, "async": {"command": ["work"]}},
-         ["/bin/sh", "/infer-operator/launch.sh"], ["3", "serve", "--port", "8000", "work"], True),
+        (
+            {"sync": {"command": ["serve"], "args": ["--port", "8000"]}, "async": {"command": ["work"]}},
+            ["/bin/sh", "/infer-operator/launch.sh"],
+            ["3", "serve", "--port", "8000", "work"],
+            True,
+        ),
         # a role without a command falls back to the container's own command
-        ({"sync": {"command": ["serve"]}}, ["/bin/sh", "/infer-operator/launch.sh"], ["1", "serve", "python", "-m", "app"], True),
-        ({"async": {"command": ["work", "a b"]}}, ["/bin/sh", "/infer-operator/launch.sh"],
-         ["3", "python", "-m", "app", "work", "a b"], True),
+        (
+            {"sync": {"command": ["serve"]}},
+            ["/bin/sh", "/infer-operator/launch.sh"],
+            ["1", "serve", "python", "-m", "app"],
+            True,
+        ),
+        (
+            {"async": {"command": ["work", "a b"]}},
+            ["/bin/sh", "/infer-operator/launch.sh"],
+            ["3", "python", "-m", "app", "work", "a b"],
+            True,
+        ),
     ],
 )
 def test_role_commands_go_through_the_launcher(overrides, command, args, has_role_env):
@@ -126,11 +155,28 @@ def test_contract_env_and_user_env_kept():
     ("overrides", "timing"),
     [
         ({}, {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3, "successThreshold": 1}),
-        ({"sync": {"readinessProbe": {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 2,
-                                      "failureThreshold": 30}}},
-         {"periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 30, "successThreshold": 1}),
-        ({"async": {"readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 9}}},
-         {"periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3, "successThreshold": 1, "initialDelaySeconds": 9}),
+        (
+            {
+                "sync": {
+                    "readinessProbe": {
+                        "httpGet": {"path": "/healthz", "port": 8000},
+                        "periodSeconds": 2,
+                        "failureThreshold": 30,
+                    }
+                }
+            },
+            {"periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 30, "successThreshold": 1},
+        ),
+        (
+            {"async": {"readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 9}}},
+            {
+                "periodSeconds": 5,
+                "timeoutSeconds": 3,
+                "failureThreshold": 3,
+                "successThreshold": 1,
+                "initialDelaySeconds": 9,
+            },
+        ),
     ],
 )
 def test_one_role_dispatching_readiness_probe(overrides, timing):
@@ -144,8 +190,10 @@ def test_prestop_grace_and_mounts():
     sts = build_statefulset(OWNER, parse_spec(body["spec"]))
     pod_spec = sts["spec"]["template"]["spec"]
     main = pod_spec["containers"][0]
-    assert main["lifecycle"] == {"postStart": {"exec": {"command": ["hi"]}},
-                                 "preStop": {"exec": {"command": ["/bin/sh", "/infer-operator/prestop.sh"]}}}
+    assert main["lifecycle"] == {
+        "postStart": {"exec": {"command": ["hi"]}},
+        "preStop": {"exec": {"command": ["/bin/sh", "/infer-operator/prestop.sh"]}},
+    }
     assert pod_spec["terminationGracePeriodSeconds"] == 90
     assert {"name": "infer-operator-scripts", "mountPath": "/infer-operator", "readOnly": True} in main["volumeMounts"]
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
@@ -165,14 +213,16 @@ def test_gate_init_container_runs_first_with_main_image_and_resources():
     assert gate["command"] == ["/bin/sh", "/infer-operator/gate.sh"]
 
 
-@pytest.mark.parametrize("theirs", [[], [{"conditionType": "example.com/warm"}],
-                                    [{"conditionType": labels.CONDITION_READY}]])
+@pytest.mark.parametrize(
+    "theirs", [[], [{"conditionType": "example.com/warm"}], [{"conditionType": labels.CONDITION_READY}]]
+)
 def test_readiness_gate_added_once_and_the_templates_kept(theirs):
     body = isvc_body()
     body["spec"]["template"]["spec"]["readinessGates"] = theirs
     gates = build_statefulset(OWNER, parse_spec(body["spec"]))["spec"]["template"]["spec"]["readinessGates"]
     assert gates == [g for g in theirs if g["conditionType"] != labels.CONDITION_READY] + [
-        {"conditionType": labels.CONDITION_READY}]
+        {"conditionType": labels.CONDITION_READY}
+    ]
 
 
 def test_second_containers_are_untouched():
@@ -190,9 +240,14 @@ def test_second_containers_are_untouched():
         # the same port declared without a name: named now
         ([{"containerPort": 8000}], [{"name": labels.SYNC_PORT_NAME, "containerPort": 8000, "protocol": "TCP"}]),
         # other ports (and a named declaration of the same one) are kept
-        ([{"name": "metrics", "containerPort": 9090}, {"name": "http", "containerPort": 8000}],
-         [{"name": "metrics", "containerPort": 9090}, {"name": "http", "containerPort": 8000},
-          {"name": labels.SYNC_PORT_NAME, "containerPort": 8000, "protocol": "TCP"}]),
+        (
+            [{"name": "metrics", "containerPort": 9090}, {"name": "http", "containerPort": 8000}],
+            [
+                {"name": "metrics", "containerPort": 9090},
+                {"name": "http", "containerPort": 8000},
+                {"name": labels.SYNC_PORT_NAME, "containerPort": 8000, "protocol": "TCP"},
+            ],
+        ),
     ],
 )
 def test_the_sync_port_is_a_named_container_port_of_the_pod(ports, expected):
@@ -209,8 +264,18 @@ def test_the_sync_port_is_a_named_container_port_of_the_pod(ports, expected):
         (None, []),
         ({"exec": {"command": ["touch", "/tmp/drain"]}}, ["exec", "touch", "/tmp/drain"]),
         ({"httpGet": {"path": "/quiesce", "port": "http"}}, ["http", "8080", "/quiesce", "HTTP", ""]),
-        ({"httpGet": {"path": "/q", "port": 9000, "scheme": "HTTPS", "host": "h",
-                      "httpHeaders": [{"name": "X", "value": "y"}]}}, ["http", "9000", "/q", "HTTPS", "h", "X: y"]),
+        (
+            {
+                "httpGet": {
+                    "path": "/q",
+                    "port": 9000,
+                    "scheme": "HTTPS",
+                    "host": "h",
+                    "httpHeaders": [{"name": "X", "value": "y"}],
+                }
+            },
+            ["http", "9000", "/q", "HTTPS", "h", "X: y"],
+        ),
         ({"sleep": {"seconds": 5}}, ["sleep", "5"]),
         ({"tcpSocket": {"port": 1}}, []),
     ],
@@ -247,9 +312,14 @@ def test_services(port):
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["selector"] == {labels.LABEL_NAME: "llm", labels.LABEL_SERVICE: "llm"}
     assert headless["spec"]["publishNotReadyAddresses"] is True
-    assert sync["spec"]["selector"] == {labels.LABEL_NAME: "llm", labels.LABEL_SERVICE: "llm", labels.LABEL_ROLE: "sync"}
-    assert sync["spec"]["ports"] == [{"name": "sync", "port": port, "targetPort": labels.SYNC_PORT_NAME,
-                                      "protocol": "TCP"}]
+    assert sync["spec"]["selector"] == {
+        labels.LABEL_NAME: "llm",
+        labels.LABEL_SERVICE: "llm",
+        labels.LABEL_ROLE: "sync",
+    }
+    assert sync["spec"]["ports"] == [
+        {"name": "sync", "port": port, "targetPort": labels.SYNC_PORT_NAME, "protocol": "TCP"}
+    ]
     assert headless["spec"]["ports"] == sync["spec"]["ports"]
     # pods made before the port had a name are reached by number until they are all replaced
     by_number = build_all(OWNER, parse_spec(isvc_body(sync={"port": port})["spec"]), named_target=False)

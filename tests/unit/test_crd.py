@@ -21,9 +21,7 @@ def _walk(node, path="$"):
 
 def test_committed_crd_matches_the_models():
     committed = (ROOT / CRD_FILE).read_text()
-    assert committed == render_crd_yaml(), (
-        f"{CRD_FILE} is stale: regenerate it with `infer-operator crd > {CRD_FILE}`"
-    )
+    assert committed == render_crd_yaml(), f"{CRD_FILE} is stale: regenerate it with `infer-operator crd > {CRD_FILE}`"
 
 
 def test_schema_is_structural():
@@ -31,8 +29,10 @@ def test_schema_is_structural():
     for path, node in _walk(schema):
         assert "$ref" not in node and "title" not in node, path
         # anyOf only in the one form a structural schema allows it: IntOrString.
-        assert "anyOf" not in node or (node.get("x-kubernetes-int-or-string") is True
-                                       and node["anyOf"] == [{"type": "integer"}, {"type": "string"}]), path
+        assert "anyOf" not in node or (
+            node.get("x-kubernetes-int-or-string") is True
+            and node["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+        ), path
         if "properties" in node:
             assert node.get("type") == "object", path
             assert "additionalProperties" not in node, path
@@ -44,7 +44,11 @@ def test_names_subresources_and_columns():
     crd = yaml.safe_load((ROOT / CRD_FILE).read_text())
     assert crd["metadata"]["name"] == "inferenceservices.serving.infer-operator.io"
     names = crd["spec"]["names"]
-    assert (names["kind"], names["plural"], names["shortNames"]) == ("InferenceService", "inferenceservices", ["infsvc"])
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        "InferenceService",
+        "inferenceservices",
+        ["infsvc"],
+    )
     assert crd["spec"]["scope"] == "Namespaced"
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
@@ -71,7 +75,9 @@ def test_cel_rules_name_their_fields():
     # The name rules sit on the whole object: transition rules, checked on create only.
     assert all("metadata.name" in r["message"] and r["optionalOldSelf"] for r in root["x-kubernetes-validations"])
     lifecycle_rules = spec["properties"]["lifecycle"]["x-kubernetes-validations"]
-    assert any("terminationGracePeriodSeconds" in r["message"] and "drainSeconds" in r["message"] for r in lifecycle_rules)
+    assert any(
+        "terminationGracePeriodSeconds" in r["message"] and "drainSeconds" in r["message"] for r in lifecycle_rules
+    )
 
 
 def test_every_spec_field_is_described():

@@ -39,8 +39,15 @@ replace (
 
 def test_staging_modules_from_gomod_text():
     mods = toolchain.staging_modules(KUBERNETES_GOMOD_SAMPLE)
-    assert mods == sorted({"k8s.io/api", "k8s.io/apiextensions-apiserver", "k8s.io/client-go",
-                           "k8s.io/cri-client", "k8s.io/sample-cli-plugin"})
+    assert mods == sorted(
+        {
+            "k8s.io/api",
+            "k8s.io/apiextensions-apiserver",
+            "k8s.io/client-go",
+            "k8s.io/cri-client",
+            "k8s.io/sample-cli-plugin",
+        }
+    )
     # Real (non-staging) k8s.io modules are not replaced.
     assert "k8s.io/klog/v2" not in mods and "k8s.io/kube-openapi" not in mods
 
@@ -104,9 +111,17 @@ def _exprs(stage: dict) -> dict[str, dict]:
 
 def test_stage_set():
     stages = _stages()
-    assert {"pod-create", "pod-init-container-running", "pod-init-container-completed",
-            "pod-ready", "pod-delete", "pod-hold-not-ready", "pod-release-ready",
-            "node-initialize", "node-heartbeat-with-lease"} <= set(stages)
+    assert {
+        "pod-create",
+        "pod-init-container-running",
+        "pod-init-container-completed",
+        "pod-ready",
+        "pod-delete",
+        "pod-hold-not-ready",
+        "pod-release-ready",
+        "node-initialize",
+        "node-heartbeat-with-lease",
+    } <= set(stages)
     kinds = {s["spec"]["resourceRef"]["kind"] for s in stages.values()}
     assert kinds == {"Pod", "Node"}
 
@@ -166,8 +181,11 @@ def test_real_node_configs(tmp_path):
     assert f'address = "{tmp_path}/containerd/containerd.sock"' in containerd
     kubelet = yaml.safe_load(realnode.kubelet_config(tmp_path, 12345))
     assert kubelet["registerWithTaints"] == [{"key": realnode.TAINT_KEY, "value": "true", "effect": "NoSchedule"}]
-    assert (kubelet["address"], kubelet["port"], kubelet["healthzPort"]) == (realnode.POD_GATEWAY, realnode.KUBELET_PORT,
-                                                                             12345)
+    assert (kubelet["address"], kubelet["port"], kubelet["healthzPort"]) == (
+        realnode.POD_GATEWAY,
+        realnode.KUBELET_PORT,
+        12345,
+    )
     assert kubelet["cgroupsPerQOS"] is False and kubelet["failSwapOn"] is False
     proxy = yaml.safe_load(realnode.kube_proxy_config(tmp_path, 1, 2))
     assert (proxy["clusterCIDR"], proxy["hostnameOverride"]) == (realnode.POD_SUBNET, realnode.NODE_NAME)

@@ -24,7 +24,9 @@ async def test_events_are_posted_in_order_about_the_object_named():
     await recorder.close()
     posted = sorted(_events(kube), key=lambda e: int(e["metadata"]["resourceVersion"]))
     assert [(e["reason"], e["message"], e["type"]) for e in posted] == [
-        ("IPReused", "first", "Normal"), ("DeregistrationTimedOut", "second", "Warning")]
+        ("IPReused", "first", "Normal"),
+        ("DeregistrationTimedOut", "second", "Warning"),
+    ]
     assert posted[0]["involvedObject"] == POD and posted[0]["metadata"]["namespace"] == "team"
     assert posted[0]["source"] == {"component": "infer-operator"} and posted[0]["reportingInstance"] == "op-0"
 

@@ -50,8 +50,11 @@ def test_isvc_body_overrides_come_first_and_none_unsets():
     body = isvc_body("a", "ns", registry=etcd_registry("http://e:2379", "/p", service="s"), syncReplicas=None)
     assert body["metadata"] == {"name": "a", "namespace": "ns"}
     assert list(body["spec"]) == ["registry", "replicas", "lifecycle", "template"]
-    assert body["spec"]["registry"] == {"type": "etcd", "etcd": {"endpoints": ["http://e:2379"], "prefix": "/p"},
-                                        "service": "s"}
+    assert body["spec"]["registry"] == {
+        "type": "etcd",
+        "etcd": {"endpoints": ["http://e:2379"], "prefix": "/p"},
+        "service": "s",
+    }
 
 
 def test_operator_command_line(tmp_path):

@@ -39,7 +39,9 @@ def test_sample_app_image_config_is_the_dockerfiles():
 
 
 def test_a_new_build_step_in_a_dockerfile_fails_the_local_build(tmp_path):
-    text = (ROOT / "Dockerfile").read_text().replace("USER 65532:65532", "RUN apt-get install -y curl\nUSER 65532:65532")
+    text = (
+        (ROOT / "Dockerfile").read_text().replace("USER 65532:65532", "RUN apt-get install -y curl\nUSER 65532:65532")
+    )
     (tmp_path / "Dockerfile").write_text(text)
     with pytest.raises(build.ImageBuildError, match="RUN steps changed"):
         build._operator_run_step(dockerfile.parse(tmp_path / "Dockerfile"))
@@ -68,8 +70,9 @@ def test_oci_archive_holds_the_layers_and_config(tmp_path):
     (root / "dev" / "null-ish").write_text("left out: dev/ is the runtime's")
     layer = tmp_path / "layer.tar"
     oci.tar_directory(root, layer)
-    archive = oci.write_archive(tmp_path / "img.tar", "docker.io/local/t:1", [layer],
-                                {"User": "10001", "Env": [oci.DEFAULT_PATH]})
+    archive = oci.write_archive(
+        tmp_path / "img.tar", "docker.io/local/t:1", [layer], {"User": "10001", "Env": [oci.DEFAULT_PATH]}
+    )
     assert archive.digest.startswith("sha256:") and archive.size == layer.stat().st_size
     assert oci.read_config(archive.path)["config"]["User"] == "10001"
     assert oci.layer_names(archive.path) == [{"app", "app/app.py", "dev"}]

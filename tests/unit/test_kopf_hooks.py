@@ -33,18 +33,23 @@ def _gauge(hook: str) -> float:
 
 # -- the gate -------------------------------------------------------------------------------------
 
+
 def test_every_hook_installs_on_the_pinned_kopf() -> None:
     # The day a kopf upgrade moves what a hook relies on, this fails (rather than the operator
     # quietly losing memory, start-up time or events in production).
     installed = _install()
-    assert installed == {hook.name: True for hook in kopf_hooks.hooks(on_pods_listed=print, on_pod_event=print,
-                                                                         quiet=True)}
+    assert installed == {
+        hook.name: True for hook in kopf_hooks.hooks(on_pods_listed=print, on_pod_event=print, quiet=True)
+    }
     assert all(_gauge(name) == 1 for name in installed)
 
 
 def test_the_pin_and_the_tested_series_agree() -> None:
-    [requirement] = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-                     if d.startswith("kopf")]
+    [requirement] = [
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("kopf")
+    ]
     assert kopf_hooks.tested(kopf_hooks.kopf_version())
     for series in kopf_hooks.TESTED_KOPF:
         assert f">={series}" in requirement, requirement
@@ -52,14 +57,17 @@ def test_the_pin_and_the_tested_series_agree() -> None:
     assert f"<{major}.{int(minor) + 1}" in requirement, requirement
 
 
-@pytest.mark.parametrize("version, expected", [("1.45.2", True), ("1.45", True), ("1.46.0", False),
-                                               ("1.4", False), ("1.450.1", False), ("unknown", False)])
+@pytest.mark.parametrize(
+    "version, expected",
+    [("1.45.2", True), ("1.45", True), ("1.46.0", False), ("1.4", False), ("1.450.1", False), ("unknown", False)],
+)
 def test_the_series_a_version_belongs_to(version: str, expected: bool) -> None:
     assert kopf_hooks.tested(version) is expected
 
 
-def test_an_untested_kopf_gets_no_hook_and_each_loss_is_named(monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_an_untested_kopf_gets_no_hook_and_each_loss_is_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(kopf_hooks, "kopf_version", lambda: "1.46.0")
     tried: list[str] = []
     real = kopf_hooks.hooks
@@ -84,8 +92,9 @@ def test_an_untested_kopf_gets_no_hook_and_each_loss_is_named(monkeypatch: pytes
         _install()
 
 
-def test_a_hook_whose_internals_moved_falls_back_alone(monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_a_hook_whose_internals_moved_falls_back_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from kopf._cogs.clients import watching
 
     original = watching.infinite_watch
@@ -102,12 +111,18 @@ def test_a_hook_whose_internals_moved_falls_back_alone(monkeypatch: pytest.Monke
 
 def test_nothing_outside_kopf_hooks_names_a_private_kopf_module() -> None:
     package = ROOT / "operator" / "infer_operator"
-    found = [f"{path.relative_to(ROOT)}:{n}" for path in package.rglob("*.py") if "kopf_hooks" not in path.parts
-             for n, line in enumerate(path.read_text().splitlines(), 1) if "kopf._" in line]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in package.rglob("*.py")
+        if "kopf_hooks" not in path.parts
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "kopf._" in line
+    ]
     assert found == []
 
 
 # -- watch_stream ---------------------------------------------------------------------------------
+
 
 class _Resource(SimpleNamespace):
     pass
@@ -144,30 +159,48 @@ async def test_the_hook_reports_each_listing_of_the_pods_watch_after_the_first(m
 
 
 async def test_objects_are_slimmed_as_they_pass(monkeypatch):
-    pod = {"metadata": {"name": "llm-0", "managedFields": [{"manager": "kubelet"}], "labels": {"a": "b"}},
-           "spec": {"containers": [{"name": "model", "image": "x", "env": [{"name": "A"}]}], "volumes": []},
-           "status": {"phase": "Running", "containerStatuses": [{}]}}
+    pod = {
+        "metadata": {"name": "llm-0", "managedFields": [{"manager": "kubelet"}], "labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "model", "image": "x", "env": [{"name": "A"}]}], "volumes": []},
+        "status": {"phase": "Running", "containerStatuses": [{}]},
+    }
     service = {"metadata": {"name": "llm", "managedFields": [{}]}, "spec": {"ports": [{"port": 80}]}}
     crd = {"metadata": {"name": "x", "managedFields": [{}]}, "spec": {"group": "g"}}
-    watching = _fake_kopf(monkeypatch, [[{"type": "ADDED", "object": pod}], [{"type": None, "object": service}],
-                                        [{"type": None, "object": crd}]])
+    watching = _fake_kopf(
+        monkeypatch,
+        [[{"type": "ADDED", "object": pod}], [{"type": None, "object": service}], [{"type": None, "object": crd}]],
+    )
     watchstream.install(lambda namespace: None, lambda event: None)
-    [event] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="pods"),
-                                                              namespace=None)]
-    assert event["object"] == {"metadata": {"name": "llm-0", "labels": {"a": "b"}},
-                               "spec": {"containers": [{"name": "model"}]}, "status": {"phase": "Running"}}
-    [event] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"),
-                                                              namespace=None)]
+    [event] = [
+        item async for item in watching.infinite_watch(resource=_Resource(group="", plural="pods"), namespace=None)
+    ]
+    assert event["object"] == {
+        "metadata": {"name": "llm-0", "labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "model"}]},
+        "status": {"phase": "Running"},
+    }
+    [event] = [
+        item async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"), namespace=None)
+    ]
     assert event["object"] == {"metadata": {"name": "llm"}}  # an owned kind: its watch reads the metadata
-    [event] = [item async for item in watching.infinite_watch(
-        resource=_Resource(group="apiextensions.k8s.io", plural="customresourcedefinitions"), namespace=None)]
+    [event] = [
+        item
+        async for item in watching.infinite_watch(
+            resource=_Resource(group="apiextensions.k8s.io", plural="customresourcedefinitions"), namespace=None
+        )
+    ]
     assert event["object"] == {"metadata": {"name": "x"}, "spec": {"group": "g"}}
 
 
 async def test_pod_events_reach_the_early_hook_before_kopf_and_its_errors_stay_out_of_the_stream(monkeypatch):
     pod = {"metadata": {"name": "llm-0"}}
-    watching = _fake_kopf(monkeypatch, [[{"type": "MODIFIED", "object": pod}, "LISTED"],
-                                        [{"type": "MODIFIED", "object": {"metadata": {"name": "llm"}}}]])
+    watching = _fake_kopf(
+        monkeypatch,
+        [
+            [{"type": "MODIFIED", "object": pod}, "LISTED"],
+            [{"type": "MODIFIED", "object": {"metadata": {"name": "llm"}}}],
+        ],
+    )
     seen: list = []
 
     def hook(event):
@@ -175,17 +208,19 @@ async def test_pod_events_reach_the_early_hook_before_kopf_and_its_errors_stay_o
         raise RuntimeError("a bug in the hook")
 
     watchstream.install(lambda namespace: None, hook)
-    items = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="pods"),
-                                                            namespace="team")]
+    items = [
+        item async for item in watching.infinite_watch(resource=_Resource(group="", plural="pods"), namespace="team")
+    ]
     assert len(items) == 2 and seen == ["llm-0"]  # kopf still gets the event
-    [_] = [item async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"),
-                                                          namespace="team")]
+    [_] = [
+        item
+        async for item in watching.infinite_watch(resource=_Resource(group="", plural="services"), namespace="team")
+    ]
     assert seen == ["llm-0"]  # only pods
 
 
-
-
 # -- event_decoding -------------------------------------------------------------------------------
+
 
 def test_kopfs_watch_events_are_decoded_by_jsonwire_and_nothing_else_changes() -> None:
     stdlib_loads = json.loads
@@ -217,6 +252,7 @@ def test_a_decoder_kopf_no_longer_takes_from_json_is_left_alone(monkeypatch: pyt
 
 
 # -- start_up_indexing ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def patched() -> None:
@@ -324,6 +360,7 @@ def test_a_toggle_set_unlike_the_one_patched_is_left_alone(monkeypatch: pytest.M
 
 # -- peering_state and quiet_handler_log ----------------------------------------------------------
 
+
 def test_the_active_gauge_follows_kopfs_peering_pauses() -> None:
     _install()
     logger = logging.getLogger(logs.PEERING_LOGGER)
@@ -356,5 +393,3 @@ def test_kopfs_success_line_of_event_handlers_is_dropped_and_nothing_else():
     assert quiet.filter(record(logging.ERROR, "Handler 'pod_changed' failed with an exception. Will retry."))
     assert quiet.filter(record(logging.INFO, "Daemon 'reconcile' succeeded."))
     assert quiet.filter(record(logging.INFO, "Pod llm-0 of llm takes the sync role (ordinal 0)."))
-
-

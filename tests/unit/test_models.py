@@ -5,8 +5,8 @@ import pytest
 
 from devtools.harness import isvc_body
 from infer_operator import labels
-from infer_operator.api.v1alpha1 import parse_spec
 from infer_operator.api.errors import describe_validation_error
+from infer_operator.api.v1alpha1 import parse_spec
 
 
 def spec(**overrides):
@@ -61,14 +61,20 @@ def test_max_unavailable_for_split_changes(strategy, replicas, expected):
 @pytest.mark.parametrize(
     ("overrides", "names"),
     [
-        ({"lifecycle": {"drainSeconds": 60, "terminationGracePeriodSeconds": 60}}, "lifecycle.terminationGracePeriodSeconds"),
+        (
+            {"lifecycle": {"drainSeconds": 60, "terminationGracePeriodSeconds": 60}},
+            "lifecycle.terminationGracePeriodSeconds",
+        ),
         ({"sync": {"args": ["--x"]}}, "spec.sync.args"),
         ({"registry": {"type": "etcd"}}, "spec.registry.etcd"),
         ({"registry": {"type": "http"}}, "spec.registry.http"),
         ({"sync": {"port": 70000}}, "spec.sync.port"),
         ({"replicas": -1}, "spec.replicas"),
         ({"registry": {"type": "zookeeper"}}, "spec.registry.type"),
-        ({"sync": {"readinessProbe": {"httpGet": {"port": 1}, "exec": {"command": ["x"]}}}}, "spec.sync.readinessProbe"),
+        (
+            {"sync": {"readinessProbe": {"httpGet": {"port": 1}, "exec": {"command": ["x"]}}}},
+            "spec.sync.readinessProbe",
+        ),
         ({"lifecycle": {"offlinePath": "no-slash"}}, "spec.lifecycle.offlinePath"),
         ({"replicaz": 3}, "spec.replicaz"),
         ({"template": {"spec": {"containers": []}}}, "spec.template.spec.containers"),
@@ -96,14 +102,26 @@ def template_with(**main) -> dict:
 @pytest.mark.parametrize(
     ("change", "field", "instead"),
     [
-        (lambda b: b["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=600),
-         "spec.template.spec.terminationGracePeriodSeconds", "spec.lifecycle.terminationGracePeriodSeconds"),
-        (lambda b: b["spec"]["template"]["spec"]["containers"][0].update(readinessProbe={"httpGet": {"path": "/h"}}),
-         "spec.template.spec.containers[0].readinessProbe", "spec.sync.readinessProbe"),
-        (lambda b: b["spec"]["template"]["spec"]["containers"][0].update(env=[{"name": "INFER_ROLE", "value": "x"}]),
-         "spec.template.spec.containers[0].env", "INFER_ROLE"),
-        (lambda b: b["spec"]["template"]["metadata"]["labels"].update({labels.LABEL_ROLE: "sync"}),
-         "spec.template.metadata.labels", labels.LABEL_ROLE),
+        (
+            lambda b: b["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=600),
+            "spec.template.spec.terminationGracePeriodSeconds",
+            "spec.lifecycle.terminationGracePeriodSeconds",
+        ),
+        (
+            lambda b: b["spec"]["template"]["spec"]["containers"][0].update(readinessProbe={"httpGet": {"path": "/h"}}),
+            "spec.template.spec.containers[0].readinessProbe",
+            "spec.sync.readinessProbe",
+        ),
+        (
+            lambda b: b["spec"]["template"]["spec"]["containers"][0].update(env=[{"name": "INFER_ROLE", "value": "x"}]),
+            "spec.template.spec.containers[0].env",
+            "INFER_ROLE",
+        ),
+        (
+            lambda b: b["spec"]["template"]["metadata"]["labels"].update({labels.LABEL_ROLE: "sync"}),
+            "spec.template.metadata.labels",
+            labels.LABEL_ROLE,
+        ),
     ],
 )
 def test_template_fields_the_operator_sets_are_named_with_the_field_to_use(change, field, instead):
@@ -118,16 +136,25 @@ def test_template_fields_the_operator_sets_are_named_with_the_field_to_use(chang
 def test_other_template_fields_pass_through():
     body = isvc_body()
     main = body["spec"]["template"]["spec"]["containers"][0]
-    main.update(livenessProbe={"httpGet": {"path": "/live", "port": 8000}},
-                lifecycle={"preStop": {"exec": {"command": ["touch", "/tmp/drain"]}}},
-                env=[{"name": "MODEL", "value": "llama"}])
+    main.update(
+        livenessProbe={"httpGet": {"path": "/live", "port": 8000}},
+        lifecycle={"preStop": {"exec": {"command": ["touch", "/tmp/drain"]}}},
+        env=[{"name": "MODEL", "value": "llama"}],
+    )
     assert parse_spec(body["spec"]).template.spec.containers[0].model_extra["livenessProbe"]
 
 
 @pytest.mark.parametrize(
     ("name", "ok"),
-    [("llm", True), ("a" * 52, True), ("a" * 53, False), ("llm.v2", False), ("7b-chat", False), ("Llm", False),
-     ("llm-", False)],
+    [
+        ("llm", True),
+        ("a" * 52, True),
+        ("a" * 53, False),
+        ("llm.v2", False),
+        ("7b-chat", False),
+        ("Llm", False),
+        ("llm-", False),
+    ],
 )
 def test_names_the_owned_objects_can_carry(name, ok):
     from infer_operator.api.v1alpha1 import name_problems

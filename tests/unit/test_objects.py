@@ -12,8 +12,8 @@ from infer_operator import kinds, labels
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS
 from tests.support.reconcile_world import NAME, NS, World, pod_body, revised
 
-
 # -- applied by generation, drift, and API faults --------------------------------------------------
+
 
 async def test_a_spec_change_is_applied_once_by_generation():
     world = World(replicas=2, syncReplicas=1)
@@ -105,18 +105,32 @@ async def test_the_services_target_the_named_port_once_every_pod_has_it():
 
 # -- only what is ours: owned objects and the PodDisruptionBudget ----------------------------------
 
+
 def foreign(kind: str, name: str, api_version: str = "v1", **metadata) -> dict:
-    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": NS, **metadata},
-            "spec": {"theirs": True}}
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS, **metadata},
+        "spec": {"theirs": True},
+    }
 
 
-@pytest.mark.parametrize(("metadata", "taken"), [
-    ({}, True),                                                          # someone else's, unlabelled
-    ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: "other"}}, True),
-    ({"ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-web",
-                           "controller": True}]}, True),                 # another controller's
-    ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: NAME}}, False),  # our orphan
-])
+@pytest.mark.parametrize(
+    ("metadata", "taken"),
+    [
+        ({}, True),  # someone else's, unlabelled
+        ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: "other"}}, True),
+        (
+            {
+                "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-web", "controller": True}
+                ]
+            },
+            True,
+        ),  # another controller's
+        ({"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY, labels.LABEL_SERVICE: NAME}}, False),  # our orphan
+    ],
+)
 async def test_an_object_of_the_same_name_is_written_only_if_ours(metadata, taken):
     world = World(replicas=1)
     world.kube.put(foreign("Service", NAME, **metadata))

@@ -18,8 +18,7 @@ DEV_PACKAGES = ("devtools", "tests", "bench")
 def shipped_files() -> list[Path]:
     """Every file under the package (relative paths), a superset of what the wheel takes; byte
     code is left out, since a checkout keeps __pycache__ dirs of modules that are gone."""
-    return sorted(p.relative_to(PACKAGE) for p in PACKAGE.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(p.relative_to(PACKAGE) for p in PACKAGE.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
 def test_package_has_no_dev_tooling():

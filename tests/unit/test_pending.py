@@ -7,12 +7,15 @@ import pytest
 from infer_operator.reconcile.pending import PendingWrites
 
 
-@pytest.mark.parametrize(("sent", "asked", "after", "pending"), [
-    ({"labels", "finalizers"}, {"labels", "finalizers"}, 0.1, True),   # the same write, its event not here yet
-    ({"labels", "finalizers"}, {"finalizers"}, 0.1, True),             # part of what was sent
-    ({"Registered"}, {"Registered", "Ready"}, 0.1, False),             # more than was sent: the new part goes
-    ({"labels"}, {"labels"}, 31.0, False),                             # expired: the index may have skipped it
-])
+@pytest.mark.parametrize(
+    ("sent", "asked", "after", "pending"),
+    [
+        ({"labels", "finalizers"}, {"labels", "finalizers"}, 0.1, True),  # the same write, its event not here yet
+        ({"labels", "finalizers"}, {"finalizers"}, 0.1, True),  # part of what was sent
+        ({"Registered"}, {"Registered", "Ready"}, 0.1, False),  # more than was sent: the new part goes
+        ({"labels"}, {"labels"}, 31.0, False),  # expired: the index may have skipped it
+    ],
+)
 def test_pending(sent, asked, after, pending):
     writes = PendingWrites(expiry=30.0)
     writes.record("uid-1", sent, now=100.0)

@@ -8,8 +8,14 @@ import datetime
 
 import pytest
 
-from infer_operator.registration.plans import (SweepPlan, desired_instances, instance_for, owns, plan_registration,
-                                              plan_sweep)
+from infer_operator.registration.plans import (
+    SweepPlan,
+    desired_instances,
+    instance_for,
+    owns,
+    plan_registration,
+    plan_sweep,
+)
 from infer_operator.registry.model import Instance, ServiceRef
 from tests.support.pods import pod
 
@@ -44,21 +50,27 @@ def test_desired_is_ready_sync_pods_past_the_warm_up(pods, delay, registered, du
 
 def test_instance_json_fields_match_the_contract():
     instance = instance_for(pod(3, "sync", ip="10.1.1.1"), 9000, OWNER)
-    assert instance.to_obj() == {"pod": "llm-3", "namespace": "default", "uid": "uid-3", "ip": "10.1.1.1",
-                                 "port": 9000, "role": "sync", "ordinal": 3,
-                                 "inferenceService": {"namespace": "default", "name": "llm", "uid": "uid-llm"}}
+    assert instance.to_obj() == {
+        "pod": "llm-3",
+        "namespace": "default",
+        "uid": "uid-3",
+        "ip": "10.1.1.1",
+        "port": 9000,
+        "role": "sync",
+        "ordinal": 3,
+        "inferenceService": {"namespace": "default", "name": "llm", "uid": "uid-llm"},
+    }
 
 
 def test_plan_registers_missing_and_changed_and_removes_only_our_known_unwanted():
     p0, p1, p2 = pod(0, "sync"), pod(1, "sync", ready=False), pod(2, "async")
-    stranger = instance_for(pod(7, "sync", ip="10.9.9.9"), 8000, OWNER)     # IP of no known pod: sweep's job
-    stale_p1 = instance_for(p1, 8000, OWNER)                                 # known, not Ready
-    async_entry = instance_for(p2, 8000, OWNER)                              # known, async
+    stranger = instance_for(pod(7, "sync", ip="10.9.9.9"), 8000, OWNER)  # IP of no known pod: sweep's job
+    stale_p1 = instance_for(p1, 8000, OWNER)  # known, not Ready
+    async_entry = instance_for(p2, 8000, OWNER)  # known, async
     foreign = instance_for(dataclasses.replace(p1, uid="green-1"), 8000, OTHER)  # at p1's IP, not ours
-    reused = dataclasses.replace(instance_for(p0, 8000, OWNER), uid="old-uid")   # p0's IP, another pod's entry
+    reused = dataclasses.replace(instance_for(p0, 8000, OWNER), uid="old-uid")  # p0's IP, another pod's entry
     desired = desired_instances([p0, p1, p2], 8000, 0, NOW, OWNER).instances
-    plan = plan_registration(desired, [stranger, stale_p1, async_entry, reused, foreign], [p0, p1, p2],
-                             owner=OWNER)
+    plan = plan_registration(desired, [stranger, stale_p1, async_entry, reused, foreign], [p0, p1, p2], owner=OWNER)
     # p0 was never registered: it claims its IP (the old pod's per-IP config goes with the write)
     assert plan.claim == (instance_for(p0, 8000, OWNER),) and plan.register == ()
     assert set(plan.deregister) == {stale_p1, async_entry}
@@ -67,9 +79,9 @@ def test_plan_registers_missing_and_changed_and_removes_only_our_known_unwanted(
 @pytest.mark.parametrize(
     ("marked", "listed_uid", "claims"),
     [
-        (False, None, True),       # a new pod: claims its IP
-        (True, None, False),       # registered before, deregistered while not Ready: just registered again
-        (False, "uid-0", False),   # an entry of an earlier run names it: adopted, not a new holder
+        (False, None, True),  # a new pod: claims its IP
+        (True, None, False),  # registered before, deregistered while not Ready: just registered again
+        (False, "uid-0", False),  # an entry of an earlier run names it: adopted, not a new holder
         (False, "old-uid", True),  # the entry at its address is a previous holder's
     ],
 )
@@ -80,8 +92,9 @@ def test_only_a_pod_registered_for_the_first_time_claims_its_ip(marked, listed_u
         listed = [dataclasses.replace(instance_for(p0, 8000, None), uid=listed_uid)]
     desired = desired_instances([p0], 8000, 0, NOW, OWNER).instances
     plan = plan_registration(desired, listed, [p0], owner=OWNER)
-    assert (plan.claim, plan.register) == (((desired[f"{p0.ip}:8000"],), ()) if claims
-                                           else ((), (desired[f"{p0.ip}:8000"],)))
+    assert (plan.claim, plan.register) == (
+        ((desired[f"{p0.ip}:8000"],), ()) if claims else ((), (desired[f"{p0.ip}:8000"],))
+    )
 
 
 def test_warming_pod_already_registered_is_kept():
@@ -99,14 +112,22 @@ GREEN = ServiceRef("ns", "llm-green", "uid-green")
 
 
 def inst(ip: str, port: int = 8080, pod: str = "a", owner: ServiceRef | None = BLUE) -> Instance:
-    return Instance(pod=f"{owner.name if owner else 'llm-blue'}-{pod}", namespace="ns", uid="u-" + pod, ip=ip,
-                    port=port, role="sync", ordinal=0, owner=owner)
+    return Instance(
+        pod=f"{owner.name if owner else 'llm-blue'}-{pod}",
+        namespace="ns",
+        uid="u-" + pod,
+        ip=ip,
+        port=port,
+        role="sync",
+        ordinal=0,
+        owner=owner,
+    )
 
 
 I1, I2, I3 = inst("10.0.0.1", pod="1"), inst("10.0.0.2", pod="2"), inst("10.0.0.3", pod="3")
 I1b = inst("10.0.0.1", 9090, pod="1")
 G4 = inst("10.0.0.4", pod="4", owner=GREEN)
-LEGACY = dataclasses.replace(inst("10.0.0.5", pod="5"), owner=None)            # written before owners were named
+LEGACY = dataclasses.replace(inst("10.0.0.5", pod="5"), owner=None)  # written before owners were named
 STRANGER = dataclasses.replace(inst("10.0.0.6", pod="6"), owner=None, pod="other-0")  # someone else's pod
 
 CASES = [
@@ -118,20 +139,42 @@ CASES = [
     ("config only (crashed before register)", [], {"10.0.0.7", "10.0.0.1"}, {"u-1"}, {"10.0.0.1"}, [], ["10.0.0.7"]),
     # the entry names a pod that is gone, although a new pod holds its IP now: the entry goes, the
     # config stays (the new holder's, or removed when it registers first)
-    ("reused ip: the old pod's entry goes", [inst("10.0.0.1", pod="old")], {"10.0.0.1"}, {"u-1"}, {"10.0.0.1"},
-     [inst("10.0.0.1", pod="old")], []),
+    (
+        "reused ip: the old pod's entry goes",
+        [inst("10.0.0.1", pod="old")],
+        {"10.0.0.1"},
+        {"u-1"},
+        {"10.0.0.1"},
+        [inst("10.0.0.1", pod="old")],
+        [],
+    ),
     ("two ports same stale pod", [I1, I1b, I3], set(), {"u-3"}, {"10.0.0.3"}, [I1, I1b], []),
     ("another service's entries are never ours", [I1, G4], {"10.0.0.4"}, set(), set(), [I1], []),
     ("a config at a sharer's live IP stays", [], {"10.0.0.8"}, set(), {"10.0.0.8"}, [], []),
-    ("keys that are not IPs stay", [], {"defaults", "10.0.0.9", "fe80::1", "10.0.0"}, set(), set(), [],
-     ["10.0.0.9", "fe80::1"]),
-    ("entries of earlier versions are adopted by pod name", [LEGACY, STRANGER], {"10.0.0.6"}, set(), set(),
-     [LEGACY], []),
+    (
+        "keys that are not IPs stay",
+        [],
+        {"defaults", "10.0.0.9", "fe80::1", "10.0.0"},
+        set(),
+        set(),
+        [],
+        ["10.0.0.9", "fe80::1"],
+    ),
+    (
+        "entries of earlier versions are adopted by pod name",
+        [LEGACY, STRANGER],
+        {"10.0.0.6"},
+        set(),
+        set(),
+        [LEGACY],
+        [],
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,instances,config_ids,live_uids,live_ips,want_inst,want_cfg", CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "name,instances,config_ids,live_uids,live_ips,want_inst,want_cfg", CASES, ids=[c[0] for c in CASES]
+)
 def test_plan_sweep(name, instances, config_ids, live_uids, live_ips, want_inst, want_cfg):
     plan = plan_sweep(instances, config_ids, live_uids, live_ips, BLUE)
     assert sorted(plan.stale_instances, key=lambda i: (i.ip, i.port)) == want_inst

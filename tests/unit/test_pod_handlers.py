@@ -16,8 +16,13 @@ def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(m
     monkeypatch.setattr(type(RUNTIME), "releaser", SimpleNamespace(handle=lambda pod, views: handled.append(pod.name)))
 
     def event(name, *, deleting=True, finalizers=(labels.POD_FINALIZER,)):
-        meta = {"name": name, "namespace": "team", "uid": name, "finalizers": list(finalizers),
-                "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_MANAGED_BY: labels.MANAGED_BY}}
+        meta = {
+            "name": name,
+            "namespace": "team",
+            "uid": name,
+            "finalizers": list(finalizers),
+            "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+        }
         if deleting:
             meta["deletionTimestamp"] = "2026-11-29T00:00:00Z"
         return {"type": "MODIFIED", "object": {"metadata": meta}}

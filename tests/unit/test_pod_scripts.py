@@ -223,7 +223,9 @@ def test_launch_execs_role_argv(shell, make_dir, tmp_path, env, role):
     d = make_dir()
     out = tmp_path / "out"
     app = tmp_path / "app.sh"
-    app.write_text("out=$1; shift\n{ echo \"pid=$$\"; echo \"role=$INFER_ROLE\"; for a; do printf '<%s>\\n' \"$a\"; done; } >\"$out\"\n")
+    app.write_text(
+        'out=$1; shift\n{ echo "pid=$$"; echo "role=$INFER_ROLE"; for a; do printf \'<%s>\\n\' "$a"; done; } >"$out"\n'
+    )
     sync_argv = ["/bin/sh", str(app), str(out), "SYNC", *TRICKY]
     async_argv = ["/bin/sh", str(app), str(out), "ASYNC", *TRICKY[::-1]]
     proc = subprocess.Popen(
@@ -486,8 +488,17 @@ def test_prestop_runs_the_templates_own_handler_first(shell, make_dir, http_serv
     assert r.returncode == 0, r.stderr
     assert marker.read_text() == "first\n"
     assert r.stderr.index("ran the template's preStop command") < r.stderr.index("called offline path")
-    r = run(shell, d, "prestop.sh", "http", str(http_server.server_address[1]), "/quiesce", "HTTP", "127.0.0.1",
-            env=base_env(d, **SYNC))
+    r = run(
+        shell,
+        d,
+        "prestop.sh",
+        "http",
+        str(http_server.server_address[1]),
+        "/quiesce",
+        "HTTP",
+        "127.0.0.1",
+        env=base_env(d, **SYNC),
+    )
     assert r.returncode == 0 and http_server.hits[-2:] == ["/quiesce", "/offline"], (r.stderr, http_server.hits)
     start = time.monotonic()
     r = run(shell, d, "prestop.sh", "sleep", "1", env=base_env(d, **ASYNC))
@@ -501,8 +512,9 @@ def test_prestop_goes_on_when_the_templates_handler_fails(shell, make_dir, http_
     assert "exited 1 (continuing)" in r.stderr and http_server.hits == ["/offline"]
 
 
-@pytest.mark.parametrize(("grace", "drain", "expected"), [("30", 1, "draining for 1 s"), ("2", 30, "cut to 1 s"),
-                                                          ("1", 5, "cut to 0 s")])
+@pytest.mark.parametrize(
+    ("grace", "drain", "expected"), [("30", 1, "draining for 1 s"), ("2", 30, "cut to 1 s"), ("1", 5, "cut to 0 s")]
+)
 def test_a_drain_never_outgrows_the_pods_own_grace_period(shell, make_dir, grace, drain, expected):
     d = make_dir(sync_port=free_port(), drain_seconds=drain)
     start = time.monotonic()
@@ -595,11 +607,17 @@ def _bodies(text: str) -> dict[str, str]:
         (8000, None, 'infer_listening "$INFER_SYNC_PORT"'),
         (None, None, "true"),
         # the sync port (by number or any name) is the pod's own at run time
-        (8000, {"httpGet": {"path": "/healthz", "port": 8000, "scheme": "HTTP"}},
-         """infer_http_get "$INFER_SYNC_PORT" /healthz HTTP ''"""),
+        (
+            8000,
+            {"httpGet": {"path": "/healthz", "port": 8000, "scheme": "HTTP"}},
+            """infer_http_get "$INFER_SYNC_PORT" /healthz HTTP ''""",
+        ),
         (8000, {"httpGet": {"port": "sync"}}, """infer_http_get "$INFER_SYNC_PORT" / HTTP ''"""),
-        (8000, {"httpGet": {"port": "http", "scheme": "HTTPS", "host": "10.0.0.1"}},
-         'infer_http_get "$INFER_SYNC_PORT" / HTTPS 10.0.0.1'),
+        (
+            8000,
+            {"httpGet": {"port": "http", "scheme": "HTTPS", "host": "10.0.0.1"}},
+            'infer_http_get "$INFER_SYNC_PORT" / HTTPS 10.0.0.1',
+        ),
         (8000, {"httpGet": {"port": "9001", "path": "/h"}}, "infer_http_get 9001 /h HTTP ''"),
         (
             8000,
@@ -614,24 +632,45 @@ def _bodies(text: str) -> dict[str, str]:
     ],
 )
 def test_render_settings_probe_table(sync_port, probe, expected):
-    text = render_settings(PodSettings(
-        sync_port=sync_port, drain_seconds=5, async_drain_seconds=0, offline_path=None,
-        sync_probe=probe, async_probe=probe,
-    ))
+    text = render_settings(
+        PodSettings(
+            sync_port=sync_port,
+            drain_seconds=5,
+            async_drain_seconds=0,
+            offline_path=None,
+            sync_probe=probe,
+            async_probe=probe,
+        )
+    )
     bodies = _bodies(text)
     assert bodies["infer_sync_probe"] == expected
     assert bodies["infer_async_probe"] == (expected if probe is not None else "true")
 
 
 def test_render_settings_variables(shell, tmp_path):
-    (tmp_path / "settings.sh").write_text(render_settings(PodSettings(
-        sync_port=8000, drain_seconds=30, async_drain_seconds=2, offline_path="/offline",
-        sync_probe=None, async_probe=None, probe_timeout_seconds=3,
-    )))
+    (tmp_path / "settings.sh").write_text(
+        render_settings(
+            PodSettings(
+                sync_port=8000,
+                drain_seconds=30,
+                async_drain_seconds=2,
+                offline_path="/offline",
+                sync_probe=None,
+                async_probe=None,
+                probe_timeout_seconds=3,
+            )
+        )
+    )
     r = subprocess.run(
-        [*shell, "-c", '. ./settings.sh; printf "%s|" "$INFER_SYNC_PORT" "$INFER_DRAIN_SECONDS" '
-         '"$INFER_ASYNC_DRAIN_SECONDS" "$INFER_OFFLINE_PATH" "$INFER_PROBE_TIMEOUT_SECONDS"'],
-        cwd=tmp_path, capture_output=True, text=True,
+        [
+            *shell,
+            "-c",
+            '. ./settings.sh; printf "%s|" "$INFER_SYNC_PORT" "$INFER_DRAIN_SECONDS" '
+            '"$INFER_ASYNC_DRAIN_SECONDS" "$INFER_OFFLINE_PATH" "$INFER_PROBE_TIMEOUT_SECONDS"',
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert r.stdout == "8000|30|2|/offline|3|"
 
@@ -640,7 +679,7 @@ HOSTILE = [
     "'; touch PWNED; '",
     "$(touch PWNED)",
     "`touch PWNED`",
-    "\"; touch PWNED; \"",
+    '"; touch PWNED; "',
     "a\ntouch PWNED\n",
     "x && touch PWNED",
     "*",
@@ -651,12 +690,23 @@ HOSTILE = [
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_render_settings_quotes_hostile_input(shell, tmp_path, hostile):
     """Hostile path/argv/header values reach the helpers as literal words."""
-    text = render_settings(PodSettings(
-        sync_port=8000, drain_seconds=0, async_drain_seconds=0, offline_path=hostile,
-        sync_probe={"httpGet": {"path": hostile, "port": 8000, "host": hostile,
-                                "httpHeaders": [{"name": "X", "value": hostile}]}},
-        async_probe={"exec": {"command": ["printf", "<%s>", hostile, hostile]}},
-    ))
+    text = render_settings(
+        PodSettings(
+            sync_port=8000,
+            drain_seconds=0,
+            async_drain_seconds=0,
+            offline_path=hostile,
+            sync_probe={
+                "httpGet": {
+                    "path": hostile,
+                    "port": 8000,
+                    "host": hostile,
+                    "httpHeaders": [{"name": "X", "value": hostile}],
+                }
+            },
+            async_probe={"exec": {"command": ["printf", "<%s>", hostile, hostile]}},
+        )
+    )
     (tmp_path / "settings.sh").write_text(text)
     script = (
         ". ./settings.sh\n"

@@ -15,8 +15,8 @@ from infer_operator.reconcile import podwrites, reconciler, status_writer
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS
 from tests.support.reconcile_world import ETCD, NAME, NS, World, pod_body, revised
 
-
 # -- role labels -----------------------------------------------------------------------------------
+
 
 async def test_a_pod_that_changed_or_vanished_under_the_label_patch_is_skipped():
     world = World(replicas=2, syncReplicas=1)
@@ -76,6 +76,7 @@ async def test_a_role_patch_the_index_never_shows_is_sent_again_when_its_memory_
 
 # -- restarts: role flips and rollouts share one budget --------------------------------------------
 
+
 async def test_a_split_change_restarts_one_ready_pod_at_a_time_with_a_uid_precondition():
     world = World(replicas=4, syncReplicas=2)
     world.add_pods(*(pod_body(i, "sync" if i < 2 else "async") for i in range(4)))
@@ -115,15 +116,21 @@ async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
     assert [e[1] for e in world.events].count("RestartBlocked") == 1  # said once, not every pass
     await world.run()
     assert [(verb, name) for verb, _, name in world.kube.calls if verb in ("evict", "delete")][-2:] == [
-        ("evict", f"{NAME}-1"), ("delete", f"{NAME}-1")]
+        ("evict", f"{NAME}-1"),
+        ("delete", f"{NAME}-1"),
+    ]
     assert "PodDisruptionBudget" not in world.condition("Progressing")["message"]
 
 
 def statefulset_at(world: World, revision: str, observed: bool = True) -> None:
     sts = world.kube.obj("apps/v1", "StatefulSet", NS, NAME)
     generation = sts["metadata"]["generation"]
-    world.reconciler.observe_statefulset({"metadata": {"generation": generation}, "status": {
-        "observedGeneration": generation if observed else generation - 1, "updateRevision": revision}})
+    world.reconciler.observe_statefulset(
+        {
+            "metadata": {"generation": generation},
+            "status": {"observedGeneration": generation if observed else generation - 1, "updateRevision": revision},
+        }
+    )
 
 
 async def test_a_new_template_rolls_one_pod_at_a_time_highest_ordinal_first():
@@ -161,8 +168,11 @@ async def test_one_edit_of_template_and_split_keeps_one_pod_down():
 
 
 async def test_on_delete_outdated_pods_wait_and_the_status_says_so():
-    world = World(replicas=2, updateStrategy={"type": "OnDelete"},
-                  lifecycle={"drainSeconds": 50, "terminationGracePeriodSeconds": 60})
+    world = World(
+        replicas=2,
+        updateStrategy={"type": "OnDelete"},
+        lifecycle={"drainSeconds": 50, "terminationGracePeriodSeconds": 60},
+    )
     world.add_pods(*(revised(pod_body(i, "sync"), "llm-1", grace=30) for i in range(2)))
     await world.run(apply_objects=True)
     statefulset_at(world, "llm-2")
@@ -178,6 +188,7 @@ async def test_on_delete_outdated_pods_wait_and_the_status_says_so():
 
 # -- pod conditions: the registration mark and the readiness gate ----------------------------------
 
+
 def gate(world: World, ordinal: int) -> tuple[str | None, str | None]:
     """The pod's readiness gate and Ready condition, as (gate status, Ready status)."""
     conditions = {c["type"]: c["status"] for c in world.pod(ordinal)["status"]["conditions"]}
@@ -186,8 +197,10 @@ def gate(world: World, ordinal: int) -> tuple[str | None, str | None]:
 
 async def test_the_readiness_gate_opens_for_a_sync_pod_once_it_is_registered():
     world = World(replicas=2, syncReplicas=1, registry=ETCD)
-    world.add_pods(pod_body(0, "sync", gated=True, finalizers=(labels.POD_FINALIZER,)),
-                   pod_body(1, "async", gated=True, finalizers=(labels.POD_FINALIZER,)))
+    world.add_pods(
+        pod_body(0, "sync", gated=True, finalizers=(labels.POD_FINALIZER,)),
+        pod_body(1, "async", gated=True, finalizers=(labels.POD_FINALIZER,)),
+    )
     world.registry.fail("*", 100)
     await world.run(apply_objects=True)
     # The registry failed: the sync pod stays out of Ready (no Service traffic, the rollout waits);
@@ -215,8 +228,9 @@ async def test_without_a_registry_the_gate_opens_with_the_containers():
 
 async def test_a_rollout_waits_for_the_new_pods_registration():
     world = World(replicas=2, registry=ETCD)
-    world.add_pods(*(revised(pod_body(i, "sync", finalizers=(labels.POD_FINALIZER,), registered=True), "llm-1")
-                     for i in range(2)))
+    world.add_pods(
+        *(revised(pod_body(i, "sync", finalizers=(labels.POD_FINALIZER,), registered=True), "llm-1") for i in range(2))
+    )
     await world.run(apply_objects=True)
     statefulset_at(world, "llm-2")
     await world.run()
@@ -224,8 +238,9 @@ async def test_a_rollout_waits_for_the_new_pods_registration():
     # The StatefulSet makes pod 1 again from the new template: its app answers, but the registry
     # is down, so it is not registered and not Ready; pod 0 must stay.
     world.kube.objects.pop(("v1", "Pod", NS, f"{NAME}-1"))
-    world.add_pods(revised(pod_body(1, "sync", gated=True, ip="10.0.0.21", finalizers=(labels.POD_FINALIZER,)),
-                           "llm-2"))
+    world.add_pods(
+        revised(pod_body(1, "sync", gated=True, ip="10.0.0.21", finalizers=(labels.POD_FINALIZER,)), "llm-2")
+    )
     world.registry.fail("*", 100)
     await world.run()
     await world.run()

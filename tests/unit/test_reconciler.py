@@ -38,6 +38,7 @@ async def test_an_unchanged_world_writes_nothing_on_the_next_pass():
 
 # -- the status: written when it changed, spaced, and the end of the loop --------------------------
 
+
 async def test_status_writes_are_spaced_unless_the_spec_changed():
     world = World(replicas=2, syncReplicas=1)
     world.reconciler.status.interval = 3600.0
@@ -67,6 +68,7 @@ async def test_the_status_write_of_a_deleted_service_ends_the_loop():
 
 # -- the audit of the pod index --------------------------------------------------------------------
 
+
 async def test_a_relist_makes_the_next_pass_audit():
     world = World(replicas=1)
     await world.run(apply_objects=True)
@@ -88,6 +90,7 @@ async def test_an_audit_whose_read_failed_is_tried_again_soon_not_in_an_hour():
 
 
 # -- day one: pause, url, per-service gauges -------------------------------------------------------
+
 
 async def test_a_paused_service_changes_nothing_says_so_and_resumes():
     world = World(replicas=2, syncReplicas=1)
@@ -123,7 +126,8 @@ async def test_a_template_stored_before_the_api_refused_operator_fields_still_wo
     world = World(replicas=1)
     key = (kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
     world.kube.objects[key]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
-        "httpGet": {"path": "/h", "port": 8000}}
+        "httpGet": {"path": "/h", "port": 8000}
+    }
     await world.run(apply_objects=True)
     await world.run(apply_objects=True)
     sts = world.kube.obj("apps/v1", "StatefulSet", NS, NAME)

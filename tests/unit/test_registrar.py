@@ -44,13 +44,20 @@ class Setup:
         return self.registries[-1]
 
     def secret(self, **data: str) -> None:
-        self.kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cred", "namespace": NS},
-                       "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+        self.kube.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "cred", "namespace": NS},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+            }
+        )
 
 
 def entry(p, owner: ServiceRef | None = OWNER) -> Instance:
-    return Instance(pod=p.name, namespace="default", uid=p.uid, ip=p.ip, port=PORT, role="sync", ordinal=p.ordinal,
-                    owner=owner)
+    return Instance(
+        pod=p.name, namespace="default", uid=p.uid, ip=p.ip, port=PORT, role="sync", ordinal=p.ordinal, owner=owner
+    )
 
 
 async def test_the_client_is_built_once_and_rebuilt_only_when_the_secret_or_settings_change():
@@ -109,8 +116,9 @@ async def test_a_pod_registered_before_keeps_the_config_written_for_it():
 async def test_sync_waits_out_the_warm_up_and_says_when_to_come_back():
     setup = Setup()
     warming = pod(0, "sync", ready_for=2.0)
-    result = await setup.registrar.sync(registry_spec(), [warming], PORT, 10, warming.serving_since
-                                        + datetime.timedelta(seconds=2), OWNER)
+    result = await setup.registrar.sync(
+        registry_spec(), [warming], PORT, 10, warming.serving_since + datetime.timedelta(seconds=2), OWNER
+    )
     assert setup.registry.instances.get(NAME, {}) == {}
     assert result.retry_in == pytest.approx(8.0, abs=0.5)
 
@@ -156,12 +164,23 @@ async def test_a_sync_asked_for_the_same_as_the_last_reads_nothing_until_the_rec
 async def test_the_sweep_removes_what_no_live_pod_holds_and_nothing_on_an_error():
     setup = Setup()
     live, gone = pod(0, "sync"), pod(1, "sync", deleting=True)
-    green = Instance(pod="llm-green-0", namespace=NS, uid="g-0", ip="10.8.8.8", port=PORT, role="sync", ordinal=0,
-                     owner=ServiceRef(NS, "llm-green", "uid-green"))
+    green = Instance(
+        pod="llm-green-0",
+        namespace=NS,
+        uid="g-0",
+        ip="10.8.8.8",
+        port=PORT,
+        role="sync",
+        ordinal=0,
+        owner=ServiceRef(NS, "llm-green", "uid-green"),
+    )
     spec = registry_spec()
     await setup.registrar.client(spec)
-    setup.registry.instances[NAME] = {entry(live).address: entry(live), entry(gone).address: entry(gone),
-                                      green.address: green}
+    setup.registry.instances[NAME] = {
+        entry(live).address: entry(live),
+        entry(gone).address: entry(gone),
+        green.address: green,
+    }
     setup.registry.configs[NAME] = {live.ip, gone.ip, "10.7.7.7", "10.6.6.6", green.ip, "defaults"}
     setup.registry.fail("list_config_ips")
     sharers_ips = {live.ip, "10.6.6.6"}  # 10.6.6.6: a live pod of another service at this registry
@@ -202,7 +221,8 @@ async def test_every_registry_call_is_timed_by_backend_and_operation():
 
     def count(operation: str) -> float:
         return metrics.REGISTRY_LATENCY.labels("etcd", operation)._sum.get(), sum(
-            b.get() for b in metrics.REGISTRY_LATENCY.labels("etcd", operation)._buckets)
+            b.get() for b in metrics.REGISTRY_LATENCY.labels("etcd", operation)._buckets
+        )
 
     before = count("list_instances")[1]
     await setup.registrar.sync(spec, [pod(0, "sync")], PORT, 0, NOW, OWNER)
@@ -219,7 +239,8 @@ async def test_a_pod_whose_release_started_is_not_registered_again_though_the_vi
     spec = registry_spec()
     going, staying = pod(0, "sync"), pod(1, "sync")
     await setup.registrar.client(spec)
-    result = await setup.registrar.sync(spec, [going, staying], PORT, 0, NOW, OWNER,
-                                        releasing=lambda uid: uid == going.uid)
+    result = await setup.registrar.sync(
+        spec, [going, staying], PORT, 0, NOW, OWNER, releasing=lambda uid: uid == going.uid
+    )
     assert set(setup.registry.instances[NAME]) == {entry(staying).address}
     assert (result.condition.ok, result.condition.reason) == (True, "InSync")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,16 +27,27 @@ def test_instance_json_roundtrip():
     assert text == '{"pod":"web-0","namespace":"ns","uid":"u","ip":"10.0.0.1","port":80,"role":"sync","ordinal":0}'
     assert Instance.from_json(text) == A
     assert Instance.from_json(text.encode()) == A
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         A.port = 1  # frozen
 
 
-@pytest.mark.parametrize("text", [
-    "", "nope", "[]", "null", "1", '"x"', '{"pod":"p"}',
-    json.dumps({**A.to_obj(), "port": "80"}), json.dumps({**A.to_obj(), "port": True}),
-    json.dumps({**A.to_obj(), "ordinal": 1.5}), json.dumps({**A.to_obj(), "ip": None}),
-    b"\xff\xfe",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "nope",
+        "[]",
+        "null",
+        "1",
+        '"x"',
+        '{"pod":"p"}',
+        json.dumps({**A.to_obj(), "port": "80"}),
+        json.dumps({**A.to_obj(), "port": True}),
+        json.dumps({**A.to_obj(), "ordinal": 1.5}),
+        json.dumps({**A.to_obj(), "ip": None}),
+        b"\xff\xfe",
+    ],
+)
 def test_instance_from_json_malformed(text):
     with pytest.raises(MalformedEntry):
         Instance.from_json(text)
@@ -50,7 +62,10 @@ def test_backend_table_connects_each_type_and_rejects_bad_settings():
     h = connect("http", {"url": "http://admin:8080/api"}, {}, timeout=1)
     assert isinstance(h, HttpRegistry)
     for kind, settings, creds in [
-        ("zookeeper", {}, None), ("etcd", {}, None), ("http", {}, None), ("etcd", None, None),
+        ("zookeeper", {}, None),
+        ("etcd", {}, None),
+        ("http", {}, None),
+        ("etcd", None, None),
         ("etcd", {"endpoints": ["http://a:1"]}, {"username": "u"}),
         ("etcd", {"endpoints": ["http://u:p@a:1"]}, None),
         ("http", {"url": "http://u:p@a"}, None),
@@ -86,8 +101,26 @@ def pem_pair(tmp_path_factory):
     if not shutil.which("openssl"):
         pytest.skip("openssl CLI not available")
     d = tmp_path_factory.mktemp("pki")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
-                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return (d / "cert.pem").read_text(), (d / "key.pem").read_text(), d
 
 
@@ -95,12 +128,15 @@ def test_ssl_context_from_pem_data(pem_pair, tmp_path, monkeypatch):
     cert, key, d = pem_pair
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
+
     monkeypatch.setattr(tempfile, "tempdir", None)
     ctx = build_ssl_context(ca_data=cert, cert_data=cert, key_data=key)
     assert isinstance(ctx, ssl.SSLContext)
     assert os.listdir(tmp_path) == []  # the private temp files are gone
-    assert build_ssl_context(ca_file=str(d / "cert.pem"), cert_file=str(d / "cert.pem"),
-                             key_file=str(d / "key.pem")) is not None
+    assert (
+        build_ssl_context(ca_file=str(d / "cert.pem"), cert_file=str(d / "cert.pem"), key_file=str(d / "key.pem"))
+        is not None
+    )
     assert build_ssl_context() is None
     with pytest.raises(ValueError) as ei:
         build_ssl_context(cert_data=cert, key_data="-----BEGIN PRIVATE KEY-----\nGARBAGE\n-----END PRIVATE KEY-----\n")

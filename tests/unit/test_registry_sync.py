@@ -11,14 +11,16 @@ from infer_operator import kinds, labels
 from tests.support.fakes import StubRegistry
 from tests.support.reconcile_world import ETCD, NAME, NS, World, pod_body, revised
 
-
 # -- registration ----------------------------------------------------------------------------------
+
 
 async def test_ready_sync_pods_are_registered_and_the_condition_says_so():
     world = World(replicas=3, syncReplicas=2, registry=ETCD)
-    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)),
-                   pod_body(1, "sync", ready=False, finalizers=(labels.POD_FINALIZER,)),
-                   pod_body(2, "async", finalizers=(labels.POD_FINALIZER,)))
+    world.add_pods(
+        pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)),
+        pod_body(1, "sync", ready=False, finalizers=(labels.POD_FINALIZER,)),
+        pod_body(2, "async", finalizers=(labels.POD_FINALIZER,)),
+    )
     await world.run(apply_objects=True)
     assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
     synced = world.condition("RegistrySynced")
@@ -56,8 +58,10 @@ async def test_a_pod_registered_for_the_first_time_claims_its_ip_and_is_marked()
 
 async def test_each_pod_is_registered_at_the_port_it_was_started_with():
     world = World(replicas=2, registry=ETCD, sync={"port": 8001})
-    world.add_pods(revised(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-1", port=8000),
-                   revised(pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-2", port=8001))
+    world.add_pods(
+        revised(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-1", port=8000),
+        revised(pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,)), "llm-2", port=8001),
+    )
     await world.run(apply_objects=True)
     assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000", "10.0.0.11:8001"}
 
@@ -72,6 +76,7 @@ async def test_switching_the_registry_off_remembers_it_for_the_releaser():
 
 
 # -- our finalizer: held exactly while there is registry data to clean -----------------------------
+
 
 async def test_our_finalizer_is_held_exactly_while_a_registry_is_in_use_and_kopf_leftovers_go():
     world = World(replicas=1, registry=ETCD)
@@ -107,6 +112,7 @@ async def test_a_conflict_on_the_finalizer_is_resolved_by_reading_the_object_in_
 
 # -- the sweep -------------------------------------------------------------------------------------
 
+
 async def test_the_sweep_removes_only_what_no_live_pod_holds_and_keeps_everything_when_pods_cannot_be_read():
     world = World(replicas=1, registry=ETCD)
     world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
@@ -138,8 +144,10 @@ async def test_a_sweep_reads_the_pods_from_the_api_only_when_something_may_be_st
 
 async def test_a_config_the_index_misses_but_the_api_shows_held_is_kept():
     world = World(replicas=2, registry=ETCD)
-    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True),
-                   pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,), registered=True))
+    world.add_pods(
+        pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), registered=True),
+        pod_body(1, "sync", finalizers=(labels.POD_FINALIZER,), registered=True),
+    )
     await world.run(apply_objects=True)
     world.registry.configs[NAME] = {"10.0.0.11"}
     world.reconciler.schedule.last_sweep = -1e9
@@ -160,6 +168,7 @@ async def test_the_sweep_keeps_configs_at_ips_of_pods_of_services_sharing_the_re
     world.registry.configs["shared"] = {"10.0.0.10", "10.0.1.1", "10.0.2.2"}
     place = world.kube.obj(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)
     from infer_operator.api.v1alpha1 import parse_spec
+
     key = parse_spec(place["spec"]).registry.place(NAME)
     views = Views({}, {key: [(NS, NAME), (NS, "green")]})
     await world.reconciler.run_pass(world.body(), world.index()[1:], True, views)
@@ -167,6 +176,7 @@ async def test_the_sweep_keeps_configs_at_ips_of_pods_of_services_sharing_the_re
 
 
 # -- registries moved away from --------------------------------------------------------------------
+
 
 async def test_moving_the_registry_cleans_the_old_place_and_says_so_until_it_has():
     world = World(replicas=1, registry=ETCD)

@@ -67,8 +67,9 @@ def test_lock_pins_every_runtime_dependency_with_hashes():
     for dependency in map(Requirement, dependencies):
         name = canonicalize_name(dependency.name)
         assert name in lock, f"{name} is not in {LOCK.name}: run `make lock`"
-        assert dependency.specifier.contains(lock[name]["version"], prereleases=True), \
+        assert dependency.specifier.contains(lock[name]["version"], prereleases=True), (
             f"{name}=={lock[name]['version']} does not satisfy {dependency}: run `make lock`"
+        )
         assert "infer-operator" in lock[name]["via"]
     for name, entry in lock.items():
         assert entry["hashes"], f"{name} has no hash"
@@ -125,8 +126,9 @@ def test_release_workflow_runs_the_release_script_on_version_tags():
     assert workflow["permissions"]["packages"] == "write"
     (job,) = workflow["jobs"].values()
     uses = [step.get("uses", "").split("@")[0] for step in job["steps"]]
-    assert {"docker/setup-qemu-action", "docker/setup-buildx-action", "azure/setup-helm",
-            "docker/login-action"} <= set(uses)
+    assert {"docker/setup-qemu-action", "docker/setup-buildx-action", "azure/setup-helm", "docker/login-action"} <= set(
+        uses
+    )
     helm = next(step for step in job["steps"] if step.get("uses", "").startswith("azure/setup-helm"))
     assert helm["with"]["version"] == versions.HELM_VERSION, "the workflow's helm differs from the tested one"
     runs = [step["run"] for step in job["steps"] if "run" in step]

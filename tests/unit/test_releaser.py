@@ -15,7 +15,7 @@ from infer_operator.reconcile.schedule import Schedule
 from infer_operator.records import ServiceRecords
 from infer_operator.registration.registrar import Registrar
 from infer_operator.registration.releaser import PodReleaser
-from infer_operator.registration.sharing import Views
+from infer_operator.registration.sharing import NO_VIEWS, Views
 from infer_operator.registry.model import Instance, ServiceRef
 from tests.support.fakes import FakeKube, StubRegistry
 
@@ -37,21 +37,38 @@ class Setup:
             return self.registry
 
         self.services = ServiceRecords(lambda ns, name: Registrar(self.kube, ns, name, 1.0, connect=connect))
-        self.releaser = PodReleaser(self.kube, self.services, lambda ref, *event: self.events.append(event),
-                                    timeout=lambda: timeout)
+        self.releaser = PodReleaser(
+            self.kube, self.services, lambda ref, *event: self.events.append(event), timeout=lambda: timeout
+        )
 
     def deleted_pod(self, ordinal: int = 0, ip: str = "10.0.0.10", role: str = "sync") -> PodView:
-        body = self.kube.put({"apiVersion": "v1", "kind": "Pod",
-                              "metadata": {"name": f"{NAME}-{ordinal}", "namespace": NS,
-                                           "labels": {**labels.common_labels(NAME), labels.LABEL_ROLE: role},
-                                           "finalizers": [labels.POD_FINALIZER, "other.example/keep"],
-                                           "deletionTimestamp": "2026-01-01T00:00:00Z"},
-                              "status": {"podIP": ip}})
+        body = self.kube.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{NAME}-{ordinal}",
+                    "namespace": NS,
+                    "labels": {**labels.common_labels(NAME), labels.LABEL_ROLE: role},
+                    "finalizers": [labels.POD_FINALIZER, "other.example/keep"],
+                    "deletionTimestamp": "2026-01-01T00:00:00Z",
+                },
+                "status": {"podIP": ip},
+            }
+        )
         return PodView.from_body(body)
 
     def register(self, pod: PodView) -> None:
-        instance = Instance(pod=pod.name, namespace=NS, uid=pod.uid, ip=pod.ip, port=PORT, role="sync",
-                            ordinal=pod.ordinal, owner=ServiceRef(NS, NAME, "uid-llm"))
+        instance = Instance(
+            pod=pod.name,
+            namespace=NS,
+            uid=pod.uid,
+            ip=pod.ip,
+            port=PORT,
+            role="sync",
+            ordinal=pod.ordinal,
+            owner=ServiceRef(NS, NAME, "uid-llm"),
+        )
         self.registry.instances.setdefault(NAME, {})[instance.address] = instance
         self.registry.configs.setdefault(NAME, set()).add(pod.ip)
 
@@ -112,8 +129,21 @@ async def test_an_unreachable_registry_holds_the_pod_at_most_the_timeout_then_re
 async def test_an_ip_taken_by_a_registered_pod_keeps_that_pods_entry_and_config():
     setup = Setup()
     pod = setup.deleted_pod(0, "10.0.0.10")
-    holder = PodView(name=f"{NAME}-0", namespace=NS, uid="new-uid", service=NAME, ordinal=0, role="sync",
-                     ip="10.0.0.10", ready=True, serving=True, serving_since=None, deleting=False, finalizers=(), registered=True)
+    holder = PodView(
+        name=f"{NAME}-0",
+        namespace=NS,
+        uid="new-uid",
+        service=NAME,
+        ordinal=0,
+        role="sync",
+        ip="10.0.0.10",
+        ready=True,
+        serving=True,
+        serving_since=None,
+        deleting=False,
+        finalizers=(),
+        registered=True,
+    )
     setup.register(holder)  # the new holder's entry at the same address, and its config
     await setup.release(pod, (holder,))
     assert setup.registry.instances[NAME]["10.0.0.10:8000"].uid == "new-uid"
@@ -126,8 +156,20 @@ async def test_an_ip_taken_by_a_pod_not_registered_yet_loses_the_dead_pods_entry
     setup = Setup()
     pod = setup.deleted_pod(0, "10.0.0.10")
     setup.register(pod)  # the dead pod's entry and config: a new pod must not inherit either
-    holder = PodView(name=f"{NAME}-0", namespace=NS, uid="new-uid", service=NAME, ordinal=0, role="sync",
-                     ip="10.0.0.10", ready=False, serving=False, serving_since=None, deleting=False, finalizers=())
+    holder = PodView(
+        name=f"{NAME}-0",
+        namespace=NS,
+        uid="new-uid",
+        service=NAME,
+        ordinal=0,
+        role="sync",
+        ip="10.0.0.10",
+        ready=False,
+        serving=False,
+        serving_since=None,
+        deleting=False,
+        finalizers=(),
+    )
     await setup.release(pod, (holder,))
     assert setup.registry.instances[NAME] == {} and setup.registry.configs[NAME] == set()
     assert setup.events == []
@@ -203,13 +245,22 @@ async def test_a_late_event_of_a_released_pod_starts_nothing():
 
 # -- a pod that left the watch ---------------------------------------------------------------------
 
+
 async def test_a_live_pod_that_lost_its_managed_by_label_gets_it_back():
     setup = Setup()
-    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
-                                        "labels": {**labels.common_labels(NAME),
-                                                   labels.LABEL_MANAGED_BY: "someone-else"}},
-                           "status": {"podIP": "10.0.0.11"}})
+    body = setup.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{NAME}-1",
+                "namespace": NS,
+                "finalizers": [labels.POD_FINALIZER],
+                "labels": {**labels.common_labels(NAME), labels.LABEL_MANAGED_BY: "someone-else"},
+            },
+            "status": {"podIP": "10.0.0.11"},
+        }
+    )
     await setup.releaser.reclaim(PodView.from_body(body), Views({}, {}))
     pod_labels = setup.kube.obj("v1", "Pod", NS, f"{NAME}-1")["metadata"]["labels"]
     assert pod_labels[labels.LABEL_MANAGED_BY] == labels.MANAGED_BY
@@ -220,8 +271,12 @@ async def test_the_watch_shows_the_pod_as_it_was_so_it_is_read_before_it_is_take
     # The API server's DELETED event for a pod that stopped matching the label selector carries
     # its previous state: our label still on. Only a read shows the label is gone.
     setup = Setup()
-    meta = {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
-            "labels": {**labels.common_labels(NAME), labels.LABEL_MANAGED_BY: "someone-else"}}
+    meta = {
+        "name": f"{NAME}-1",
+        "namespace": NS,
+        "finalizers": [labels.POD_FINALIZER],
+        "labels": {**labels.common_labels(NAME), labels.LABEL_MANAGED_BY: "someone-else"},
+    }
     body = setup.kube.put({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": {"podIP": "10.0.0.11"}})
     as_it_was = PodView.from_body({**body, "metadata": {**body["metadata"], "labels": labels.common_labels(NAME)}})
     assert as_it_was.managed
@@ -233,10 +288,19 @@ async def test_the_watch_shows_the_pod_as_it_was_so_it_is_read_before_it_is_take
 
 async def test_a_pod_read_back_with_our_label_is_left_alone():
     setup = Setup()
-    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
-                                        "labels": labels.common_labels(NAME)},
-                           "status": {"podIP": "10.0.0.11"}})
+    body = setup.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{NAME}-1",
+                "namespace": NS,
+                "finalizers": [labels.POD_FINALIZER],
+                "labels": labels.common_labels(NAME),
+            },
+            "status": {"podIP": "10.0.0.11"},
+        }
+    )
     await setup.releaser.reclaim(PodView.from_body(body), Views({}, {}), read_first=True)
     assert setup.events == [] and setup.kube.obj("v1", "Pod", NS, f"{NAME}-1") == body
 
@@ -251,12 +315,19 @@ async def test_a_deleted_pod_that_left_the_watch_is_released():
 
 async def test_a_pod_deleted_before_its_label_could_be_put_back_is_released():
     setup = Setup()
-    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": f"{NAME}-1", "namespace": NS,
-                                        "finalizers": [labels.POD_FINALIZER, "other.example/keep"],
-                                        "labels": {**labels.common_labels(NAME),
-                                                   labels.LABEL_MANAGED_BY: "someone-else"}},
-                           "status": {"podIP": "10.0.0.11"}})
+    body = setup.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{NAME}-1",
+                "namespace": NS,
+                "finalizers": [labels.POD_FINALIZER, "other.example/keep"],
+                "labels": {**labels.common_labels(NAME), labels.LABEL_MANAGED_BY: "someone-else"},
+            },
+            "status": {"podIP": "10.0.0.11"},
+        }
+    )
     left = PodView.from_body(body)  # as the watch's DELETED event showed it
     await setup.kube.delete("v1", "Pod", NS, f"{NAME}-1")  # deleted meanwhile: the label patch conflicts
     await setup.releaser.reclaim(left, Views({}, {}))
@@ -269,11 +340,19 @@ async def test_a_pod_that_could_not_be_taken_back_has_its_service_audited_soon()
     record = setup.services.hold(NS, NAME)
     schedule = Schedule(last_read=time.monotonic())
     record.reconciler = SimpleNamespace(schedule=schedule, request_audit=schedule.request_audit)
-    body = setup.kube.put({"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": f"{NAME}-1", "namespace": NS, "finalizers": [labels.POD_FINALIZER],
-                                        "labels": {**labels.common_labels(NAME),
-                                                   labels.LABEL_MANAGED_BY: "someone-else"}},
-                           "status": {"podIP": "10.0.0.11"}})
+    body = setup.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{NAME}-1",
+                "namespace": NS,
+                "finalizers": [labels.POD_FINALIZER],
+                "labels": {**labels.common_labels(NAME), labels.LABEL_MANAGED_BY: "someone-else"},
+            },
+            "status": {"podIP": "10.0.0.11"},
+        }
+    )
     setup.kube.fail("patch", 503, kind="Pod")
     await setup.releaser.reclaim(PodView.from_body(body), Views({}, {}))
     assert 0 < record.reconciler.schedule.next_in(time.monotonic(), sweeps=False) <= 5.0
@@ -281,15 +360,16 @@ async def test_a_pod_that_could_not_be_taken_back_has_its_service_audited_soon()
 
 # -- deleted InferenceServices -------------------------------------------------------------------
 
+
 class ServiceSetup(Setup):
     def __init__(self, registry: dict | None = ETCD, timeout: float = 2.0, retired: list | None = None):
         super().__init__(registry=registry)
         from infer_operator.registration.releaser import ServiceReleaser
 
         self.service_events: list = []
-        self.service_releaser = ServiceReleaser(self.kube, self.services,
-                                                lambda ref, *event: self.service_events.append(event),
-                                                timeout=lambda: timeout)
+        self.service_releaser = ServiceReleaser(
+            self.kube, self.services, lambda ref, *event: self.service_events.append(event), timeout=lambda: timeout
+        )
         key = ("serving.infer-operator.io/v1alpha1", labels.KIND, NS, NAME)
         meta = self.kube.objects[key]["metadata"]
         meta["finalizers"] = [labels.CR_FINALIZER, labels.LOOP_FINALIZER]
@@ -301,7 +381,7 @@ class ServiceSetup(Setup):
     def body(self) -> dict:
         return self.kube.obj("serving.infer-operator.io/v1alpha1", labels.KIND, NS, NAME)
 
-    async def clean_up(self, views: Views = Views({}, {})) -> None:
+    async def clean_up(self, views: Views = NO_VIEWS) -> None:
         self.service_releaser.handle(self.body(), views)
         await asyncio.gather(*self.service_releaser.releases.tasks.values())
 
@@ -313,12 +393,19 @@ def entry(ip: str, owner: ServiceRef, pod: str = "llm-0", uid: str = "u0") -> In
 async def test_a_deleted_service_removes_its_entries_and_unshared_configs_then_its_finalizer():
     setup = ServiceSetup()
     green = ServiceRef(NS, "green", "uid-green")
-    setup.registry.instances[NAME] = {"10.0.0.10:8000": entry("10.0.0.10", setup.owner),
-                                      "10.0.1.1:8000": entry("10.0.1.1", green, "green-0", "g0")}
+    setup.registry.instances[NAME] = {
+        "10.0.0.10:8000": entry("10.0.0.10", setup.owner),
+        "10.0.1.1:8000": entry("10.0.1.1", green, "green-0", "g0"),
+    }
     setup.registry.configs[NAME] = {"10.0.0.10", "10.0.1.1", "10.0.2.2", "defaults"}
-    setup.kube.put({"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": "green-1", "namespace": NS, "labels": labels.common_labels("green")},
-                    "status": {"podIP": "10.0.2.2"}})
+    setup.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "green-1", "namespace": NS, "labels": labels.common_labels("green")},
+            "status": {"podIP": "10.0.2.2"},
+        }
+    )
     from infer_operator.api.v1alpha1 import parse_spec
 
     place = parse_spec(setup.body()["spec"]).registry.place(NAME)
@@ -354,11 +441,17 @@ async def test_an_unreachable_registry_holds_the_service_until_the_bound_then_an
 
 
 async def test_a_lost_secret_in_a_namespace_being_deleted_lets_go_at_once():
-    setup = ServiceSetup(registry={**ETCD, "etcd": {**ETCD["etcd"], "credentialsSecret": {"name": "gone"}}},
-                         timeout=600.0)
-    setup.kube.put({"apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"},
-                    "status": {"phase": "Terminating"}})
+    setup = ServiceSetup(
+        registry={**ETCD, "etcd": {**ETCD["etcd"], "credentialsSecret": {"name": "gone"}}}, timeout=600.0
+    )
+    setup.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": "Terminating"},
+        }
+    )
     await asyncio.wait_for(setup.clean_up(), timeout=5)
     assert [e[1] for e in setup.service_events] == ["RegistryCleanupAbandoned"]
     assert "namespace is being deleted" in setup.service_events[0][2]

@@ -56,14 +56,26 @@ def test_labelled_pod_is_left_alone_and_finalizer_added_only_when_needed():
         # 2 -> 4: two flip, one at a time, highest ordinal first
         (settled(5, 2), {"replicas": 5, "syncReplicas": 4}, ["llm-3"], 2),
         # ... up to maxUnavailable at once
-        (settled(5, 2), {"replicas": 5, "syncReplicas": 4,
-                         "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}, ["llm-3", "llm-2"], 2),
+        (
+            settled(5, 2),
+            {"replicas": 5, "syncReplicas": 4, "updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}},
+            ["llm-3", "llm-2"],
+            2,
+        ),
         # one pod already restarting: wait for it
-        (settled(5, 2)[:2] + [pod(2, None, ready=False)] + settled(5, 2)[3:], {"replicas": 5, "syncReplicas": 4},
-         [], 1),
+        (
+            settled(5, 2)[:2] + [pod(2, None, ready=False)] + settled(5, 2)[3:],
+            {"replicas": 5, "syncReplicas": 4},
+            [],
+            1,
+        ),
         # a mismatched pod that is not Ready costs nothing to restart
-        (settled(5, 2)[:3] + [pod(3, "async", ready=False), pod(4, "async")], {"replicas": 5, "syncReplicas": 4},
-         ["llm-3"], 2),
+        (
+            settled(5, 2)[:3] + [pod(3, "async", ready=False), pod(4, "async")],
+            {"replicas": 5, "syncReplicas": 4},
+            ["llm-3"],
+            2,
+        ),
         # scaling up: new ordinals are not flips; missing pods use the budget
         (settled(3, 3), {"replicas": 5, "syncReplicas": 3}, [], 0),
         # scaling down: pods above replicas are the StatefulSet's to remove, not ours to flip
@@ -90,25 +102,44 @@ def revised(pods, *old: int):
     [
         # a new template: the highest ordinal first, one at a time
         (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2}, "llm-new", ["llm-3"], 4),
-        (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2,
-                                              "updateStrategy": {"rollingUpdate": {"maxUnavailable": "50%"}}},
-         "llm-new", ["llm-3", "llm-2"], 4),
+        (
+            revised(settled(4, 2), 0, 1, 2, 3),
+            {"replicas": 4, "syncReplicas": 2, "updateStrategy": {"rollingUpdate": {"maxUnavailable": "50%"}}},
+            "llm-new",
+            ["llm-3", "llm-2"],
+            4,
+        ),
         # the template and the split in one edit share one budget: one pod down, not two
         (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 3}, "llm-new", ["llm-3"], 4),
         (revised(settled(4, 2), 3), {"replicas": 4, "syncReplicas": 3}, "llm-new", ["llm-3"], 1),
         # a pod both outdated and of the wrong role is restarted once
         (revised(settled(4, 2), 2), {"replicas": 4, "syncReplicas": 3}, "llm-new", ["llm-2"], 1),
         # OnDelete: outdated pods wait for someone; only flips are the operator's
-        (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2,
-                                              "updateStrategy": {"type": "OnDelete"}}, "llm-new", [], 4),
+        (
+            revised(settled(4, 2), 0, 1, 2, 3),
+            {"replicas": 4, "syncReplicas": 2, "updateStrategy": {"type": "OnDelete"}},
+            "llm-new",
+            [],
+            4,
+        ),
         # a partition keeps the ordinals below it
-        (revised(settled(4, 2), 0, 1), {"replicas": 4, "syncReplicas": 2,
-                                        "updateStrategy": {"rollingUpdate": {"partition": 2}}}, "llm-new", [], 2),
+        (
+            revised(settled(4, 2), 0, 1),
+            {"replicas": 4, "syncReplicas": 2, "updateStrategy": {"rollingUpdate": {"partition": 2}}},
+            "llm-new",
+            [],
+            2,
+        ),
         # the revision unknown (the StatefulSet controller has not seen the template yet): wait
         (revised(settled(4, 2), 0, 1, 2, 3), {"replicas": 4, "syncReplicas": 2}, None, [], 0),
         # a pod down already spends the budget
-        (revised(settled(4, 2)[:3] + [pod(3, "async", ready=False)], 0, 1, 2), {"replicas": 4, "syncReplicas": 2},
-         "llm-new", [], 3),
+        (
+            revised(settled(4, 2)[:3] + [pod(3, "async", ready=False)], 0, 1, 2),
+            {"replicas": 4, "syncReplicas": 2},
+            "llm-new",
+            [],
+            3,
+        ),
     ],
 )
 def test_rollouts_and_flips_share_one_budget(pods, overrides, update_revision, restart, outdated):
@@ -119,14 +150,23 @@ def test_rollouts_and_flips_share_one_budget(pods, overrides, update_revision, r
 
 def test_podview_reads_ordinal_role_readiness():
     body = {
-        "metadata": {"name": "llm-3", "namespace": "ns", "uid": "u",
-                     "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_POD_INDEX: "3", labels.LABEL_ROLE: "async"},
-                     "finalizers": [labels.POD_FINALIZER], "resourceVersion": "9"},
-        "status": {"phase": "Running", "podIP": "10.1.2.3",
-                   "conditions": [{"type": "Ready", "status": "False"},
-                                  {"type": "ContainersReady", "status": "True",
-                                   "lastTransitionTime": "2026-01-01T00:00:00Z"},
-                                  {"type": labels.CONDITION_READY, "status": "False"}]},
+        "metadata": {
+            "name": "llm-3",
+            "namespace": "ns",
+            "uid": "u",
+            "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_POD_INDEX: "3", labels.LABEL_ROLE: "async"},
+            "finalizers": [labels.POD_FINALIZER],
+            "resourceVersion": "9",
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": "10.1.2.3",
+            "conditions": [
+                {"type": "Ready", "status": "False"},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": labels.CONDITION_READY, "status": "False"},
+            ],
+        },
     }
     view = PodView.from_body(body)
     assert (view.ordinal, view.role, view.ip, view.ready, view.deleting) == (3, "async", "10.1.2.3", False, False)

@@ -27,8 +27,13 @@ APP = APP_DIR / "app.py"
 
 def start(role: str, **env: str) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("INFER_")}
-    return subprocess.Popen([sys.executable, str(APP)], env={**clean, "INFER_ROLE": role, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(APP)],
+        env={**clean, "INFER_ROLE": role, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def get(url: str) -> tuple[int, dict]:
@@ -61,7 +66,7 @@ def test_sync_role_serves_goes_offline_and_drains_on_sigterm():
         assert status == 200 and body["role"] == "sync"
         # an in-flight request is finished after SIGTERM
         result = {}
-        slow = threading.Thread(target=lambda: result.update(zip(("status", "body"), get(base + "/"))))
+        slow = threading.Thread(target=lambda: result.update(zip(("status", "body"), get(base + "/"), strict=True)))
         slow.start()
         wait(lambda: get(base + "/stats")[1]["in_flight"] == 1)
         assert get(base + "/offline")[0] == 200
@@ -153,8 +158,13 @@ def test_role_falls_back_to_ordinal_without_infer_role():
     clean = {k: v for k, v in os.environ.items() if not k.startswith("INFER_")}
     code = "import sys; sys.path.insert(0, sys.argv[1]); import app; print(app.role())"
     for ordinal, expected in (("0", "sync"), ("2", "async")):
-        out = subprocess.run([sys.executable, "-c", code, str(APP_DIR)], capture_output=True, text=True,
-                             env={**clean, "INFER_ORDINAL": ordinal, "INFER_SYNC_REPLICAS": "2"}, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(APP_DIR)],
+            capture_output=True,
+            text=True,
+            env={**clean, "INFER_ORDINAL": ordinal, "INFER_SYNC_REPLICAS": "2"},
+            check=True,
+        )
         assert out.stdout.strip() == expected
 
 

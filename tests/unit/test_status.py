@@ -15,12 +15,23 @@ def conditions(status):
 def test_settled_service_is_ready():
     pods = [pod(i, "sync" if i < 2 else "async") for i in range(5)]
     status = compute_status("llm", SPEC, pods, Outcome(generation=3), None, now="T0")
-    assert {k: status[k] for k in ("observedGeneration", "replicas", "readyReplicas", "syncReplicas",
-                                    "syncReady", "asyncReady")} == {
-        "observedGeneration": 3, "replicas": 5, "readyReplicas": 5, "syncReplicas": 2, "syncReady": 2, "asyncReady": 3}
+    assert {
+        k: status[k]
+        for k in ("observedGeneration", "replicas", "readyReplicas", "syncReplicas", "syncReady", "asyncReady")
+    } == {
+        "observedGeneration": 3,
+        "replicas": 5,
+        "readyReplicas": 5,
+        "syncReplicas": 2,
+        "syncReady": 2,
+        "asyncReady": 3,
+    }
     assert status["selector"] == "app.kubernetes.io/name=llm,infer-operator.io/service=llm"
-    assert conditions(status) == {"Ready": ("True", "AllReplicasReady"), "Progressing": ("False", "Settled"),
-                                  "Degraded": ("False", "AsExpected")}
+    assert conditions(status) == {
+        "Ready": ("True", "AllReplicasReady"),
+        "Progressing": ("False", "Settled"),
+        "Degraded": ("False", "AsExpected"),
+    }
     assert all(c["observedGeneration"] == 3 for c in status["conditions"])
 
 
@@ -39,7 +50,9 @@ def test_pending_flip_is_reported():
 
 
 def test_problem_makes_degraded_with_message():
-    outcome = Outcome(generation=4, problem=Problem("InvalidPodTemplate", "spec.template.spec.containers[0].image: Required"))
+    outcome = Outcome(
+        generation=4, problem=Problem("InvalidPodTemplate", "spec.template.spec.containers[0].image: Required")
+    )
     status = compute_status("llm", SPEC, [], outcome, None, now="T0")
     assert conditions(status)["Degraded"] == ("True", "InvalidPodTemplate")
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")

@@ -23,7 +23,9 @@ signal.signal(signal.SIGINT, lambda *_: stop.set())
 etcd = os.environ["ETCD_URL"].rstrip("/")
 port = os.environ.get("PORT", "8000")
 address = f"{os.environ['POD_IP']}:{port}"
-key = f"{os.environ.get('REGISTRY_PREFIX', '/services').rstrip('/')}/{os.environ['REGISTRY_SERVICE']}/instances/{address}"
+key = (
+    f"{os.environ.get('REGISTRY_PREFIX', '/services').rstrip('/')}/{os.environ['REGISTRY_SERVICE']}/instances/{address}"
+)
 lease_seconds = int(os.environ.get("LEASE_SECONDS", "10"))
 
 
@@ -32,15 +34,15 @@ def b64(text: str) -> str:
 
 
 def post(path: str, body: dict) -> dict:
-    request = urllib.request.Request(f"{etcd}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{etcd}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=3) as response:
         return json.loads(response.read() or b"{}")
 
 
 def log(message: str) -> None:
-    print(json.dumps({"ts": round(time.time(), 3), "pod": os.environ.get("POD_NAME", ""), "msg": message}),
-          flush=True)
+    print(json.dumps({"ts": round(time.time(), 3), "pod": os.environ.get("POD_NAME", ""), "msg": message}), flush=True)
 
 
 def app_answers() -> bool:
@@ -58,8 +60,10 @@ while not stop.is_set():
     try:
         if lease is None:
             lease = post("/v3/lease/grant", {"TTL": lease_seconds})["ID"]
-            post("/v3/kv/put", {"key": b64(key), "value": b64(json.dumps({"pod": os.environ.get("POD_NAME", "")})),
-                                "lease": lease})
+            post(
+                "/v3/kv/put",
+                {"key": b64(key), "value": b64(json.dumps({"pod": os.environ.get("POD_NAME", "")})), "lease": lease},
+            )
             log(f"registered {address}")
         else:
             post("/v3/lease/keepalive", {"ID": lease})

@@ -108,18 +108,38 @@ def openapi_schema() -> dict[str, Any]:
 
 PRINTER_COLUMNS = [
     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas", "description": "Desired pods"},
-    {"name": "Sync", "type": "integer", "jsonPath": ".status.syncReplicas", "description": "Pods that run the sync role"},
+    {
+        "name": "Sync",
+        "type": "integer",
+        "jsonPath": ".status.syncReplicas",
+        "description": "Pods that run the sync role",
+    },
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready pods"},
     {"name": "Sync-Ready", "type": "integer", "jsonPath": ".status.syncReady", "description": "Ready sync pods"},
     {"name": "Async-Ready", "type": "integer", "jsonPath": ".status.asyncReady", "description": "Ready async pods"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "Up-To-Date", "type": "integer", "jsonPath": ".status.updatedReplicas", "priority": 1,
-     "description": "Pods of the current template"},
-    {"name": "Registered", "type": "integer", "jsonPath": ".status.registered", "priority": 1,
-     "description": "Instances in the registry"},
+    {
+        "name": "Up-To-Date",
+        "type": "integer",
+        "jsonPath": ".status.updatedReplicas",
+        "priority": 1,
+        "description": "Pods of the current template",
+    },
+    {
+        "name": "Registered",
+        "type": "integer",
+        "jsonPath": ".status.registered",
+        "priority": 1,
+        "description": "Instances in the registry",
+    },
     {"name": "Registry", "type": "string", "jsonPath": ".spec.registry.type", "priority": 1},
-    {"name": "Status", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-     "priority": 1, "description": "Reason of the Ready condition"},
+    {
+        "name": "Status",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "priority": 1,
+        "description": "Reason of the Ready condition",
+    },
 ]
 
 

@@ -46,7 +46,11 @@ def _object_of(node: dict[str, Any]) -> dict[str, Any] | None:
     if _has_fields(node) or node.get("x-kubernetes-validations"):
         return node
     items = node.get("items")
-    if node.get("type") == "array" and isinstance(items, dict) and (_has_fields(items) or items.get("x-kubernetes-validations")):
+    if (
+        node.get("type") == "array"
+        and isinstance(items, dict)
+        and (_has_fields(items) or items.get("x-kubernetes-validations"))
+    ):
         return items
     return None
 
@@ -120,8 +124,12 @@ def _type(node: dict[str, Any]) -> str:
     return str(kind)
 
 
-_BOUNDS = (("minLength", "min length"), ("maxLength", "max length"),
-           ("minItems", "min items"), ("maxItems", "max items"))
+_BOUNDS = (
+    ("minLength", "min length"),
+    ("maxLength", "max length"),
+    ("minItems", "min items"),
+    ("maxItems", "max items"),
+)
 
 
 def _constraints(node: dict[str, Any], required: bool) -> str:
@@ -177,8 +185,13 @@ def _table(section: _Section, with_defaults: bool = True) -> list[str]:
         lines = ["| Field | Type | Description |", "|---|---|---|"]
     for path, node, required in section.rows:
         if with_defaults:
-            cells = [_code(path), _cell(_type(node)), _default(node), _cell(_constraints(node, required)),
-                     _description(path, node)]
+            cells = [
+                _code(path),
+                _cell(_type(node)),
+                _default(node),
+                _cell(_constraints(node, required)),
+                _description(path, node),
+            ]
         else:
             cells = [_code(path), _cell(_type(node)), _description(path, node)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -203,15 +216,32 @@ def _render_sections(root: str, node: dict[str, Any], with_defaults: bool) -> li
 def _rules_table(root: str, node: dict[str, Any], whole: dict[str, Any]) -> list[str]:
     lines = ["| Object | Field | Rule (CEL) | Message |", "|---|---|---|---|"]
     for rule in whole.get("x-kubernetes-validations") or []:  # rules on the whole object
-        lines.append("| " + " | ".join([
-            _code("(object)"), _code((rule.get("fieldPath") or "").lstrip(".")), _cell(_code(rule["rule"])),
-            _cell(_text(rule.get("message", ""))),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _code("(object)"),
+                    _code((rule.get("fieldPath") or "").lstrip(".")),
+                    _cell(_code(rule["rule"])),
+                    _cell(_text(rule.get("message", ""))),
+                ]
+            )
+            + " |"
+        )
     for path, rule in _all_rules(root, node):
         field_path = path + rule["fieldPath"] if rule.get("fieldPath") else path
-        lines.append("| " + " | ".join([
-            _code(path), _code(field_path), _cell(_code(rule["rule"])), _cell(_text(rule.get("message", ""))),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _code(path),
+                    _code(field_path),
+                    _cell(_code(rule["rule"])),
+                    _cell(_text(rule.get("message", ""))),
+                ]
+            )
+            + " |"
+        )
     return lines
 
 
@@ -230,10 +260,19 @@ def _printer_columns(version: dict[str, Any]) -> list[str]:
     lines = ["| Column | Type | JSONPath | Shown | Description |", "|---|---|---|---|---|"]
     for column in version.get("additionalPrinterColumns") or []:
         shown = "`-o wide`" if column.get("priority", 0) else "always"
-        lines.append("| " + " | ".join([
-            _cell(column["name"].upper()), _cell(column["type"]), _cell(_code(column["jsonPath"])), shown,
-            _cell(_text(column.get("description", ""))),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _cell(column["name"].upper()),
+                    _cell(column["type"]),
+                    _cell(_code(column["jsonPath"])),
+                    shown,
+                    _cell(_text(column.get("description", ""))),
+                ]
+            )
+            + " |"
+        )
     return lines
 
 

@@ -30,14 +30,22 @@ class Probe(Model):
     """A core/v1 Probe: one handler plus timing."""
 
     rules: ClassVar = (
-        Rule("[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)].filter(x, x).size() == 1",
-             "a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc",
-             lambda p: sum(h is not None for h in (p.http_get, p.tcp_socket, p.exec_, p.grpc)) == 1),
+        Rule(
+            "[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)].filter(x, x).size() == 1",
+            "a readinessProbe needs exactly one of httpGet, tcpSocket, exec, grpc",
+            lambda p: sum(h is not None for h in (p.http_get, p.tcp_socket, p.exec_, p.grpc)) == 1,
+        ),
     )
 
-    http_get: _Handler = Field(default=None, alias="httpGet", description="HTTP GET against the pod (2xx/3xx is ready).")
-    tcp_socket: _Handler = Field(default=None, alias="tcpSocket", description="Ready while the port accepts connections.")
-    exec_: _Handler = Field(default=None, alias="exec", description="Command run in the main container; exit 0 is ready.")
+    http_get: _Handler = Field(
+        default=None, alias="httpGet", description="HTTP GET against the pod (2xx/3xx is ready)."
+    )
+    tcp_socket: _Handler = Field(
+        default=None, alias="tcpSocket", description="Ready while the port accepts connections."
+    )
+    exec_: _Handler = Field(
+        default=None, alias="exec", description="Command run in the main container; exit 0 is ready."
+    )
     grpc: _Handler = Field(default=None, description="gRPC health check; checked as a listening port.")
     initial_delay_seconds: int | None = Field(default=None, ge=0, alias="initialDelaySeconds")
     period_seconds: int | None = Field(default=None, ge=1, alias="periodSeconds")
@@ -61,9 +69,7 @@ class RoleSpec(Model):
             "and picks its role from INFER_ORDINAL and INFER_SYNC_REPLICAS."
         ),
     )
-    args: list[str] | None = Field(
-        default=None, description="Arguments for this role's command. Requires command."
-    )
+    args: list[str] | None = Field(default=None, description="Arguments for this role's command. Requires command.")
     readiness_probe: Probe | None = Field(
         default=None,
         alias="readinessProbe",
@@ -75,15 +81,17 @@ class RoleSpec(Model):
         ),
     )
 
-
     rules: ClassVar = (
-        Rule("!has(self.args) || has(self.command)", "args requires command",
-             lambda role: role.args is None or role.command is not None, ".args"),
+        Rule(
+            "!has(self.args) || has(self.command)",
+            "args requires command",
+            lambda role: role.args is None or role.command is not None,
+            ".args",
+        ),
     )
 
 
 class SyncRoleSpec(RoleSpec):
-
     port: int = Field(
         default=8000,
         ge=1,
@@ -102,13 +110,18 @@ class AsyncRoleSpec(RoleSpec):
 
 class LifecycleSpec(Model):
     rules: ClassVar = (
-        Rule("self.terminationGracePeriodSeconds > self.drainSeconds",
-             "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds",
-             lambda lc: lc.termination_grace_period_seconds > lc.drain_seconds, ".terminationGracePeriodSeconds"),
-        Rule("self.terminationGracePeriodSeconds > self.asyncDrainSeconds",
-             "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds",
-             lambda lc: lc.termination_grace_period_seconds > lc.async_drain_seconds,
-             ".terminationGracePeriodSeconds"),
+        Rule(
+            "self.terminationGracePeriodSeconds > self.drainSeconds",
+            "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.drainSeconds",
+            lambda lc: lc.termination_grace_period_seconds > lc.drain_seconds,
+            ".terminationGracePeriodSeconds",
+        ),
+        Rule(
+            "self.terminationGracePeriodSeconds > self.asyncDrainSeconds",
+            "lifecycle.terminationGracePeriodSeconds must exceed lifecycle.asyncDrainSeconds",
+            lambda lc: lc.termination_grace_period_seconds > lc.async_drain_seconds,
+            ".terminationGracePeriodSeconds",
+        ),
     )
 
     drain_seconds: int = Field(
@@ -159,10 +172,13 @@ IntOrPercent = Annotated[
 
 
 def _count_or_percent(field: str) -> Rule:
-    return Rule(f"!has(self.{field}) || (type(self.{field}) == int ? int(self.{field}) >= 0"
-                f" : string(self.{field}).matches('^[0-9]+%$'))",
-                f"podDisruptionBudget.{field} must be a number >= 0 or a percentage such as \"25%\"",
-                lambda budget: _valid_count(getattr(budget, _snake(field))), f".{field}")
+    return Rule(
+        f"!has(self.{field}) || (type(self.{field}) == int ? int(self.{field}) >= 0"
+        f" : string(self.{field}).matches('^[0-9]+%$'))",
+        f'podDisruptionBudget.{field} must be a number >= 0 or a percentage such as "25%"',
+        lambda budget: _valid_count(getattr(budget, _snake(field))),
+        f".{field}",
+    )
 
 
 def _snake(field: str) -> str:
@@ -179,23 +195,31 @@ def _valid_count(value: int | str | None) -> bool:
 
 class DisruptionBudgetSpec(Model):
     rules: ClassVar = (
-        Rule("!(has(self.maxUnavailable) && has(self.minAvailable))",
-             "podDisruptionBudget takes maxUnavailable or minAvailable, not both",
-             lambda budget: budget.max_unavailable is None or budget.min_available is None, ".minAvailable"),
+        Rule(
+            "!(has(self.maxUnavailable) && has(self.minAvailable))",
+            "podDisruptionBudget takes maxUnavailable or minAvailable, not both",
+            lambda budget: budget.max_unavailable is None or budget.min_available is None,
+            ".minAvailable",
+        ),
         _count_or_percent("maxUnavailable"),
         _count_or_percent("minAvailable"),
     )
-    schema_extra: ClassVar = {"description": (
-        "A PodDisruptionBudget over all the service's pods (policy/v1), made and owned by the "
-        "operator. Voluntary disruptions respect it: kubectl drain, and the operator's own restarts "
-        "(role flips and rolling updates go through the Eviction API). Leave it out for none; the "
-        "operator's restarts then still keep to updateStrategy.rollingUpdate.maxUnavailable.")}
+    schema_extra: ClassVar = {
+        "description": (
+            "A PodDisruptionBudget over all the service's pods (policy/v1), made and owned by the "
+            "operator. Voluntary disruptions respect it: kubectl drain, and the operator's own restarts "
+            "(role flips and rolling updates go through the Eviction API). Leave it out for none; the "
+            "operator's restarts then still keep to updateStrategy.rollingUpdate.maxUnavailable."
+        )
+    }
 
     max_unavailable: IntOrPercent | None = Field(
         default=None,
         alias="maxUnavailable",
-        description=("Pods that may be down at once through voluntary disruptions: a number or a "
-                     "percentage. Default (neither field set): updateStrategy.rollingUpdate.maxUnavailable."),
+        description=(
+            "Pods that may be down at once through voluntary disruptions: a number or a "
+            "percentage. Default (neither field set): updateStrategy.rollingUpdate.maxUnavailable."
+        ),
     )
     min_available: IntOrPercent | None = Field(
         default=None,
@@ -205,10 +229,12 @@ class DisruptionBudgetSpec(Model):
 
 
 def _section_required(backend_type: str) -> Rule:
-    return Rule(f"self.type != '{backend_type}' || has(self.{backend_type})",
-                f"registry.{backend_type} is required when registry.type is {backend_type}",
-                lambda registry: registry.type != backend_type or getattr(registry, backend_type) is not None,
-                f".{backend_type}")
+    return Rule(
+        f"self.type != '{backend_type}' || has(self.{backend_type})",
+        f"registry.{backend_type} is required when registry.type is {backend_type}",
+        lambda registry: registry.type != backend_type or getattr(registry, backend_type) is not None,
+        f".{backend_type}",
+    )
 
 
 class _RegistryBase(Model):
@@ -218,8 +244,9 @@ class _RegistryBase(Model):
 
     type: Literal[tuple(BACKENDS)] = Field(  # type: ignore[valid-type]
         default="none",
-        description=("Where sync instances are registered: "
-                     + ", ".join(backend.summary for backend in BACKENDS.values()) + "."),
+        description=(
+            "Where sync instances are registered: " + ", ".join(backend.summary for backend in BACKENDS.values()) + "."
+        ),
     )
     service: str | None = Field(
         default=None,
@@ -249,30 +276,29 @@ RegistrySpec = create_model(
     "RegistrySpec",
     __base__=_RegistryBase,
     **{t: (b.spec | None, None) for t, b in BACKENDS.items() if b.spec is not None},
-    register_delay_seconds=(int, Field(
-        default=0,
-        ge=0,
-        le=3600,
-        alias="registerDelaySeconds",
-        description="Warm-up: register a sync pod only after it has been Ready this long.",
-    )),
+    register_delay_seconds=(
+        int,
+        Field(
+            default=0,
+            ge=0,
+            le=3600,
+            alias="registerDelaySeconds",
+            description="Warm-up: register a sync pod only after it has been Ready this long.",
+        ),
+    ),
 )
 
 
 class Container(BaseModel):
     """Just enough of a core/v1 Container to validate the parts the operator relies on."""
 
-    model_config = ConfigDict(
-        extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     name: str = Field(min_length=1, description="Container name.")
     image: str = Field(min_length=1, description="Container image.")
 
 
 class PodSpec(BaseModel):
-    model_config = ConfigDict(
-        extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     containers: list[Container] = Field(
         min_length=1,
         description="The pod's containers; the first is the main one (gets env, probe, hooks).",
@@ -303,15 +329,20 @@ class PodTemplate(BaseModel):
 # of what it owns, which are held to stricter limits than the name of a custom resource. (No
 # fieldPath: the CRD's schema has no properties under metadata; the messages name the field.)
 NAME_RULES = (
-    Rule(f"self.metadata.name.size() <= {labels.MAX_NAME_LENGTH}",
-         f"metadata.name must be at most {labels.MAX_NAME_LENGTH} characters: the StatefulSet's pods carry it in "
-         f"their controller-revision-hash label (at most 63 characters with the hash)",
-         lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH, on_create=True),
-    Rule("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-         "metadata.name must start with a letter and hold only lower-case letters, digits and '-': it also "
-         "names the Services <name> and <name>-headless",
-         lambda body: re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", body["metadata"]["name"]) is not None,
-         on_create=True),
+    Rule(
+        f"self.metadata.name.size() <= {labels.MAX_NAME_LENGTH}",
+        f"metadata.name must be at most {labels.MAX_NAME_LENGTH} characters: the StatefulSet's pods carry it in "
+        f"their controller-revision-hash label (at most 63 characters with the hash)",
+        lambda body: len(body["metadata"]["name"]) <= labels.MAX_NAME_LENGTH,
+        on_create=True,
+    ),
+    Rule(
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "metadata.name must start with a letter and hold only lower-case letters, digits and '-': it also "
+        "names the Services <name> and <name>-headless",
+        lambda body: re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", body["metadata"]["name"]) is not None,
+        on_create=True,
+    ),
 )
 
 
@@ -321,8 +352,7 @@ def name_problems(body: Any) -> list[str]:
 
 
 def _main(template: Any) -> dict[str, Any]:
-    return (template.spec.containers[0].model_dump(by_alias=True, exclude_none=True)
-            if template.spec.containers else {})
+    return template.spec.containers[0].model_dump(by_alias=True, exclude_none=True) if template.spec.containers else {}
 
 
 _ROLE_LABEL = labels.LABEL_ROLE
@@ -334,27 +364,41 @@ class InferenceServiceSpec(Model):
     # split in force is min(syncReplicas, replicas). The fields below are the operator's to set:
     # a template setting them is rejected, naming the field to use instead.
     rules: ClassVar = (
-        Rule("!has(self.terminationGracePeriodSeconds)",
-             "spec.template.spec.terminationGracePeriodSeconds is not allowed: set spec.lifecycle."
-             "terminationGracePeriodSeconds instead (the operator sets the pod's grace period from it, to cover the "
-             "drain)",
-             lambda spec: "terminationGracePeriodSeconds" not in (spec.template.spec.model_extra or {}),
-             ".terminationGracePeriodSeconds", at=("template", "spec"), report_only=True),
-        Rule("!has(self[0].readinessProbe)",
-             "spec.template.spec.containers[0].readinessProbe is not allowed: set spec.sync.readinessProbe and "
-             "spec.async.readinessProbe instead (readiness is checked per role)",
-             lambda spec: "readinessProbe" not in _main(spec.template),
-             at=("template", "spec", "containers"), report_only=True),
-        Rule(f"!has(self[0].env) || self[0].env.all(e, !(e.name in {_RESERVED_ENV}))",
-             f"spec.template.spec.containers[0].env must not set {', '.join(labels.CONTRACT_ENV)}: the operator "
-             f"sets them (rename yours)",
-             lambda spec: not {e.get("name") for e in _main(spec.template).get("env") or []} & set(labels.CONTRACT_ENV),
-             at=("template", "spec", "containers"), report_only=True),
-        Rule(f"!has(self.labels) || !('{_ROLE_LABEL}' in self.labels)",
-             f"spec.template.metadata.labels must not set {_ROLE_LABEL}: the operator sets it on each pod by its "
-             f"ordinal",
-             lambda spec: _ROLE_LABEL not in ((spec.template.metadata or {}).get("labels") or {}),
-             ".labels", at=("template", "metadata"), report_only=True),
+        Rule(
+            "!has(self.terminationGracePeriodSeconds)",
+            "spec.template.spec.terminationGracePeriodSeconds is not allowed: set spec.lifecycle."
+            "terminationGracePeriodSeconds instead (the operator sets the pod's grace period from it, to cover the "
+            "drain)",
+            lambda spec: "terminationGracePeriodSeconds" not in (spec.template.spec.model_extra or {}),
+            ".terminationGracePeriodSeconds",
+            at=("template", "spec"),
+            report_only=True,
+        ),
+        Rule(
+            "!has(self[0].readinessProbe)",
+            "spec.template.spec.containers[0].readinessProbe is not allowed: set spec.sync.readinessProbe and "
+            "spec.async.readinessProbe instead (readiness is checked per role)",
+            lambda spec: "readinessProbe" not in _main(spec.template),
+            at=("template", "spec", "containers"),
+            report_only=True,
+        ),
+        Rule(
+            f"!has(self[0].env) || self[0].env.all(e, !(e.name in {_RESERVED_ENV}))",
+            f"spec.template.spec.containers[0].env must not set {', '.join(labels.CONTRACT_ENV)}: the operator "
+            f"sets them (rename yours)",
+            lambda spec: not {e.get("name") for e in _main(spec.template).get("env") or []} & set(labels.CONTRACT_ENV),
+            at=("template", "spec", "containers"),
+            report_only=True,
+        ),
+        Rule(
+            f"!has(self.labels) || !('{_ROLE_LABEL}' in self.labels)",
+            f"spec.template.metadata.labels must not set {_ROLE_LABEL}: the operator sets it on each pod by its "
+            f"ordinal",
+            lambda spec: _ROLE_LABEL not in ((spec.template.metadata or {}).get("labels") or {}),
+            ".labels",
+            at=("template", "metadata"),
+            report_only=True,
+        ),
     )
 
     replicas: int = Field(
@@ -434,7 +478,8 @@ class InferenceServiceSpec(Model):
 
     @property
     def max_unavailable(self) -> int:
-        """Pods that may be down at once for a rollout or a split change (updateStrategy.rollingUpdate.maxUnavailable)."""
+        """Pods that may be down at once for a rollout or a split change
+        (updateStrategy.rollingUpdate.maxUnavailable)."""
         rolling = (self.update_strategy or {}).get("rollingUpdate") or {}
         value = rolling.get("maxUnavailable", 1)
         if isinstance(value, str) and value.endswith("%"):
@@ -462,15 +507,18 @@ class InferenceServiceStatus(Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     replicas: int | None = Field(default=None, description="Pods that exist (not terminating).")
     ready_replicas: int | None = Field(default=None, alias="readyReplicas", description="Ready pods.")
-    updated_replicas: int | None = Field(default=None, alias="updatedReplicas",
-                                         description="Pods of the current template revision.")
+    updated_replicas: int | None = Field(
+        default=None, alias="updatedReplicas", description="Pods of the current template revision."
+    )
     sync_replicas: int | None = Field(default=None, alias="syncReplicas", description="Effective syncReplicas.")
     sync_ready: int | None = Field(default=None, alias="syncReady", description="Ready pods running the sync role.")
     async_ready: int | None = Field(default=None, alias="asyncReady", description="Ready pods running the async role.")
     registered: int | None = Field(default=None, description="Instances currently in the registry.")
     selector: str | None = Field(default=None, description="Label selector of the pods (for /scale, HPA, KEDA).")
-    url: str | None = Field(default=None, description="Where the sync role is reached in the cluster: "
-                                                      "http://<name>.<namespace>.svc:<sync.port>.")
+    url: str | None = Field(
+        default=None,
+        description="Where the sync role is reached in the cluster: http://<name>.<namespace>.svc:<sync.port>.",
+    )
     registry: RegistrySpec | None = Field(
         default=None,
         description="The registry the pods were last registered in (a copy of spec.registry), so a move is noticed.",
@@ -479,7 +527,7 @@ class InferenceServiceStatus(Model):
         default=None,
         alias="retiredRegistries",
         description="Registries this service moved away from whose entries are not removed yet; "
-                    "each goes once cleaned.",
+        "each goes once cleaned.",
     )
     conditions: list[Condition] | None = Field(
         default=None,
@@ -489,7 +537,9 @@ class InferenceServiceStatus(Model):
 
 class InferenceService(Model):
     model_config = ConfigDict(
-        json_schema_extra={"description": "A GPU inference service: one StatefulSet whose pods run the sync or async role by ordinal."}
+        json_schema_extra={
+            "description": "A GPU inference service: one StatefulSet whose pods run the sync or async role by ordinal."
+        }
     )
     api_version: Literal["serving.infer-operator.io/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["InferenceService"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infer_operator.api.v1alpha1 import InferenceServiceSpec
 from infer_operator import kinds
+from infer_operator.api.v1alpha1 import InferenceServiceSpec
 from infer_operator.builders.common import BuildError, Owner
 from infer_operator.builders.disruption import build_disruption_budget, disruption_budget_name
 from infer_operator.builders.scripts_configmap import build_scripts_configmap

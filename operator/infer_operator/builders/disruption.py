@@ -34,6 +34,9 @@ def build_disruption_budget(owner: Owner, spec: InferenceServiceSpec) -> dict[st
         "apiVersion": kinds.POD_DISRUPTION_BUDGET.api_version,
         "kind": kinds.POD_DISRUPTION_BUDGET.kind,
         "metadata": owner.metadata(disruption_budget_name(owner.name)),
-        "spec": {**limit, "selector": {"matchLabels": labels.selector_labels(owner.name)},
-                 "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+        "spec": {
+            **limit,
+            "selector": {"matchLabels": labels.selector_labels(owner.name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }

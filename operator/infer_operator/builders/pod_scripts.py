@@ -116,23 +116,28 @@ def _probe_command(probe: dict | None, *, sync_port: int | None, default: str, w
 class PodSettings:
     """What the pod-side scripts read at run time (seconds are whole seconds)."""
 
-    sync_port: int | None                 # None: no sync port (the default sync probe passes)
+    sync_port: int | None  # None: no sync port (the default sync probe passes)
     drain_seconds: int
     async_drain_seconds: int
     offline_path: str | None
-    sync_probe: dict[str, Any] | None     # core/v1 Probe dicts (camelCase), as in the spec
+    sync_probe: dict[str, Any] | None  # core/v1 Probe dicts (camelCase), as in the spec
     async_probe: dict[str, Any] | None
-    probe_timeout_seconds: int = 1        # budget of one HTTP check, inside the kubelet's timeout
+    probe_timeout_seconds: int = 1  # budget of one HTTP check, inside the kubelet's timeout
 
     @classmethod
     def from_spec(cls, spec: InferenceServiceSpec, probe_timeout_seconds: int) -> PodSettings:
         def probe(role: Any) -> dict[str, Any] | None:
             return role.readiness_probe.as_kubernetes() if role.readiness_probe else None
 
-        return cls(sync_port=spec.sync.port, drain_seconds=spec.lifecycle.drain_seconds,
-                   async_drain_seconds=spec.lifecycle.async_drain_seconds,
-                   offline_path=spec.lifecycle.offline_path, sync_probe=probe(spec.sync),
-                   async_probe=probe(spec.async_), probe_timeout_seconds=probe_timeout_seconds)
+        return cls(
+            sync_port=spec.sync.port,
+            drain_seconds=spec.lifecycle.drain_seconds,
+            async_drain_seconds=spec.lifecycle.async_drain_seconds,
+            offline_path=spec.lifecycle.offline_path,
+            sync_probe=probe(spec.sync),
+            async_probe=probe(spec.async_),
+            probe_timeout_seconds=probe_timeout_seconds,
+        )
 
 
 def render_settings(settings: PodSettings) -> str:

@@ -37,8 +37,10 @@ def _field_env(name: str, field_path: str) -> dict[str, Any]:
 def pod_env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     """What the pod-side scripts need of this pod's own revision (they read the rest from the
     live ConfigMap): its serving port and its grace period, in seconds."""
-    return [{"name": "INFER_SYNC_PORT", "value": str(spec.sync.port)},
-            {"name": "INFER_GRACE_SECONDS", "value": str(spec.lifecycle.termination_grace_period_seconds)}]
+    return [
+        {"name": "INFER_SYNC_PORT", "value": str(spec.sync.port)},
+        {"name": "INFER_GRACE_SECONDS", "value": str(spec.lifecycle.termination_grace_period_seconds)},
+    ]
 
 
 def contract_env(service: str, with_role: bool) -> list[dict[str, Any]]:
@@ -95,8 +97,12 @@ def _merge_env(ours: list[dict[str, Any]], theirs: list[dict[str, Any]] | None) 
 def _with_sync_port(ports: list[dict[str, Any]] | None, port: int) -> list[dict[str, Any]]:
     """The container's ports plus the named sync port (an unnamed declaration of it is replaced)."""
     ours = {"name": labels.SYNC_PORT_NAME, "containerPort": port, "protocol": "TCP"}
-    kept = [p for p in ports or [] if p.get("name") != labels.SYNC_PORT_NAME
-            and not (p.get("containerPort") == port and (p.get("protocol") or "TCP") == "TCP" and not p.get("name"))]
+    kept = [
+        p
+        for p in ports or []
+        if p.get("name") != labels.SYNC_PORT_NAME
+        and not (p.get("containerPort") == port and (p.get("protocol") or "TCP") == "TCP" and not p.get("name"))
+    ]
     return [*kept, ours]
 
 
@@ -118,12 +124,13 @@ def user_prestop_args(container: dict[str, Any]) -> list[str]:
         if isinstance(port, str) and not port.isdigit():
             named = [p.get("containerPort") for p in container.get("ports") or [] if p.get("name") == port]
             if not named:
-                raise BuildError(f"spec.template.spec.containers[0].lifecycle.preStop.httpGet.port: no container "
-                                 f"port is named {port!r}")
+                raise BuildError(
+                    f"spec.template.spec.containers[0].lifecycle.preStop.httpGet.port: no container "
+                    f"port is named {port!r}"
+                )
             port = named[0]
         headers = [f"{h['name']}: {h.get('value', '')}" for h in get.get("httpHeaders") or []]
-        return ["http", str(port), get.get("path") or "/", get.get("scheme") or "HTTP", get.get("host") or "",
-                *headers]
+        return ["http", str(port), get.get("path") or "/", get.get("scheme") or "HTTP", get.get("host") or "", *headers]
     return []
 
 
@@ -139,8 +146,9 @@ def _main_container(owner: Owner, spec: InferenceServiceSpec, container: dict[st
     main["readinessProbe"] = readiness_probe(spec)
     main["ports"] = _with_sync_port(main.get("ports"), spec.sync.port)
     lifecycle = dict(main.get("lifecycle") or {})
-    lifecycle["preStop"] = {"exec": {"command": ["/bin/sh", f"{SCRIPTS_DIR}/prestop.sh",
-                                                 *user_prestop_args(container)]}}
+    lifecycle["preStop"] = {
+        "exec": {"command": ["/bin/sh", f"{SCRIPTS_DIR}/prestop.sh", *user_prestop_args(container)]}
+    }
     main["lifecycle"] = lifecycle
     mounts = [m for m in main.get("volumeMounts") or [] if m.get("name") != SCRIPTS_VOLUME]
     main["volumeMounts"] = [*mounts, _scripts_mount()]

@@ -23,8 +23,8 @@ from infer_operator.clients.kube import KubeClient, KubeError
 log = logging.getLogger(__name__)
 
 COMPONENT = "infer-operator"
-MAX_MESSAGE = 1024   # the API server refuses longer event messages
-MAX_QUEUED = 1000    # events waiting to be sent; beyond that the oldest are dropped
+MAX_MESSAGE = 1024  # the API server refuses longer event messages
+MAX_QUEUED = 1000  # events waiting to be sent; beyond that the oldest are dropped
 CLOSE_SECONDS = 5.0  # how long closing waits for queued events to go out
 
 
@@ -33,18 +33,29 @@ def reference(api_version: str, kind: str, namespace: str, name: str, uid: str) 
     return {"apiVersion": api_version, "kind": kind, "namespace": namespace, "name": name, "uid": uid}
 
 
-def event_body(involved: dict[str, Any], event_type: str, reason: str, message: str,
-               now: datetime.datetime, instance: str) -> dict[str, Any]:
+def event_body(
+    involved: dict[str, Any], event_type: str, reason: str, message: str, now: datetime.datetime, instance: str
+) -> dict[str, Any]:
     """A core/v1 Event about `involved` (a reference: apiVersion, kind, namespace, name, uid)."""
     if len(message) > MAX_MESSAGE:
         half = (MAX_MESSAGE - 3) // 2
         message = f"{message[:half]}...{message[-half:]}"
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
-            "involvedObject": involved, "type": event_type, "reason": reason, "message": message,
-            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT, "reportingInstance": instance,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+        "involvedObject": involved,
+        "type": event_type,
+        "reason": reason,
+        "message": message,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
 
 
 class EventRecorder:
@@ -55,7 +66,7 @@ class EventRecorder:
         self.instance = instance or os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or COMPONENT
         self._queue: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_queued)
         self._ready = asyncio.Event()  # something is queued
-        self._idle = asyncio.Event()   # everything queued was sent (or given up on)
+        self._idle = asyncio.Event()  # everything queued was sent (or given up on)
         self._sender: asyncio.Task | None = None
         self.dropped = 0  # events dropped because the queue was full (logged once each time it fills)
 
@@ -65,11 +76,14 @@ class EventRecorder:
             return  # no events about events; every object the operator reports on is namespaced
         if len(self._queue) == self._queue.maxlen:
             if not self.dropped:
-                log.warning(f"Events are posted slower than they come; dropping the oldest ({self._queue.maxlen} "
-                            f"wait to be sent).")
+                log.warning(
+                    f"Events are posted slower than they come; dropping the oldest ({self._queue.maxlen} "
+                    f"wait to be sent)."
+                )
             self.dropped += 1
-        self._queue.append(event_body(involved, event_type, reason, message,
-                                      datetime.datetime.now(datetime.UTC), self.instance))
+        self._queue.append(
+            event_body(involved, event_type, reason, message, datetime.datetime.now(datetime.UTC), self.instance)
+        )
         self._ready.set()
         self._idle.clear()
         if self._sender is None or self._sender.done():
@@ -83,8 +97,10 @@ class EventRecorder:
                     await self.kube.create(body)
                 except KubeError as exc:
                     involved = body["involvedObject"]
-                    log.warning(f"Could not post the {body['reason']} event about {involved['kind']} "
-                                f"{involved['namespace']}/{involved['name']}: {exc}")
+                    log.warning(
+                        f"Could not post the {body['reason']} event about {involved['kind']} "
+                        f"{involved['namespace']}/{involved['name']}: {exc}"
+                    )
             self.dropped = 0
             self._ready.clear()
             self._idle.set()

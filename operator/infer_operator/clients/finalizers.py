@@ -18,9 +18,18 @@ def without(finalizers: list[str], finalizer: str) -> list[str]:
     return [f for f in finalizers if f != finalizer]
 
 
-async def remove_finalizer(kube: KubeClient, kind: Kind, namespace: str, name: str, finalizer: str, *,
-                           uid: str | None = None, known: Mapping[str, Any] | None = None,
-                           attempts: int = 10, pause: float = 1.0) -> bool:
+async def remove_finalizer(
+    kube: KubeClient,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    finalizer: str,
+    *,
+    uid: str | None = None,
+    known: Mapping[str, Any] | None = None,
+    attempts: int = 10,
+    pause: float = 1.0,
+) -> bool:
     """Remove `finalizer` from one object. True once it is gone: removed, never there, the object
     deleted, or replaced by a namesake whose uid differs from `uid` (that one is not ours to touch).
 
@@ -45,8 +54,9 @@ async def remove_finalizer(kube: KubeClient, kind: Kind, namespace: str, name: s
         finalizers = list(meta.get("finalizers") or [])
         if finalizer not in finalizers:
             return True
-        patch = {"metadata": {"finalizers": without(finalizers, finalizer),
-                              "resourceVersion": meta.get("resourceVersion")}}
+        patch = {
+            "metadata": {"finalizers": without(finalizers, finalizer), "resourceVersion": meta.get("resourceVersion")}
+        }
         try:
             await kube.merge_patch(kind.api_version, kind.kind, namespace, name, patch)
             return True

@@ -7,7 +7,6 @@ so nothing blocks the event loop and every call has a timeout.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import ssl
@@ -53,8 +52,9 @@ class KubeError(Exception):
         return self.status == 500 and "convert" in self.message and "object" in self.message
 
 
-def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
-                  subresource: str | None = None) -> str:
+def resource_path(
+    api_version: str, kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None
+) -> str:
     row = kinds.of(api_version, kind)
     path = row.path_prefix
     if namespace:
@@ -119,24 +119,31 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                      body: Any = None, content_type: str = "application/json",
-                      timeout: float | None = None) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> Any:
         headers = {"Accept": "application/json", **self._auth_headers()}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
-        client_timeout = aiohttp.ClientTimeout(total=timeout or self._timeouts.request,
-                                               connect=self._timeouts.connect)
+        client_timeout = aiohttp.ClientTimeout(total=timeout or self._timeouts.request, connect=self._timeouts.connect)
         try:
-            async with self._session_now().request(method, path, params=params, data=data,
-                                                   headers=headers, timeout=client_timeout) as response:
+            async with self._session_now().request(
+                method, path, params=params, data=data, headers=headers, timeout=client_timeout
+            ) as response:
                 text = await response.text()
                 if response.status >= 400:
                     raise _error_from(response.status, text)
                 return jsonwire.loads(text) if text else None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise KubeError(0, "Unreachable", f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
     # The few verbs the operator uses -------------------------------------------------------
@@ -144,8 +151,9 @@ class KubeClient:
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Any:
         return await self.request("GET", resource_path(api_version, kind, namespace, name))
 
-    async def list(self, api_version: str, kind: str, namespace: str | None,
-                   label_selector: str | None = None) -> list[Any]:
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[Any]:
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self.request("GET", resource_path(api_version, kind, namespace), params=params)
         return list(result.get("items") or [])
@@ -153,29 +161,50 @@ class KubeClient:
     async def create(self, obj: dict[str, Any]) -> Any:
         """POST a new object (its metadata may use generateName)."""
         meta = obj["metadata"]
-        return await self.request("POST", resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace")),
-                                  body=obj)
+        return await self.request(
+            "POST", resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace")), body=obj
+        )
 
     async def apply(self, obj: dict[str, Any], *, field_manager: str = labels.FIELD_MANAGER) -> Any:
         """Server-side apply with our one field manager; force takes back fields others changed."""
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        return await self.request("PATCH", path, body=obj, content_type="application/apply-patch+yaml",
-                                  params={"fieldManager": field_manager, "force": "true"})
+        return await self.request(
+            "PATCH",
+            path,
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": field_manager, "force": "true"},
+        )
 
-    async def merge_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
-                          patch: dict[str, Any], subresource: str | None = None) -> Any:
+    async def merge_patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> Any:
         path = resource_path(api_version, kind, namespace, name, subresource)
         return await self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
-    async def strategic_patch(self, api_version: str, kind: str, namespace: str | None, name: str,
-                              patch: dict[str, Any], subresource: str | None = None) -> Any:
+    async def strategic_patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> Any:
         """A strategic merge patch (built-in kinds only): lists such as pod conditions merge by key."""
         path = resource_path(api_version, kind, namespace, name, subresource)
         return await self.request("PATCH", path, body=patch, content_type="application/strategic-merge-patch+json")
 
-    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str,
-                     *, uid: str | None = None) -> Any:
+    async def delete(
+        self, api_version: str, kind: str, namespace: str | None, name: str, *, uid: str | None = None
+    ) -> Any:
         """Delete; with `uid`, only that incarnation of the object (never a recreated namesake)."""
         body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if uid:
@@ -186,8 +215,11 @@ class KubeClient:
         """Delete a pod through the Eviction API, so PodDisruptionBudgets are respected: a
         KubeError with status 429 says a budget refuses it now (try again later); with `uid`,
         only that incarnation of the pod."""
-        body: dict[str, Any] = {"apiVersion": "policy/v1", "kind": "Eviction",
-                                "metadata": {"name": name, "namespace": namespace}}
+        body: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
         if uid:
             body["deleteOptions"] = {"preconditions": {"uid": uid}}
         return await self.request("POST", resource_path("v1", "Pod", namespace, name, "eviction"), body=body)

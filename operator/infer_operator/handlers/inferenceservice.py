@@ -25,7 +25,6 @@ from infer_operator.registration.releaser import registries_of
 from infer_operator.registration.sharing import Views
 from infer_operator.runtime import RUNTIME
 
-
 # How long a woken loop waits for more of the same burst of events before its pass: without it a
 # service ran about one pass per pod event, and those passes held the event loop while deletion
 # events waited to be read (bench/README.md, deregistration).
@@ -41,8 +40,9 @@ async def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any
 
 
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL)
-async def inferenceservice_changed(body: kopf.Body, namespace: str, name: str, pods_by_service: kopf.Index,
-                             services_by_place: kopf.Index, **_: Any) -> None:
+async def inferenceservice_changed(
+    body: kopf.Body, namespace: str, name: str, pods_by_service: kopf.Index, services_by_place: kopf.Index, **_: Any
+) -> None:
     # Spec changes are noticed by generation inside the pass; this only makes it prompt. (A
     # coroutine: kopf runs plain functions in threads, and the cleanup starts a task on this loop.)
     RUNTIME.services.poke(namespace, name)
@@ -51,9 +51,17 @@ async def inferenceservice_changed(body: kopf.Body, namespace: str, name: str, p
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, id="reconcile", cancellation_timeout=10.0)
-async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str, uid: str,
-                         logger: logging.Logger, pods_by_service: kopf.Index, services_by_place: kopf.Index,
-                         **_: Any) -> None:
+async def reconcile_loop(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    logger: logging.Logger,
+    pods_by_service: kopf.Index,
+    services_by_place: kopf.Index,
+    **_: Any,
+) -> None:
     records = RUNTIME.services
     record = records.hold(namespace, name, uid)
     waker = record.wakeup
@@ -65,10 +73,19 @@ async def reconcile_loop(stopped: kopf.DaemonStopped, body: kopf.Body, namespace
         RUNTIME.events.post(involved, event_type, reason, message)
 
     options = RUNTIME.options
-    reconciler = ServiceReconciler(RUNTIME.kube, record, logger, post, releaser=RUNTIME.releaser,
-                                   owned=RUNTIME.owned, schedule=Schedule(resync_seconds=options.resync_seconds,
-                                                                          audit_seconds=options.audit_seconds,
-                                                                          sweep_seconds=options.sweep_seconds))
+    reconciler = ServiceReconciler(
+        RUNTIME.kube,
+        record,
+        logger,
+        post,
+        releaser=RUNTIME.releaser,
+        owned=RUNTIME.owned,
+        schedule=Schedule(
+            resync_seconds=options.resync_seconds,
+            audit_seconds=options.audit_seconds,
+            sweep_seconds=options.sweep_seconds,
+        ),
+    )
     record.reconciler = reconciler
 
     async def relay_stop() -> None:

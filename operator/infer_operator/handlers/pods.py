@@ -24,8 +24,14 @@ async def pods_by_service(body: kopf.Body, namespace: str, **_: Any) -> dict[tup
 
 
 @kopf.on.event("pods", labels=OWNED)
-async def pod_changed(event: dict[str, Any], body: kopf.Body, namespace: str, pods_by_service: kopf.Index,
-                      services_by_place: kopf.Index, **_: Any) -> None:
+async def pod_changed(
+    event: dict[str, Any],
+    body: kopf.Body,
+    namespace: str,
+    pods_by_service: kopf.Index,
+    services_by_place: kopf.Index,
+    **_: Any,
+) -> None:
     pod = PodView.from_body(body)
     if not pod.service:
         return

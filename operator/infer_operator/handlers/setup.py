@@ -84,8 +84,10 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 def _relisted(namespace: str | None) -> None:
     where = f"namespace {namespace}" if namespace else "every namespace"
-    log.info(f"The pods watch of {where} listed every pod again (its watch could not resume); each "
-             f"InferenceService there audits its pods against the API now.")
+    log.info(
+        f"The pods watch of {where} listed every pod again (its watch could not resume); each "
+        f"InferenceService there audits its pods against the API now."
+    )
     RUNTIME.services.relisted(namespace)
 
 
@@ -93,8 +95,12 @@ def _relisted(namespace: str | None) -> None:
 async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     configure(settings)
     # Before the watches start (kopf runs startup handlers first).
-    kopf_hooks.install(on_pods_listed=_relisted, on_pod_event=pods.release_early,
-                       quiet=not RUNTIME.options.verbose, mode=RUNTIME.options.kopf_hooks)
+    kopf_hooks.install(
+        on_pods_listed=_relisted,
+        on_pod_event=pods.release_early,
+        quiet=not RUNTIME.options.verbose,
+        mode=RUNTIME.options.kopf_hooks,
+    )
     RUNTIME.start_background(memory.trim_periodically())
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
 

@@ -28,8 +28,7 @@ from infer_operator.slim import OWNED, POD, WHOLE, slim
 log = logging.getLogger(__name__)
 
 # (API group, plural) -> what of its objects is kept (slim.py)
-_SHAPES = {(kinds.POD.group, kinds.POD.plural): POD,
-           **{(kind.group, kind.plural): OWNED for kind in kinds.OWNED}}
+_SHAPES = {(kinds.POD.group, kinds.POD.plural): POD, **{(kind.group, kind.plural): OWNED for kind in kinds.OWNED}}
 
 
 def install(on_pods_listed: Callable[[Any], None], on_pod_event: Callable[[dict[str, Any]], None]) -> None:
@@ -75,5 +74,7 @@ def _call(callback: Callable[[Any], None], argument: Any) -> None:
     try:
         callback(argument)
     except Exception:  # noqa: BLE001 - kopf's handlers still see the event
-        log.exception(f"The operator's hook on kopf's watch stream failed on {callback.__name__}; kopf's own "
-                      f"handlers still get the event.")
+        log.exception(
+            f"The operator's hook on kopf's watch stream failed on {callback.__name__}; kopf's own "
+            f"handlers still get the event."
+        )

@@ -25,8 +25,9 @@ from infer_operator.registration.sharing import Views
 async def read_service_pods(kube: KubeClient, namespace: str, name: str) -> list[PodView]:
     """The service's pods as the API has them now (by the service label, not the watch's).
     Raises KubeError."""
-    bodies = await kube.list(kinds.POD.api_version, kinds.POD.kind, namespace,
-                             label_selector=f"{labels.LABEL_SERVICE}={name}")
+    bodies = await kube.list(
+        kinds.POD.api_version, kinds.POD.kind, namespace, label_selector=f"{labels.LABEL_SERVICE}={name}"
+    )
     return [PodView.from_body(body) for body in bodies]
 
 
@@ -42,9 +43,9 @@ def vanished_pods(indexed: Sequence[PodView], fresh: Sequence[PodView]) -> list[
 
 @dataclass(frozen=True)
 class AuditResult:
-    pods: list[PodView]              # the index's pods, ghosts left out
-    fresh: list[PodView] | None      # the read, when one was made and succeeded
-    error: str | None = None         # why a read that was due could not be made
+    pods: list[PodView]  # the index's pods, ghosts left out
+    fresh: list[PodView] | None  # the read, when one was made and succeeded
+    error: str | None = None  # why a read that was due could not be made
 
 
 @dataclass
@@ -74,6 +75,8 @@ class PodAudit:
                     if pod.uid not in self.vanished:
                         self.vanished.add(pod.uid)
                         metrics.VANISHED_PODS.inc()
-                        self.logger.warning(f"Pod {pod.name} ({pod.uid}) of {self.name} is gone from the API but "
-                                            f"still in the watch cache (its deletion was missed); ignoring it.")
+                        self.logger.warning(
+                            f"Pod {pod.name} ({pod.uid}) of {self.name} is gone from the API but "
+                            f"still in the watch cache (its deletion was missed); ignoring it."
+                        )
         return AuditResult([pod for pod in pods if pod.uid not in self.vanished], fresh, error)

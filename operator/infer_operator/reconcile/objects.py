@@ -40,8 +40,8 @@ class Objects:
     # What our last apply produced, per owned object, to tell our own writes from drift.
     applied: dict[ObjectKey, str] = field(default_factory=dict)
     applied_generation: int | None = None
-    named_target: bool | None = None    # whether the Services last applied target the named port
-    pending: bool = False               # an apply failed on a transient error: apply on the next pass
+    named_target: bool | None = None  # whether the Services last applied target the named port
+    pending: bool = False  # an apply failed on a transient error: apply on the next pass
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
     backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=60.0))
 
@@ -69,15 +69,21 @@ class Objects:
     def due(self, *, asked: bool, resync: bool, generation: int, named_target: bool) -> bool:
         """Whether this pass applies: asked by a wake-up (drift, first pass), the resync, an apply
         owed, a new generation, or the Services' targeting changing."""
-        return (asked or resync or self.pending or generation != self.applied_generation
-                or named_target != self.named_target)
+        return (
+            asked
+            or resync
+            or self.pending
+            or generation != self.applied_generation
+            or named_target != self.named_target
+        )
 
     def forget_generation(self) -> None:
         """The next pass applies the spec as it is then (reconciling resumes after a pause)."""
         self.applied_generation = None
 
-    async def apply(self, owner: Owner, spec: InferenceServiceSpec, generation: int, named_target: bool,
-                    notes: PassNotes) -> None:
+    async def apply(
+        self, owner: Owner, spec: InferenceServiceSpec, generation: int, named_target: bool, notes: PassNotes
+    ) -> None:
         try:
             notes.problem = await self._apply(owner, spec, named_target)
             self.pending = False
@@ -136,8 +142,11 @@ class Objects:
         why = not_ours(existing, self.name, owner.uid)
         if why is None:
             return None
-        return Problem("ObjectNotOwned", f"{row.kind} {name} already exists and is not this InferenceService's: "
-                                         f"{why}. The operator leaves it alone; delete or rename it.")
+        return Problem(
+            "ObjectNotOwned",
+            f"{row.kind} {name} already exists and is not this InferenceService's: "
+            f"{why}. The operator leaves it alone; delete or rename it.",
+        )
 
     async def _remove_unwanted(self, row: kinds.Kind, name: str, owner: Owner) -> None:
         """Delete an owned object the spec no longer asks for, if the watch saw it as ours (only
@@ -170,6 +179,8 @@ def bad_quantities(spec: InferenceServiceSpec) -> str:
             for section in ("limits", "requests"):
                 for key, value in ((container.get("resources") or {}).get(section) or {}).items():
                     if not _QUANTITY.match(str(value)):
-                        found.append(f"spec.template.spec.{group}[{i}].resources.{section}.{key}: "
-                                     f"invalid quantity {str(value)[:40]!r}")
+                        found.append(
+                            f"spec.template.spec.{group}[{i}].resources.{section}.{key}: "
+                            f"invalid quantity {str(value)[:40]!r}"
+                        )
     return "; ".join(found)

@@ -39,8 +39,9 @@ class PodWrites:
     restarting: set[str] = field(default_factory=set)  # uids this operator evicted to flip roles or roll
     restarts_blocked: str | None = None  # why the Eviction API refuses the restarts due, while it does
 
-    async def update(self, spec: InferenceServiceSpec, pods: Sequence[PodView], update_revision: str | None,
-                     notes: PassNotes) -> None:
+    async def update(
+        self, spec: InferenceServiceSpec, pods: Sequence[PodView], update_revision: str | None, notes: PassNotes
+    ) -> None:
         """Label new pods, then restart what must be (role flips, and outdated pods of a rollout)."""
         try:
             await self._label_new_pods(spec, pods, notes)
@@ -54,8 +55,11 @@ class PodWrites:
 
     async def _label_new_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView], notes: PassNotes) -> None:
         with_finalizer = spec.registry.in_use
-        patches = {pod.uid: (pod, patch) for pod in pods
-                   if (patch := role_patch(pod, spec, with_finalizer=with_finalizer)) is not None}
+        patches = {
+            pod.uid: (pod, patch)
+            for pod in pods
+            if (patch := role_patch(pod, spec, with_finalizer=with_finalizer)) is not None
+        }
         self.labelled.keep({uid: patch["metadata"].keys() for uid, (_, patch) in patches.items()})
         now = time.monotonic()
         for pod, patch in patches.values():
@@ -66,8 +70,7 @@ class PodWrites:
                 # must not be set anew from a split changed since. Only that version is patched.
                 patch["metadata"]["resourceVersion"] = pod.resource_version
             try:
-                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name,
-                                                patch)
+                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, pod.name, patch)
             except KubeError as exc:
                 if exc.not_found or exc.conflict or (exc.status == 422 and "being deleted" in exc.message):
                     continue  # gone, or going (no finalizer is added then): the next event tells
@@ -82,8 +85,9 @@ class PodWrites:
         if (left := self.labelled.next_expiry(now)) is not None:
             notes.retry_sooner(left)  # the index may never show a write: look again when it expires
 
-    async def _restart_pods(self, spec: InferenceServiceSpec, pods: Sequence[PodView],
-                            update_revision: str | None) -> RestartPlan:
+    async def _restart_pods(
+        self, spec: InferenceServiceSpec, pods: Sequence[PodView], update_revision: str | None
+    ) -> RestartPlan:
         """Restart pods whose role flips, and (RollingUpdate) outdated ones, within the budget."""
         # A pod evicted by an earlier pass may not show its deletionTimestamp in the index yet:
         # count it as going, so it is neither evicted twice nor leaves room for a second restart.
@@ -107,7 +111,9 @@ class PodWrites:
             self.restarting.add(pod.uid)
             if pod.uid in flipping:
                 metrics.ROLE_RESTARTS.inc()
-                message = f"Restarting pod {pod.name} to change its role from {pod.role} to {spec.role_for(pod.ordinal)}."
+                message = (
+                    f"Restarting pod {pod.name} to change its role from {pod.role} to {spec.role_for(pod.ordinal)}."
+                )
                 reason = "RoleChange"
             else:
                 metrics.ROLLOUT_RESTARTS.inc()
@@ -122,12 +128,17 @@ class PodWrites:
         self.restarts_blocked = blocked
         return plan
 
-    async def write_conditions(self, pods: Sequence[PodView], *, registry_in_use: bool, registry_service: str,
-                               notes: PassNotes) -> None:
+    async def write_conditions(
+        self, pods: Sequence[PodView], *, registry_in_use: bool, registry_service: str, notes: PassNotes
+    ) -> None:
         """Mark newly registered pods (from now on their IP's per-IP config is theirs) and open the
         readiness gate of the pods whose part is done (reconcile/readiness.py), one patch per pod."""
-        openings = gates_to_open(pods, registry_in_use=registry_in_use, registered_uids=notes.registered_uids,
-                                 registry_service=registry_service)
+        openings = gates_to_open(
+            pods,
+            registry_in_use=registry_in_use,
+            registered_uids=notes.registered_uids,
+            registry_service=registry_service,
+        )
         writes = pod_conditions(notes.to_mark, openings, registry_service, now_iso())
         self.conditioned.keep({pod.uid: [c["type"] for c in conditions] for pod, conditions in writes.values()})
         now = time.monotonic()
@@ -136,8 +147,14 @@ class PodWrites:
             if self.conditioned.pending(pod.uid, types, now):
                 continue  # written already; the pod's event has not come yet
             try:
-                await self.kube.strategic_patch(kinds.POD.api_version, kinds.POD.kind, self.namespace, name,
-                                                {"status": {"conditions": conditions}}, subresource="status")
+                await self.kube.strategic_patch(
+                    kinds.POD.api_version,
+                    kinds.POD.kind,
+                    self.namespace,
+                    name,
+                    {"status": {"conditions": conditions}},
+                    subresource="status",
+                )
             except KubeError as exc:
                 if exc.not_found:
                     continue
@@ -147,7 +164,9 @@ class PodWrites:
                 continue
             self.conditioned.record(pod.uid, types, now)
             if any(c["type"] == labels.CONDITION_READY for c in conditions):
-                self.logger.info(f"Pod {name} of {self.name} may count as Ready: its readiness gate is open "
-                                 f"({next(o.reason for o in openings if o.pod.name == name)}).")
+                self.logger.info(
+                    f"Pod {name} of {self.name} may count as Ready: its readiness gate is open "
+                    f"({next(o.reason for o in openings if o.pod.name == name)})."
+                )
         if (left := self.conditioned.next_expiry(now)) is not None:
             notes.retry_sooner(left)

@@ -27,12 +27,13 @@ from infer_operator.podview import PodView
 @dataclass(frozen=True)
 class Opening:
     pod: PodView
-    reason: str    # Registered | NoRegistry | AsyncRole
+    reason: str  # Registered | NoRegistry | AsyncRole
     message: str
 
 
-def gates_to_open(pods: Iterable[PodView], *, registry_in_use: bool, registered_uids: Set[str],
-                  registry_service: str) -> list[Opening]:
+def gates_to_open(
+    pods: Iterable[PodView], *, registry_in_use: bool, registered_uids: Set[str], registry_service: str
+) -> list[Opening]:
     """The pods whose gate opens in this pass: live, containers ready, role known, gate still
     closed, and (sync pods with a registry) listed in the registry by this pass."""
     openings: list[Opening] = []
@@ -40,11 +41,11 @@ def gates_to_open(pods: Iterable[PodView], *, registry_in_use: bool, registered_
         if pod.gate_open or pod.deleting or not pod.serving or pod.role is None:
             continue
         if pod.role == labels.ROLE_ASYNC:
-            openings.append(Opening(pod, "AsyncRole", "async pods take their work from the queue; "
-                                                      "the registry does not list them"))
+            openings.append(
+                Opening(pod, "AsyncRole", "async pods take their work from the queue; the registry does not list them")
+            )
         elif not registry_in_use:
-            openings.append(Opening(pod, "NoRegistry", "the service publishes no instances "
-                                                       "(spec.registry.type none)"))
+            openings.append(Opening(pod, "NoRegistry", "the service publishes no instances (spec.registry.type none)"))
         elif pod.uid in registered_uids:
             openings.append(Opening(pod, "Registered", f"registered as an instance of {registry_service}"))
     return openings
@@ -55,15 +56,19 @@ def condition(kind: str, reason: str, message: str, now: str) -> dict[str, Any]:
     return {"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now}
 
 
-def pod_conditions(marks: Iterable[PodView], openings: Iterable[Opening], registry_service: str,
-                   now: str) -> dict[str, tuple[PodView, list[dict[str, Any]]]]:
+def pod_conditions(
+    marks: Iterable[PodView], openings: Iterable[Opening], registry_service: str, now: str
+) -> dict[str, tuple[PodView, list[dict[str, Any]]]]:
     """Conditions to write, per pod name: the registration mark and the gate go in one patch."""
     out: dict[str, tuple[PodView, list[dict[str, Any]]]] = {}
     for pod in marks:
         out.setdefault(pod.name, (pod, []))[1].append(
-            condition(labels.CONDITION_REGISTERED, "Registered", f"registered as an instance of {registry_service}",
-                      now))
+            condition(
+                labels.CONDITION_REGISTERED, "Registered", f"registered as an instance of {registry_service}", now
+            )
+        )
     for opening in openings:
         out.setdefault(opening.pod.name, (opening.pod, []))[1].append(
-            condition(labels.CONDITION_READY, opening.reason, opening.message, now))
+            condition(labels.CONDITION_READY, opening.reason, opening.message, now)
+        )
     return out

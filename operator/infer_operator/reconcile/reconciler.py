@@ -33,7 +33,6 @@ from infer_operator.clients.kube import KubeClient
 from infer_operator.notes import Condition
 from infer_operator.ownership import OwnedObjects
 from infer_operator.podview import PodView
-from infer_operator.records import ServiceRecord
 from infer_operator.reconcile.audit import PodAudit
 from infer_operator.reconcile.objects import Objects
 from infer_operator.reconcile.podwrites import PodWrites
@@ -42,6 +41,7 @@ from infer_operator.reconcile.schedule import Schedule
 from infer_operator.reconcile.status import Outcome, Problem, compute_status
 from infer_operator.reconcile.status_writer import STATUS_INTERVAL_SECONDS, StatusWriter
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS, EmitEvent, PassNotes
+from infer_operator.records import ServiceRecord
 from infer_operator.registration.releaser import PodReleaser, parse_registry
 from infer_operator.registration.sharing import NO_VIEWS, Views
 from infer_operator.registry.model import ServiceRef
@@ -52,9 +52,18 @@ __all__ = ["RETRY_SOON_SECONDS", "ServiceReconciler"]
 class ServiceReconciler:
     """The reconcile loop's pass for one InferenceService (`record`), composed of its parts."""
 
-    def __init__(self, kube: KubeClient, record: ServiceRecord, logger: logging.Logger | logging.LoggerAdapter,
-                 emit: EmitEvent, *, releaser: PodReleaser, schedule: Schedule | None = None,
-                 owned: OwnedObjects | None = None, status_interval: float = STATUS_INTERVAL_SECONDS):
+    def __init__(
+        self,
+        kube: KubeClient,
+        record: ServiceRecord,
+        logger: logging.Logger | logging.LoggerAdapter,
+        emit: EmitEvent,
+        *,
+        releaser: PodReleaser,
+        schedule: Schedule | None = None,
+        owned: OwnedObjects | None = None,
+        status_interval: float = STATUS_INTERVAL_SECONDS,
+    ):
         self.record = record
         self.logger = logger
         self.emit = emit
@@ -89,8 +98,9 @@ class ServiceReconciler:
 
     # -- the pass ----------------------------------------------------------------------------
 
-    async def run_pass(self, body: Any, pods: Sequence[PodView], apply_objects: bool,
-                       views: Views = NO_VIEWS) -> float | None:
+    async def run_pass(
+        self, body: Any, pods: Sequence[PodView], apply_objects: bool, views: Views = NO_VIEWS
+    ) -> float | None:
         """Reconcile once (`pods`: the index's view of the service's pods; `apply_objects`: a
         wake-up asked for the owned objects to be re-applied; `views`: the watches' view of the
         services sharing its registry). Returns the seconds until the next pass is due at the
@@ -129,8 +139,9 @@ class ServiceReconciler:
 
         # apply (the Services target the pods' named port once every pod has it)
         named_target = all(pod.sync_port is not None for pod in pods if not pod.deleting)
-        if spec is not None and self.objects.due(asked=apply_objects, resync=due.resync, generation=generation,
-                                                 named_target=named_target):
+        if spec is not None and self.objects.due(
+            asked=apply_objects, resync=due.resync, generation=generation, named_target=named_target
+        ):
             await self.objects.apply(Owner.from_body(body), spec, generation, named_target, notes)
 
         # registry: the one in use, and those moved away from (remembered in the status)
@@ -143,30 +154,51 @@ class ServiceReconciler:
 
         if spec is not None and notes.problem is None:
             await self.pods.update(spec, pods, self.objects.update_revision, notes)
-            await self.registry.sync(spec, pods, holds=holds, sweep_due=due.sweep, fresh=audit.fresh,
-                                     read_error=audit.error, owner=owner, views=views, notes=notes)
-            await self.pods.write_conditions(pods, registry_in_use=registry_in_use,
-                                             registry_service=self.registry.service_of(spec.registry), notes=notes)
+            await self.registry.sync(
+                spec,
+                pods,
+                holds=holds,
+                sweep_due=due.sweep,
+                fresh=audit.fresh,
+                read_error=audit.error,
+                owner=owner,
+                views=views,
+                notes=notes,
+            )
+            await self.pods.write_conditions(
+                pods,
+                registry_in_use=registry_in_use,
+                registry_service=self.registry.service_of(spec.registry),
+                notes=notes,
+            )
         if retired and spec is not None:
             retired = await self.registry.clean_moved(spec.registry, retired, owner, views, notes)
 
         # status
         notes.retry_sooner(self.schedule.next_in(time.monotonic(), sweeps=registry_in_use))
         self.status.report_problem(notes.problem)
-        outcome = Outcome(generation=generation, problem=notes.problem, pending_flips=notes.pending_flips,
-                          outdated=notes.outdated, update_revision=self.objects.update_revision,
-                          url=_url(self.namespace, self.name, spec),
-                          registered=notes.registered, registry_condition=notes.registry_condition,
-                          registry=dump_registry(recorded), retired_registries=[dump_registry(r) for r in retired],
-                          restarts_blocked=self.pods.restarts_blocked)
+        outcome = Outcome(
+            generation=generation,
+            problem=notes.problem,
+            pending_flips=notes.pending_flips,
+            outdated=notes.outdated,
+            update_revision=self.objects.update_revision,
+            url=_url(self.namespace, self.name, spec),
+            registered=notes.registered,
+            registry_condition=notes.registry_condition,
+            registry=dump_registry(recorded),
+            retired_registries=[dump_registry(r) for r in retired],
+            restarts_blocked=self.pods.restarts_blocked,
+        )
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
         if not await self.status.write(previous_status, desired, spec):
             return None
         notes.retry_sooner(self.status.retry_in)
         return notes.retry
 
-    async def _paused(self, spec: InferenceServiceSpec, pods: Sequence[PodView], generation: int,
-                      previous_status: dict[str, Any]) -> float | None:
+    async def _paused(
+        self, spec: InferenceServiceSpec, pods: Sequence[PodView], generation: int, previous_status: dict[str, Any]
+    ) -> float | None:
         """The `infer-operator.io/paused` annotation: report what is there, change nothing."""
         if not self.paused:
             self.logger.info(f"Reconciling {self.name} is paused ({labels.ANNOTATION_PAUSED}).")
@@ -175,12 +207,17 @@ class ServiceReconciler:
         self.objects.forget_generation()  # resuming applies the spec as it is then
         previous = {c.get("type"): c for c in previous_status.get("conditions") or []}
         kept = previous.get("RegistrySynced")
-        outcome = Outcome(generation=generation, paused=True, url=_url(self.namespace, self.name, spec),
-                          registered=previous_status.get("registered"),
-                          registry_condition=(Condition(kept["status"] == "True", kept["reason"], kept.get("message", ""))
-                                              if kept else None),
-                          registry=previous_status.get("registry"),
-                          retired_registries=list(previous_status.get("retiredRegistries") or []))
+        outcome = Outcome(
+            generation=generation,
+            paused=True,
+            url=_url(self.namespace, self.name, spec),
+            registered=previous_status.get("registered"),
+            registry_condition=(
+                Condition(kept["status"] == "True", kept["reason"], kept.get("message", "")) if kept else None
+            ),
+            registry=previous_status.get("registry"),
+            retired_registries=list(previous_status.get("retiredRegistries") or []),
+        )
         desired = compute_status(self.name, spec, pods, outcome, previous_status)
         if not await self.status.write(previous_status, desired, spec):
             return None

@@ -22,9 +22,9 @@ from infer_operator.backoff import Backoff
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.notes import Condition
 from infer_operator.podview import PodView
-from infer_operator.records import ServiceRecord
 from infer_operator.reconcile.audit import read_service_pods
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS, PassNotes
+from infer_operator.records import ServiceRecord
 from infer_operator.registration.registrar import ReadFailed, Registrar, RegistryConfigError
 from infer_operator.registration.releaser import PodReleaser
 from infer_operator.registration.sharing import Views, live_ips, read_pods
@@ -70,16 +70,20 @@ class RegistrySync:
                 return holds  # never added while deleting; the ServiceReleaser removes it
             patch: dict[str, Any] = {}
             if wanted != holds:
-                patch["finalizers"] = ([*finalizers, labels.CR_FINALIZER] if wanted
-                                       else [f for f in finalizers if f != labels.CR_FINALIZER])
+                patch["finalizers"] = (
+                    [*finalizers, labels.CR_FINALIZER]
+                    if wanted
+                    else [f for f in finalizers if f != labels.CR_FINALIZER]
+                )
                 patch["resourceVersion"] = meta.get("resourceVersion")
             if legacy:
                 patch["annotations"] = dict.fromkeys(legacy)
             if not patch:
                 return holds
             try:
-                await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
-                                            {"metadata": patch})
+                await self.kube.merge_patch(
+                    labels.API_VERSION, labels.KIND, self.namespace, self.name, {"metadata": patch}
+                )
                 return wanted
             except KubeError as exc:
                 if not exc.conflict:
@@ -89,15 +93,24 @@ class RegistrySync:
             # try once more now, rather than leave registration waiting for another pass.
             if attempt == 0:
                 try:
-                    meta = (await self.kube.get(labels.API_VERSION, labels.KIND, self.namespace,
-                                                self.name))["metadata"]
+                    meta = (await self.kube.get(labels.API_VERSION, labels.KIND, self.namespace, self.name))["metadata"]
                 except KubeError:
                     return holds
         return holds
 
-    async def sync(self, spec: InferenceServiceSpec, pods: Sequence[PodView], *, holds: bool, sweep_due: bool,
-                   fresh: list[PodView] | None, read_error: str | None, owner: ServiceRef, views: Views,
-                   notes: PassNotes) -> None:
+    async def sync(
+        self,
+        spec: InferenceServiceSpec,
+        pods: Sequence[PodView],
+        *,
+        holds: bool,
+        sweep_due: bool,
+        fresh: list[PodView] | None,
+        read_error: str | None,
+        owner: ServiceRef,
+        views: Views,
+        notes: PassNotes,
+    ) -> None:
         """Make the registry list the pods that should be listed (and sweep, when due); `holds`:
         our finalizer is on the InferenceService (nothing is registered before it is)."""
         self.record.remember(spec, owner.uid)
@@ -105,16 +118,23 @@ class RegistrySync:
             notes.registered = 0
             return
         if not holds:
-            notes.registry_condition = Condition(False, "RegistryUnreachable",
-                                                 f"waiting to hold {labels.CR_FINALIZER} before registering anything")
+            notes.registry_condition = Condition(
+                False, "RegistryUnreachable", f"waiting to hold {labels.CR_FINALIZER} before registering anything"
+            )
             notes.retry_sooner(RETRY_SOON_SECONDS)
             return
         for pod in pods:  # level-triggered backstop for deletions whose event was missed
             self.releaser.handle(pod, views)
         now = datetime.datetime.now(datetime.UTC)
-        result = await self.registrar.sync(spec.registry, self._with_observed_readiness(pods, now), spec.sync.port,
-                                           spec.registry.register_delay_seconds, now, owner,
-                                           releasing=self.releaser.releasing)
+        result = await self.registrar.sync(
+            spec.registry,
+            self._with_observed_readiness(pods, now),
+            spec.sync.port,
+            spec.registry.register_delay_seconds,
+            now,
+            owner,
+            releasing=self.releaser.releasing,
+        )
         notes.to_mark, notes.registered_uids = result.to_mark, result.registered_uids
         condition = result.condition
         if sweep_due:
@@ -126,8 +146,15 @@ class RegistrySync:
         notes.registered, notes.registry_condition = result.registered, condition
         notes.retry_sooner(result.retry_in)
 
-    async def _sweep(self, spec: InferenceServiceSpec, pods: Sequence[PodView], fresh: list[PodView] | None,
-                     read_error: str | None, owner: ServiceRef, views: Views) -> str | None:
+    async def _sweep(
+        self,
+        spec: InferenceServiceSpec,
+        pods: Sequence[PodView],
+        fresh: list[PodView] | None,
+        read_error: str | None,
+        owner: ServiceRef,
+        views: Views,
+    ) -> str | None:
         """Sweep the registry. What the watches show (this service's pods, its sharers') only says
         whether anything may be stale; what goes is decided on fresh reads of the API (this
         service's pods, the audit's read when this pass made one, and its sharers'), made only then."""
@@ -144,15 +171,18 @@ class RegistrySync:
             try:
                 others_pods = await read_pods(self.kube, others) if others else []
             except KubeError as exc:
-                raise ReadFailed(f"could not read the pods of {len(others)} service(s) sharing the registry: "
-                                 f"{exc}") from None
+                raise ReadFailed(
+                    f"could not read the pods of {len(others)} service(s) sharing the registry: {exc}"
+                ) from None
             return own, live_ips([*own, *others_pods])
 
-        return await self.registrar.sweep(spec.registry, [p for p in pods if p.live], live_ips(known), owner,
-                                          confirm=confirm)
+        return await self.registrar.sweep(
+            spec.registry, [p for p in pods if p.live], live_ips(known), owner, confirm=confirm
+        )
 
-    async def clean_moved(self, current: RegistrySpec, retired: list[RegistrySpec], owner: ServiceRef,
-                          views: Views, notes: PassNotes) -> list[RegistrySpec]:
+    async def clean_moved(
+        self, current: RegistrySpec, retired: list[RegistrySpec], owner: ServiceRef, views: Views, notes: PassNotes
+    ) -> list[RegistrySpec]:
         """Remove what this service left at registries it moved away from; returns those still to
         clean. A registry that turns out to be the one in use under another spelling (the same
         etcd cluster and prefix) has nothing to clean."""
@@ -168,8 +198,10 @@ class RegistrySync:
                     others = [key for key in views.sharers(old.place(self.name)) if key != (self.namespace, self.name)]
                     others_ips = live_ips(await read_pods(self.kube, others)) if others else set()
                     await self.registrar.remove_everything(registry, old, others_ips, owner)
-                self.logger.info(f"InferenceService {self.name} moved to another registry; its entries at "
-                                 f"{self.service_of(old)} ({old.type}) are gone.")
+                self.logger.info(
+                    f"InferenceService {self.name} moved to another registry; its entries at "
+                    f"{self.service_of(old)} ({old.type}) are gone."
+                )
             except (RegistryConfigError, RegistryError, KubeError) as exc:
                 left.append(old)
                 errors.append(f"{self.service_of(old)} ({old.type}): {exc}")
@@ -188,12 +220,17 @@ class RegistrySync:
         seen = {pod.uid: self.serving_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.serving}
         self.serving_seen = seen
         self.first_pass = False
-        return [dataclasses.replace(pod, serving_since=max(pod.serving_since or seen[pod.uid], seen[pod.uid]))
-                if pod.serving else pod for pod in pods]
+        return [
+            dataclasses.replace(pod, serving_since=max(pod.serving_since or seen[pod.uid], seen[pod.uid]))
+            if pod.serving
+            else pod
+            for pod in pods
+        ]
 
 
-def registry_moves(recorded: RegistrySpec | None, retired: list[RegistrySpec], current: RegistrySpec,
-                   name: str) -> list[RegistrySpec]:
+def registry_moves(
+    recorded: RegistrySpec | None, retired: list[RegistrySpec], current: RegistrySpec, name: str
+) -> list[RegistrySpec]:
     """The registries still to be cleaned after the spec says `current`: the one last synced
     (`recorded`, from the status) joins them when the spec moved away from it; one moved back to
     leaves them. Places compare type, location and registry service name, not credentials."""

@@ -43,8 +43,8 @@ def role_patch(pod: PodView, spec: InferenceServiceSpec, *, with_finalizer: bool
 
 @dataclass(frozen=True)
 class RestartPlan:
-    flips: tuple[PodView, ...]        # live pods whose role differs from the split in force
-    outdated: tuple[PodView, ...]     # live pods of an older template revision
+    flips: tuple[PodView, ...]  # live pods whose role differs from the split in force
+    outdated: tuple[PodView, ...]  # live pods of an older template revision
     restart_now: tuple[PodView, ...]  # the ones to delete in this pass (within the budget)
 
     @property
@@ -78,6 +78,8 @@ def plan_restarts(pods: Iterable[PodView], spec: InferenceServiceSpec, update_re
     not_ready = [p for p in candidates if not p.ready]
     ready = [p for p in candidates if p.ready]
     budget = max(0, spec.max_unavailable - unavailable)
-    return RestartPlan(flips=tuple(sorted(flips, key=lambda p: p.ordinal)),
-                       outdated=tuple(sorted(outdated, key=lambda p: p.ordinal)),
-                       restart_now=tuple(not_ready + ready[:budget]))
+    return RestartPlan(
+        flips=tuple(sorted(flips, key=lambda p: p.ordinal)),
+        outdated=tuple(sorted(outdated, key=lambda p: p.ordinal)),
+        restart_now=tuple(not_ready + ready[:budget]),
+    )

@@ -33,7 +33,7 @@ def _due(now: float, last: float, interval: float) -> bool:
 @dataclass(frozen=True)
 class Due:
     resync: bool  # re-apply the owned objects
-    sweep: bool   # sweep the registry
+    sweep: bool  # sweep the registry
 
 
 @dataclass

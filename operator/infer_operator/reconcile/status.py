@@ -32,13 +32,13 @@ class Outcome:
     generation: int
     problem: Problem | None = None
     pending_flips: int = 0
-    outdated: int = 0                  # live pods of an older template revision
+    outdated: int = 0  # live pods of an older template revision
     update_revision: str | None = None
     registered: int | None = None
     registry_condition: Condition | None = None  # RegistrySynced
-    paused: bool = False               # the infer-operator.io/paused annotation: nothing was changed
-    url: str | None = None             # where the sync role is reached inside the cluster
-    registry: dict[str, Any] | None = None           # the registry in use, as spec.registry says it
+    paused: bool = False  # the infer-operator.io/paused annotation: nothing was changed
+    url: str | None = None  # where the sync role is reached inside the cluster
+    registry: dict[str, Any] | None = None  # the registry in use, as spec.registry says it
     retired_registries: list[dict[str, Any]] = field(default_factory=list)  # moved away from, not yet clean
     restarts_blocked: str | None = None  # why the Eviction API refused the restarts due (a PodDisruptionBudget)
 
@@ -48,8 +48,13 @@ def now_iso() -> str:
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
-    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message,
-            "observedGeneration": generation}
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
 
 
 def _keep_transition_times(new: list[dict[str, Any]], old: list[dict[str, Any]] | None, now: str) -> None:
@@ -80,8 +85,9 @@ def compute_status(
         "observedGeneration": gen,
         "replicas": len(live),
         "readyReplicas": len(ready),
-        "updatedReplicas": (sum(1 for p in live if p.revision == outcome.update_revision)
-                            if outcome.update_revision else None),
+        "updatedReplicas": (
+            sum(1 for p in live if p.revision == outcome.update_revision) if outcome.update_revision else None
+        ),
         "syncReady": sync_ready,
         "asyncReady": async_ready,
         "selector": labels.selector_string(labels.selector_labels(name)),
@@ -116,10 +122,18 @@ def compute_status(
         )
         if outcome.paused:
             ready_msg = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
-            conditions.append(_condition("Ready", settled, "AllReplicasReady" if settled else "PodsNotReady",
-                                         ready_msg, gen))
-            conditions.append(_condition("Progressing", False, "Paused",
-                                         f"reconciling is paused by the {labels.ANNOTATION_PAUSED} annotation", gen))
+            conditions.append(
+                _condition("Ready", settled, "AllReplicasReady" if settled else "PodsNotReady", ready_msg, gen)
+            )
+            conditions.append(
+                _condition(
+                    "Progressing",
+                    False,
+                    "Paused",
+                    f"reconciling is paused by the {labels.ANNOTATION_PAUSED} annotation",
+                    gen,
+                )
+            )
         elif settled:
             ready_msg = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
             conditions.append(_condition("Ready", True, "AllReplicasReady", ready_msg, gen))
@@ -136,7 +150,7 @@ def compute_status(
                 message = f"{len(live)} of {spec.replicas} pods exist"
             else:
                 reason = "PodsNotReady"
-                message = (f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready")
+                message = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
             if outcome.restarts_blocked and (outcome.pending_flips or outcome.outdated):
                 message += f"; restarts wait for a PodDisruptionBudget: {outcome.restarts_blocked}"
             conditions.append(_condition("Ready", False, reason, message, gen))
@@ -149,31 +163,47 @@ def compute_status(
     return status
 
 
-def _progress_of_rollout(spec: InferenceServiceSpec, live: list[PodView], outcome: Outcome, gen: int
-                         ) -> dict[str, Any]:
+def _progress_of_rollout(spec: InferenceServiceSpec, live: list[PodView], outcome: Outcome, gen: int) -> dict[str, Any]:
     """Progressing for a service whose pods are all there and Ready: settled, rolling, or waiting
     for someone to delete outdated pods (OnDelete, or below the partition)."""
     if not outcome.outdated:
         return _condition("Progressing", False, "Settled", "nothing to roll out", gen)
-    short = [p for p in live if p.grace_seconds is not None and p.role == labels.ROLE_SYNC
-             and p.grace_seconds <= spec.lifecycle.drain_seconds]
-    note = (f"; {len(short)} of them have a grace period not longer than drainSeconds "
-            f"({spec.lifecycle.drain_seconds} s): their drain is cut to fit it until they are restarted"
-            if short else "")
+    short = [
+        p
+        for p in live
+        if p.grace_seconds is not None
+        and p.role == labels.ROLE_SYNC
+        and p.grace_seconds <= spec.lifecycle.drain_seconds
+    ]
+    note = (
+        f"; {len(short)} of them have a grace period not longer than drainSeconds "
+        f"({spec.lifecycle.drain_seconds} s): their drain is cut to fit it until they are restarted"
+        if short
+        else ""
+    )
     partition = spec.rolling_partition
     if partition is None:
-        return _condition("Progressing", False, "PodsOutdated",
-                          f"{outdated_phrase(outcome.outdated)}; updateStrategy is OnDelete: delete them to "
-                          f"update them{note}", gen)
-    rolling = [p for p in live if p.ordinal is not None and p.ordinal >= partition
-               and p.revision != outcome.update_revision]
+        return _condition(
+            "Progressing",
+            False,
+            "PodsOutdated",
+            f"{outdated_phrase(outcome.outdated)}; updateStrategy is OnDelete: delete them to update them{note}",
+            gen,
+        )
+    rolling = [
+        p for p in live if p.ordinal is not None and p.ordinal >= partition and p.revision != outcome.update_revision
+    ]
     if rolling:
         if outcome.restarts_blocked:
             note += f"; restarts wait for a PodDisruptionBudget: {outcome.restarts_blocked}"
         return _condition("Progressing", True, "RollingUpdate", f"{outdated_phrase(outcome.outdated)}{note}", gen)
-    return _condition("Progressing", False, "PodsOutdated",
-                      f"{outdated_phrase(outcome.outdated)}, below updateStrategy.rollingUpdate.partition "
-                      f"({partition}){note}", gen)
+    return _condition(
+        "Progressing",
+        False,
+        "PodsOutdated",
+        f"{outdated_phrase(outcome.outdated)}, below updateStrategy.rollingUpdate.partition ({partition}){note}",
+        gen,
+    )
 
 
 def outdated_phrase(count: int) -> str:

@@ -34,12 +34,11 @@ class StatusWriter:
     emit: EmitEvent
     interval: float = STATUS_INTERVAL_SECONDS
     written_at: float = -float("inf")  # time.monotonic() of the last status write
-    pending: bool = False              # the last write failed: write again soon
-    deferred: float | None = None      # seconds until a status held back by the interval is written
+    pending: bool = False  # the last write failed: write again soon
+    deferred: float | None = None  # seconds until a status held back by the interval is written
     last_problem: Problem | None = None
 
-    async def write(self, previous: dict[str, Any], desired: dict[str, Any], spec: InferenceServiceSpec | None
-                    ) -> bool:
+    async def write(self, previous: dict[str, Any], desired: dict[str, Any], spec: InferenceServiceSpec | None) -> bool:
         """Export the gauges and write the status if it changed (see the module); False when the
         InferenceService is gone."""
         self._export(spec, desired)
@@ -52,8 +51,9 @@ class StatusWriter:
             self.deferred = wait
             return True
         try:
-            await self.kube.merge_patch(labels.API_VERSION, labels.KIND, self.namespace, self.name,
-                                        {"status": desired}, subresource="status")
+            await self.kube.merge_patch(
+                labels.API_VERSION, labels.KIND, self.namespace, self.name, {"status": desired}, subresource="status"
+            )
         except KubeError as exc:
             if exc.not_found:
                 return False

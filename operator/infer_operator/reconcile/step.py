@@ -30,7 +30,7 @@ class PassNotes:
     outdated: int = 0
     registered: int | None = None
     registry_condition: Condition | None = None
-    to_mark: tuple[PodView, ...] = ()              # pods registered for the first time (the registration mark)
+    to_mark: tuple[PodView, ...] = ()  # pods registered for the first time (the registration mark)
     registered_uids: frozenset[str] = frozenset()  # pods listed in the registry by this pass
     retry: float | None = None  # seconds until the next pass at the latest
 

@@ -20,8 +20,16 @@ from infer_operator.registry.model import Instance, ServiceRef, is_ip
 
 
 def instance_for(pod: PodView, port: int, owner: ServiceRef | None) -> Instance:
-    return Instance(pod=pod.name, namespace=pod.namespace, uid=pod.uid, ip=pod.ip or "", port=port,
-                    role=pod.role or "", ordinal=pod.ordinal if pod.ordinal is not None else -1, owner=owner)
+    return Instance(
+        pod=pod.name,
+        namespace=pod.namespace,
+        uid=pod.uid,
+        ip=pod.ip or "",
+        port=port,
+        role=pod.role or "",
+        ordinal=pod.ordinal if pod.ordinal is not None else -1,
+        owner=owner,
+    )
 
 
 def owns(owner: ServiceRef, instance: Instance) -> bool:
@@ -29,19 +37,23 @@ def owns(owner: ServiceRef, instance: Instance) -> bool:
     named their owner is adopted when its pod is one of the owner's, by namespace and name."""
     if instance.owner is not None:
         return instance.owner.uid == owner.uid
-    return (instance.namespace == owner.namespace and instance.pod.startswith(f"{owner.name}-")
-            and instance.pod[len(owner.name) + 1:].isdigit())
+    return (
+        instance.namespace == owner.namespace
+        and instance.pod.startswith(f"{owner.name}-")
+        and instance.pod[len(owner.name) + 1 :].isdigit()
+    )
 
 
 @dataclass(frozen=True)
 class Desired:
-    instances: dict[str, Instance]      # address -> instance
-    next_due: float | None              # seconds until a warming-up pod becomes due, if any
+    instances: dict[str, Instance]  # address -> instance
+    next_due: float | None  # seconds until a warming-up pod becomes due, if any
     warming: dict[str, Instance] = dataclasses.field(default_factory=dict)  # Ready, not yet due
 
 
-def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
-                      now: datetime.datetime, owner: ServiceRef | None = None) -> Desired:
+def desired_instances(
+    pods: Iterable[PodView], port: int, register_delay: float, now: datetime.datetime, owner: ServiceRef | None = None
+) -> Desired:
     """The instances of the due, serving sync pods. Each is registered at the port it was started
     with (its named container port), `port` (spec.sync.port) for pods made before ports were named."""
     instances: dict[str, Instance] = {}
@@ -64,14 +76,18 @@ def desired_instances(pods: Iterable[PodView], port: int, register_delay: float,
 
 @dataclass(frozen=True)
 class RegistrationPlan:
-    claim: tuple[Instance, ...]        # new holders of their IP: the IP's older per-IP config goes first
-    register: tuple[Instance, ...]     # written again (missing after a deregistration, or differing)
-    deregister: tuple[Instance, ...]   # our entries of known pods (or at their IPs) not wanted now
+    claim: tuple[Instance, ...]  # new holders of their IP: the IP's older per-IP config goes first
+    register: tuple[Instance, ...]  # written again (missing after a deregistration, or differing)
+    deregister: tuple[Instance, ...]  # our entries of known pods (or at their IPs) not wanted now
 
 
-def plan_registration(desired: dict[str, Instance], listed: Iterable[Instance], known_pods: Iterable[PodView],
-                      warming: dict[str, Instance] | None = None, owner: ServiceRef | None = None
-                      ) -> RegistrationPlan:
+def plan_registration(
+    desired: dict[str, Instance],
+    listed: Iterable[Instance],
+    known_pods: Iterable[PodView],
+    warming: dict[str, Instance] | None = None,
+    owner: ServiceRef | None = None,
+) -> RegistrationPlan:
     """Register what is missing or differs; deregister our entries of known pods that are not wanted.
 
     A pod registered for the first time claims its IP: a per-IP config written
@@ -94,9 +110,14 @@ def plan_registration(desired: dict[str, Instance], listed: Iterable[Instance], 
             continue
         (register if inst.uid in marked or inst.uid in listed_uids else claim).append(inst)
     known_ips = {p.ip for p in known if p.ip}
-    deregister = tuple(inst for inst in listed
-                       if (owner is None or owns(owner, inst)) and inst.address not in desired
-                       and inst.ip in known_ips and warming.get(inst.address) != inst)
+    deregister = tuple(
+        inst
+        for inst in listed
+        if (owner is None or owns(owner, inst))
+        and inst.address not in desired
+        and inst.ip in known_ips
+        and warming.get(inst.address) != inst
+    )
     return RegistrationPlan(tuple(claim), tuple(register), deregister)
 
 
@@ -111,8 +132,13 @@ class SweepPlan:
         return not self.stale_instances and not self.stale_config_ips
 
 
-def plan_sweep(instances: Iterable[Instance], config_ips: Iterable[str], live_uids: set[str] | None,
-               live_ips: set[str] | None, owner: ServiceRef | None = None) -> SweepPlan:
+def plan_sweep(
+    instances: Iterable[Instance],
+    config_ips: Iterable[str],
+    live_uids: set[str] | None,
+    live_ips: set[str] | None,
+    owner: ServiceRef | None = None,
+) -> SweepPlan:
     """What a sweep removes, from a fresh read of the pods. None for either set (the pods could
     not be read) -> an empty plan: when in doubt, keep.
 

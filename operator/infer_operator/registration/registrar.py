@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from infer_operator import kinds, metrics
-from infer_operator.backoff import Backoff
 from infer_operator.api.v1alpha1 import RegistrySpec
+from infer_operator.backoff import Backoff
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.notes import Condition
 from infer_operator.podview import PodView
@@ -60,8 +60,9 @@ def registry_service_name(spec_registry: RegistrySpec, isvc_name: str) -> str:
     return spec_registry.service or isvc_name
 
 
-async def read_credentials(kube: KubeClient, namespace: str, secret_name: str,
-                           secret_keys: Mapping[str, str]) -> tuple[dict[str, str], str]:
+async def read_credentials(
+    kube: KubeClient, namespace: str, secret_name: str, secret_keys: Mapping[str, str]
+) -> tuple[dict[str, str], str]:
     """The Secret's registry credentials (`secret_keys`: Secret key -> credential name; other keys
     are ignored) and its resourceVersion. Values are never logged."""
     try:
@@ -84,8 +85,15 @@ class Registrar:
     rebuilt when its settings or Secret change; a registry the service has moved away from is
     reached with a client of its own for the time it takes (`connected`)."""
 
-    def __init__(self, kube: KubeClient, namespace: str, name: str, timeout: float,
-                 connect: Callable[..., Registry] = connect, recheck_seconds: float = 60.0):
+    def __init__(
+        self,
+        kube: KubeClient,
+        namespace: str,
+        name: str,
+        timeout: float,
+        connect: Callable[..., Registry] = connect,
+        recheck_seconds: float = 60.0,
+    ):
         self.kube = kube
         # A pass whose pods would give the registry exactly what the last successful sync did
         # reads nothing: the registry is read again at the latest `recheck_seconds` after the
@@ -122,10 +130,12 @@ class Registrar:
         credentials: dict[str, str] = {}
         secret_version = ""
         if secret_name:
-            credentials, secret_version = await read_credentials(self.kube, self.namespace, secret_name,
-                                                                 backend.secret_keys)
-        fingerprint = hashlib.sha256(json.dumps(
-            [spec_registry.model_dump(mode="json"), secret_name, secret_version], sort_keys=True).encode()).hexdigest()
+            credentials, secret_version = await read_credentials(
+                self.kube, self.namespace, secret_name, backend.secret_keys
+            )
+        fingerprint = hashlib.sha256(
+            json.dumps([spec_registry.model_dump(mode="json"), secret_name, secret_version], sort_keys=True).encode()
+        ).hexdigest()
         if reuse and self._client is not None and fingerprint == self._fingerprint:
             return None, fingerprint
         try:
@@ -143,7 +153,8 @@ class Registrar:
         take the credentials.
         """
         same_place = self.spec_registry is not None and self.spec_registry.place(self.name) == spec_registry.place(
-            self.name)
+            self.name
+        )
         try:
             fresh, fingerprint = await self._build(spec_registry, reuse=True)
         except RegistryConfigError:
@@ -173,9 +184,16 @@ class Registrar:
             await self._client.close()
             self._client = None
 
-    async def sync(self, spec_registry: RegistrySpec, pods: list[PodView], port: int, register_delay: float,
-                   now: datetime.datetime, owner: ServiceRef,
-                   releasing: Callable[[str], bool] = lambda uid: False) -> SyncResult:
+    async def sync(
+        self,
+        spec_registry: RegistrySpec,
+        pods: list[PodView],
+        port: int,
+        register_delay: float,
+        now: datetime.datetime,
+        owner: ServiceRef,
+        releasing: Callable[[str], bool] = lambda uid: False,
+    ) -> SyncResult:
         """Make the registry list exactly the due, Ready, sync pods (of those the operator knows)
         under `owner`'s name; a pod registered for the first time claims its IP.
 
@@ -191,8 +209,13 @@ class Registrar:
             return SyncResult(0, Condition(False, "RegistryUnreachable", str(exc)), self.backoff.next())
         service = self.service_of(spec_registry)
         desired = desired_instances(pods, port, register_delay, now, owner)
-        asked = (self._fingerprint, service, frozenset(desired.instances.items()), frozenset(desired.warming.items()),
-                 frozenset((p.uid, p.ip, p.registered) for p in pods))
+        asked = (
+            self._fingerprint,
+            service,
+            frozenset(desired.instances.items()),
+            frozenset(desired.warming.items()),
+            frozenset((p.uid, p.ip, p.registered) for p in pods),
+        )
         if self._synced is not None:
             last_asked, read_at, last = self._synced
             if last_asked == asked and time.monotonic() - read_at < self.recheck_seconds:
@@ -206,8 +229,10 @@ class Registrar:
                     continue
                 await registry.claim(service, instance)
                 metrics.REGISTRATIONS.labels(self.backend).inc()
-                log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}, "
-                         f"after removing any per-IP config a previous holder of {instance.ip} left.")
+                log.info(
+                    f"Registered {instance.pod} ({instance.address}) as an instance of {service}, "
+                    f"after removing any per-IP config a previous holder of {instance.ip} left."
+                )
             for instance in plan.register:
                 if releasing(instance.uid):
                     continue
@@ -217,8 +242,10 @@ class Registrar:
             for instance in plan.deregister:
                 await registry.deregister(service, instance.ip, instance.port, instance.uid)
                 metrics.DEREGISTRATIONS.labels(self.backend, "not-ready").inc()
-                log.info(f"Deregistered {instance.pod} ({instance.address}) from {service}: it is no "
-                         f"longer a Ready sync pod.")
+                log.info(
+                    f"Deregistered {instance.pod} ({instance.address}) from {service}: it is no "
+                    f"longer a Ready sync pod."
+                )
         except RegistryError as exc:
             metrics.REGISTRY_ERRORS.labels(self.backend, "sync").inc()
             return SyncResult(0, Condition(False, "RegistryUnreachable", str(exc)), self.backoff.next())
@@ -229,8 +256,9 @@ class Registrar:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
         registered_uids = {i.uid for i in desired.instances.values()}
         to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
-        result = SyncResult(registered, Condition(True, "InSync", message), desired.next_due, to_mark,
-                            frozenset(registered_uids))
+        result = SyncResult(
+            registered, Condition(True, "InSync", message), desired.next_due, to_mark, frozenset(registered_uids)
+        )
         self._synced = (asked, time.monotonic(), result)
         return result
 
@@ -238,8 +266,15 @@ class Registrar:
         """The registry was changed by something else of ours (a release, a sweep): read it next time."""
         self._synced = None
 
-    async def sweep(self, spec_registry: RegistrySpec, own_pods: list[PodView], live_ips: set[str],
-                    owner: ServiceRef, *, confirm: Confirm | None = None) -> str | None:
+    async def sweep(
+        self,
+        spec_registry: RegistrySpec,
+        own_pods: list[PodView],
+        live_ips: set[str],
+        owner: ServiceRef,
+        *,
+        confirm: Confirm | None = None,
+    ) -> str | None:
         """Remove our entries naming no live pod of ours, and per-IP configs at IPs no live pod of
         any InferenceService sharing the registry service holds.
 
@@ -254,22 +289,34 @@ class Registrar:
         except (RegistryConfigError, RegistryError) as exc:
             return f"sweep skipped: {exc}"
         live_uids = {pod.uid for pod in own_pods if not pod.deleting}
-        return await self._remove(registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of",
-                                  confirm=confirm)
+        return await self._remove(
+            registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of", confirm=confirm
+        )
 
-    async def remove_everything(self, registry: Registry, spec_registry: RegistrySpec, others_ips: set[str],
-                                owner: ServiceRef) -> None:
+    async def remove_everything(
+        self, registry: Registry, spec_registry: RegistrySpec, others_ips: set[str], owner: ServiceRef
+    ) -> None:
         """Remove all of `owner`'s entries at a registry (`registry` is a client for
         `spec_registry`), and the per-IP configs no other InferenceService sharing it holds
         (`others_ips`, read fresh): the service is going, or has moved away from there.
         Raises RegistryError."""
-        error = await self._remove(registry, self.service_of(spec_registry), set(), others_ips, owner, "Removing",
-                                   raise_errors=True)
+        error = await self._remove(
+            registry, self.service_of(spec_registry), set(), others_ips, owner, "Removing", raise_errors=True
+        )
         assert error is None
 
-    async def _remove(self, registry: Registry, service: str, live_uids: set[str], live_ips: set[str],
-                      owner: ServiceRef, doing: str, *, raise_errors: bool = False,
-                      confirm: Confirm | None = None) -> str | None:
+    async def _remove(
+        self,
+        registry: Registry,
+        service: str,
+        live_uids: set[str],
+        live_ips: set[str],
+        owner: ServiceRef,
+        doing: str,
+        *,
+        raise_errors: bool = False,
+        confirm: Confirm | None = None,
+    ) -> str | None:
         try:
             listing = await registry.list_instances(service)
             config_ips = await registry.list_config_ips(service)
@@ -295,8 +342,10 @@ class Registrar:
         result = await apply_sweep(registry, service, plan)
         metrics.STALE_REMOVED.labels(registry.kind, "instance").inc(result.instances_removed)
         metrics.STALE_REMOVED.labels(registry.kind, "config").inc(result.configs_removed)
-        log.info(f"{doing} {service} in {registry.describe()} removed {result.instances_removed} instance(s) of "
-                 f"{owner.namespace}/{owner.name} and {result.configs_removed} per-IP config(s).")
+        log.info(
+            f"{doing} {service} in {registry.describe()} removed {result.instances_removed} instance(s) of "
+            f"{owner.namespace}/{owner.name} and {result.configs_removed} per-IP config(s)."
+        )
         if result.errors and raise_errors:
             raise RegistryError("; ".join(result.errors))
         return "; ".join(result.errors) or None

@@ -50,7 +50,6 @@ def pod_reference(pod: PodView) -> dict[str, Any]:
     return reference("v1", "Pod", pod.namespace, pod.name, pod.uid)
 
 
-
 RECLAIM_AUDIT_SECONDS = 5.0  # a pod that left the watch and could not be taken back: audited this soon
 RECENT_SECONDS = 300.0  # a pod released this recently is not started again by a late event
 
@@ -72,8 +71,13 @@ class Releases:
             return True
         return time.monotonic() - self.recently_released.get(uid, -RECENT_SECONDS) < RECENT_SECONDS
 
-    def start(self, uid: str, name: str, service: tuple[str, str, str | None],
-              release: Callable[[ServiceRecord], Awaitable[bool]]) -> None:
+    def start(
+        self,
+        uid: str,
+        name: str,
+        service: tuple[str, str, str | None],
+        release: Callable[[ServiceRecord], Awaitable[bool]],
+    ) -> None:
         """Run `release(record)` in the background, unless this object's release has started;
         `service` (namespace, name, uid or None) names the record it holds meanwhile."""
         if self.started(uid):
@@ -111,8 +115,9 @@ async def _settings_for(kube: KubeClient, record: ServiceRecord) -> RegistrySett
     if record.settings is not None:
         return record.settings
     try:
-        body = await kube.get(kinds.INFERENCE_SERVICE.api_version, kinds.INFERENCE_SERVICE.kind,
-                              record.namespace, record.name)
+        body = await kube.get(
+            kinds.INFERENCE_SERVICE.api_version, kinds.INFERENCE_SERVICE.kind, record.namespace, record.name
+        )
     except KubeError as exc:
         if exc.not_found:
             return None
@@ -145,8 +150,12 @@ class PodReleaser:
         """Start releasing a deleted pod that still carries our finalizer (at most once at a time).
         `views` shows the pods of every service sharing its registry (who holds its IP now)."""
         if pod.deleting and labels.POD_FINALIZER in pod.finalizers:
-            self.releases.start(pod.uid, f"release {pod.namespace}/{pod.name}", (pod.namespace, pod.service, None),
-                                lambda record: self._release(pod, record, views))
+            self.releases.start(
+                pod.uid,
+                f"release {pod.namespace}/{pod.name}",
+                (pod.namespace, pod.service, None),
+                lambda record: self._release(pod, record, views),
+            )
 
     async def reclaim(self, pod: PodView, views: Views, *, read_first: bool = False) -> None:
         """A pod holding our finalizer has left the watch (its managed-by label was changed). A
@@ -174,8 +183,12 @@ class PodReleaser:
                 return
             if pod.managed or labels.POD_FINALIZER not in pod.finalizers:
                 return  # back in the watch, or nothing of ours holds it
-            patch = {"metadata": {"labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
-                                  "resourceVersion": pod.resource_version}}
+            patch = {
+                "metadata": {
+                    "labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+                    "resourceVersion": pod.resource_version,
+                }
+            }
             try:
                 await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name, patch)
             except KubeError as exc:
@@ -192,11 +205,14 @@ class PodReleaser:
                         return  # a namesake: the one that left is gone
                     pod = PodView.from_body(body)
                     continue
-                log.warning(f"Could not put the {labels.LABEL_MANAGED_BY} label back on pod "
-                            f"{pod.namespace}/{pod.name}: {exc}")
+                log.warning(
+                    f"Could not put the {labels.LABEL_MANAGED_BY} label back on pod {pod.namespace}/{pod.name}: {exc}"
+                )
                 break
-            message = (f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
-                       f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again")
+            message = (
+                f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
+                f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again"
+            )
             log.info(f"{message}.")
             self.post(pod_reference(pod), "Normal", "Relabelled", message)
             return
@@ -259,18 +275,28 @@ class PodReleaser:
                     if pod.role == labels.ROLE_SYNC:
                         metrics.DEREGISTRATIONS.labels(settings.registry.type, "pod-deleted").inc()
                         metrics.DEREGISTRATION_LATENCY.observe(time.monotonic() - started)
-                        log.info(f"Deregistered pod {pod.namespace}/{pod.name} ({pod.ip}:{port}) from {service}"
-                                 + ("." if keep_config else " and removed its per-IP config."))
+                        log.info(
+                            f"Deregistered pod {pod.namespace}/{pod.name} ({pod.ip}:{port}) from {service}"
+                            + ("." if keep_config else " and removed its per-IP config.")
+                        )
                     elif not keep_config:
                         # Async pods are never registered; their per-IP config still goes with them.
-                        log.info(f"Removed the per-IP config of pod {pod.namespace}/{pod.name} ({pod.ip}) "
-                                 f"from {service}.")
+                        log.info(
+                            f"Removed the per-IP config of pod {pod.namespace}/{pod.name} ({pod.ip}) from {service}."
+                        )
                     if keep_config:
-                        return Note("Normal", "IPReused", f"IP {pod.ip} is held by {holder.namespace}/{holder.name}, "
-                                f"registered since: its per-IP config is that pod's and was kept")
+                        return Note(
+                            "Normal",
+                            "IPReused",
+                            f"IP {pod.ip} is held by {holder.namespace}/{holder.name}, "
+                            f"registered since: its per-IP config is that pod's and was kept",
+                        )
                     if result.needed_second_confirmation:
-                        return Note("Normal", "DeregisteredOnSecondConfirmation",
-                                f"{pod.ip}:{port} was still listed after the first delete; removed directly")
+                        return Note(
+                            "Normal",
+                            "DeregisteredOnSecondConfirmation",
+                            f"{pod.ip}:{port} was still listed after the first delete; removed directly",
+                        )
                     return None
                 last_error = result.last_error or last_error
             except RegistryConfigError as exc:
@@ -280,8 +306,10 @@ class PodReleaser:
                 metrics.REGISTRY_ERRORS.labels("unknown", "deregister").inc()
             delay = backoff.next()
             if time.monotonic() + delay >= deadline:
-                message = (f"registry unreachable for {self.timeout():g}s ({last_error}); released without "
-                           f"confirmed deregistration, the sweep will remove its entry and config")
+                message = (
+                    f"registry unreachable for {self.timeout():g}s ({last_error}); released without "
+                    f"confirmed deregistration, the sweep will remove its entry and config"
+                )
                 log.warning(f"Pod {pod.namespace}/{pod.name}: {message}.")
                 return Note("Warning", "DeregistrationTimedOut", message)
             await asyncio.sleep(delay)
@@ -290,8 +318,9 @@ class PodReleaser:
         try:
             # The pod as its deletion event showed it: one PATCH, and a GET only when it changed since.
             known = {"uid": pod.uid, "finalizers": list(pod.finalizers), "resourceVersion": pod.resource_version}
-            return await remove_finalizer(self.kube, kinds.POD, pod.namespace, pod.name, labels.POD_FINALIZER,
-                                          uid=pod.uid, known=known)
+            return await remove_finalizer(
+                self.kube, kinds.POD, pod.namespace, pod.name, labels.POD_FINALIZER, uid=pod.uid, known=known
+            )
         except KubeError as exc:
             log.error(f"Could not release pod {pod.namespace}/{pod.name} from {labels.POD_FINALIZER}: {exc}")
             metrics.INCOMPLETE_CLEANUPS.labels("Pod", "FinalizerNotRemoved").inc()
@@ -337,9 +366,12 @@ class ServiceReleaser:
         meta = body["metadata"]
         if meta.get("deletionTimestamp") and labels.CR_FINALIZER in (meta.get("finalizers") or []):
             snapshot = {"metadata": dict(meta), "spec": body.get("spec"), "status": body.get("status")}
-            self.releases.start(meta["uid"], f"clean up {meta['namespace']}/{meta['name']}",
-                                (meta["namespace"], meta["name"], meta["uid"]),
-                                lambda record: self._release(snapshot, record, views))
+            self.releases.start(
+                meta["uid"],
+                f"clean up {meta['namespace']}/{meta['name']}",
+                (meta["namespace"], meta["name"], meta["uid"]),
+                lambda record: self._release(snapshot, record, views),
+            )
 
     async def close(self) -> None:
         await self.releases.close()
@@ -361,19 +393,23 @@ class ServiceReleaser:
             self.post(involved, outcome.type, outcome.reason, outcome.message)
             metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, outcome.reason).inc()
         try:
-            released = await remove_finalizer(self.kube, kinds.INFERENCE_SERVICE, namespace, name,
-                                              labels.CR_FINALIZER, uid=owner.uid)
+            released = await remove_finalizer(
+                self.kube, kinds.INFERENCE_SERVICE, namespace, name, labels.CR_FINALIZER, uid=owner.uid
+            )
         except KubeError as exc:
             released = False
             log.error(f"Could not release InferenceService {namespace}/{name} from {labels.CR_FINALIZER}: {exc}")
         if not released:
-            self.post(involved, "Warning", "FinalizerNotRemoved",
-                      f"could not remove {labels.CR_FINALIZER}; `infer-operator cleanup` removes it")
+            self.post(
+                involved,
+                "Warning",
+                "FinalizerNotRemoved",
+                f"could not remove {labels.CR_FINALIZER}; `infer-operator cleanup` removes it",
+            )
             metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, "FinalizerNotRemoved").inc()
         return released
 
-    async def _clean(self, body: dict[str, Any], owner: ServiceRef, record: ServiceRecord,
-                     views: Views) -> Note | None:
+    async def _clean(self, body: dict[str, Any], owner: ServiceRef, record: ServiceRecord, views: Views) -> Note | None:
         """Clean every registry the service used; what is worth an event when it gave up."""
         current, retired = registries_of(body)
         left = ([current] if current else []) + retired
@@ -384,8 +420,9 @@ class ServiceReleaser:
         while left:
             spec_registry = left[0]
             try:
-                others = [s for s in views.sharers(spec_registry.place(owner.name))
-                          if s != (owner.namespace, owner.name)]
+                others = [
+                    s for s in views.sharers(spec_registry.place(owner.name)) if s != (owner.namespace, owner.name)
+                ]
                 others_ips = live_ips(await read_pods(self.kube, others)) if others else set()
                 if spec_registry is current:
                     registry = await record.registrar.client(spec_registry, keep_if_secret_gone=True)
@@ -399,19 +436,27 @@ class ServiceReleaser:
             except RegistryConfigError as exc:
                 last_error = str(exc)
                 if await self._namespace_going(owner.namespace):
-                    return Note("Warning", "RegistryCleanupAbandoned",
-                            f"the namespace is being deleted and the registry cannot be used ({exc}); "
-                            f"entries and per-IP configs of {owner.name} may remain there")
+                    return Note(
+                        "Warning",
+                        "RegistryCleanupAbandoned",
+                        f"the namespace is being deleted and the registry cannot be used ({exc}); "
+                        f"entries and per-IP configs of {owner.name} may remain there",
+                    )
             except (RegistryError, KubeError, TimeoutError) as exc:
                 last_error = str(exc) or type(exc).__name__
             delay = backoff.next()
             now = datetime.datetime.now(datetime.UTC)
             if now + datetime.timedelta(seconds=delay) >= deadline:
-                return Note("Warning", "RegistryCleanupAbandoned",
-                        f"the registry could not be cleaned within {self.timeout():g}s of the deletion "
-                        f"({last_error}); entries and per-IP configs of {owner.name} may remain there")
-            log.warning(f"Cleaning the registry of InferenceService {owner.namespace}/{owner.name} failed, "
-                        f"retrying in {delay:.1f}s: {last_error}")
+                return Note(
+                    "Warning",
+                    "RegistryCleanupAbandoned",
+                    f"the registry could not be cleaned within {self.timeout():g}s of the deletion "
+                    f"({last_error}); entries and per-IP configs of {owner.name} may remain there",
+                )
+            log.warning(
+                f"Cleaning the registry of InferenceService {owner.namespace}/{owner.name} failed, "
+                f"retrying in {delay:.1f}s: {last_error}"
+            )
             await asyncio.sleep(delay)
         return None
 

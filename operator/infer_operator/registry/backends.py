@@ -9,15 +9,15 @@ the CRD, the reference docs and the registrar all derive from `BACKENDS`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import time
 
 from infer_operator import metrics
 
 from .base import Backend, Registry
 from .model import Instance, Listing
+
 
 def _rows() -> tuple[Backend, ...]:
     from . import etcd, http, none
@@ -28,8 +28,7 @@ def _rows() -> tuple[Backend, ...]:
 BACKENDS: dict[str, Backend] = {backend.type: backend for backend in _rows()}
 
 
-def connect(type_: str, section: Any, credentials: Mapping[str, Any] | None = None,
-            timeout: float = 5.0) -> Registry:
+def connect(type_: str, section: Any, credentials: Mapping[str, Any] | None = None, timeout: float = 5.0) -> Registry:
     """A client for one backend. `section` is its spec section (a model, or a mapping in the
     spec's camelCase), `credentials` the credential names of `Backend.secret_keys` (values are
     never shown in errors). Raises ValueError (naming no secret) when unusable."""

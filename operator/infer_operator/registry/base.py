@@ -75,21 +75,19 @@ class Registry(abc.ABC):
 
     __str__ = __repr__
 
-    async def __aenter__(self) -> "Registry":
+    async def __aenter__(self) -> Registry:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
 
-
-
 @dataclass(frozen=True)
 class Backend:
-    type: str                                     # spec.registry.type
-    summary: str                                  # how the type is described in the API docs
-    spec: type[Any] | None                  # model of spec.registry.<type>; None: no section
-    secret_keys: Mapping[str, str]                # Secret data key -> credential name for connect
+    type: str  # spec.registry.type
+    summary: str  # how the type is described in the API docs
+    spec: type[Any] | None  # model of spec.registry.<type>; None: no section
+    secret_keys: Mapping[str, str]  # Secret data key -> credential name for connect
     connect: Callable[[Any, dict[str, str], float], Registry]  # (section, credentials, timeout)
     # Where a section points, normalised (e.g. etcd: the endpoint set and the prefix), so that two
     # specs naming one registry the same way are one place; () for a backend with no section.

@@ -28,12 +28,11 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
-
-from ._aio import make_session, read_capped
 from pydantic import Field
 
 from infer_operator.api.base import Model, SecretReference
 
+from ._aio import make_session, read_capped
 from .base import Backend, Registry
 from .model import (
     DEFAULT_TIMEOUT,
@@ -212,23 +211,31 @@ class EtcdRegistry(Registry):
         instance.validate()
         key = self.config_key(service, instance.ip)
         entry = self.instance_key(service, instance.ip, instance.port)
-        found = [*await self._range(key, prefix=False, keys_only=True),
-                 *await self._range(key + "/", prefix=True, keys_only=True)]
+        found = [
+            *await self._range(key, prefix=False, keys_only=True),
+            *await self._range(key + "/", prefix=True, keys_only=True),
+        ]
         compare = [_unchanged(kv) for kv in found]
         if not any(kv.key == key for kv in found):  # absent when read: must still be absent
             compare.append({"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
-        success = [_delete(key), _delete(key + "/", prefix=True),
-                   {"request_put": {"key": _b64(entry), "value": _b64(instance.to_json())}}]
+        success = [
+            _delete(key),
+            _delete(key + "/", prefix=True),
+            {"request_put": {"key": _b64(entry), "value": _b64(instance.to_json())}},
+        ]
         data = await self._txn(compare, success, f"claim {instance.ip} for {instance.pod}")
         if data is None:
-            raise self._err(f"etcd claim of {instance.ip}: its per-IP config changed while the previous "
-                            f"holder's was being removed; retrying on the next pass")
+            raise self._err(
+                f"etcd claim of {instance.ip}: its per-IP config changed while the previous "
+                f"holder's was being removed; retrying on the next pass"
+            )
         self._remember(entry, data, instance.uid)
 
     async def identity(self) -> str:
         if self._cluster_id is None:
-            await self._call("/v3/kv/range", {"key": _b64(self._prefix + "/"), "limit": 1, "keys_only": True},
-                             "read the cluster id")
+            await self._call(
+                "/v3/kv/range", {"key": _b64(self._prefix + "/"), "limit": 1, "keys_only": True}, "read the cluster id"
+            )
         return f"etcd cluster {self._cluster_id} prefix {self._prefix or '/'}"
 
     async def list_instances(self, service: str) -> Listing:
@@ -239,7 +246,7 @@ class EtcdRegistry(Registry):
             self._versions.pop(key)  # what the listing shows replaces what was known of the service
         for kv in found:
             key = kv.key
-            name = key[len(pfx):]
+            name = key[len(pfx) :]
             try:
                 inst = Instance.from_json(kv.value)
                 if name != inst.address:
@@ -256,7 +263,7 @@ class EtcdRegistry(Registry):
         pfx = self.config_prefix(service)
         ips: set[str] = set()
         for kv in await self._range(pfx, prefix=True, keys_only=True):
-            ip = kv.key[len(pfx):].split("/", 1)[0]
+            ip = kv.key[len(pfx) :].split("/", 1)[0]
             if ip:
                 ips.add(ip)
         return ips
@@ -288,7 +295,7 @@ class EtcdRegistry(Registry):
             except ValueError as exc:
                 errors[ip] = str(exc)
         for start in range(0, len(keys), CONFIG_DELETES_PER_TXN):
-            batch = keys[start:start + CONFIG_DELETES_PER_TXN]
+            batch = keys[start : start + CONFIG_DELETES_PER_TXN]
             operations = [op for _, key in batch for op in _config_deletes(key)]
             try:
                 await self._txn([], operations, f"delete {len(batch)} per-IP config(s) of {service}")
@@ -326,8 +333,9 @@ class EtcdRegistry(Registry):
             out.append(_KV(name, value, revision))
         return out
 
-    async def _txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]], what: str
-                   ) -> dict[str, Any] | None:
+    async def _txn(
+        self, compare: list[dict[str, Any]], success: list[dict[str, Any]], what: str
+    ) -> dict[str, Any] | None:
         """One transaction: its response when its comparisons held (and so its operations ran), else None."""
         data = await self._call("/v3/kv/txn", {"compare": compare, "success": success, "failure": []}, what)
         return data if data.get("succeeded") or not compare else None
@@ -387,8 +395,10 @@ class EtcdRegistry(Registry):
                     self._cluster_id = str(cluster_id)
                 return data
             code = data.get("code") if isinstance(data, dict) else None
-            if self._password is not None and not reauthed and (
-                status == 401 or code == _GRPC_UNAUTHENTICATED or _looks_like_auth_error(data)
+            if (
+                self._password is not None
+                and not reauthed
+                and (status == 401 or code == _GRPC_UNAUTHENTICATED or _looks_like_auth_error(data))
             ):
                 reauthed = True
                 self._token = None  # expired/invalid token: authenticate once more
@@ -423,9 +433,7 @@ class EtcdRegistry(Registry):
         n = len(self._endpoints)
         share = self._timeout / n if n > 1 else None
         per_try = aiohttp.ClientTimeout(total=None, sock_connect=share, sock_read=share)
-        async with session.post(
-            ep + path, json=body, headers=headers, allow_redirects=False, timeout=per_try
-        ) as resp:
+        async with session.post(ep + path, json=body, headers=headers, allow_redirects=False, timeout=per_try) as resp:
             raw = await read_capped(resp, self._max_response, f"etcd {what} at {ep}")
             status = resp.status
         try:
@@ -475,8 +483,10 @@ def _hint(status: int) -> str:
     # etcd answers the paths of its JSON (gRPC) gateway; a 404 means there is no gateway there.
     if status != 404:
         return ""
-    return (" (no etcd v3 JSON gateway at this URL: is it an etcd client URL, and is etcd's gRPC gateway "
-            "enabled? It is by default; --enable-grpc-gateway=false turns it off)")
+    return (
+        " (no etcd v3 JSON gateway at this URL: is it an etcd client URL, and is etcd's gRPC gateway "
+        "enabled? It is by default; --enable-grpc-gateway=false turns it off)"
+    )
 
 
 def _error_message(data: Any) -> str:
@@ -508,8 +518,7 @@ class EtcdRegistrySpec(Model):
         default=None,
         alias="credentialsSecret",
         description=(
-            "Secret with optional keys username, password, ca.crt, tls.crt, tls.key. Its values "
-            "are never logged."
+            "Secret with optional keys username, password, ca.crt, tls.crt, tls.key. Its values are never logged."
         ),
     )
 
@@ -518,8 +527,14 @@ def _connect(spec: EtcdRegistrySpec, credentials: dict[str, str], timeout: float
     username, password = credentials.get("username"), credentials.get("password")
     if (username is None) != (password is None):
         raise ValueError("etcd credentials need both username and password")
-    return EtcdRegistry(spec.endpoints, prefix=spec.prefix, username=username, password=password,
-                        ssl_context=tls_context(credentials), timeout=timeout)
+    return EtcdRegistry(
+        spec.endpoints,
+        prefix=spec.prefix,
+        username=username,
+        password=password,
+        ssl_context=tls_context(credentials),
+        timeout=timeout,
+    )
 
 
 BACKEND = Backend(

@@ -21,13 +21,12 @@ import ssl
 from typing import Any
 
 import aiohttp
-from yarl import URL
-
-from ._aio import make_session, read_capped
 from pydantic import Field
+from yarl import URL
 
 from infer_operator.api.base import Model, SecretReference
 
+from ._aio import make_session, read_capped
 from .base import Backend, Registry
 from .model import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -166,8 +165,9 @@ class HttpRegistry(Registry):
             raise self._err(f"GET {url}: expected a JSON list, got {type(data).__name__}")
         return data
 
-    async def _request(self, method: str, url: URL, *, data: bytes | None = None, ok_404: bool = False,
-                       ok_conflict: bool = False) -> bytes:
+    async def _request(
+        self, method: str, url: URL, *, data: bytes | None = None, ok_404: bool = False, ok_conflict: bool = False
+    ) -> bytes:
         what = f"{method} {url}"
         headers = {"Accept": "application/json"}
         if data is not None:
@@ -221,8 +221,7 @@ class HttpRegistrySpec(Model):
 
 
 def _connect(spec: HttpRegistrySpec, credentials: dict[str, str], timeout: float) -> HttpRegistry:
-    return HttpRegistry(spec.url, token=credentials.get("token"), ssl_context=tls_context(credentials),
-                        timeout=timeout)
+    return HttpRegistry(spec.url, token=credentials.get("token"), ssl_context=tls_context(credentials), timeout=timeout)
 
 
 BACKEND = Backend(

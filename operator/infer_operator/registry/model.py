@@ -119,7 +119,7 @@ class Instance:
         return json.dumps(self.to_obj(), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_obj(cls, obj: Any) -> "Instance":
+    def from_obj(cls, obj: Any) -> Instance:
         """Build from a decoded JSON object. Extra keys are tolerated; missing/wrong-typed fields are not."""
         if not isinstance(obj, dict):
             raise MalformedEntry(f"not a JSON object: {type(obj).__name__}")
@@ -135,20 +135,22 @@ class Instance:
                 raise MalformedEntry(f"field {k!r} must be an integer")
         owner = obj.get(OWNER_FIELD)
         if owner is not None:
-            if not isinstance(owner, dict) or not all(isinstance(owner.get(k), str) for k in ("namespace", "name", "uid")):
+            if not isinstance(owner, dict) or not all(
+                isinstance(owner.get(k), str) for k in ("namespace", "name", "uid")
+            ):
                 raise MalformedEntry(f"field {OWNER_FIELD!r} must name namespace, name and uid")
             owner = ServiceRef(owner["namespace"], owner["name"], owner["uid"])
         return cls(**{k: obj[k] for k in INSTANCE_FIELDS}, owner=owner)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Instance":
+    def from_json(cls, text: str | bytes) -> Instance:
         try:
             obj = json.loads(text)
         except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise MalformedEntry(f"not JSON: {one_line(str(exc), 120)}") from None
         return cls.from_obj(obj)
 
-    def validate(self) -> "Instance":
+    def validate(self) -> Instance:
         """Check the fields that end up in keys/URLs; raises ValueError."""
         validate_segment("ip", self.ip)
         validate_port(self.port)
@@ -161,5 +163,3 @@ class Listing:
 
     instances: list[Instance] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
-
-

@@ -90,5 +90,6 @@ TLS_SECRET_KEYS = {"ca.crt": "ca_data", "tls.crt": "cert_data", "tls.key": "key_
 
 def tls_context(credentials: dict[str, str]) -> ssl.SSLContext | None:
     """The SSL context for PEM credentials read from a Secret (`ca_data`, `cert_data`, `key_data`)."""
-    return build_ssl_context(ca_data=credentials.get("ca_data"), cert_data=credentials.get("cert_data"),
-                             key_data=credentials.get("key_data"))
+    return build_ssl_context(
+        ca_data=credentials.get("ca_data"), cert_data=credentials.get("cert_data"), key_data=credentials.get("key_data")
+    )

@@ -8,6 +8,7 @@ InferenceServices here too; only one operator may watch a namespace at a time.
 from __future__ import annotations
 
 import secrets
+
 import pytest
 
 from devtools.cluster import realnode
@@ -41,10 +42,11 @@ def module_namespace(cluster, request):
     """One namespace for a test module's services (pods start in seconds, not free): deleted after."""
     from kubernetes import client
 
-    name = f"rn-{request.module.__name__.rsplit('.', 1)[-1].removeprefix('test_')[:20].replace('_', '-')}-" \
-           f"{secrets.token_hex(2)}"
+    name = (
+        f"rn-{request.module.__name__.rsplit('.', 1)[-1].removeprefix('test_')[:20].replace('_', '-')}-"
+        f"{secrets.token_hex(2)}"
+    )
     core = client.CoreV1Api(cluster.api_client())
     core.create_namespace({"metadata": {"name": name, "labels": {"infer-operator.io/test": "true"}}})
     yield name
     core.delete_namespace(name)
-

@@ -34,11 +34,19 @@ def gateway_etcd(real_node):
 @pytest.fixture(scope="module")
 def world(cluster, kube, real_node, gateway_etcd, pod_redis, module_namespace, operator):
     api = cluster.api_client()
-    env = lossless.Env(core=client.CoreV1Api(api), apps=client.AppsV1Api(api), custom=client.CustomObjectsApi(api),
-                       kubectl=cluster.kubectl, node=real_node, node_name=realnode.NODE_NAME,
-                       namespace=module_namespace, etcd_url=gateway_etcd.client_url,
-                       redis_url=f"redis://{realnode.POD_GATEWAY}:{pod_redis.port}/0",
-                       prefix=f"/lossless-{secrets.token_hex(2)}", operator=operator)
+    env = lossless.Env(
+        core=client.CoreV1Api(api),
+        apps=client.AppsV1Api(api),
+        custom=client.CustomObjectsApi(api),
+        kubectl=cluster.kubectl,
+        node=real_node,
+        node_name=realnode.NODE_NAME,
+        namespace=module_namespace,
+        etcd_url=gateway_etcd.client_url,
+        redis_url=f"redis://{realnode.POD_GATEWAY}:{pod_redis.port}/0",
+        prefix=f"/lossless-{secrets.token_hex(2)}",
+        operator=operator,
+    )
     service = lossless.OperatorWorld(env, "ll")
     service.create()
     service.wait_settled(LOAD.event_timeout)
@@ -55,5 +63,6 @@ def test_nothing_is_lost(world, event, running_operator):
     assert outcome.registry["sent"] > 0 and outcome.service["sent"] > 0 and outcome.jobs["pushed"] > 0, report
     assert (outcome.failed, outcome.cut) == (0, 0), report
     assert (outcome.jobs_lost, outcome.jobs_duplicated) == (0, 0), report
-    assert outcome.lowest_capacity is not None and \
-        outcome.lowest_capacity >= outcome.desired - outcome.max_unavailable, report
+    assert (
+        outcome.lowest_capacity is not None and outcome.lowest_capacity >= outcome.desired - outcome.max_unavailable
+    ), report

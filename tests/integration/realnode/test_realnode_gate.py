@@ -29,17 +29,31 @@ def main_started(kube, namespace: str) -> bool:
 
 
 def test_gate_holds_the_pod_until_the_role_label_is_set(cluster, kube, operator, real_node, module_namespace):
-    spec = parse_spec(isvc_body(NAME, replicas=1, syncReplicas=1, template=sample_template(real_node),
-                                sync={"command": ["python", "/app/app.py"], "port": 8000},
-                                **{"async": {"command": ["python", "/app/app.py"]}})["spec"])
-    objects = [o for o in build_all(Owner(NAME, module_namespace, "none"), spec)
-               if o["kind"] in ("ConfigMap", "StatefulSet")]
+    spec = parse_spec(
+        isvc_body(
+            NAME,
+            replicas=1,
+            syncReplicas=1,
+            template=sample_template(real_node),
+            sync={"command": ["python", "/app/app.py"], "port": 8000},
+            **{"async": {"command": ["python", "/app/app.py"]}},
+        )["spec"]
+    )
+    objects = [
+        o for o in build_all(Owner(NAME, module_namespace, "none"), spec) if o["kind"] in ("ConfigMap", "StatefulSet")
+    ]
     for obj in objects:
         obj["metadata"].pop("ownerReferences", None)  # no owner: the garbage collector would take them
     operator.stop()
     try:
-        applied = cluster.kubectl("apply", "-n", module_namespace, "-f", "-",
-                                  input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        applied = cluster.kubectl(
+            "apply",
+            "-n",
+            module_namespace,
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
         assert applied.returncode == 0, applied.stderr
 
         def gate_running() -> bool:
@@ -51,12 +65,16 @@ def test_gate_holds_the_pod_until_the_role_label_is_set(cluster, kube, operator,
             return bool(init and init[0].state.running)
 
         wait_for(gate_running, 60, message="the gate init container never ran")
-        assert_stays(lambda: not main_started(kube, module_namespace), 4,
-                     message="the main container started without a role label")
+        assert_stays(
+            lambda: not main_started(kube, module_namespace),
+            4,
+            message="the main container started without a role label",
+        )
         pod = kube.core.read_namespaced_pod(f"{NAME}-0", module_namespace)
         assert labels.LABEL_ROLE not in (pod.metadata.labels or {})
-        patch = role_patch(PodView.from_body(kube.api_client.sanitize_for_serialization(pod)), spec,
-                           with_finalizer=False)
+        patch = role_patch(
+            PodView.from_body(kube.api_client.sanitize_for_serialization(pod)), spec, with_finalizer=False
+        )
         t0 = time.monotonic()
         kube.core.patch_namespaced_pod(f"{NAME}-0", module_namespace, patch)
         wait_for(lambda: main_started(kube, module_namespace), 60, message="the main container did not start")
@@ -66,8 +84,17 @@ def test_gate_holds_the_pod_until_the_role_label_is_set(cluster, kube, operator,
         env = exec_in(cluster, module_namespace, f"{NAME}-0", "sh", "-c", "cat /proc/[0-9]*/environ | tr '\\0' '\\n'")
         assert "INFER_ROLE=sync" in env.splitlines() and "INFER_SYNC_REPLICAS=1" in env.splitlines()
     finally:
-        cluster.kubectl("delete", "-n", module_namespace, "statefulset,configmap", "-l",
-                        f"{labels.LABEL_SERVICE}={NAME}", "--wait=true", "--timeout=60s")
-        cluster.kubectl("delete", "-n", module_namespace, "pod", f"{NAME}-0", "--ignore-not-found", "--wait=true",
-                        "--timeout=60s")
+        cluster.kubectl(
+            "delete",
+            "-n",
+            module_namespace,
+            "statefulset,configmap",
+            "-l",
+            f"{labels.LABEL_SERVICE}={NAME}",
+            "--wait=true",
+            "--timeout=60s",
+        )
+        cluster.kubectl(
+            "delete", "-n", module_namespace, "pod", f"{NAME}-0", "--ignore-not-found", "--wait=true", "--timeout=60s"
+        )
         operator.start()

@@ -45,6 +45,10 @@ def test_sample_app_image_files_and_config_in_containerd(real_node):
     assert any("/redis/" in name for name in base if name.startswith("usr/lib/python3/dist-packages/"))
     assert {"app/app.py", "etc/passwd"} <= layer
     assert "app:x:10001:10001:" in _passwd(archive, 1)
-    listed = subprocess.run(["ctr", "--address", str(real_node.containerd_socket), "-n", "k8s.io", "images", "ls"],
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["ctr", "--address", str(real_node.containerd_socket), "-n", "k8s.io", "images", "ls"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert any(line.split()[:1] == [archive.ref] and archive.digest in line for line in listed.splitlines()), listed

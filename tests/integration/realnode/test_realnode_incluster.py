@@ -21,7 +21,14 @@ from devtools.cluster.etcd import EtcdServer
 from devtools.harness import wait_for
 from infer_operator import labels
 from tests.conftest import REAL_NODE_FIGURES
-from tests.e2e.checks import GatewayEtcd, Target, check_deletion_removes_entries, check_ready, check_registry, run_checks
+from tests.e2e.checks import (
+    GatewayEtcd,
+    Target,
+    check_deletion_removes_entries,
+    check_ready,
+    check_registry,
+    run_checks,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry, pytest.mark.realnode]
 
@@ -59,18 +66,27 @@ def test_chart_runs_the_operator_on_the_real_node(cluster, kube, crd, operator, 
     op_ns, app_ns, release = f"rn-op-{suffix}", f"rn-app-{suffix}", "infer-operator"
 
     def helm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-        return subprocess.run([helm_bin, f"--kubeconfig={cluster.kubeconfig}", *args], capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [helm_bin, f"--kubeconfig={cluster.kubeconfig}", *args], capture_output=True, text=True, timeout=timeout
+        )
 
     values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "operator": {"sweepSeconds": 5, "logFormat": "plain", "resyncSeconds": 10},
-        "tolerations": [real_node.toleration()], "nodeSelector": real_node.node_selector()}))
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+                "operator": {"sweepSeconds": 5, "logFormat": "plain", "resyncSeconds": 10},
+                "tolerations": [real_node.toleration()],
+                "nodeSelector": real_node.node_selector(),
+            }
+        )
+    )
 
     def operator_pod() -> dict | None:
         out = cluster.kubectl("get", "pods", "-n", op_ns, "-l", "app.kubernetes.io/name=infer-operator", "-o", "json")
-        pods = [p for p in json.loads(out.stdout or '{"items": []}')["items"] if not p["metadata"].get("deletionTimestamp")]
+        pods = [
+            p for p in json.loads(out.stdout or '{"items": []}')["items"] if not p["metadata"].get("deletionTimestamp")
+        ]
         return pods[0] if len(pods) == 1 else None
 
     def operator_log() -> str:
@@ -80,8 +96,19 @@ def test_chart_runs_the_operator_on_the_real_node(cluster, kube, crd, operator, 
     operator.stop()
     installed = False
     try:
-        result = helm("install", release, str(CHART), "-n", op_ns, "--create-namespace", "-f", str(values),
-                      "--wait", "--timeout", "180s")
+        result = helm(
+            "install",
+            release,
+            str(CHART),
+            "-n",
+            op_ns,
+            "--create-namespace",
+            "-f",
+            str(values),
+            "--wait",
+            "--timeout",
+            "180s",
+        )
         assert result.returncode == 0, result.stderr + "\n" + operator_log()
         installed = True
         pod = operator_pod()
@@ -103,8 +130,9 @@ def test_chart_runs_the_operator_on_the_real_node(cluster, kube, crd, operator, 
         def request_sync(service_ip: str, port: int) -> str:
             return http_get(f"http://{service_ip}:{port}/")[1]  # kube-proxy routes the host's traffic
 
-        target = Target(lambda *a: cluster.kubectl(*a, timeout=180), app_ns, SERVICE, GatewayEtcd(etcd.client_url),
-                        request_sync)
+        target = Target(
+            lambda *a: cluster.kubectl(*a, timeout=180), app_ns, SERVICE, GatewayEtcd(etcd.client_url), request_sync
+        )
         run_checks(target)
         metrics = http_get(f"http://{ip}:9090/metrics")[1]
         assert "infer_operator_" in metrics and "infer_operator_registry" in metrics, metrics[:500]
@@ -116,11 +144,26 @@ def test_chart_runs_the_operator_on_the_real_node(cluster, kube, crd, operator, 
         cluster.kubectl("apply", "-n", app_ns, "-f", "-", input=json.dumps(body))
         check_ready(target)
         old_uid = operator_pod()["metadata"]["uid"]
-        result = helm("upgrade", release, str(CHART), "-n", op_ns, "-f", str(values), "--set",
-                      "operator.resyncSeconds=20", "--wait", "--timeout", "180s")
+        result = helm(
+            "upgrade",
+            release,
+            str(CHART),
+            "-n",
+            op_ns,
+            "-f",
+            str(values),
+            "--set",
+            "operator.resyncSeconds=20",
+            "--wait",
+            "--timeout",
+            "180s",
+        )
         assert result.returncode == 0, result.stderr
-        wait_for(lambda: (p := operator_pod()) and p["metadata"]["uid"] != old_uid and p["status"].get("podIP"), 60,
-                 message="no new operator pod after the upgrade")
+        wait_for(
+            lambda: (p := operator_pod()) and p["metadata"]["uid"] != old_uid and p["status"].get("podIP"),
+            60,
+            message="no new operator pod after the upgrade",
+        )
         check_registry(target)
         check_deletion_removes_entries(target)
 
@@ -128,14 +171,22 @@ def test_chart_runs_the_operator_on_the_real_node(cluster, kube, crd, operator, 
         result = helm("uninstall", release, "-n", op_ns, "--wait", "--timeout", "120s")
         assert result.returncode == 0, result.stderr
         installed = False
-        wait_for(lambda: operator_pod() is None and not cluster.kubectl(
-            "get", "pods", "-n", op_ns, "-o", "name").stdout.strip(), 60, message="operator pods left after uninstall")
+        wait_for(
+            lambda: (
+                operator_pod() is None and not cluster.kubectl("get", "pods", "-n", op_ns, "-o", "name").stdout.strip()
+            ),
+            60,
+            message="operator pods left after uninstall",
+        )
         held = []
         for kind in ("pods", labels.PLURAL):
             out = json.loads(cluster.kubectl("get", kind, "-A", "-o", "json").stdout)
-            held += [f"{kind} {o['metadata']['namespace']}/{o['metadata']['name']}" for o in out["items"]
-                     if FINALIZERS & set(o["metadata"].get("finalizers") or [])
-                     and o["metadata"]["namespace"] in (app_ns, op_ns)]
+            held += [
+                f"{kind} {o['metadata']['namespace']}/{o['metadata']['name']}"
+                for o in out["items"]
+                if FINALIZERS & set(o["metadata"].get("finalizers") or [])
+                and o["metadata"]["namespace"] in (app_ns, op_ns)
+            ]
         assert held == [], f"held by the operator's finalizers after uninstall: {held}"
         deleted = cluster.kubectl("delete", "namespace", app_ns, op_ns, "--timeout=90s")
         assert deleted.returncode == 0, f"a namespace did not go: {deleted.stderr}"

@@ -47,16 +47,30 @@ def service(kube, operator, real_node, pod_redis, etcd_server, module_namespace,
     if not operator.alive():  # an earlier test stopped the session's operator
         operator.start()
     body = isvc_body(
-        NAME, replicas=3, syncReplicas=2,
-        template=sample_template(real_node, {"REDIS_URL": pod_redis.url, "MODEL_LOAD_SECONDS": str(MODEL_LOAD_SECONDS)},
-                                 gpus=1),
-        sync={"command": ["python", "/app/app.py"], "port": 8000,
-              "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 1}},
-        lifecycle={"offlinePath": "/offline", "drainSeconds": DRAIN_SECONDS,
-                   "terminationGracePeriodSeconds": GRACE_SECONDS},
+        NAME,
+        replicas=3,
+        syncReplicas=2,
+        template=sample_template(
+            real_node, {"REDIS_URL": pod_redis.url, "MODEL_LOAD_SECONDS": str(MODEL_LOAD_SECONDS)}, gpus=1
+        ),
+        sync={
+            "command": ["python", "/app/app.py"],
+            "port": 8000,
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 1},
+        },
+        lifecycle={
+            "offlinePath": "/offline",
+            "drainSeconds": DRAIN_SECONDS,
+            "terminationGracePeriodSeconds": GRACE_SECONDS,
+        },
         registry=etcd_registry(etcd_server.client_url, prefix),
-        **{"async": {"command": ["python", "/app/app.py"],
-                     "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/worker-ready"]}, "periodSeconds": 1}}})
+        **{
+            "async": {
+                "command": ["python", "/app/app.py"],
+                "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/worker-ready"]}, "periodSeconds": 1},
+            }
+        },
+    )
     kube.create_isvc(module_namespace, body)
     return wait_pods(kube, module_namespace, NAME, 3, timeout=120)
 
@@ -108,7 +122,8 @@ def test_launcher_is_pid1_and_the_app_sees_its_ordinal(cluster, service, module_
 
 
 def test_sync_pod_leaves_the_registry_before_its_drain_ends_and_before_sigterm(
-        kube, service, module_namespace, real_node, etcd_server, prefix):
+    kube, service, module_namespace, real_node, etcd_server, prefix
+):
     def registered():
         want = {f"{prefix}/{NAME}/instances/{k}" for k in expected_entries(kube, module_namespace, NAME)}
         return len(want) == 2 and set(etcd_server.range_prefix(f"{prefix}/{NAME}/instances/")) == want
@@ -140,12 +155,19 @@ def test_split_change_restarts_only_the_flipped_pod(kube, service, module_namesp
     def flipped():
         pods = wait_pods(kube, module_namespace, NAME, 3, timeout=60)
         flip = pods[f"{NAME}-1"]
-        return flip.metadata.uid != before[f"{NAME}-1"] and flip.metadata.labels.get(labels.LABEL_ROLE) == "async" \
-            and pods
+        return (
+            flip.metadata.uid != before[f"{NAME}-1"] and flip.metadata.labels.get(labels.LABEL_ROLE) == "async" and pods
+        )
 
     pods = wait_for(flipped, 90, interval=0.5, message=f"{NAME}-1 did not come back as async")
-    assert {n: p.metadata.uid for n, p in pods.items() if n != f"{NAME}-1"} == \
-        {n: u for n, u in before.items() if n != f"{NAME}-1"}, "a pod whose role did not flip was restarted"
+    assert {n: p.metadata.uid for n, p in pods.items() if n != f"{NAME}-1"} == {
+        n: u for n, u in before.items() if n != f"{NAME}-1"
+    }, "a pod whose role did not flip was restarted"
     ip0 = pods[f"{NAME}-0"].status.pod_ip
-    wait_for(lambda: set(etcd_server.range_prefix(f"{prefix}/{NAME}/instances/")) ==
-             {f"{prefix}/{NAME}/instances/{ip0}:8000"}, 30, message="the registry does not hold just the one sync pod")
+    wait_for(
+        lambda: (
+            set(etcd_server.range_prefix(f"{prefix}/{NAME}/instances/")) == {f"{prefix}/{NAME}/instances/{ip0}:8000"}
+        ),
+        30,
+        message="the registry does not hold just the one sync pod",
+    )

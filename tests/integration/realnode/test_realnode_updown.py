@@ -20,8 +20,12 @@ def test_down_leaves_nothing_and_up_is_quick(cluster, real_node):
     realnode.down(cluster.state_dir)
     down_seconds = time.monotonic() - t0
     assert realnode.leftovers(cluster.state_dir) == []
-    cli = subprocess.run([sys.executable, "-m", "devtools.cluster", "leftovers", "--state-dir", str(cluster.state_dir)],
-                         capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "devtools.cluster", "leftovers", "--state-dir", str(cluster.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     t0 = time.monotonic()
     node = realnode.up(cluster.state_dir)
