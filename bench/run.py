@@ -6,7 +6,8 @@ bench/results/<name>.json and print a short table.
     scale            N services x 8 pods: converge (cold, after restart), RSS, CPU, API requests, churn
     indexing         kopf's start-up indexing of N objects: kopf's own wake-ups vs the operator's patch
     sweep            10,000 stale + 4,000 live per-IP configs: time to remove the stale ones
-    memory           operator RSS every 10 s under churn; growth per hour
+    memory           operator RSS every 10 s under churn; growth per hour (--service-churn: services
+                     created and deleted in rounds: records, clients, fds, RSS)
     realpods         sync pod deletions on the real node: deregistered / drain ended / SIGTERM times
     lossless         requests and jobs lost per lifecycle event on the real node: the operator vs
                      the seeds' script vs a plain StatefulSet
@@ -72,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--duration", type=float, default=600.0)
     m.add_argument("--interval", type=float, default=10.0)
     m.add_argument("--churn-rate", type=float, default=5.0)
+    m.add_argument(
+        "--service-churn",
+        action="store_true",
+        help="the service-churn case: services created and deleted in rounds (writes memory-service-churn.json)",
+    )
+    m.add_argument("--rounds", type=int, default=10, help="service churn: rounds")
+    m.add_argument("--per-round", type=int, default=20, help="service churn: services created and deleted per round")
+    m.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="service churn: first run the same rounds with the operator of git revision REV (same control plane)",
+    )
 
     r = sub.add_parser("realpods")
     r.add_argument("--deletions", type=int, default=20)
