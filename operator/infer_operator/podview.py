@@ -11,6 +11,9 @@ from typing import Any
 
 from infer_operator import labels
 
+# The end of the registration mark's message before the IP it names (reconcile/readiness.py writes it).
+MARK_AT = " at "
+
 
 def parse_time(value: str | None) -> datetime.datetime | None:
     if not value:
@@ -55,11 +58,17 @@ class PodView:
     finalizers: tuple[str, ...]
     resource_version: str = ""
     registered: bool = False  # carries the registration mark (labels.CONDITION_REGISTERED)
+    registered_ip: str | None = None  # the IP the mark names (None: a mark older than that, or none)
     gate_open: bool = False  # the operator's readiness gate is True (labels.CONDITION_READY)
     managed: bool = True  # carries the managed-by label the operator's watch selects on
     revision: str | None = None  # the StatefulSet revision it was made from (controller-revision-hash)
     sync_port: int | None = None  # the serving port it was started with (its named container port)
     grace_seconds: int | None = None  # its terminationGracePeriodSeconds
+    node: str | None = None  # spec.nodeName: where it runs
+    # The readiness gates of its spec other than the operator's own that are not True (a
+    # model-warm gate another controller sets, a load balancer controller's gate): while any is
+    # left, the pod is not Ready, and so must not be listed either.
+    gates_pending: tuple[str, ...] = ()
 
     @classmethod
     def from_body(cls, body: Any) -> PodView:
@@ -69,8 +78,15 @@ class PodView:
         pod_labels = meta.get("labels") or {}
         ready = serving = registered = gate_open = False
         serving_since = None
+        registered_ip = None
+        gates = {g.get("conditionType") for g in spec.get("readinessGates") or [] if isinstance(g, dict)}
+        gates.discard(labels.CONDITION_READY)
+        gates.discard(None)
+        true_conditions = set()
         for condition in status.get("conditions") or []:
             kind, true = condition.get("type"), condition.get("status") == "True"
+            if true:
+                true_conditions.add(kind)
             if kind == "Ready":
                 ready = true
             elif kind == "ContainersReady":
@@ -78,6 +94,8 @@ class PodView:
                 serving_since = parse_time(condition.get("lastTransitionTime")) if true else None
             elif kind == labels.CONDITION_REGISTERED:
                 registered = true
+                message = condition.get("message") or ""
+                registered_ip = message.rpartition(MARK_AT)[2] if true and MARK_AT in message else None
             elif kind == labels.CONDITION_READY:
                 gate_open = true
         running = status.get("phase") == "Running"
@@ -96,11 +114,14 @@ class PodView:
             finalizers=tuple(meta.get("finalizers") or ()),
             resource_version=meta.get("resourceVersion", ""),
             registered=registered,
+            registered_ip=registered_ip,
             gate_open=gate_open,
             managed=pod_labels.get(labels.LABEL_MANAGED_BY) == labels.MANAGED_BY,
             revision=pod_labels.get(labels.LABEL_REVISION),
             sync_port=_named_port(spec),
             grace_seconds=spec.get("terminationGracePeriodSeconds"),
+            node=spec.get("nodeName") or None,
+            gates_pending=tuple(sorted(gates - true_conditions)),
         )
 
     @property

@@ -13,6 +13,7 @@ from typing import Any
 
 from infer_operator.clients.events import EventRecorder
 from infer_operator.clients.kube import KubeClient
+from infer_operator.nodeview import NodeStates
 from infer_operator.ownership import OwnedObjects
 from infer_operator.reconcile.schedule import AUDIT_SECONDS, RESYNC_SECONDS, SWEEP_SECONDS
 from infer_operator.records import ServiceRecords
@@ -54,6 +55,7 @@ class Runtime:
         self._releaser: PodReleaser | None = None
         self._service_releaser: ServiceReleaser | None = None
         self.owned = OwnedObjects()  # what the owned-kind watches saw (ownership.py)
+        self.nodes = NodeStates()  # which nodes were lost, as last seen (handlers/nodes.py)
         self._background: list[asyncio.Task] = []
         # kopf's indexes as handlers receive them (the same objects on every call), for the pod
         # releases started from the watch stream itself (handlers/pods.release_early): None until the first

@@ -9,7 +9,8 @@ place, as it leaves the watch stream:
 - every kind: `metadata.managedFields` goes; `metadata` stays otherwise whole, as kopf's filters
   and finalizer logic and the ownership records read it;
 - pods: of `spec` and `status`, only what `PodView.from_body` reads stays (the first container's
-  ports, the grace period; the phase, the IP, the conditions);
+  ports, the grace period, the node, the readiness gates; the phase, the IP, the conditions);
+- nodes: their name, taints and Ready condition (`NodeView.from_body`);
 - the owned kinds (StatefulSets, Services, ConfigMaps, PodDisruptionBudgets): their watches look
   at the metadata only (drift markers, controllers), and at a StatefulSet's revisions, so their
   spec and data go, and of a status only `observedGeneration` and `updateRevision` stay.
@@ -21,21 +22,24 @@ from __future__ import annotations
 
 from typing import Any
 
-_POD_SPEC = ("terminationGracePeriodSeconds",)
+_POD_SPEC = ("terminationGracePeriodSeconds", "nodeName", "readinessGates")
 _POD_STATUS = ("phase", "podIP", "conditions")
 _OWNED_STATUS = ("observedGeneration", "updateRevision")
 
-POD, OWNED, WHOLE = "pod", "owned", "whole"
+POD, OWNED, NODE, WHOLE = "pod", "owned", "node", "whole"
 
 
 def slim(obj: Any, shape: str) -> None:
-    """Cut a watched object down to what the operator reads of its kind (`shape`: POD, OWNED or
-    WHOLE), in place; anything else is left alone."""
+    """Cut a watched object down to what the operator reads of its kind (`shape`: POD, OWNED, NODE
+    or WHOLE), in place; anything else is left alone."""
     if not isinstance(obj, dict):
         return
     meta = obj.get("metadata")
     if isinstance(meta, dict):
         meta.pop("managedFields", None)
+    if shape == NODE:
+        _slim_node(obj)
+        return
     if shape == OWNED:
         for key in ("spec", "data", "binaryData"):
             obj.pop(key, None)
@@ -55,3 +59,18 @@ def slim(obj: Any, shape: str) -> None:
     status = obj.get("status")
     if isinstance(status, dict):
         obj["status"] = {key: status[key] for key in _POD_STATUS if key in status}
+
+
+def _slim_node(obj: dict[str, Any]) -> None:
+    """A node's name and identity, its taints and its Ready condition: its labels, annotations,
+    images, addresses and capacity are nobody's business here (a node carries kilobytes of them)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("labels", None)
+        meta.pop("annotations", None)
+    spec = obj.get("spec")
+    obj["spec"] = {"taints": spec["taints"]} if isinstance(spec, dict) and "taints" in spec else {}
+    status = obj.get("status")
+    if isinstance(status, dict):
+        ready = [c for c in status.get("conditions") or [] if isinstance(c, dict) and c.get("type") == "Ready"]
+        obj["status"] = {"conditions": ready}

@@ -124,6 +124,7 @@ def test_install_reconcile_upgrade_uninstall(
         for verb, resource in denied:
             assert not can_i(cluster, sa, verb, resource, namespace), f"{sa} can {verb} {resource}"
         assert can_i(cluster, sa, "get", "namespaces", None), "cannot tell a namespace being deleted"
+        assert can_i(cluster, sa, "watch", "nodes", None), "cannot see lost nodes"
         for verb, resource in [
             ("list", "secrets"),
             ("get", "nodes"),

@@ -171,7 +171,8 @@ def test_options_reach_the_operator(helm):
     assert all(b["subjects"][0]["name"] == "infer-sa" for b in by_kind(docs, "RoleBinding"))
     (cluster_role,) = operator_cluster_roles(docs)
     cluster_resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}  # nothing namespaced cluster-wide
+    # nothing namespaced cluster-wide; nodes are read (lost nodes' pods leave the registry)
+    assert cluster_resources == {"customresourcedefinitions", "namespaces", "nodes"}
     (service,) = by_kind(docs, "Service")
     (monitor,) = by_kind(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"

@@ -9,12 +9,14 @@ import logging
 
 from devtools.harness import isvc_body
 from infer_operator import kinds, labels
+from infer_operator.nodeview import NodeView
 from infer_operator.podview import PodView
 from infer_operator.reconcile.reconciler import ServiceReconciler
 from infer_operator.reconcile.schedule import Schedule
 from infer_operator.records import ServiceRecords
 from infer_operator.registration.registrar import Registrar
 from infer_operator.registration.releaser import PodReleaser
+from infer_operator.registration.sharing import NO_VIEWS, Views
 from tests.support.fakes import FakeKube, StubRegistry
 
 NS = "team"
@@ -31,6 +33,8 @@ def pod_body(
     finalizers: tuple[str, ...] = (),
     registered: bool = False,
     gated: bool = False,
+    node: str | None = None,
+    gates: dict[str, bool] | None = None,
 ) -> dict:
     """A running pod; `ready`: its containers are ready. `gated`: it carries the operator's
     readiness gate, still closed (Ready waits for it, as the kubelet rules); otherwise Ready = `ready`."""
@@ -46,6 +50,13 @@ def pod_body(
         conditions.append({"type": labels.CONDITION_REGISTERED, "status": "True"})
     if not gated:
         conditions.append({"type": labels.CONDITION_READY, "status": "True"})
+    readiness_gates = [{"conditionType": labels.CONDITION_READY}]
+    for gate, true in (gates or {}).items():  # the user's own gates, and their conditions
+        readiness_gates.append({"conditionType": gate})
+        conditions.append({"type": gate, "status": "True" if true else "False"})
+    spec: dict = {"readinessGates": readiness_gates}
+    if node:
+        spec["nodeName"] = node
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -55,7 +66,7 @@ def pod_body(
             "labels": meta_labels,
             "finalizers": list(finalizers),
         },
-        "spec": {"readinessGates": [{"conditionType": labels.CONDITION_READY}]},
+        "spec": spec,
         "status": {"phase": "Running", "podIP": ip or f"10.0.0.{ordinal + 10}", "conditions": conditions},
     }
 
@@ -81,6 +92,8 @@ class World:
         self.registry = StubRegistry()
         self.events: list[tuple[str, str, str]] = []
         self.pod_events: list[tuple[str, str, str]] = []
+        self.posted: list[tuple[str, str, str, str]] = []  # (pod, type, reason, message) of the pass's pod events
+        self.views = NO_VIEWS
         body = self.kube.put(isvc_body(NAME, NS, **{"syncReplicas": None, **spec}))
         self.services = ServiceRecords(
             lambda ns, name: Registrar(self.kube, ns, name, 1.0, connect=lambda *_: self.registry)
@@ -98,6 +111,7 @@ class World:
             releaser=self.releaser,
             schedule=Schedule(resync_seconds=3600, audit_seconds=3600, sweep_seconds=3600),
             status_interval=0.0,
+            post_event=lambda involved, *event: self.posted.append((involved["name"], *event)),
         )
 
     def body(self) -> dict:
@@ -120,7 +134,11 @@ class World:
         return [PodView.from_body(b) for (_, kind, _, _), b in sorted(self.kube.objects.items()) if kind == "Pod"]
 
     async def run(self, apply_objects: bool = False):
-        return await self.reconciler.run_pass(self.body(), self.index(), apply_objects)
+        return await self.reconciler.run_pass(self.body(), self.index(), apply_objects, self.views)
+
+    def nodes(self, **ready: str) -> None:
+        """The nodes the watch shows: name -> their Ready status ("True", "False", "Unknown")."""
+        self.views = Views({}, {}, {name: [NodeView(name, status)] for name, status in ready.items()})
 
     def status(self) -> dict:
         return self.body().get("status") or {}

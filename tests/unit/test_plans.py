@@ -176,7 +176,9 @@ CASES = [
     "name,instances,config_ids,live_uids,live_ips,want_inst,want_cfg", CASES, ids=[c[0] for c in CASES]
 )
 def test_plan_sweep(name, instances, config_ids, live_uids, live_ips, want_inst, want_cfg):
-    plan = plan_sweep(instances, config_ids, live_uids, live_ips, BLUE)
+    # Live pods whose address these cases leave open (None): only whether they live decides.
+    live = None if live_uids is None else dict.fromkeys(live_uids)
+    plan = plan_sweep(instances, config_ids, live, live_ips, BLUE)
     assert sorted(plan.stale_instances, key=lambda i: (i.ip, i.port)) == want_inst
     assert sorted(plan.stale_config_ips) == want_cfg
     if live_uids is None:
@@ -200,15 +202,27 @@ def test_ownership_is_by_uid_and_by_pod_name_for_entries_of_earlier_versions(ins
     assert owns(owner, instance) is expected
 
 
+@pytest.mark.parametrize(
+    ("live", "stale"),
+    [
+        ({"u-1": "10.0.0.1"}, []),  # at its address: it stays
+        ({"u-1": "10.0.0.7"}, [I1]),  # the pod holds another IP now (its sandbox was re-created)
+        ({"u-1": None}, []),  # its address unknown (no IP yet): when in doubt, keep
+    ],
+)
+def test_an_entry_of_a_live_pod_at_an_address_it_no_longer_holds_is_stale(live, stale):
+    assert list(plan_sweep([I1], [], live, set(), BLUE).stale_instances) == stale
+
+
 def test_plan_is_deterministic_and_deduplicated():
-    plan = plan_sweep([I3, I1, I1, I2], ["10.0.0.3", "10.0.0.1", "10.0.0.1"], set(), set(), BLUE)
+    plan = plan_sweep([I3, I1, I1, I2], ["10.0.0.3", "10.0.0.1", "10.0.0.1"], {}, set(), BLUE)
     assert plan.stale_instances == (I1, I2, I3)
     assert plan.stale_config_ips == ("10.0.0.1", "10.0.0.3")
     assert isinstance(plan, SweepPlan) and not plan.empty
 
 
 def test_plan_does_not_mutate_inputs():
-    live_uids, live_ips = {"u-1"}, {"10.0.0.1"}
+    live, live_ips = {"u-1": "10.0.0.1"}, {"10.0.0.1"}
     insts = [I1, I2]
-    plan_sweep(insts, {"10.0.0.2"}, live_uids, live_ips, BLUE)
-    assert live_uids == {"u-1"} and live_ips == {"10.0.0.1"} and insts == [I1, I2]
+    plan_sweep(insts, {"10.0.0.2"}, live, live_ips, BLUE)
+    assert live == {"u-1": "10.0.0.1"} and live_ips == {"10.0.0.1"} and insts == [I1, I2]

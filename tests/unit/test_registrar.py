@@ -106,11 +106,39 @@ async def test_a_pod_registered_before_keeps_the_config_written_for_it():
     setup = Setup()
     spec = registry_spec()
     await setup.registrar.client(spec)
-    marked = dataclasses.replace(pod(0, "sync"), registered=True)
+    ip = pod(0, "sync").ip
+    marked = dataclasses.replace(pod(0, "sync"), registered=True, registered_ip=ip)
     setup.registry.configs[NAME] = {marked.ip}
     result = await setup.registrar.sync(spec, [marked], PORT, 0, NOW, OWNER)
     assert setup.registry.configs[NAME] == {marked.ip} and result.to_mark == ()
     assert ("register", entry(marked).address) in setup.registry.calls
+
+
+async def test_a_mark_of_an_earlier_version_names_no_ip_keeps_the_config_and_is_written_again_with_it():
+    setup = Setup()
+    spec = registry_spec()
+    await setup.registrar.client(spec)
+    marked = dataclasses.replace(pod(0, "sync"), registered=True)  # registered_ip None: an older mark
+    setup.registry.configs[NAME] = {marked.ip}
+    result = await setup.registrar.sync(spec, [marked], PORT, 0, NOW, OWNER)
+    assert setup.registry.configs[NAME] == {marked.ip}  # its IP, as before: nothing claimed
+    assert [p.name for p in result.to_mark] == [marked.name]
+
+
+async def test_a_pod_whose_ip_changed_leaves_its_old_address_and_claims_the_new_one():
+    setup = Setup()
+    spec = registry_spec()
+    await setup.registrar.client(spec)
+    before = dataclasses.replace(pod(0, "sync"), registered=True, registered_ip="10.0.9.9")
+    setup.registry.instances[NAME] = {f"10.0.9.9:{PORT}": dataclasses.replace(entry(before), ip="10.0.9.9")}
+    setup.registry.configs[NAME] = {before.ip, "10.0.9.9"}  # the new IP's: a previous holder's
+    result = await setup.registrar.sync(spec, [before], PORT, 0, NOW, OWNER)
+    assert set(setup.registry.instances[NAME]) == {entry(before).address}
+    assert ("claim", entry(before).address) in setup.registry.calls
+    assert before.ip not in setup.registry.configs[NAME]
+    [(gone, why)] = result.deregistered
+    assert gone.ip == "10.0.9.9" and why.reason == "AddressChanged"
+    assert [p.name for p in result.to_mark] == [before.name]
 
 
 async def test_sync_waits_out_the_warm_up_and_says_when_to_come_back():

@@ -7,7 +7,13 @@ registry moved away from cleaned, and said so until it is."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+
+import pytest
+
 from infer_operator import kinds, labels
+from infer_operator.podview import PodView
 from tests.support.fakes import StubRegistry
 from tests.support.reconcile_world import ETCD, NAME, NS, World, pod_body, revised
 
@@ -223,3 +229,115 @@ async def test_a_registry_renamed_but_the_same_store_has_nothing_to_clean():
     await world.run()
     assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
     assert "retiredRegistries" not in world.status()
+
+
+# -- can serve (registration/serving.py), in every state of the world ----------------------------
+
+
+def set_pod(world: World, ordinal: int, **changes) -> None:
+    """Change a pod as the kubelet, the node controller or another controller would."""
+    body = world.kube.objects[("v1", "Pod", NS, f"{NAME}-{ordinal}")]
+    if "ip" in changes:
+        body["status"]["podIP"] = changes["ip"]
+    for gate, true in changes.get("gates", {}).items():
+        for condition in body["status"]["conditions"]:
+            if condition["type"] == gate:
+                condition["status"] = "True" if true else "False"
+    if "ready" in changes:
+        for condition in body["status"]["conditions"]:
+            if condition["type"] in ("Ready", "ContainersReady"):
+                condition["status"] = "True" if changes["ready"] else "False"
+
+
+async def test_a_pod_on_a_lost_node_leaves_the_registry_at_once_and_comes_back_with_its_node():
+    world = World(replicas=2, registry=ETCD)
+    world.add_pods(*(pod_body(i, "sync", finalizers=(labels.POD_FINALIZER,), node=f"node-{i}") for i in (0, 1)))
+    world.nodes(**{"node-0": "True", "node-1": "True"})
+    await world.run(apply_objects=True)
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000", "10.0.0.11:8000"}
+    world.nodes(**{"node-0": "True", "node-1": "Unknown"})  # the node controller's mark of a lost node
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    [(pod, kind, reason, message)] = world.posted
+    assert (pod, kind, reason) == (f"{NAME}-1", "Warning", "NodeLost") and "node-1 is not Ready (Unknown)" in message
+    assert world.condition("RegistrySynced")["status"] == "True" and world.status()["registered"] == 1
+    world.nodes(**{"node-0": "True", "node-1": "True"})
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000", "10.0.0.11:8000"}
+
+
+async def test_a_pod_whose_own_readiness_gate_is_false_is_not_listed_until_it_is_true():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,), gates={"example.com/model-warm": False}))
+    await world.run(apply_objects=True)
+    assert not world.registry.instances.get(NAME)
+    set_pod(world, 0, gates={"example.com/model-warm": True})
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    set_pod(world, 0, gates={"example.com/model-warm": False})  # the other controller takes it back
+    await world.run()
+    assert not world.registry.instances[NAME]
+    assert [p[2] for p in world.posted] == ["ReadinessGatePending"]
+
+
+async def test_a_pod_whose_ip_changed_is_listed_at_its_new_address_only():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    await world.run(apply_objects=True)
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    set_pod(world, 0, ip="10.0.0.99")  # its sandbox was re-created (node reboot, CNI restart)
+    world.registry.configs[NAME] = {"10.0.0.99"}  # the new address's config: a previous holder's
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.99:8000"}
+    assert world.registry.configs[NAME] == set()  # claimed: nothing of a previous holder is inherited
+    assert [p[2] for p in world.posted] == ["AddressChanged"]
+
+
+@pytest.mark.parametrize("blocked_by", ["apply refused", "paused", "invalid spec"])
+async def test_registry_upkeep_goes_on_whatever_else_fails(blocked_by):
+    world = World(replicas=2, registry=ETCD)
+    world.add_pods(*(pod_body(i, "sync", finalizers=(labels.POD_FINALIZER,)) for i in (0, 1)))
+    await world.run(apply_objects=True)
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000", "10.0.0.11:8000"}
+    body = world.kube.objects[(kinds.INFERENCE_SERVICE.api_version, labels.KIND, NS, NAME)]
+    if blocked_by == "apply refused":  # e.g. an immutable field, a webhook, a quota
+        world.kube.fail("apply", 422, kind="StatefulSet", count=100, message="spec: Forbidden: updates to statefulset")
+        world.patch_spec(template={**body["spec"]["template"], "metadata": {"labels": {"team": "other"}}})
+    elif blocked_by == "paused":
+        body["metadata"]["annotations"] = {labels.ANNOTATION_PAUSED: "true"}
+    else:
+        world.patch_spec(replicas=-1)
+    await world.run(apply_objects=True)
+    set_pod(world, 1, ready=False)  # a sync pod stops answering meanwhile
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000"}
+    set_pod(world, 1, ready=True)
+    await world.run()
+    assert set(world.registry.instances[NAME]) == {"10.0.0.10:8000", "10.0.0.11:8000"}
+    if blocked_by == "paused":
+        assert world.condition("Progressing")["reason"] == "Paused"
+    else:
+        assert world.condition("Degraded")["status"] == "True"
+
+
+async def test_the_successor_of_a_deleted_pod_gets_its_role_while_an_apply_is_refused():
+    world = World(replicas=2, syncReplicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    world.kube.fail("apply", 422, kind="StatefulSet", count=100, message="spec: Forbidden")
+    await world.run(apply_objects=True)
+    assert world.condition("Degraded")["reason"] == "InvalidPodTemplate"
+    world.add_pods(pod_body(1))  # made by the StatefulSet as it was
+    await world.run()
+    assert world.pod(1)["metadata"]["labels"][labels.LABEL_ROLE] == "async"
+
+
+def test_the_warm_up_is_counted_on_the_operators_clock_not_the_nodes():
+    world = World(replicas=1, registry=ETCD)
+    now = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
+    ahead = PodView.from_body(pod_body(0, "sync"))
+    ahead = dataclasses.replace(ahead, serving_since=now + datetime.timedelta(hours=1))  # the node's clock
+    [seen] = world.reconciler.registry._with_observed_readiness([ahead], now)
+    assert seen.serving_since == now
+    later = now + datetime.timedelta(seconds=30)
+    [again] = world.reconciler.registry._with_observed_readiness([ahead], later)
+    assert again.serving_since == now  # first seen then: the warm-up is not restarted

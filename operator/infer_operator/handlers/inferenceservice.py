@@ -41,13 +41,19 @@ async def services_by_place(body: kopf.Body, namespace: str, name: str, **_: Any
 
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL)
 async def inferenceservice_changed(
-    body: kopf.Body, namespace: str, name: str, pods_by_service: kopf.Index, services_by_place: kopf.Index, **_: Any
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    pods_by_service: kopf.Index,
+    services_by_place: kopf.Index,
+    nodes_by_name: kopf.Index,
+    **_: Any,
 ) -> None:
     # Spec changes are noticed by generation inside the pass; this only makes it prompt. (A
     # coroutine: kopf runs plain functions in threads, and the cleanup starts a task on this loop.)
     RUNTIME.services.poke(namespace, name)
     if body.get("metadata", {}).get("deletionTimestamp"):
-        RUNTIME.service_releaser.handle(body, Views(pods_by_service, services_by_place))
+        RUNTIME.service_releaser.handle(body, Views(pods_by_service, services_by_place, nodes_by_name))
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, id="reconcile", cancellation_timeout=10.0)
@@ -60,13 +66,14 @@ async def reconcile_loop(
     logger: logging.Logger,
     pods_by_service: kopf.Index,
     services_by_place: kopf.Index,
+    nodes_by_name: kopf.Index,
     **_: Any,
 ) -> None:
     records = RUNTIME.services
     record = records.hold(namespace, name, uid)
     waker = record.wakeup
     waker.poke(objects=True)
-    views = Views(pods_by_service, services_by_place)
+    views = Views(pods_by_service, services_by_place, nodes_by_name)
     involved = reference(labels.API_VERSION, labels.KIND, namespace, name, uid)
 
     def post(event_type: str, reason: str, message: str) -> None:
@@ -80,6 +87,7 @@ async def reconcile_loop(
         post,
         releaser=RUNTIME.releaser,
         owned=RUNTIME.owned,
+        post_event=RUNTIME.events.post,
         schedule=Schedule(
             resync_seconds=options.resync_seconds,
             audit_seconds=options.audit_seconds,

@@ -30,12 +30,13 @@ async def pod_changed(
     namespace: str,
     pods_by_service: kopf.Index,
     services_by_place: kopf.Index,
+    nodes_by_name: kopf.Index,
     **_: Any,
 ) -> None:
     pod = PodView.from_body(body)
     if not pod.service:
         return
-    views = Views(pods_by_service, services_by_place)
+    views = Views(pods_by_service, services_by_place, nodes_by_name)
     if RUNTIME.views is None:
         RUNTIME.views = views  # for release_early: kopf's indexes are the same objects on every call
     if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers:

@@ -23,12 +23,16 @@ from typing import Any
 
 from infer_operator import kinds
 from infer_operator.kopf_hooks.base import MARK, Unavailable
-from infer_operator.slim import OWNED, POD, WHOLE, slim
+from infer_operator.slim import NODE, OWNED, POD, WHOLE, slim
 
 log = logging.getLogger(__name__)
 
 # (API group, plural) -> what of its objects is kept (slim.py)
-_SHAPES = {(kinds.POD.group, kinds.POD.plural): POD, **{(kind.group, kind.plural): OWNED for kind in kinds.OWNED}}
+_SHAPES = {
+    (kinds.POD.group, kinds.POD.plural): POD,
+    (kinds.NODE.group, kinds.NODE.plural): NODE,
+    **{(kind.group, kind.plural): OWNED for kind in kinds.OWNED},
+}
 
 
 def install(on_pods_listed: Callable[[Any], None], on_pod_event: Callable[[dict[str, Any]], None]) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infer_operator import labels
-from infer_operator.podview import PodView
+from infer_operator.podview import MARK_AT, PodView
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,17 @@ def condition(kind: str, reason: str, message: str, now: str) -> dict[str, Any]:
 def pod_conditions(
     marks: Iterable[PodView], openings: Iterable[Opening], registry_service: str, now: str
 ) -> dict[str, tuple[PodView, list[dict[str, Any]]]]:
-    """Conditions to write, per pod name: the registration mark and the gate go in one patch."""
+    """Conditions to write, per pod name: the registration mark and the gate go in one patch. The
+    mark names the IP the pod was registered at (`PodView.registered_ip` reads it back): a pod
+    registered at a new IP claims it again."""
     out: dict[str, tuple[PodView, list[dict[str, Any]]]] = {}
     for pod in marks:
         out.setdefault(pod.name, (pod, []))[1].append(
             condition(
-                labels.CONDITION_REGISTERED, "Registered", f"registered as an instance of {registry_service}", now
+                labels.CONDITION_REGISTERED,
+                "Registered",
+                f"registered as an instance of {registry_service}{MARK_AT}{pod.ip}",
+                now,
             )
         )
     for opening in openings:

@@ -30,7 +30,6 @@ from infer_operator.api.errors import describe_validation_error
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, name_problems, parse_spec
 from infer_operator.builders import Owner
 from infer_operator.clients.kube import KubeClient
-from infer_operator.notes import Condition
 from infer_operator.ownership import OwnedObjects
 from infer_operator.podview import PodView
 from infer_operator.reconcile.audit import PodAudit
@@ -42,7 +41,7 @@ from infer_operator.reconcile.status import Outcome, Problem, compute_status
 from infer_operator.reconcile.status_writer import STATUS_INTERVAL_SECONDS, StatusWriter
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS, EmitEvent, PassNotes
 from infer_operator.records import ServiceRecord
-from infer_operator.registration.releaser import PodReleaser, parse_registry
+from infer_operator.registration.releaser import PodReleaser, PostEvent, parse_registry
 from infer_operator.registration.sharing import NO_VIEWS, Views
 from infer_operator.registry.model import ServiceRef
 
@@ -63,6 +62,7 @@ class ServiceReconciler:
         schedule: Schedule | None = None,
         owned: OwnedObjects | None = None,
         status_interval: float = STATUS_INTERVAL_SECONDS,
+        post_event: PostEvent | None = None,
     ):
         self.record = record
         self.logger = logger
@@ -72,10 +72,11 @@ class ServiceReconciler:
         self.audit = PodAudit(kube, namespace, name, logger, releaser)
         self.objects = Objects(kube, namespace, name, logger, owned=owned if owned is not None else OwnedObjects())
         self.pods = PodWrites(kube, namespace, name, logger, emit)
-        self.registry = RegistrySync(kube, record, logger, releaser)
+        self.registry = RegistrySync(kube, record, logger, releaser, post_event)
         self.status = StatusWriter(kube, namespace, name, logger, emit, interval=status_interval)
         self.paused = False
         self.ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
+        self.last_spec: InferenceServiceSpec | None = None  # the last valid spec: the registry's upkeep goes by it
 
     @property
     def namespace(self) -> str:
@@ -103,8 +104,13 @@ class ServiceReconciler:
     ) -> float | None:
         """Reconcile once (`pods`: the index's view of the service's pods; `apply_objects`: a
         wake-up asked for the owned objects to be re-applied; `views`: the watches' view of the
-        services sharing its registry). Returns the seconds until the next pass is due at the
-        latest, or None when the InferenceService is gone."""
+        services sharing its registry, and of the nodes). Returns the seconds until the next pass
+        is due at the latest, or None when the InferenceService is gone.
+
+        The registry's upkeep (registering the pods that can serve, deregistering those that
+        cannot, the sweep) goes on whatever else fails: an apply refused, an invalid spec (it then
+        goes by the last valid one), a paused service. Pausing stops the workload's changes only
+        (applies, role labels, restarts)."""
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
         previous_status = dict(body.get("status") or {})
@@ -121,14 +127,11 @@ class ServiceReconciler:
             spec, notes.problem = None, Problem("InvalidSpec", "; ".join(bad_name))
         if spec is not None:
             self._report_ratcheted(spec, generation)
-        registry_in_use = spec is not None and spec.registry.in_use
-        paused = (meta.get("annotations") or {}).get(labels.ANNOTATION_PAUSED) == "true"
-        if self.paused and not paused:
-            self.paused = False
-            self.logger.info(f"Reconciling {self.name} resumes.")
-            self.emit("Normal", "Resumed", f"the {labels.ANNOTATION_PAUSED} annotation is gone")
-        if paused and spec is not None:
-            return await self._paused(spec, pods, generation, previous_status)
+            self.last_spec = spec
+        upkeep = self.last_spec  # what the registry's upkeep goes by: the spec, else the last valid one
+        registry_in_use = upkeep is not None and upkeep.registry.in_use
+        paused = self._paused((meta.get("annotations") or {}).get(labels.ANNOTATION_PAUSED) == "true")
+        changes = spec is not None and not paused  # the workload is changed only by a valid, unpaused spec
 
         # what is due, and the audit
         due = self.schedule.take(time.monotonic(), sweeps=registry_in_use)
@@ -139,7 +142,7 @@ class ServiceReconciler:
 
         # apply (the Services target the pods' named port once every pod has it)
         named_target = all(pod.sync_port is not None for pod in pods if not pod.deleting)
-        if spec is not None and self.objects.due(
+        if changes and self.objects.due(
             asked=apply_objects, resync=due.resync, generation=generation, named_target=named_target
         ):
             await self.objects.apply(Owner.from_body(body), spec, generation, named_target, notes)
@@ -147,15 +150,17 @@ class ServiceReconciler:
         # registry: the one in use, and those moved away from (remembered in the status)
         recorded = parse_registry(previous_status.get("registry"))
         retired = [r for r in map(parse_registry, previous_status.get("retiredRegistries") or []) if r]
-        if spec is not None:
-            retired = registry_moves(recorded, retired, spec.registry, self.name)
-            recorded = spec.registry
+        if upkeep is not None:
+            retired = registry_moves(recorded, retired, upkeep.registry, self.name)
+            recorded = upkeep.registry
         holds = await self.registry.hold_finalizer(meta, wanted=registry_in_use or bool(retired))
 
-        if spec is not None and notes.problem is None:
+        # pods, then the registry's upkeep
+        if changes:
             await self.pods.update(spec, pods, self.objects.update_revision, notes)
+        if upkeep is not None:
             await self.registry.sync(
-                spec,
+                upkeep,
                 pods,
                 holds=holds,
                 sweep_due=due.sweep,
@@ -168,11 +173,11 @@ class ServiceReconciler:
             await self.pods.write_conditions(
                 pods,
                 registry_in_use=registry_in_use,
-                registry_service=self.registry.service_of(spec.registry),
+                registry_service=self.registry.service_of(upkeep.registry),
                 notes=notes,
             )
-        if retired and spec is not None:
-            retired = await self.registry.clean_moved(spec.registry, retired, owner, views, notes)
+        if retired and upkeep is not None:
+            retired = await self.registry.clean_moved(upkeep.registry, retired, owner, views, notes)
 
         # status
         notes.retry_sooner(self.schedule.next_in(time.monotonic(), sweeps=registry_in_use))
@@ -183,6 +188,7 @@ class ServiceReconciler:
             pending_flips=notes.pending_flips,
             outdated=notes.outdated,
             update_revision=self.objects.update_revision,
+            paused=paused,
             url=_url(self.namespace, self.name, spec),
             registered=notes.registered,
             registry_condition=notes.registry_condition,
@@ -196,33 +202,20 @@ class ServiceReconciler:
         notes.retry_sooner(self.status.retry_in)
         return notes.retry
 
-    async def _paused(
-        self, spec: InferenceServiceSpec, pods: Sequence[PodView], generation: int, previous_status: dict[str, Any]
-    ) -> float | None:
-        """The `infer-operator.io/paused` annotation: report what is there, change nothing."""
-        if not self.paused:
-            self.logger.info(f"Reconciling {self.name} is paused ({labels.ANNOTATION_PAUSED}).")
+    def _paused(self, annotated: bool) -> bool:
+        """Follow the `infer-operator.io/paused` annotation: an event and a line when it comes and
+        goes; a resumed service applies its spec as it is then."""
+        if annotated and not self.paused:
+            self.logger.info(
+                f"Reconciling {self.name} is paused ({labels.ANNOTATION_PAUSED}); its registry is still kept."
+            )
             self.emit("Normal", "Paused", f"reconciling is paused by the {labels.ANNOTATION_PAUSED} annotation")
-        self.paused = True
-        self.objects.forget_generation()  # resuming applies the spec as it is then
-        previous = {c.get("type"): c for c in previous_status.get("conditions") or []}
-        kept = previous.get("RegistrySynced")
-        outcome = Outcome(
-            generation=generation,
-            paused=True,
-            url=_url(self.namespace, self.name, spec),
-            registered=previous_status.get("registered"),
-            registry_condition=(
-                Condition(kept["status"] == "True", kept["reason"], kept.get("message", "")) if kept else None
-            ),
-            registry=previous_status.get("registry"),
-            retired_registries=list(previous_status.get("retiredRegistries") or []),
-        )
-        desired = compute_status(self.name, spec, pods, outcome, previous_status)
-        if not await self.status.write(previous_status, desired, spec):
-            return None
-        retry = self.status.retry_in
-        return retry if retry is not None else self.schedule.resync_seconds
+            self.objects.forget_generation()
+        elif not annotated and self.paused:
+            self.logger.info(f"Reconciling {self.name} resumes.")
+            self.emit("Normal", "Resumed", f"the {labels.ANNOTATION_PAUSED} annotation is gone")
+        self.paused = annotated
+        return annotated
 
     def _report_ratcheted(self, spec: InferenceServiceSpec, generation: int) -> None:
         """A template stored before the API refused fields the operator sets: it still works (the

@@ -2,9 +2,8 @@
 it has registry data to clean, the registered set made to match the pods, the periodic sweep, and
 the registries it moved away from cleaned.
 
-State: when this operator first saw each pod's containers ready (the warm-up's clock), whether a
-pass ran yet, the last sweep's error, and the backoff for a registry moved away from that cannot
-be cleaned yet.
+State: when this operator first saw each pod's containers ready (the warm-up's clock), the last
+sweep's error, and the backoff for a registry moved away from that cannot be cleaned yet.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 from infer_operator import labels
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec
 from infer_operator.backoff import Backoff
+from infer_operator.clients.events import reference
 from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.notes import Condition
 from infer_operator.podview import PodView
@@ -26,7 +26,7 @@ from infer_operator.reconcile.audit import read_service_pods
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS, PassNotes
 from infer_operator.records import ServiceRecord
 from infer_operator.registration.registrar import ReadFailed, Registrar, RegistryConfigError
-from infer_operator.registration.releaser import PodReleaser
+from infer_operator.registration.releaser import PodReleaser, PostEvent
 from infer_operator.registration.sharing import Views, live_ips, read_pods
 from infer_operator.registry.model import RegistryError, ServiceRef
 
@@ -37,10 +37,9 @@ class RegistrySync:
     record: ServiceRecord
     logger: logging.Logger | logging.LoggerAdapter
     releaser: PodReleaser
-    # When this operator first saw each pod's containers ready. API timestamps have one-second
-    # resolution; counting registerDelaySeconds from the later of the two never makes the warm-up shorter.
+    post: PostEvent | None = None  # posts events about the pods
+    # When this operator first saw each pod's containers ready: the warm-up's clock.
     serving_seen: dict[str, datetime.datetime] = field(default_factory=dict)
-    first_pass: bool = True
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
 
@@ -134,7 +133,17 @@ class RegistrySync:
             now,
             owner,
             releasing=self.releaser.releasing,
+            node=views.node,
         )
+        for instance, why in result.deregistered if self.post is not None else ():
+            # A pod that stopped being able to serve leaves at once, and says why.
+            self.post(
+                reference("v1", "Pod", instance.namespace, instance.pod, instance.uid),
+                "Warning" if why.reason == "NodeLost" else "Normal",
+                why.reason,
+                f"Pod {instance.pod} left the registry ({instance.address} in {self.service_of(spec.registry)}): "
+                f"{why.message}",
+            )
         notes.to_mark, notes.registered_uids = result.to_mark, result.registered_uids
         condition = result.condition
         if sweep_due:
@@ -214,18 +223,14 @@ class RegistrySync:
         return left
 
     def _with_observed_readiness(self, pods: Sequence[PodView], now: datetime.datetime) -> list[PodView]:
-        # registerDelaySeconds counts from when this operator saw the containers ready (a clock it
-        # trusts); on the first pass after a (re)start the API's timestamp is all there is to go on.
-        default = {pod.uid: (pod.serving_since or now) if self.first_pass else now for pod in pods}
-        seen = {pod.uid: self.serving_seen.get(pod.uid, default[pod.uid]) for pod in pods if pod.serving}
+        """The pods with `serving_since` as this operator's clock saw it: when it first saw their
+        containers ready. The kubelet's `lastTransitionTime` is another machine's clock (a node an
+        hour ahead once kept a Ready pod out of the registry for that hour), so it is not used;
+        after an operator restart the warm-up of pods not registered yet starts again (registered
+        ones stay listed: plans.plan_registration)."""
+        seen = {pod.uid: self.serving_seen.get(pod.uid, now) for pod in pods if pod.serving}
         self.serving_seen = seen
-        self.first_pass = False
-        return [
-            dataclasses.replace(pod, serving_since=max(pod.serving_since or seen[pod.uid], seen[pod.uid]))
-            if pod.serving
-            else pod
-            for pod in pods
-        ]
+        return [dataclasses.replace(pod, serving_since=seen[pod.uid]) if pod.serving else pod for pod in pods]
 
 
 def registry_moves(

@@ -1,21 +1,22 @@
 """What belongs in the registry, and what a pass or a sweep changes there: pure decisions.
 
-Registered set == sync pods whose containers are ready (the app answers its readiness probe), not
-terminating, and so for registerDelaySeconds. The pod's own Ready condition waits for the
-registration (the readiness gate, labels.CONDITION_READY), so it cannot be the test here.
-The per-pass plan only touches entries whose IP is held by a pod the operator knows; entries for
-unknown IPs are the sweep's business, which re-reads the pods from the API before removing them.
+Registered set == sync pods that can serve (registration/serving.py: not terminating, containers
+ready, the user's readiness gates True, node not lost, at their current IP), and so for
+registerDelaySeconds as the operator's clock counts it. The per-pass plan touches entries whose IP
+is held by a pod the operator knows, and entries naming one of its pods at another address (the
+pod's IP changed); entries for unknown IPs are the sweep's business, which re-reads the pods from
+the API before removing them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from infer_operator import labels
 from infer_operator.podview import PodView
+from infer_operator.registration.serving import NodeLookup, Verdict, can_serve, no_nodes
 from infer_operator.registry.model import Instance, ServiceRef, is_ip
 
 
@@ -48,19 +49,30 @@ def owns(owner: ServiceRef, instance: Instance) -> bool:
 class Desired:
     instances: dict[str, Instance]  # address -> instance
     next_due: float | None  # seconds until a warming-up pod becomes due, if any
-    warming: dict[str, Instance] = dataclasses.field(default_factory=dict)  # Ready, not yet due
+    warming: dict[str, Instance] = dataclasses.field(default_factory=dict)  # can serve, not yet due
+    refused: dict[str, Verdict] = dataclasses.field(default_factory=dict)  # uid -> why a sync pod cannot serve
 
 
 def desired_instances(
-    pods: Iterable[PodView], port: int, register_delay: float, now: datetime.datetime, owner: ServiceRef | None = None
+    pods: Iterable[PodView],
+    port: int,
+    register_delay: float,
+    now: datetime.datetime,
+    owner: ServiceRef | None = None,
+    node: NodeLookup = no_nodes,
 ) -> Desired:
-    """The instances of the due, serving sync pods. Each is registered at the port it was started
-    with (its named container port), `port` (spec.sync.port) for pods made before ports were named."""
+    """The instances of the sync pods that can serve (registration/serving.py) and are due. Each
+    is registered at the port it was started with (its named container port), `port`
+    (spec.sync.port) for pods made before ports were named. `node` looks a node up by name."""
     instances: dict[str, Instance] = {}
     warming: dict[str, Instance] = {}
+    refused: dict[str, Verdict] = {}
     next_due: float | None = None
     for pod in pods:
-        if pod.deleting or not pod.serving or pod.role != labels.ROLE_SYNC or not pod.ip or pod.ordinal is None:
+        verdict = can_serve(pod, node)
+        if not verdict.ok:
+            if verdict.reason != "NotSync":
+                refused[pod.uid] = verdict
             continue
         if register_delay > 0:
             since = pod.serving_since or now
@@ -71,7 +83,7 @@ def desired_instances(
                 continue
         instance = instance_for(pod, pod.sync_port or port, owner)
         instances[instance.address] = instance
-    return Desired(instances, next_due, warming)
+    return Desired(instances, next_due, warming, refused)
 
 
 @dataclass(frozen=True)
@@ -90,32 +102,37 @@ def plan_registration(
 ) -> RegistrationPlan:
     """Register what is missing or differs; deregister our entries of known pods that are not wanted.
 
-    A pod registered for the first time claims its IP: a per-IP config written
-    before then belongs to a previous holder. A pod is new when it carries no registration mark
-    and no listed entry names it (an entry of an earlier operator run is adopted instead).
-    Entries of other owners are never removed here, and an entry whose IP no known pod holds is
-    left alone: the pod index may lag, and only the sweep (with a fresh read of the pods) may
-    call such an entry stale. An entry that is exactly a warming-up pod's stays: it was registered
-    before (e.g. before an operator restart), and pulling it for the warm-up would be a needless blip.
+    A pod registered at an IP for the first time claims it: a per-IP config written before then
+    belongs to a previous holder. A pod is new at its IP when its registration mark names another
+    IP or none and no listed entry names it at that IP (an entry of an earlier operator run is
+    adopted instead); so a pod whose IP changed claims the new one. Entries of other owners are
+    never removed here. Ours go when they name a known pod at an address it is not wanted at (it
+    cannot serve, or its IP changed), or sit at a known pod's IP unwanted; an entry whose IP no
+    known pod holds and that names no known pod is left alone: the pod index may lag, and only the
+    sweep (with a fresh read of the pods) may call such an entry stale. An entry that is exactly a
+    warming-up pod's stays: it was registered before (e.g. before an operator restart), and
+    pulling it for the warm-up would be a needless blip.
     """
     warming = warming or {}
     listed = list(listed)
     known = list(known_pods)
     listed_by_address = {i.address: i for i in listed}
-    listed_uids = {i.uid for i in listed}
-    marked = {p.uid for p in known if p.registered}
+    listed_at = {(i.uid, i.ip) for i in listed}
+    marked_at = {(p.uid, p.registered_ip or p.ip) for p in known if p.registered}
     claim, register = [], []
     for address, inst in sorted(desired.items()):
         if listed_by_address.get(address) == inst:
             continue
-        (register if inst.uid in marked or inst.uid in listed_uids else claim).append(inst)
+        held = (inst.uid, inst.ip) in marked_at or (inst.uid, inst.ip) in listed_at
+        (register if held else claim).append(inst)
     known_ips = {p.ip for p in known if p.ip}
+    known_uids = {p.uid for p in known}
     deregister = tuple(
         inst
         for inst in listed
         if (owner is None or owns(owner, inst))
         and inst.address not in desired
-        and inst.ip in known_ips
+        and (inst.ip in known_ips or inst.uid in known_uids)
         and warming.get(inst.address) != inst
     )
     return RegistrationPlan(tuple(claim), tuple(register), deregister)
@@ -135,25 +152,29 @@ class SweepPlan:
 def plan_sweep(
     instances: Iterable[Instance],
     config_ips: Iterable[str],
-    live_uids: set[str] | None,
+    live_pods: Mapping[str, str | None] | None,
     live_ips: set[str] | None,
     owner: ServiceRef | None = None,
 ) -> SweepPlan:
     """What a sweep removes, from a fresh read of the pods. None for either set (the pods could
     not be read) -> an empty plan: when in doubt, keep.
 
-    - an instance entry goes when it is ours (`owns`) and names no live pod of ours (`live_uids`),
-      also when its IP has a new holder: the entry belongs to the pod it names;
+    - an instance entry goes when it is ours (`owns`) and names no live pod of ours (`live_pods`:
+      uid -> its current IP), also when its IP has a new holder: the entry belongs to the pod it
+      names; and when the pod it names holds another IP now (its sandbox was re-created);
     - a per-IP config goes when its key is an IP (other keys belong to other tools), no live pod
       of any InferenceService sharing the registry service holds it (`live_ips`), and no entry of
       another owner sits at that IP (whoever wrote it may have live pods we cannot see).
     With `owner` None every entry counts as ours (a tool's view of one service).
     """
-    if live_uids is None or live_ips is None:
+    if live_pods is None or live_ips is None:
         return SweepPlan(skipped_reason="live pods unknown; keeping everything")
     instances = list(instances)
     ours = [i for i in instances if owner is None or owns(owner, i)]
     foreign_ips = {i.ip for i in instances if owner is not None and not owns(owner, i)}
-    stale_inst = sorted({i for i in ours if i.uid not in live_uids}, key=lambda i: (i.ip, i.port, i.pod))
+    stale_inst = sorted(
+        {i for i in ours if i.uid not in live_pods or live_pods[i.uid] not in (None, i.ip)},
+        key=lambda i: (i.ip, i.port, i.pod),
+    )
     stale_cfg = sorted({ip for ip in config_ips if is_ip(ip) and ip not in live_ips and ip not in foreign_ips})
     return SweepPlan(tuple(stale_inst), tuple(stale_cfg))

@@ -26,10 +26,11 @@ from infer_operator.clients.kube import KubeClient, KubeError
 from infer_operator.notes import Condition
 from infer_operator.podview import PodView
 from infer_operator.registration.actions import apply_sweep
-from infer_operator.registration.plans import desired_instances, plan_registration, plan_sweep
+from infer_operator.registration.plans import Desired, desired_instances, plan_registration, plan_sweep
+from infer_operator.registration.serving import NodeLookup, Verdict, no_nodes
 from infer_operator.registry.backends import Measured, connect
 from infer_operator.registry.base import Registry
-from infer_operator.registry.model import RegistryError, ServiceRef
+from infer_operator.registry.model import Instance, RegistryError, ServiceRef
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,26 @@ class SyncResult:
     registered: int
     condition: Condition  # RegistrySynced
     retry_in: float | None = None
-    to_mark: tuple[PodView, ...] = ()  # registered pods without the registration mark yet
+    to_mark: tuple[PodView, ...] = ()  # registered pods whose registration mark is missing or names another IP
     registered_uids: frozenset[str] = frozenset()  # the pods listed in the registry after this pass
+    deregistered: tuple[tuple[Instance, Verdict], ...] = ()  # entries this pass removed, and why
+
+
+def _why_deregistered(instance: Instance, desired: Desired, pods: list[PodView]) -> Verdict:
+    """Why a pass removed an entry of one of the service's pods."""
+    if instance.uid in desired.refused:
+        return desired.refused[instance.uid]
+    pod = next((p for p in pods if p.uid == instance.uid), None)
+    if pod is not None and pod.ip and pod.ip != instance.ip:
+        return Verdict(False, "AddressChanged", f"its IP is {pod.ip} now")
+    if pod is None:
+        return Verdict(False, "Replaced", f"another pod holds {instance.ip} now")
+    return Verdict(False, "NotWanted", "it is not to be listed now")
+
+
+def live_pods(pods: list[PodView]) -> dict[str, str | None]:
+    """uid -> current IP of the pods that are not terminating (the sweep's view of who lives where)."""
+    return {pod.uid: pod.ip for pod in pods if not pod.deleting}
 
 
 def registry_service_name(spec_registry: RegistrySpec, isvc_name: str) -> str:
@@ -193,9 +212,11 @@ class Registrar:
         now: datetime.datetime,
         owner: ServiceRef,
         releasing: Callable[[str], bool] = lambda uid: False,
+        node: NodeLookup = no_nodes,
     ) -> SyncResult:
-        """Make the registry list exactly the due, Ready, sync pods (of those the operator knows)
-        under `owner`'s name; a pod registered for the first time claims its IP.
+        """Make the registry list exactly the sync pods that can serve and are due (of those the
+        operator knows; registration/serving.py), under `owner`'s name; a pod registered at an
+        IP for the first time claims it. `node` looks a node up by name.
 
         `releasing(uid)`: whether the pod's release has started. A release starts from the watch
         stream, before the index (so `pods`) shows the pod deleted; such a pod is never written
@@ -208,19 +229,20 @@ class Registrar:
         except RegistryError as exc:
             return SyncResult(0, Condition(False, "RegistryUnreachable", str(exc)), self.backoff.next())
         service = self.service_of(spec_registry)
-        desired = desired_instances(pods, port, register_delay, now, owner)
+        desired = desired_instances(pods, port, register_delay, now, owner, node)
         asked = (
             self._fingerprint,
             service,
             frozenset(desired.instances.items()),
             frozenset(desired.warming.items()),
-            frozenset((p.uid, p.ip, p.registered) for p in pods),
+            frozenset((p.uid, p.ip, p.registered, p.registered_ip) for p in pods),
         )
         if self._synced is not None:
             last_asked, read_at, last = self._synced
             if last_asked == asked and time.monotonic() - read_at < self.recheck_seconds:
                 return dataclasses.replace(last, retry_in=desired.next_due)
         self._synced = None
+        deregistered: list[tuple[Instance, Verdict]] = []
         try:
             listing = await registry.list_instances(service)
             plan = plan_registration(desired.instances, listing.instances, pods, desired.warming, owner)
@@ -241,11 +263,10 @@ class Registrar:
                 log.info(f"Registered {instance.pod} ({instance.address}) as an instance of {service}.")
             for instance in plan.deregister:
                 await registry.deregister(service, instance.ip, instance.port, instance.uid)
-                metrics.DEREGISTRATIONS.labels(self.backend, "not-ready").inc()
-                log.info(
-                    f"Deregistered {instance.pod} ({instance.address}) from {service}: it is no "
-                    f"longer a Ready sync pod."
-                )
+                why = _why_deregistered(instance, desired, pods)
+                metrics.DEREGISTRATIONS.labels(self.backend, why.reason).inc()
+                log.info(f"Deregistered {instance.pod} ({instance.address}) from {service}: {why.message}.")
+                deregistered.append((instance, why))
         except RegistryError as exc:
             metrics.REGISTRY_ERRORS.labels(self.backend, "sync").inc()
             return SyncResult(0, Condition(False, "RegistryUnreachable", str(exc)), self.backoff.next())
@@ -254,10 +275,19 @@ class Registrar:
         message = f"{registered} instance(s) registered in {registry.describe()}"
         if listing.malformed:
             message += f"; {len(listing.malformed)} entry(ies) that are not ours were left alone"
-        registered_uids = {i.uid for i in desired.instances.values()}
-        to_mark = tuple(p for p in pods if not p.registered and p.uid in registered_uids)
+        registered_ips = {i.uid: i.ip for i in desired.instances.values()}
+        to_mark = tuple(
+            p
+            for p in pods
+            if p.uid in registered_ips and (not p.registered or p.registered_ip != registered_ips[p.uid])
+        )
         result = SyncResult(
-            registered, Condition(True, "InSync", message), desired.next_due, to_mark, frozenset(registered_uids)
+            registered,
+            Condition(True, "InSync", message),
+            desired.next_due,
+            to_mark,
+            frozenset(registered_ips),
+            tuple(deregistered),
         )
         self._synced = (asked, time.monotonic(), result)
         return result
@@ -288,9 +318,8 @@ class Registrar:
             registry = await self.client(spec_registry)
         except (RegistryConfigError, RegistryError) as exc:
             return f"sweep skipped: {exc}"
-        live_uids = {pod.uid for pod in own_pods if not pod.deleting}
         return await self._remove(
-            registry, self.service_of(spec_registry), live_uids, live_ips, owner, "Sweep of", confirm=confirm
+            registry, self.service_of(spec_registry), live_pods(own_pods), live_ips, owner, "Sweep of", confirm=confirm
         )
 
     async def remove_everything(
@@ -301,7 +330,7 @@ class Registrar:
         (`others_ips`, read fresh): the service is going, or has moved away from there.
         Raises RegistryError."""
         error = await self._remove(
-            registry, self.service_of(spec_registry), set(), others_ips, owner, "Removing", raise_errors=True
+            registry, self.service_of(spec_registry), {}, others_ips, owner, "Removing", raise_errors=True
         )
         assert error is None
 
@@ -309,7 +338,7 @@ class Registrar:
         self,
         registry: Registry,
         service: str,
-        live_uids: set[str],
+        live: dict[str, str | None],
         live_ips: set[str],
         owner: ServiceRef,
         doing: str,
@@ -325,7 +354,7 @@ class Registrar:
             if raise_errors:
                 raise
             return f"sweep skipped: {exc}"
-        plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
+        plan = plan_sweep(listing.instances, config_ips, live, live_ips, owner)
         if plan.empty:
             return None
         if confirm is not None:
@@ -334,8 +363,7 @@ class Registrar:
                 own_pods, live_ips = await confirm()
             except ReadFailed as exc:
                 return f"sweep skipped: {exc}"
-            live_uids = {pod.uid for pod in own_pods if not pod.deleting}
-            plan = plan_sweep(listing.instances, config_ips, live_uids, live_ips, owner)
+            plan = plan_sweep(listing.instances, config_ips, live_pods(own_pods), live_ips, owner)
             if plan.empty:
                 return None
         self.forget_sync()

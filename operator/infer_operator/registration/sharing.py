@@ -10,11 +10,12 @@ handler runs); their pods are read fresh from the API wherever something is dele
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from infer_operator import kinds, labels
 from infer_operator.clients.kube import KubeClient
+from infer_operator.nodeview import NodeView
 from infer_operator.podview import PodView
 
 ServiceKey = tuple[str, str]  # (namespace, name) of an InferenceService
@@ -22,10 +23,15 @@ ServiceKey = tuple[str, str]  # (namespace, name) of an InferenceService
 
 @dataclass(frozen=True)
 class Views:
-    """What the operator's watches show: pods by service, services by registry place."""
+    """What the operator's watches show: pods by service, services by registry place, nodes by name."""
 
     pods: Mapping[ServiceKey, Iterable[PodView]]
     places: Mapping[Any, Iterable[ServiceKey]]
+    nodes: Mapping[str, Iterable[NodeView]] = field(default_factory=dict)
+
+    def node(self, name: str) -> NodeView | None:
+        """The node as last seen, or None when the operator has not seen it."""
+        return next(iter(self.nodes.get(name, ())), None)
 
     def pods_of(self, namespace: str, name: str) -> list[PodView]:
         return list(self.pods.get((namespace, name), ()))
