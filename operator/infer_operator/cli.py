@@ -38,6 +38,9 @@ def _run(args: argparse.Namespace) -> int:
     options.kubeconfig = args.kubeconfig
     options.verbose = args.verbose
     options.kopf_hooks = args.kopf_hooks
+    options.release_port = args.release_port
+    options.release_url = args.release_url
+    options.release_service = args.release_service
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="k8s")
@@ -145,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long after its deletion an InferenceService is held while its registry data "
         "cannot be removed (at once when its namespace is being deleted and the registry "
         "cannot be used)",
+    )
+    run.add_argument(
+        "--release-port",
+        type=int,
+        default=8081,
+        help="serve the pods' release checks on this port (GET /released/NAMESPACE/POD; 0 disables): a deleted "
+        "sync pod's preStop waits for it before it drains",
+    )
+    release = run.add_mutually_exclusive_group()
+    release.add_argument("--release-url", default=None, help="the release endpoint as pods reach it (http://HOST:PORT)")
+    release.add_argument(
+        "--release-service",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="the Service in front of the release endpoint: pods reach it at its ClusterIP (no cluster DNS needed)",
     )
     run.add_argument(
         "--kopf-hooks",

@@ -11,10 +11,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
+from infer_operator import endpoint
 from infer_operator.clients.events import EventRecorder
 from infer_operator.clients.kube import KubeClient
 from infer_operator.nodeview import NodeStates
 from infer_operator.ownership import OwnedObjects
+from infer_operator.podview import PodView
 from infer_operator.reconcile.schedule import AUDIT_SECONDS, RESYNC_SECONDS, SWEEP_SECONDS
 from infer_operator.records import ServiceRecords
 from infer_operator.registration.registrar import Registrar
@@ -35,6 +39,9 @@ class Options:
     metrics_port: int | None = None
     verbose: bool = False
     kopf_hooks: str = "tested"  # kopf_hooks.MODES
+    release_port: int = 0  # where pods ask whether they left the registry (endpoint.py); 0: not served
+    release_url: str | None = None  # that endpoint as pods reach it
+    release_service: str | None = None  # namespace/name of the Service in front of it (its ClusterIP)
 
 
 # Passes of different services that run at once. A pass waits on I/O most of the time, so a few
@@ -57,10 +64,14 @@ class Runtime:
         self.owned = OwnedObjects()  # what the owned-kind watches saw (ownership.py)
         self.nodes = NodeStates()  # which nodes were lost, as last seen (handlers/nodes.py)
         self._background: list[asyncio.Task] = []
+        self._endpoint: web.AppRunner | None = None
         # kopf's indexes as handlers receive them (the same objects on every call), for the pod
         # releases started from the watch stream itself (handlers/pods.release_early): None until the first
         # pod event reached a handler.
         self.views: Views | None = None
+        # Deleted pods seen on the watch stream before that (a restart's first listing): released
+        # when the indexes are complete, by the first pod handler. uid -> the pod as seen.
+        self.pending_releases: dict[str, PodView] = {}
 
     @property
     def pass_slots(self) -> asyncio.Semaphore:
@@ -112,6 +123,14 @@ class Runtime:
             )
         return self._service_releaser
 
+    async def serve_releases(self, port: int) -> None:
+        """Serve the pods' release checks (endpoint.py) on `port` until the operator stops."""
+
+        async def answer(namespace: str, name: str) -> bool:
+            return await self.releaser.released(namespace, name, self.views)
+
+        self._endpoint = await endpoint.serve(answer, port)
+
     def start_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` on this loop until the operator stops (close cancels it)."""
         self._background.append(asyncio.get_running_loop().create_task(work))
@@ -121,11 +140,15 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background = []
+        if self._endpoint is not None:
+            await self._endpoint.cleanup()
+            self._endpoint = None
         for releaser in (self._releaser, self._service_releaser):
             if releaser is not None:
                 await releaser.close()
         self._releaser = self._service_releaser = None
         self.views = None
+        self.pending_releases = {}
         if self._services is not None:
             await self._services.close()
             self._services = None

@@ -28,7 +28,9 @@ def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(m
         return {"type": "MODIFIED", "object": {"metadata": meta}}
 
     monkeypatch.setattr(RUNTIME, "views", None)
-    pods.release_early(event("before-any-handler"))  # kopf's handler releases it: the indexes are not known yet
+    monkeypatch.setattr(RUNTIME, "pending_releases", {})
+    pods.release_early(event("before-any-handler"))  # the indexes are not complete yet: it waits
+    assert handled == [] and list(RUNTIME.pending_releases) == ["before-any-handler"]
     monkeypatch.setattr(RUNTIME, "views", NO_VIEWS)
     pods.release_early(event("llm-0"))
     pods.release_early(event("llm-1", deleting=False))
@@ -37,3 +39,32 @@ def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(m
     # handler reads the pod before anything is released.
     pods.release_early({**event("llm-3"), "type": "DELETED"})
     assert handled == ["llm-0"]
+
+
+async def test_deletions_seen_before_the_first_handler_are_released_by_it(monkeypatch):
+    """After a (re)start, kopf lists every pod and runs no handler before its indexes are complete:
+    the pods deleted while the operator was away are released first thing after that."""
+    handled: list = []
+    monkeypatch.setattr(type(RUNTIME), "releaser", SimpleNamespace(handle=lambda pod, views: handled.append(pod.name)))
+    monkeypatch.setattr(RUNTIME, "views", None)
+    monkeypatch.setattr(RUNTIME, "pending_releases", {})
+    meta = {
+        "name": "llm-1",
+        "namespace": "team",
+        "uid": "u1",
+        "finalizers": [labels.POD_FINALIZER],
+        "deletionTimestamp": "2026-11-29T00:00:00Z",
+        "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+    }
+    pods.release_early({"type": None, "object": {"metadata": meta}})  # from the first listing
+    assert handled == []
+    other = {"metadata": {**meta, "name": "llm-0", "uid": "u0", "finalizers": [], "deletionTimestamp": None}}
+    await pods.pod_changed(
+        event={"type": None, "object": other},
+        body=other,
+        namespace="team",
+        pods_by_service={},
+        services_by_place={},
+        nodes_by_name={},
+    )
+    assert handled == ["llm-1"] and RUNTIME.pending_releases == {} and RUNTIME.views is not None

@@ -105,6 +105,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         self.server.hits.append(self.path)
         status = {"/ok": 200, "/fail": 500, "/redirect": 302, "/offline": 200}.get(self.path, 404)
+        queued = self.server.answers.get(self.path)
+        if queued:  # a path told what to answer, in turn; the last answer stays
+            status = queued.pop(0) if len(queued) > 1 else queued[0]
         if self.path == "/need-header":
             status = 200 if self.headers.get("X-Probe") == "yes it is" else 403
         self.send_response(status)
@@ -121,6 +124,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def http_server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.hits = []
+    srv.answers = {}  # path -> statuses to answer in turn (the last one for ever)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield srv
@@ -521,6 +525,55 @@ def test_a_drain_never_outgrows_the_pods_own_grace_period(shell, make_dir, grace
     r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS=grace, **SYNC))
     assert r.returncode == 0 and expected in r.stderr, r.stderr
     assert time.monotonic() - start < min(drain, int(grace)) + 2
+
+
+RELEASED = "/released/ns/svc-0"  # what base_env's pod asks the operator
+
+
+def test_prestop_waits_for_the_operator_to_confirm_the_deregistration_then_calls_offline(shell, make_dir, http_server):
+    port = http_server.server_address[1]
+    http_server.answers[RELEASED] = [503, 503, 503, 200]
+    d = make_dir(sync_port=port, drain_seconds=0, offline_path="/offline", release_url=f"http://127.0.0.1:{port}")
+    r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS="30", **SYNC))
+    assert r.returncode == 0, r.stderr
+    assert http_server.hits == [RELEASED] * 4 + ["/offline"], http_server.hits
+    assert "waiting for the operator to confirm" in r.stderr and "the operator confirmed" in r.stderr
+
+
+def test_prestop_with_the_operator_away_keeps_serving_until_the_drain_must_start(shell, make_dir):
+    # Nothing answers: the operator is down. Grace 5 s: the hook ends by 4 s; a 1 s drain starts by 3 s.
+    d = make_dir(sync_port=free_port(), drain_seconds=1, release_url=f"http://127.0.0.1:{free_port()}")
+    start = time.monotonic()
+    r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS="5", **SYNC))
+    took = time.monotonic() - start
+    assert r.returncode == 0 and "did not confirm the deregistration" in r.stderr, r.stderr
+    assert "draining for 1 s" in r.stderr
+    assert 2.5 <= took <= 5.5, took
+
+
+def test_prestop_without_a_release_endpoint_does_not_wait(shell, make_dir, http_server):
+    d = make_dir(sync_port=http_server.server_address[1], drain_seconds=0, offline_path="/offline")
+    r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS="30", **SYNC))
+    assert r.returncode == 0 and http_server.hits == ["/offline"] and "the operator" not in r.stderr
+
+
+def test_prestop_waits_for_the_requests_in_flight_after_the_drain(shell, make_dir, http_server):
+    port = http_server.server_address[1]
+    http_server.answers["/idle"] = [503, 503, 503, 200]
+    d = make_dir(sync_port=port, drain_seconds=0, idle_path="/idle")
+    r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS="30", **SYNC))
+    assert r.returncode == 0, r.stderr
+    assert http_server.hits == ["/idle"] * 4 and "nothing in flight any more" in r.stderr
+
+
+def test_prestop_waits_for_requests_in_flight_no_longer_than_the_grace_period(shell, make_dir, http_server):
+    port = http_server.server_address[1]
+    http_server.answers["/idle"] = [503]  # a stream that never ends
+    d = make_dir(sync_port=port, drain_seconds=0, idle_path="/idle")
+    start = time.monotonic()
+    r = run(shell, d, "prestop.sh", env=base_env(d, INFER_GRACE_SECONDS="3", **SYNC))
+    assert r.returncode == 0 and "still busy at the end of the grace period" in r.stderr, r.stderr
+    assert time.monotonic() - start <= 3.5
 
 
 def test_the_probe_checks_the_pods_own_sync_port_not_the_services_current_one(shell, make_dir, tmp_path):

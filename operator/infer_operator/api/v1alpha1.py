@@ -148,8 +148,22 @@ class LifecycleSpec(Model):
         pattern=r"^/[^\s]*$",
         max_length=1024,
         description=(
-            "Optional HTTP path on sync.port that the sync pod's preStop hook calls (GET) before "
-            "the drain wait, so the app stops taking new work."
+            "Optional HTTP path on sync.port that the sync pod's preStop hook calls (GET) once the "
+            "operator confirmed the pod left the registry, before the drain wait, so the app "
+            "stops taking new work."
+        ),
+    )
+    idle_path: str | None = Field(
+        default=None,
+        alias="idlePath",
+        pattern=r"^/[^\s]*$",
+        max_length=1024,
+        description=(
+            "Optional HTTP path on sync.port that answers 2xx when the app has no request in flight "
+            "(and anything else while it has one). With it, a sync pod's preStop waits, after "
+            "drainSeconds, until the path answers 2xx, within the grace period (one second is left for "
+            "SIGTERM): long requests and streams that outlive drainSeconds finish before SIGTERM. "
+            "Without it the drain is drainSeconds exactly."
         ),
     )
     termination_grace_period_seconds: int = Field(
@@ -398,6 +412,17 @@ class InferenceServiceSpec(Model):
             ".labels",
             at=("template", "metadata"),
             report_only=True,
+        ),
+        # A StatefulSet's podManagementPolicy is immutable: a change could only be carried out by
+        # re-creating it, so it is refused here, naming the field, instead of leaving the service
+        # Degraded with every apply refused. (A transition rule: the API server checks it on
+        # updates, against the stored value; the operator cannot, and need not.)
+        Rule(
+            "self == oldSelf",
+            "spec.podManagementPolicy cannot be changed: a StatefulSet's podManagementPolicy is immutable. "
+            "Delete the InferenceService and create it again with the new policy",
+            lambda spec: True,
+            at=("podManagementPolicy",),
         ),
     )
 

@@ -13,15 +13,18 @@ from infer_operator.builders.services import build_headless_service, build_sync_
 from infer_operator.builders.statefulset import build_statefulset
 
 
-def build_all(owner: Owner, spec: InferenceServiceSpec, *, named_target: bool = True) -> list[dict[str, Any]]:
+def build_all(
+    owner: Owner, spec: InferenceServiceSpec, *, named_target: bool = True, release_url: str | None = None
+) -> list[dict[str, Any]]:
     """Every object an InferenceService owns, in apply order (the pods' dependencies first).
 
     `named_target`: the Services target the pods' named sync port; False while some pod was made
     before its port had a name (an operator upgrade), so those are still reached by number.
+    `release_url`: the operator's release endpoint as pods reach it (their preStop asks it).
     """
     budget = build_disruption_budget(owner, spec)
     return [
-        build_scripts_configmap(owner, spec),
+        build_scripts_configmap(owner, spec, release_url),
         build_headless_service(owner, spec, named_target),
         build_sync_service(owner, spec, named_target),
         *([budget] if budget else []),

@@ -8,8 +8,9 @@ rendered here from the service spec. The scripts need only ``/bin/sh`` (and
 when the image has one, else degrade to a listen check.
 
 ``settings.sh`` is rendered from one ``PodSettings`` (made from the spec by
-``PodSettings.from_spec``) and defines ``INFER_SYNC_PORT``,
-``INFER_DRAIN_SECONDS``, ``INFER_ASYNC_DRAIN_SECONDS``, ``INFER_OFFLINE_PATH``,
+``PodSettings.from_spec``, and the operator's release endpoint) and defines
+``INFER_SYNC_PORT``, ``INFER_DRAIN_SECONDS``, ``INFER_ASYNC_DRAIN_SECONDS``,
+``INFER_OFFLINE_PATH``, ``INFER_IDLE_PATH``, ``INFER_RELEASE_URL``,
 ``INFER_PROBE_TIMEOUT_SECONDS`` and the functions ``infer_sync_probe`` /
 ``infer_async_probe`` (exit 0 = ready). Probe translation (Kubernetes Probe
 dicts, camelCase):
@@ -123,9 +124,13 @@ class PodSettings:
     sync_probe: dict[str, Any] | None  # core/v1 Probe dicts (camelCase), as in the spec
     async_probe: dict[str, Any] | None
     probe_timeout_seconds: int = 1  # budget of one HTTP check, inside the kubelet's timeout
+    idle_path: str | None = None  # answers 2xx when nothing is in flight (lifecycle.idlePath)
+    release_url: str | None = None  # the operator's release endpoint, as pods reach it (--release-url)
 
     @classmethod
-    def from_spec(cls, spec: InferenceServiceSpec, probe_timeout_seconds: int) -> PodSettings:
+    def from_spec(
+        cls, spec: InferenceServiceSpec, probe_timeout_seconds: int, release_url: str | None = None
+    ) -> PodSettings:
         def probe(role: Any) -> dict[str, Any] | None:
             return role.readiness_probe.as_kubernetes() if role.readiness_probe else None
 
@@ -137,6 +142,8 @@ class PodSettings:
             sync_probe=probe(spec.sync),
             async_probe=probe(spec.async_),
             probe_timeout_seconds=probe_timeout_seconds,
+            idle_path=spec.lifecycle.idle_path,
+            release_url=release_url,
         )
 
 
@@ -153,6 +160,8 @@ def render_settings(settings: PodSettings) -> str:
         f"INFER_DRAIN_SECONDS={_q(settings.drain_seconds)}",
         f"INFER_ASYNC_DRAIN_SECONDS={_q(settings.async_drain_seconds)}",
         f"INFER_OFFLINE_PATH={_q(settings.offline_path or '')}",
+        f"INFER_IDLE_PATH={_q(settings.idle_path or '')}",
+        f"INFER_RELEASE_URL={_q(settings.release_url or '')}",
         f"INFER_PROBE_TIMEOUT_SECONDS={_q(settings.probe_timeout_seconds)}",
         "",
         "infer_sync_probe() {",

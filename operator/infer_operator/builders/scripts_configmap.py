@@ -16,9 +16,13 @@ from infer_operator.builders.pod_scripts import PodSettings, pod_scripts_configm
 from infer_operator.builders.statefulset import readiness_probe
 
 
-def build_scripts_configmap(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
+def build_scripts_configmap(owner: Owner, spec: InferenceServiceSpec, release_url: str | None = None) -> dict[str, Any]:
+    """`release_url`: where pods ask the operator whether they left the registry (None: they do
+    not wait for it)."""
     # The HTTP check must finish inside the kubelet's probe timeout, shell start-up included.
-    settings = PodSettings.from_spec(spec, probe_timeout_seconds=max(1, readiness_probe(spec)["timeoutSeconds"] - 1))
+    settings = PodSettings.from_spec(
+        spec, probe_timeout_seconds=max(1, readiness_probe(spec)["timeoutSeconds"] - 1), release_url=release_url
+    )
     return {
         "apiVersion": kinds.CONFIG_MAP.api_version,
         "kind": kinds.CONFIG_MAP.kind,

@@ -88,6 +88,7 @@ async def reconcile_loop(
         releaser=RUNTIME.releaser,
         owned=RUNTIME.owned,
         post_event=RUNTIME.events.post,
+        release_url=options.release_url,
         schedule=Schedule(
             resync_seconds=options.resync_seconds,
             audit_seconds=options.audit_seconds,

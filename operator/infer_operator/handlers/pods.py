@@ -39,6 +39,11 @@ async def pod_changed(
     views = Views(pods_by_service, services_by_place, nodes_by_name)
     if RUNTIME.views is None:
         RUNTIME.views = views  # for release_early: kopf's indexes are the same objects on every call
+        # The deletions seen before: after a (re)start, pods deleted while the operator was away
+        # are released first, as soon as the indexes are complete (kopf runs no handler before).
+        for waiting in RUNTIME.pending_releases.values():
+            RUNTIME.releaser.handle(waiting, views)
+        RUNTIME.pending_releases.clear()
     if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers:
         # A pod is removed only once every finalizer is gone: one that leaves the watch holding
         # ours had its labels changed (deleted or not). Take it back, or release it if it is being
@@ -59,13 +64,18 @@ def release_early(event: dict[str, Any]) -> None:
     kopf's handler (pod_changed) sees the same event later; the release, one per pod, is not
     started twice. Called by the watch stream hook (kopf_hooks/watchstream.py)."""
     body = event.get("object")
-    views = RUNTIME.views
-    if views is None or not isinstance(body, dict) or event.get("type") == "DELETED":
-        # No handler has run yet: kopf's own path releases it. A DELETED event that still shows
-        # our finalizer is a relabelled pod's previous state: the handler reads it first.
+    if not isinstance(body, dict) or event.get("type") == "DELETED":
+        # A DELETED event that still shows our finalizer is a relabelled pod's previous state:
+        # the handler reads it first.
         return
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp") and labels.POD_FINALIZER in (meta.get("finalizers") or ()):
         pod = PodView.from_body(body)
-        if pod.service:
-            RUNTIME.releaser.handle(pod, views)
+        if not pod.service:
+            return
+        if RUNTIME.views is None:
+            # No handler has run yet: kopf is still indexing its first listings (the holder of a
+            # reused IP is not known before). The first handler starts it.
+            RUNTIME.pending_releases[pod.uid] = pod
+        else:
+            RUNTIME.releaser.handle(pod, RUNTIME.views)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -10,11 +11,14 @@ from typing import Any
 import kopf
 
 from infer_operator import kinds, kopf_hooks, labels, memory
-from infer_operator.clients.kube import load_configuration
+from infer_operator.backoff import Backoff
+from infer_operator.clients.kube import KubeError, load_configuration
 from infer_operator.handlers import pods
 from infer_operator.runtime import RUNTIME
 
 log = logging.getLogger(__name__)
+
+PEERING_LIFETIME_SECONDS = 15
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -60,8 +64,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     # Our own handlers retry with backoff; kopf's default of retrying failures forever is kept.
     settings.execution.max_workers = 16
     # Active/standby (--peering): a standby takes over once the active replica's record is older
-    # than this. kopf's default is 60 s; a SIGKILLed active replica cannot say goodbye.
-    settings.peering.lifetime = int(os.environ.get("INFER_OPERATOR_PEERING_LIFETIME", "60"))
+    # than this (a replica that stops in order says goodbye, and is taken over from at once). kopf's
+    # default is 60 s; a SIGKILLed active replica cannot say goodbye, and pods deleted meanwhile
+    # wait in their preStop for it (endpoint.py). The record is renewed every 5-10 s of it.
+    settings.peering.lifetime = int(os.environ.get("INFER_OPERATOR_PEERING_LIFETIME", str(PEERING_LIFETIME_SECONDS)))
 
 
 @kopf.on.login()
@@ -102,7 +108,46 @@ async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **
         mode=RUNTIME.options.kopf_hooks,
     )
     RUNTIME.start_background(memory.trim_periodically())
+    options = RUNTIME.options
+    if options.release_port:
+        await RUNTIME.serve_releases(options.release_port)
+        if options.release_url is None and options.release_service:
+            options.release_url = await release_url_of(options.release_service)
+    if options.release_url:
+        logger.info(f"Deleted sync pods ask {options.release_url} whether they left the registry before they drain.")
+    else:
+        logger.warning(
+            "Pods are given no release endpoint (--release-url or --release-service): a sync pod deleted while the "
+            "operator is away drains for drainSeconds only and may stay listed until the operator is back."
+        )
     logger.info("infer-operator is starting; watching InferenceServices and the pods they own.")
+
+
+async def release_url_of(service: str, attempts: int = 10) -> str | None:
+    """http://<ClusterIP>:<port> of the Service `namespace/name` whose port named `release` (or
+    its first) serves the release endpoint: pods reach it without cluster DNS. None (logged) when
+    it cannot be read within `attempts` tries."""
+    namespace, _, name = service.partition("/")
+    backoff = Backoff(first=0.5, cap=5.0)
+    for attempt in range(attempts):
+        try:
+            body = await RUNTIME.kube.get("v1", "Service", namespace, name)
+        except KubeError as exc:
+            if attempt == attempts - 1:
+                log.warning(f"Could not read Service {service} for the release endpoint's address: {exc}")
+                return None
+            await asyncio.sleep(backoff.next())
+            continue
+        spec = body.get("spec") or {}
+        ports = spec.get("ports") or []
+        port = next((p for p in ports if p.get("name") == "release"), ports[0] if ports else None)
+        ip = spec.get("clusterIP")
+        if not port or not ip or ip == "None":
+            log.warning(f"Service {service} has no ClusterIP and port for the release endpoint.")
+            return None
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{port['port']}"
+    return None
 
 
 @kopf.on.cleanup()

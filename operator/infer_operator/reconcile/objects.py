@@ -44,6 +44,7 @@ class Objects:
     pending: bool = False  # an apply failed on a transient error: apply on the next pass
     update_revision: str | None = None  # the StatefulSet's, once its controller has seen our template
     backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=60.0))
+    release_url: str | None = None  # the operator's release endpoint as pods reach it (settings.sh)
 
     def is_drift(self, kind: kinds.Kind, name: str, body: Any, *, deleted: bool) -> bool:
         """Whether a watch event on an owned object shows someone else's change (or a deletion)."""
@@ -101,7 +102,7 @@ class Objects:
 
     async def _apply(self, owner: Owner, spec: InferenceServiceSpec, named_target: bool) -> Problem | None:
         try:
-            manifests = build_all(owner, spec, named_target=named_target)
+            manifests = build_all(owner, spec, named_target=named_target, release_url=self.release_url)
         except BuildError as exc:
             return Problem("InvalidTemplate", str(exc))
         for manifest in manifests:

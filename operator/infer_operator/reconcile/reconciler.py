@@ -63,6 +63,7 @@ class ServiceReconciler:
         owned: OwnedObjects | None = None,
         status_interval: float = STATUS_INTERVAL_SECONDS,
         post_event: PostEvent | None = None,
+        release_url: str | None = None,
     ):
         self.record = record
         self.logger = logger
@@ -70,7 +71,9 @@ class ServiceReconciler:
         namespace, name = record.namespace, record.name
         self.schedule = schedule or Schedule()
         self.audit = PodAudit(kube, namespace, name, logger, releaser)
-        self.objects = Objects(kube, namespace, name, logger, owned=owned if owned is not None else OwnedObjects())
+        self.objects = Objects(
+            kube, namespace, name, logger, owned=owned if owned is not None else OwnedObjects(), release_url=release_url
+        )
         self.pods = PodWrites(kube, namespace, name, logger, emit)
         self.registry = RegistrySync(kube, record, logger, releaser, post_event)
         self.status = StatusWriter(kube, namespace, name, logger, emit, interval=status_interval)

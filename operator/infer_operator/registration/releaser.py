@@ -142,6 +142,32 @@ class PodReleaser:
     def tasks(self) -> dict[str, asyncio.Task]:
         return self.releases.tasks
 
+    async def released(self, namespace: str, name: str, views: Views | None) -> bool:
+        """Whether the pod `namespace/name` is out of the registry as far as a deletion goes: its
+        release finished (our finalizer is gone), it never held our finalizer (nothing was
+        registered, or a service without a registry), it is gone, or it is not being deleted at
+        all (a container restarted in place: readiness, not deletion, decides its entry). The
+        pods' preStop asks this (`endpoint.py`) before it drains.
+
+        The watch's view answers when it has the pod (a StatefulSet pod's service is its name
+        without the ordinal); otherwise the API does. Raises KubeError when neither can tell."""
+        pod = (
+            next((p for p in views.pods_of(namespace, name.rpartition("-")[0]) if p.name == name), None)
+            if views
+            else None
+        )
+        if pod is None:
+            try:
+                pod = PodView.from_body(await self.kube.get(kinds.POD.api_version, kinds.POD.kind, namespace, name))
+            except KubeError as exc:
+                if exc.not_found:
+                    return True
+                raise
+        if not pod.deleting or labels.POD_FINALIZER not in pod.finalizers:
+            return True
+        # Released a moment ago: the watch has not shown the finalizer's removal yet.
+        return pod.uid in self.releases.recently_released
+
     def releasing(self, uid: str) -> bool:
         """Whether the pod's release runs or finished lately (it is not to be registered again)."""
         return self.releases.started(uid)

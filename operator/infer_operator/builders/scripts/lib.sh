@@ -107,7 +107,7 @@ infer_tcp() {
 # SCHEME HTTP|HTTPS, certificates not verified, like the kubelet; proxies
 # ignored). Success on 2xx/3xx. HEADER is "Name: value". Timeout
 # $INFER_PROBE_TIMEOUT_SECONDS (default 1). Returns 0 or 1. Uses curl, else wget (GNU or
-# busybox), else python3; with none of them it degrades to
+# busybox), else python3 (infer_get_url); with none of them it degrades to
 # `infer_listening PORT` and says so on stderr.
 infer_http_get() {
     _infer_port=${1:-}
@@ -129,7 +129,20 @@ infer_http_get() {
         /*) ;;
         *) _infer_path=/$_infer_path ;;
     esac
-    _infer_url=$_infer_scheme://$_infer_host:$_infer_port$_infer_path
+    infer_get_url "$_infer_scheme://$_infer_host:$_infer_port$_infer_path" "$@"
+    _infer_rc=$?
+    [ "$_infer_rc" -ne 3 ] && return "$_infer_rc"
+    infer_log "warning: no curl, wget or python3 in the image; GET $_infer_url degraded to a listen check on port $_infer_port"
+    infer_listening "$_infer_port"
+}
+
+# infer_get_url URL [HEADER...]
+# GET URL (certificates not verified, proxies ignored). Returns 0 on 2xx/3xx, 1 otherwise
+# (refused, timed out, another status), 3 when the image has no curl, wget or python3.
+# Timeout $INFER_PROBE_TIMEOUT_SECONDS (default 1).
+infer_get_url() {
+    _infer_url=${1:-}
+    shift
     _infer_t=${INFER_PROBE_TIMEOUT_SECONDS:-1}
     infer_is_uint "$_infer_t" && [ "$_infer_t" -gt 0 ] || _infer_t=1
 
@@ -197,6 +210,5 @@ if not 200 <= code < 400:
 ' "$_infer_url" "$_infer_t" "$@" || return 1
         return 0
     fi
-    infer_log "warning: no curl, wget or python3 in the image; GET $_infer_url degraded to a listen check on port $_infer_port"
-    infer_listening "$_infer_port"
+    return 3
 }
