@@ -23,7 +23,9 @@ class OperatorProcess:
     ``namespaces`` become ``--namespace`` flags (none: all namespaces). ``env`` is added to this
     process's environment. ``metrics``: serve Prometheus metrics on a free port
     (``metrics_port``), else ``--metrics-port 0``. ``module`` is what runs the CLI: the benchmarks
-    run it under a wrapper that counts its requests.
+    run it under a wrapper that counts its requests. ``release_host``: serve the pods' release
+    checks on a free port (``release_port``), which pods reach at that host (the real node's pods
+    reach this machine at the bridge's address); without it none is served (``--release-port 0``).
 
     Each ``start()`` picks a new liveness port (``health_port``) and appends to ``log_path``.
     """
@@ -37,6 +39,7 @@ class OperatorProcess:
         env: dict[str, str] | None = None,
         metrics: bool = False,
         module: str = "infer_operator",
+        release_host: str | None = None,
     ):
         self.kubeconfig = str(kubeconfig)
         self.log_path = Path(log_path)
@@ -48,6 +51,8 @@ class OperatorProcess:
         self.process: subprocess.Popen | None = None
         self.health_port = 0
         self.metrics_port = 0
+        self.release_host = release_host
+        self.release_port = 0
         self.started_at = 0.0  # time.monotonic() of the last start()
 
     @property
@@ -67,6 +72,10 @@ class OperatorProcess:
             "--metrics-port",
             str(self.metrics_port),
         ]
+        if "--release-port" not in self.extra_args:
+            args += ["--release-port", str(self.release_port)]
+            if self.release_host:
+                args += ["--release-url", f"http://{self.release_host}:{self.release_port}"]
         for namespace in self.namespaces:
             args += ["--namespace", namespace]
         args += self.extra_args
@@ -79,6 +88,7 @@ class OperatorProcess:
         (with the log's tail) if it exits or stays unhealthy."""
         self.health_port = free_port()
         self.metrics_port = free_port() if self.serve_metrics else 0
+        self.release_port = free_port() if self.release_host else 0
         args = self.argv()
         # The repo root is importable so that a wrapper outside the installed package
         # (bench.instrumented) can be the module; its own session, so that a Ctrl-C meant for the

@@ -119,6 +119,9 @@ def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
         "ServiceAccount",
     ]
     (deployment,) = by_kind(docs, "Deployment")
@@ -133,13 +136,32 @@ def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
     assert security["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["requests"]["cpu"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"health": 8080, "metrics": 9090}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "health": 8080,
+        "metrics": 9090,
+        "release": 8081,
+    }
     args = container["args"]
     assert args[0] == "run"
     assert "--all-namespaces" in args and "--standalone" in args
     assert "--liveness=http://0.0.0.0:8080/healthz" in args and "--log-format=json" in args
     assert pod["serviceAccountName"] == "infer-operator"
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    # The pods' release checks: a Service in front, its ClusterIP read by the operator (one Service, one verb).
+    (service,) = by_kind(docs, "Service")
+    assert service["metadata"]["name"] == "infer-operator-release" and service["spec"]["ports"][0]["port"] == 8081
+    assert "--release-service=infer-operator/infer-operator-release" in args and "--release-port=8081" in args
+    (role,) = by_kind(docs, "Role")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["services"], "resourceNames": ["infer-operator-release"], "verbs": ["get"]}
+    ]
+
+
+def test_the_release_endpoint_can_be_turned_off(helm):
+    docs = render(helm, "--set", "releasePort=0")
+    assert "--release-port=0" in operator_args(docs)
+    assert not by_kind(docs, "Service") and not by_kind(docs, "Role")
+    assert not any(a.startswith("--release-service") for a in operator_args(docs))
 
 
 def test_options_reach_the_operator(helm):
@@ -165,15 +187,17 @@ def test_options_reach_the_operator(helm):
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/infer-operator:dev"
     # namespace list: a Role and RoleBinding per namespace, a KopfPeering per namespace
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
+    watched = [r for r in by_kind(docs, "Role") if not r["metadata"]["name"].endswith("-release")]
+    assert sorted(r["metadata"]["namespace"] for r in watched) == ["team-a", "team-b"]
+    bindings = [b for b in by_kind(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-release")]
+    assert sorted(r["metadata"]["namespace"] for r in bindings) == ["team-a", "team-b"]
     assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
     assert all(b["subjects"][0]["name"] == "infer-sa" for b in by_kind(docs, "RoleBinding"))
     (cluster_role,) = operator_cluster_roles(docs)
     cluster_resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
     # nothing namespaced cluster-wide; nodes are read (lost nodes' pods leave the registry)
     assert cluster_resources == {"customresourcedefinitions", "namespaces", "nodes"}
-    (service,) = by_kind(docs, "Service")
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-metrics")]
     (monitor,) = by_kind(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.cluster.realnode import POD_GATEWAY
 from devtools.harness import OperatorProcess, wait_for
 from infer_operator.api.crd import CRD_FILE
 from tests.support.kube import Kube, install_crds
@@ -26,6 +27,8 @@ def crd(cluster):
 @pytest.fixture(scope="session")
 def operator(cluster, crd, tmp_path_factory):
     log = tmp_path_factory.mktemp("operator") / "operator.log"
+    # Real-node pods ask it whether they left the registry before they drain, at the bridge's
+    # address (where this machine is for them).
     process = OperatorProcess(
         cluster.kubeconfig,
         log,
@@ -37,6 +40,7 @@ def operator(cluster, crd, tmp_path_factory):
         "2",
         "--deregister-timeout",
         "10",
+        release_host=POD_GATEWAY,
     )
     process.start()
     yield process

@@ -110,7 +110,11 @@ async def on_startup(settings: kopf.OperatorSettings, logger: logging.Logger, **
     RUNTIME.start_background(memory.trim_periodically())
     options = RUNTIME.options
     if options.release_port:
-        await RUNTIME.serve_releases(options.release_port)
+        try:
+            await RUNTIME.serve_releases(options.release_port)
+        except OSError as exc:  # the port is taken: the operator works, pods just do not wait for it
+            logger.error(f"Cannot serve the pods' release checks on port {options.release_port}: {exc}.")
+            options.release_url = options.release_service = None
         if options.release_url is None and options.release_service:
             options.release_url = await release_url_of(options.release_service)
     if options.release_url:
