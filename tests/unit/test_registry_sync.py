@@ -341,3 +341,25 @@ def test_the_warm_up_is_counted_on_the_operators_clock_not_the_nodes():
     later = now + datetime.timedelta(seconds=30)
     [again] = world.reconciler.registry._with_observed_readiness([ahead], later)
     assert again.serving_since == now  # first seen then: the warm-up is not restarted
+
+
+async def test_an_operator_restarted_on_an_invalid_spec_keeps_the_finalizer_of_the_registry_it_recorded():
+    world = World(replicas=1, registry=ETCD)
+    world.add_pods(pod_body(0, "sync", finalizers=(labels.POD_FINALIZER,)))
+    await world.run(apply_objects=True)
+    assert labels.CR_FINALIZER in world.finalizers() and world.status()["registry"]["type"] == "etcd"
+    world.patch_spec(replicas=-1)
+    restarted = World.__new__(World)  # a new operator process: the same objects, no memory of the last spec
+    restarted.__dict__.update(world.__dict__)
+    restarted.reconciler = type(world.reconciler)(
+        world.kube,
+        world.record,
+        world.reconciler.logger,
+        world.reconciler.emit,
+        releaser=world.releaser,
+        schedule=world.reconciler.schedule,
+        status_interval=0.0,
+    )
+    await restarted.run(apply_objects=True)
+    assert restarted.condition("Degraded")["reason"] == "InvalidSpec"
+    assert labels.CR_FINALIZER in restarted.finalizers()  # its registry data is still to be cleaned one day

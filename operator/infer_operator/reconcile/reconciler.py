@@ -156,7 +156,10 @@ class ServiceReconciler:
         if upkeep is not None:
             retired = registry_moves(recorded, retired, upkeep.registry, self.name)
             recorded = upkeep.registry
-        holds = await self.registry.hold_finalizer(meta, wanted=registry_in_use or bool(retired))
+        # Without a valid spec seen yet (an operator restarted on an invalid one), the registry the
+        # status records is still to be cleaned some day: the finalizer stays.
+        unknown_in_use = upkeep is None and recorded is not None and recorded.in_use
+        holds = await self.registry.hold_finalizer(meta, wanted=registry_in_use or bool(retired) or unknown_in_use)
 
         # pods, then the registry's upkeep
         if changes:
