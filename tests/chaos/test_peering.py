@@ -1,8 +1,10 @@
-"""Case 4: two operator replicas with kopf peering: one acts, killing it hands over."""
+"""Case 4: two operator replicas with kopf peering: one acts, and stopping it hands over: at once when
+it stops in order (SIGTERM: a rolling upgrade), within the peering lifetime when it is killed."""
 
 from __future__ import annotations
 
 import secrets
+import signal
 import time
 
 import pytest
@@ -14,11 +16,12 @@ from tests.chaos.helpers import assert_converged, etcd_configs, etcd_instances, 
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.registry]
 
-LIFETIME = 15  # kopf's peering record lifetime in this test (default 60 s)
+LIFETIME = 15  # kopf's peering record lifetime (the operator's default; kopf's own is 60 s)
 ACTING = ("takes the", "Registered ", "Deregistered ")
 
 
-def test_peering_active_standby_and_hand_over(cluster, kube, namespace, etcd, operators, figures):
+@pytest.mark.parametrize("stop", ["killed", "stopped"])
+def test_peering_active_standby_and_hand_over(cluster, kube, namespace, etcd, operators, figures, stop):
     name = f"chaos-{secrets.token_hex(3)}"
     custom = kube.custom
     custom.create_cluster_custom_object(
@@ -43,7 +46,10 @@ def test_peering_active_standby_and_hand_over(cluster, kube, namespace, etcd, op
         assert "Resuming operations" not in standby.log_text()
 
         old_uid = kube.pods(namespace, "peer")["peer-0"].metadata.uid
-        active.kill()  # SIGKILL: no goodbye in the peering object
+        if stop == "killed":
+            active.kill()  # SIGKILL: no goodbye in the peering object
+        else:
+            active.signal(signal.SIGTERM)  # in order: kopf says goodbye (its record's lifetime 0)
         killed = time.monotonic()
         kube.core.delete_namespaced_pod("peer-0", namespace)
 
@@ -56,14 +62,25 @@ def test_peering_active_standby_and_hand_over(cluster, kube, namespace, etcd, op
                 and (pod.metadata.labels or {}).get(labels.LABEL_ROLE) == "sync"
             )
 
-        wait_for(handled, timeout=LIFETIME + 60, interval=0.2, message="the standby takes over")
+        # Killed: the record expires LIFETIME s after its last renewal (every 5-10 s), then the
+        # standby's next look; stopped in order: at once (the record says goodbye).
+        wait_for(
+            lambda: "Resuming operations" in standby.log_text(),
+            timeout=LIFETIME + 15 if stop == "killed" else 5,
+            interval=0.1,
+            message="the standby resumes",
+        )
+        resumed = time.monotonic() - killed
+        wait_for(handled, timeout=60, interval=0.2, message="the standby takes over the deleted pod")
         hand_over = time.monotonic() - killed
         wait_for(lambda: len(listing()) == 3, timeout=60, message="3 registered after the hand-over")
         assert_converged(kube, namespace, {"peer": listing}, {"peer": lambda: etcd_configs(etcd, "peer")}, timeout=60)
         entries = listing()
         assert len({e["pod"] for e in entries.values()}) == 3
         assert standby.process.poll() is None and standby.healthy()
-        figures.update(peering_lifetime_s=LIFETIME, hand_over_s=hand_over)
+        figures.update(
+            peering_lifetime_s=LIFETIME, **{f"resumed_when_{stop}_s": resumed, f"pod_replaced_when_{stop}_s": hand_over}
+        )
     finally:
         try:
             custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
