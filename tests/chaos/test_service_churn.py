@@ -59,7 +59,7 @@ def churn(kube, etcd, namespace: str, names: list[str], counts) -> tuple[float, 
     and wait until they and their pods are gone and nothing of theirs is registered."""
     for name in names:
         kube.create_isvc(
-            namespace, isvc_body(name, namespace, replicas=1, syncReplicas=1, registry=etcd_registry(etcd.client_url))
+            namespace, isvc_body(name, namespace, replicas=1, syncReplicas=1, registry=etcd_registry(etcd))
         )
 
     def registered() -> int:

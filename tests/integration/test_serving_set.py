@@ -60,6 +60,12 @@ def spare_node(kube):
     name = f"kwok-lost-{secrets.token_hex(3)}"
     body = node_manifest(name)
     body["metadata"]["labels"]["infer-operator.io/test-node"] = name
+    # The client's model wants every nodeInfo field a kubelet reports; KWOK fills them in.
+    info = body["status"]["nodeInfo"]
+    for field in ("bootID", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion", "machineID"):
+        info.setdefault(field, "")
+    info.setdefault("osImage", "kwok")
+    info.setdefault("systemUUID", name)
     kube.core.create_node(body)
 
     def ready() -> bool:
@@ -156,7 +162,11 @@ def test_a_pod_whose_ip_changed_is_listed_at_its_new_address_only(kube, namespac
     old = kube.pods(namespace, "moved")["moved-0"].status.pod_ip
     new = "10.250.255.77"  # the sandbox was re-created (node reboot, CNI restart): another IP
     etcd.put(f"{PREFIX}/moved/config/{new}", json.dumps({"weight": 0}))  # a previous holder's of the new IP
-    patch_pod_status(kube, namespace, "moved-0", {"podIP": new, "podIPs": [{"ip": new}]})
+    # The kubelet reports the new sandbox's address: podIP and podIPs replaced (a PUT of the status).
+    pod = kube.core.read_namespaced_pod_status("moved-0", namespace)
+    pod.status.pod_ip = new
+    pod.status.pod_ips = [client.V1PodIP(ip=new)]
+    kube.core.replace_namespaced_pod_status("moved-0", namespace, pod)
     wait_for(
         lambda: set(listed(etcd, "moved")) == {f"{new}:8000"},
         timeout=BOUND,

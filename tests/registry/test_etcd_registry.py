@@ -106,7 +106,7 @@ async def test_malformed_reported_and_kept(etcd, reg):
     assert listing.instances == [A]
     assert sorted(listing.malformed) == sorted(bad)
     # a sweep with nobody alive removes only our valid entries, never the malformed ones
-    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), set(), set())
+    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), {}, set())
     res = await apply_sweep(reg, SVC, plan)
     assert res.instances_removed == 1 and res.errors == []
     for k, v in bad.items():
@@ -186,7 +186,7 @@ async def test_sweep_only_inside_prefix(etcd, reg):
     etcd.put("/services/llm/config/10.0.0.2", "b")
     etcd.put("/services/llm/config/10.0.0.3", "c")
     listing = await reg.list_instances(SVC)
-    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), {B.uid}, {"10.0.0.2"})
+    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), {B.uid: B.ip}, {"10.0.0.2"})
     res = await apply_sweep(reg, SVC, plan)
     assert (res.instances_removed, res.configs_removed, res.errors) == (1, 2, [])
     assert set(etcd.range_prefix("/services/llm/")) == {

@@ -92,7 +92,7 @@ async def test_malformed_items_reported_and_kept(admin_controller, reg):
     listing = await reg.list_instances(SVC)
     assert listing.instances == [A]
     assert sorted(listing.malformed) == sorted(['"just a string"', "10.0.0.6:80", "[1,2]"])
-    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), set(), set())
+    plan = plan_sweep(listing.instances, await reg.list_config_ips(SVC), {}, set())
     await apply_sweep(reg, SVC, plan)
     assert set(ac.instances(SVC)) == {"junk1", "junk2", "junk3"}
 
@@ -107,7 +107,9 @@ async def test_configs_listing_deletion_and_sweep(admin_controller, reg):
     assert await reg.list_config_ips(SVC) == {"10.0.0.1", "10.0.0.2", "10.0.0.3"}
     await reg.delete_config(SVC, "10.0.0.3")
     assert ac.configs(SVC) == {"10.0.0.1", "10.0.0.2"}
-    plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), {B.uid}, {"10.0.0.2"})
+    plan = plan_sweep(
+        (await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), {B.uid: B.ip}, {"10.0.0.2"}
+    )
     res = await apply_sweep(reg, SVC, plan)
     assert (res.instances_removed, res.configs_removed, res.errors) == (1, 1, [])
     assert set(ac.instances(SVC)) == {"10.0.0.2:8080"} and ac.configs(SVC) == {"10.0.0.2"}
@@ -119,7 +121,7 @@ async def test_sweep_continues_past_errors(admin_controller, reg):
     await reg.register(SVC, A)
     await reg.register(SVC, B)
     ac.seed_config(SVC, "10.0.0.1")
-    plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), set(), set())
+    plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), {}, set())
     ac.fail_next(500, method="DELETE")
     res = await apply_sweep(reg, SVC, plan)
     assert res.instances_removed == 1 and res.configs_removed == 1 and len(res.errors) == 1
