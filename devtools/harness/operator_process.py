@@ -25,7 +25,8 @@ class OperatorProcess:
     (``metrics_port``), else ``--metrics-port 0``. ``module`` is what runs the CLI: the benchmarks
     run it under a wrapper that counts its requests. ``release_host``: serve the pods' release
     checks on a free port (``release_port``), which pods reach at that host (the real node's pods
-    reach this machine at the bridge's address); without it none is served (``--release-port 0``).
+    reach this machine at the bridge's address; the port stays across restarts, as running pods keep
+    the address); without it none is served (``--release-port 0``).
 
     Each ``start()`` picks a new liveness port (``health_port``) and appends to ``log_path``.
     """
@@ -88,7 +89,9 @@ class OperatorProcess:
         (with the log's tail) if it exits or stays unhealthy."""
         self.health_port = free_port()
         self.metrics_port = free_port() if self.serve_metrics else 0
-        self.release_port = free_port() if self.release_host else 0
+        # The same release port across restarts: running pods have its address in their settings.
+        if self.release_host and not self.release_port:
+            self.release_port = free_port()
         args = self.argv()
         # The repo root is importable so that a wrapper outside the installed package
         # (bench.instrumented) can be the module; its own session, so that a Ctrl-C meant for the
