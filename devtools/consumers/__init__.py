@@ -204,6 +204,28 @@ class GrpcResolverConsumer(_Consumer):
         )
 
 
+class GrpcDnsConsumer(_Consumer):
+    """A gRPC-Go client on gRPC's own DNS resolver asking `server` (CoreDNS) for the A records of
+    `name` (`instances.<service>.`), round-robin, at `port`. gRPC resolves again when a
+    connection breaks, so it leaves a deregistered pod when that pod stops serving, not before."""
+
+    def __init__(self, server: tuple[str, int], name: str, port: int, *, rate: float = 50.0) -> None:
+        super().__init__(
+            [
+                binary("grpc-consumer"),
+                "dns",
+                "-server",
+                f"{server[0]}:{server[1]}",
+                "-name",
+                name,
+                "-port",
+                str(port),
+                "-rate",
+                str(rate),
+            ]
+        )
+
+
 class CoreDNS(_Process):
     """CoreDNS with its etcd plugin serving the zone `.` from `prefix` (one path segment: CoreDNS
     turns the rest of a key into the SRV target's name) on 127.0.0.1:`port`. The operator's entries
@@ -274,4 +296,4 @@ def shares(calls: list[Call], window: float, start: float) -> list[tuple[float, 
     return out
 
 
-__all__ = ["Call", "CoreDNS", "GrpcResolverConsumer", "GrpcServers", "binary", "shares"]
+__all__ = ["Call", "CoreDNS", "GrpcDnsConsumer", "GrpcResolverConsumer", "GrpcServers", "binary", "shares"]

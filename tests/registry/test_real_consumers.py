@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from devtools.consumers import CoreDNS, GrpcResolverConsumer, GrpcServers
+from devtools.consumers import CoreDNS, GrpcDnsConsumer, GrpcResolverConsumer, GrpcServers
 from devtools.harness import free_port, wait_for
 from infer_operator.registration.actions import deregister_confirmed
 from infer_operator.registry.etcd import EtcdRegistry
@@ -121,3 +121,17 @@ async def test_coredns_answers_a_and_srv_for_registered_pods_only_with_their_wei
         # no cache in front: the next answer leaves it out
         assert {r.address for r in dns.answer(name, "A")} == {pods[0].ip, pods[2].ip}
         assert len(dns.answer(name, "SRV")) == 2
+
+
+async def test_a_grpc_client_on_grpcs_dns_resolver_through_coredns_calls_only_registered_pods(
+    etcd, registry, servers, port
+):
+    pods = [pod(i, port) for i in range(3)]
+    for instance in pods:
+        await registry.claim(SVC, instance)
+    with CoreDNS(etcd.client_url) as dns, GrpcDnsConsumer(dns.address, f"instances.{SVC}.", port, rate=100) as consumer:
+        consumer.wait_for_calls(30)
+        start = time.time()
+        consumer.wait_for_calls(90, since=start)
+        assert set(consumer.counts(since=start)) == {i.address for i in pods}  # never 127.0.0.5
+        assert consumer.failures(since=start) == []

@@ -1,12 +1,12 @@
 // grpc-consumer: real gRPC clients and servers on loopback, for the registry's consumer tests,
 // the lossless harness and the warm-up benchmark. Nothing here knows the operator: the client
 // reads the registry only through gRPC-Go's etcd naming resolver (go.etcd.io/etcd/client/v3/
-// naming/resolver) or through DNS SRV records (Go's own resolver), as a team's service would.
+// naming/resolver) or through gRPC-Go's DNS resolver asking CoreDNS, as a team's service would.
 //
 //	grpc-consumer serve ADDR...                 gRPC servers (the standard health service), one per
 //	                                            address; stdin "stop ADDR" stops one gracefully
 //	grpc-consumer etcd -endpoints URL -target etcd:///PREFIX/SVC/instances [-rate N]
-//	grpc-consumer dns -server HOST:PORT -name instances.SVC. [-rate N]
+//	grpc-consumer dns -server HOST:PORT -name instances.SVC. -port P [-rate N]
 //
 // The two clients make calls at -rate per second until stdin closes or SIGTERM, and print one
 // JSON line per call on stdout: {"t": unix seconds, "addr": "ip:port" (the server that answered,
@@ -172,65 +172,33 @@ func runEtcd(args []string) error {
 	return nil
 }
 
-// runDNS resolves the SRV records of -name at the DNS server for every call (Go's resolver orders
-// them by priority and shuffles them by weight, RFC 2782), then calls the first one's address.
+// runDNS calls through gRPC-Go's own DNS resolver (target dns://SERVER/NAME:PORT): the A records
+// CoreDNS's etcd plugin answers for the operator's entries, round-robined. gRPC resolves again
+// when a connection breaks (a pod that stopped), not on a timer shorter than 30 s.
 func runDNS(args []string) error {
 	fs := flag.NewFlagSet("dns", flag.ExitOnError)
 	server := fs.String("server", "127.0.0.1:53", "DNS server host:port")
-	name := fs.String("name", "", "SRV name, e.g. instances.llm.")
+	name := fs.String("name", "", "name whose A records list the instances, e.g. instances.llm.")
+	port := fs.Int("port", 0, "the instances' port (A records carry none)")
 	rate := fs.Float64("rate", 50, "calls per second")
 	timeout := fs.Duration("timeout", 2*time.Second, "per-call deadline")
 	_ = fs.Parse(args)
-	if *name == "" {
-		return fmt.Errorf("-name is required")
+	if *name == "" || *port == 0 {
+		return fmt.Errorf("-name and -port are required")
 	}
 	ctx := stopped()
 	o := newOut()
-	resolver := &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, *server)
-		},
+	target := fmt.Sprintf("dns://%s/%s:%d", *server, strings.TrimSuffix(*name, "."), *port)
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin":{}}]}`),
+	)
+	if err != nil {
+		return err
 	}
-	var mu sync.Mutex
-	conns := map[string]*grpc.ClientConn{}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	connTo := func(addr string) (*grpc.ClientConn, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if c, ok := conns[addr]; ok {
-			return c, nil
-		}
-		c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err == nil {
-			conns[addr] = c
-		}
-		return c, err
-	}
-	o.note("calling the SRV records of %s at %s, %g/s", *name, *server, *rate)
-	call(ctx, o, *rate, *timeout, func(c context.Context) (string, error) {
-		_, records, err := resolver.LookupSRV(c, "", "", *name)
-		if err != nil {
-			return "", fmt.Errorf("lookup SRV %s: %w", *name, err)
-		}
-		if len(records) == 0 {
-			return "", fmt.Errorf("lookup SRV %s: no records", *name)
-		}
-		hosts, err := resolver.LookupHost(c, records[0].Target)
-		if err != nil || len(hosts) == 0 {
-			return "", fmt.Errorf("lookup %s: %v", records[0].Target, err)
-		}
-		conn, err := connTo(net.JoinHostPort(hosts[0], fmt.Sprint(records[0].Port)))
-		if err != nil {
-			return "", err
-		}
-		return check(c, conn)
-	})
+	defer conn.Close()
+	o.note("calling %s through gRPC's DNS resolver, %g/s", target, *rate)
+	call(ctx, o, *rate, *timeout, func(c context.Context) (string, error) { return check(c, conn) })
 	return nil
 }
 
