@@ -319,15 +319,7 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
         src = _etcd_src()
         if not (src / "go.sum").is_file():
             _run([go, "mod", "tidy"], cwd=src, env=None, log=log, label="etcd (go mod tidy)", progress=progress)
-        tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-        _run(
-            [go, "build", "-mod=mod", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
-            cwd=src,
-            env=None,
-            log=log,
-            label=name,
-            progress=progress,
-        )
+        tmp = _build_module(name, src, "-mod=mod", log, progress)
     elif name in ("kwok", "helm"):
         pkg = {
             "kwok": f"sigs.k8s.io/kwok/cmd/kwok@{V.KWOK_VERSION}",
@@ -350,16 +342,7 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
     elif name in CONSUMER_COMPONENTS:
         # Built where it is committed, with its own go.mod and go.sum (-mod=readonly: nothing
         # is resolved anew), into the cache; the source tree stays clean.
-        src = CONSUMERS_DIR / CONSUMER_COMPONENTS[name]
-        tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-        _run(
-            [go, "build", "-mod=readonly", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
-            cwd=src,
-            env=None,
-            log=log,
-            label=name,
-            progress=progress,
-        )
+        tmp = _build_module(name, CONSUMERS_DIR / CONSUMER_COMPONENTS[name], "-mod=readonly", log, progress)
     else:
         raise KeyError(name)
     os.chmod(tmp, 0o755)
@@ -367,6 +350,20 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
     stamp_tmp = _stamp(name).with_suffix(".tmp")
     stamp_tmp.write_text(component(name).stamp_value)
     os.replace(stamp_tmp, _stamp(name))
+
+
+def _build_module(name: str, src: Path, mod: str, log: Path, progress: ProgressFn) -> Path:
+    """`go build` of the main package of the module in `src` into a temporary name in the cache."""
+    tmp = bin_dir() / f".{name}.tmp-{os.getpid()}"
+    _run(
+        [_go(), "build", mod, "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
+        cwd=src,
+        env=None,
+        log=log,
+        label=name,
+        progress=progress,
+    )
+    return tmp
 
 
 def ensure(

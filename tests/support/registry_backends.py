@@ -60,12 +60,8 @@ class EtcdHarness:
 
     @contextlib.asynccontextmanager
     async def unavailable(self, status: int) -> AsyncIterator[Registry]:
-        async with FaultyEtcdMember(status) as member:
-            registry = self.connect(first=member.url)
-            try:
-                yield registry
-            finally:
-                await registry.close()
+        async with FaultyEtcdMember(status) as member, self.connect(first=member.url) as registry:
+            yield registry
 
     @contextlib.asynccontextmanager
     async def leaky(self, secret: str) -> AsyncIterator[Registry]:
@@ -73,10 +69,8 @@ class EtcdHarness:
             registry = connect(
                 "etcd", {"endpoints": [member.url]}, {"username": "root", "password": secret}, timeout=2.0
             )
-            try:
+            async with registry:
                 yield registry
-            finally:
-                await registry.close()
 
 
 class HttpHarness:
@@ -109,23 +103,19 @@ class HttpHarness:
     @contextlib.asynccontextmanager
     async def unavailable(self, status: int) -> AsyncIterator[Registry]:
         self.controller.fail_next(status)  # its next answer, whatever the call
-        registry = self.connect()
-        try:
+        async with self.connect() as registry:
             yield registry
-        finally:
-            await registry.close()
 
     @contextlib.asynccontextmanager
     async def leaky(self, secret: str) -> AsyncIterator[Registry]:
         self.controller.echo_auth = True
         self.controller.fail_next(500, count=100)
-        registry = connect("http", self.section(), {"token": secret}, timeout=2.0)
         try:
-            yield registry
+            async with connect("http", self.section(), {"token": secret}, timeout=2.0) as registry:
+                yield registry
         finally:
             self.controller.reset_faults()
             self.controller.echo_auth = False
-            await registry.close()
 
 
 HARNESSES = {"etcd": EtcdHarness, "http": HttpHarness}
