@@ -11,6 +11,8 @@ bench/results/<name>.json and print a short table.
     realpods         sync pod deletions on the real node: deregistered / drain ended / SIGTERM times
     lossless         requests and jobs lost per lifecycle event on the real node: the operator vs
                      the seeds' script vs a plain StatefulSet
+    warmup           a new pod's share of real consumers' calls over registry.warmupSeconds (no
+                     cluster: the registrar, etcd, CoreDNS, gRPC servers and clients on loopback)
     quick            the quick subset (`make bench`): reduced sizes of sweep, deregistration and apply
 
 The local control plane ($INFER_OPERATOR_CLUSTER_DIR, default /tmp/bench-cluster) is started if
@@ -98,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--rps", type=float, default=10.0, help="requests per second from each consumer")
     lo.add_argument("--jobs", type=float, default=4.0, help="jobs pushed per second")
 
+    wu = sub.add_parser("warmup")
+    wu.add_argument("--warmup", type=int, default=40, help="registry.warmupSeconds")
+    wu.add_argument("--seconds", type=float, default=50.0, help="length of the measured run")
+    wu.add_argument("--baseline-seconds", type=float, default=15.0)
+    wu.add_argument("--rate", type=float, default=50.0, help="calls per second of each consumer")
+    wu.add_argument("--bucket", type=float, default=5.0, help="seconds per point of the share curve")
+
     sub.add_parser("quick")
     return p
 
@@ -147,12 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             from bench import lossless
 
             lossless.main(args)
+        elif args.name == "warmup":
+            from bench import warmup
+
+            asyncio.run(warmup.main(args))
         elif args.name == "memory":
             from bench import memory
 
             asyncio.run(memory.main(args))
     finally:
-        if not args.keep_cluster and args.name not in ("sweep", "indexing"):
+        if not args.keep_cluster and args.name not in ("sweep", "indexing", "warmup"):
             common.cluster_down()
     return 0
 

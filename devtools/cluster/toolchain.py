@@ -1,4 +1,10 @@
-"""Build the local control plane binaries from the Go module proxy, cached per version set.
+"""Build the local control plane binaries, and the registry's real consumers, from the Go module
+proxy, cached per version set.
+
+The consumers are Go programs committed in this repository (``devtools/consumers/<name>/``, each
+its own module with a pinned go.sum): ``grpc-consumer`` (gRPC-Go clients reading the registry
+through etcd's naming resolver, and gRPC servers to call) and ``coredns`` (CoreDNS with its etcd
+plugin). Their stamp carries a hash of their sources, so an edit rebuilds them.
 
 Binaries land in ``<cache>/<versions-key>/bin/`` where ``<cache>`` is ``$INFER_OPERATOR_CACHE`` or
 ``~/.cache/infer-operator``. Each binary has a stamp file; only missing or stale binaries are built,
@@ -8,6 +14,7 @@ each into a temporary name that is renamed into place when the build succeeded.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -37,7 +44,12 @@ ALL_COMPONENTS = (
     "helm",
     "kubelet",
     "kube-proxy",
+    "grpc-consumer",
+    "coredns",
 )
+# The registry's real consumers, built from their committed sources (devtools/consumers/).
+CONSUMERS_DIR = Path(__file__).resolve().parents[1] / "consumers"
+CONSUMER_COMPONENTS = {"grpc-consumer": "grpc_resolver", "coredns": "coredns"}
 # The real node's own binaries (devtools.cluster.realnode), built in the same generated module
 # as the control plane, so with a warm build cache they cost seconds.
 NODE_COMPONENTS = ("kubelet", "kube-proxy")
@@ -206,7 +218,19 @@ class Component:
 
     @property
     def stamp_value(self) -> str:
-        return json.dumps({"name": self.name, "version": self.version, "recipe": V.BUILD_RECIPE}, sort_keys=True)
+        stamp = {"name": self.name, "version": self.version, "recipe": V.BUILD_RECIPE}
+        if self.name in CONSUMER_COMPONENTS:
+            stamp["sources"] = consumer_sources_hash(self.name)
+        return json.dumps(stamp, sort_keys=True)
+
+
+def consumer_sources_hash(name: str) -> str:
+    """sha256 over a consumer's committed sources (go.mod, go.sum, *.go)."""
+    digest = hashlib.sha256()
+    src = CONSUMERS_DIR / CONSUMER_COMPONENTS[name]
+    for path in sorted(p for p in src.iterdir() if p.name in ("go.mod", "go.sum") or p.suffix == ".go"):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def component(name: str) -> Component:
@@ -218,6 +242,8 @@ def component(name: str) -> Component:
         return Component(name, V.KWOK_VERSION)
     if name == "helm":
         return Component(name, V.HELM_VERSION)
+    if name in CONSUMER_COMPONENTS:
+        return Component(name, V.CONSUMER_VERSIONS[name])
     raise KeyError(f"unknown component {name!r}; known: {', '.join(ALL_COMPONENTS)}")
 
 
@@ -293,15 +319,7 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
         src = _etcd_src()
         if not (src / "go.sum").is_file():
             _run([go, "mod", "tidy"], cwd=src, env=None, log=log, label="etcd (go mod tidy)", progress=progress)
-        tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-        _run(
-            [go, "build", "-mod=mod", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
-            cwd=src,
-            env=None,
-            log=log,
-            label=name,
-            progress=progress,
-        )
+        tmp = _build_module(name, src, "-mod=mod", log, progress)
     elif name in ("kwok", "helm"):
         pkg = {
             "kwok": f"sigs.k8s.io/kwok/cmd/kwok@{V.KWOK_VERSION}",
@@ -321,6 +339,10 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
             os.replace(gobin / name, tmp)
         finally:
             shutil.rmtree(gobin, ignore_errors=True)
+    elif name in CONSUMER_COMPONENTS:
+        # Built where it is committed, with its own go.mod and go.sum (-mod=readonly: nothing
+        # is resolved anew), into the cache; the source tree stays clean.
+        tmp = _build_module(name, CONSUMERS_DIR / CONSUMER_COMPONENTS[name], "-mod=readonly", log, progress)
     else:
         raise KeyError(name)
     os.chmod(tmp, 0o755)
@@ -328,6 +350,20 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
     stamp_tmp = _stamp(name).with_suffix(".tmp")
     stamp_tmp.write_text(component(name).stamp_value)
     os.replace(stamp_tmp, _stamp(name))
+
+
+def _build_module(name: str, src: Path, mod: str, log: Path, progress: ProgressFn) -> Path:
+    """`go build` of the main package of the module in `src` into a temporary name in the cache."""
+    tmp = bin_dir() / f".{name}.tmp-{os.getpid()}"
+    _run(
+        [_go(), "build", mod, "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
+        cwd=src,
+        env=None,
+        log=log,
+        label=name,
+        progress=progress,
+    )
+    return tmp
 
 
 def ensure(

@@ -9,6 +9,16 @@ ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.0"
 
+# The registry's real consumers (devtools/consumers/): the versions their go.mod pins. A unit test
+# keeps the two in step.
+GRPC_GO_VERSION = "v1.83.2"
+ETCD_CLIENT_VERSION = "v3.6.16"
+COREDNS_VERSION = "v1.15.0"
+CONSUMER_VERSIONS = {
+    "grpc-consumer": f"grpc-{GRPC_GO_VERSION}_etcd-client-{ETCD_CLIENT_VERSION}",
+    "coredns": COREDNS_VERSION,
+}
+
 # Bump when the way binaries are built changes (flags, generated modules) so caches are rebuilt.
 BUILD_RECIPE = 1
 

@@ -13,7 +13,7 @@ from infer_operator.registration.plans import plan_sweep
 from infer_operator.registry.backends import connect
 from infer_operator.registry.base import Registry
 from infer_operator.registry.etcd import EtcdRegistry
-from infer_operator.registry.model import Instance, RegistryError
+from infer_operator.registry.model import Instance, RegistryError, Unreadable
 
 pytestmark = pytest.mark.registry
 
@@ -53,7 +53,10 @@ async def test_roundtrip_exact_layout(etcd, reg):
     seed_outside(etcd)
     await reg.register(SVC, A)
     raw = etcd.get("/services/llm/instances/10.0.0.1:8080")
-    assert raw == b'{"pod":"llm-0","namespace":"ns","uid":"u-0","ip":"10.0.0.1","port":8080,"role":"sync","ordinal":0}'
+    assert raw == (
+        b'{"pod":"llm-0","namespace":"ns","uid":"u-0","ip":"10.0.0.1","port":8080,"role":"sync","ordinal":0,'
+        b'"weight":100,"Addr":"10.0.0.1:8080","Metadata":{"weight":100},"host":"10.0.0.1","ttl":5}'
+    )
     assert json.loads(raw) == {
         "pod": "llm-0",
         "namespace": "ns",
@@ -62,6 +65,11 @@ async def test_roundtrip_exact_layout(etcd, reg):
         "port": 8080,
         "role": "sync",
         "ordinal": 0,
+        "weight": 100,  # ours; also SkyDNS's
+        "Addr": "10.0.0.1:8080",  # gRPC-Go's etcd naming resolver
+        "Metadata": {"weight": 100},
+        "host": "10.0.0.1",  # CoreDNS's etcd plugin (SkyDNS), with "port" and "weight"
+        "ttl": 5,
     }
     await reg.register(SVC, B)
     listing = await reg.list_instances(SVC)
@@ -175,7 +183,10 @@ async def test_lookup_reads_one_address(etcd, reg):
     etcd.put("/services/llm/instances/10.0.0.9:8080", b"not ours")
     assert await reg.lookup(SVC, A.ip, A.port) == A
     assert await reg.lookup(SVC, B.ip, B.port) is None
-    assert await reg.lookup(SVC, "10.0.0.9", 8080) is None
+    # something listed there that is not our JSON is there all the same: never "gone"
+    assert await reg.lookup(SVC, "10.0.0.9", 8080) == Unreadable(
+        "10.0.0.9:8080", "not JSON: Expecting value: line 1 column 1 (char 0)"
+    )
 
 
 async def test_sweep_only_inside_prefix(etcd, reg):

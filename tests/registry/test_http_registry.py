@@ -10,7 +10,7 @@ import pytest
 from infer_operator.registration.actions import apply_sweep, deregister_confirmed
 from infer_operator.registration.plans import plan_sweep
 from infer_operator.registry.backends import connect
-from infer_operator.registry.http import HttpRegistry
+from infer_operator.registry.http import ATTEMPTS, HttpRegistry
 from infer_operator.registry.model import Instance, RegistryError
 from tests.support.admin_controller import AdminController
 
@@ -55,6 +55,7 @@ async def test_roundtrip_exact_json(admin_controller, reg):
             "port": 8080,
             "role": "sync",
             "ordinal": 0,
+            "weight": 100,
         }
     )
     listing = await reg.list_instances(SVC)
@@ -122,7 +123,7 @@ async def test_sweep_continues_past_errors(admin_controller, reg):
     await reg.register(SVC, B)
     ac.seed_config(SVC, "10.0.0.1")
     plan = plan_sweep((await reg.list_instances(SVC)).instances, await reg.list_config_ips(SVC), {}, set())
-    ac.fail_next(500, method="DELETE")
+    ac.fail_next(500, count=ATTEMPTS, method="DELETE")  # every attempt of one call
     res = await apply_sweep(reg, SVC, plan)
     assert res.instances_removed == 1 and res.configs_removed == 1 and len(res.errors) == 1
     assert "HTTP 500" in res.errors[0]
@@ -140,7 +141,7 @@ async def test_deregister_confirmed_first_delete_does_not_take(admin_controller,
 
 async def test_deregister_confirmed_retries_errors(admin_controller, reg):
     await reg.register(SVC, A)
-    admin_controller.fail_next(503, count=2, method="DELETE")
+    admin_controller.fail_next(503, count=2 * ATTEMPTS, method="DELETE")  # two calls fail whole
     res = await deregister_confirmed(reg, SVC, A.ip, A.port, backoff=0.01)
     assert res.confirmed and res.attempts == 3 and not res.needed_second_confirmation
     assert "HTTP 503" in res.last_error
@@ -169,8 +170,10 @@ async def test_slow_server_bounded(admin_controller):
     await reg.close()
 
 
-@pytest.mark.parametrize("status", [500, 502, 400, 409, 418])
+@pytest.mark.parametrize("status", [500, 502, 503, 429, 400, 409, 418])
 async def test_error_statuses(admin_controller, reg, status):
+    # 5xx and 429 are tried again within the call (ATTEMPTS times); other statuses fail at once
+    count = ATTEMPTS if status >= 500 or status == 429 else 1
     for call in (
         lambda: reg.register(SVC, A),
         lambda: reg.list_instances(SVC),
@@ -178,9 +181,10 @@ async def test_error_statuses(admin_controller, reg, status):
         lambda: reg.deregister(SVC, A.ip, A.port),
         lambda: reg.delete_config(SVC, A.ip),
     ):
-        admin_controller.fail_next(status)
+        admin_controller.fail_next(status, count=count)
         with pytest.raises(RegistryError, match=f"HTTP {status}"):
             await call()
+        assert not admin_controller._faults  # each attempt met its fault: no more, no fewer
 
 
 async def test_404_on_put_and_get_is_error(admin_controller, reg):

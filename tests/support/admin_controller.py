@@ -7,6 +7,10 @@ Contract:
     GET        /services/{service}/configs                 -> JSON list of IPs
     DELETE     /services/{service}/configs/{ip}
 
+Serialisation as some real controllers do it (knobs): `omit_zero` lists instances without their
+zero-valued fields (Go's `omitempty`: `ordinal: 0` left out); `echo_auth` puts the request's
+Authorization header in error bodies (a careless controller: the client must not repeat it).
+
 Test/demo extensions (not part of the contract, under /_admin, no auth):
     GET  /_admin/state                                  -> {"instances": {...}, "configs": {...}}
     PUT  /_admin/services/{service}/configs/{ip}        seed a per-IP config
@@ -61,6 +65,8 @@ class AdminController:
         self.delay: float = 0.0
         self.garbage: str | None = None
         self.ignore_deletes: int = 0
+        self.omit_zero = False
+        self.echo_auth = False
         self.requests: list[tuple[str, str]] = []  # (method, path); headers are not kept
         self._faults: deque[_Fault] = deque()
         self.state = _State()
@@ -126,7 +132,10 @@ class AdminController:
                 f.count -= 1
                 if f.count <= 0:
                     self._faults.remove(f)
-                return web.json_response({"error": f"injected {f.status}"}, status=f.status)
+                error = f"injected {f.status}"
+                if self.echo_auth:
+                    error += f" for {request.headers.get('Authorization')}"
+                return web.json_response({"error": error}, status=f.status)
         return await handler(request)
 
     async def _put_instance(self, request: web.Request) -> web.Response:
@@ -185,6 +194,11 @@ class AdminController:
 
     async def _list_instances(self, request: web.Request) -> web.StreamResponse:
         items = list(self.state.instances.get(request.match_info["service"], {}).values())
+        if self.omit_zero:
+            items = [
+                {k: v for k, v in i.items() if v not in (0, "", None, False)} if isinstance(i, dict) else i
+                for i in items
+            ]
         return await self._garbage_or(request, items)
 
     async def _list_configs(self, request: web.Request) -> web.StreamResponse:

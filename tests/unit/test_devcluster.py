@@ -205,3 +205,17 @@ def test_real_node_needs_root(monkeypatch):
 def test_node_binaries_are_toolchain_components():
     assert set(toolchain.NODE_COMPONENTS) <= set(toolchain.ALL_COMPONENTS)
     assert toolchain.component("kubelet").version == versions.KUBERNETES_VERSION
+
+
+def test_the_registry_consumers_are_built_from_their_committed_sources_at_the_pinned_versions():
+    for name, folder in toolchain.CONSUMER_COMPONENTS.items():
+        src = toolchain.CONSUMERS_DIR / folder
+        assert (src / "go.mod").is_file() and (src / "go.sum").is_file() and (src / "main.go").is_file()
+        assert name in toolchain.ALL_COMPONENTS
+    grpc = (toolchain.CONSUMERS_DIR / "grpc_resolver" / "go.mod").read_text()
+    assert f"google.golang.org/grpc {versions.GRPC_GO_VERSION}" in grpc
+    assert f"go.etcd.io/etcd/client/v3 {versions.ETCD_CLIENT_VERSION}" in grpc
+    coredns = (toolchain.CONSUMERS_DIR / "coredns" / "go.mod").read_text()
+    assert f"github.com/coredns/coredns {versions.COREDNS_VERSION}" in coredns
+    # an edit of a consumer's source is a new stamp: the cached binary is rebuilt
+    assert toolchain.consumer_sources_hash("coredns") in toolchain.component("coredns").stamp_value

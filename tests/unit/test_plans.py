@@ -15,6 +15,7 @@ from infer_operator.registration.plans import (
     owns,
     plan_registration,
     plan_sweep,
+    warmup_weight,
 )
 from infer_operator.registry.model import Instance, ServiceRef
 from tests.support.pods import pod
@@ -59,6 +60,7 @@ def test_instance_json_fields_match_the_contract():
         "role": "sync",
         "ordinal": 3,
         "inferenceService": {"namespace": "default", "name": "llm", "uid": "uid-llm"},
+        "weight": 100,
     }
 
 
@@ -103,6 +105,43 @@ def test_warming_pod_already_registered_is_kept():
     listed = [instance_for(warm, 8000, OWNER)]
     plan = plan_registration(desired.instances, listed, [warm], desired.warming, OWNER)
     assert plan.register == () and plan.claim == () and plan.deregister == ()
+
+
+def test_a_warming_pod_whose_entry_has_a_ramp_weight_is_kept_as_it_is():
+    warm = at(pod(0, "sync"), 1)
+    desired = desired_instances([warm], 8000, 30, NOW, OWNER, warmup=60)
+    listed = [dataclasses.replace(instance_for(warm, 8000, OWNER), weight=38)]
+    plan = plan_registration(desired.instances, listed, [warm], desired.warming, OWNER)
+    assert plan.register == () and plan.claim == () and plan.deregister == ()
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "weight", "next_in"),
+    [(0, 12, 15.0), (14.9, 12, 0.1), (15, 38, 15.0), (30, 62, 15.0), (59, 88, 1.0), (60, 100, None), (600, 100, None)],
+)
+def test_the_warm_up_ramps_in_four_steps_each_at_the_linear_ramps_mean(elapsed, weight, next_in):
+    got, step_in = warmup_weight(elapsed, 60)
+    assert got == weight
+    assert step_in == pytest.approx(next_in) if next_in is not None else step_in is None
+    assert warmup_weight(5, 0) == (100, None)  # no warm-up: full weight at once
+
+
+def test_a_pod_past_its_register_delay_ramps_in_and_the_pass_wakes_for_each_step():
+    fresh, warm = at(pod(0, "sync"), 12), at(pod(1, "sync", ip="10.0.0.2"), 100)
+    desired = desired_instances([fresh, warm], 8000, 10, NOW, OWNER, warmup=40)  # 2 s into the ramp
+    weights = {i.pod: i.weight for i in desired.instances.values()}
+    assert weights == {"llm-0": 12, "llm-1": 100} and desired.next_due == pytest.approx(8.0)
+
+
+def test_a_listed_weight_is_never_lowered_and_an_entry_of_an_earlier_layout_is_written_again():
+    p0 = dataclasses.replace(at(pod(0, "sync"), 0), registered=True)  # the operator restarted: the clock is new
+    desired = desired_instances([p0], 8000, 0, NOW, OWNER, warmup=60).instances
+    assert next(iter(desired.values())).weight == 12
+    warm = instance_for(p0, 8000, OWNER)  # listed at full weight before the restart
+    plan = plan_registration(desired, [warm], [p0], owner=OWNER)
+    assert plan.register == () and plan.claim == () and plan.deregister == ()
+    plan = plan_registration(desired, [dataclasses.replace(warm, stale_layout=True)], [p0], owner=OWNER)
+    assert plan.register == (warm,) and plan.claim == ()
 
 
 # -- the sweep and ownership -------------------------------------------------------------------

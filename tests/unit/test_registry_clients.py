@@ -24,7 +24,9 @@ A = Instance(pod="web-0", namespace="ns", uid="u", ip="10.0.0.1", port=80, role=
 
 def test_instance_json_roundtrip():
     text = A.to_json()
-    assert text == '{"pod":"web-0","namespace":"ns","uid":"u","ip":"10.0.0.1","port":80,"role":"sync","ordinal":0}'
+    assert text == (
+        '{"pod":"web-0","namespace":"ns","uid":"u","ip":"10.0.0.1","port":80,"role":"sync","ordinal":0,"weight":100}'
+    )
     assert Instance.from_json(text) == A
     assert Instance.from_json(text.encode()) == A
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -45,12 +47,39 @@ def test_instance_json_roundtrip():
         json.dumps({**A.to_obj(), "port": True}),
         json.dumps({**A.to_obj(), "ordinal": 1.5}),
         json.dumps({**A.to_obj(), "ip": None}),
+        json.dumps({**A.to_obj(), "weight": 101}),
+        json.dumps({**A.to_obj(), "weight": "100"}),
         b"\xff\xfe",
     ],
 )
 def test_instance_from_json_malformed(text):
     with pytest.raises(MalformedEntry):
         Instance.from_json(text)
+
+
+def test_fields_a_go_writer_omits_as_zero_and_entries_without_a_weight():
+    # An admin controller serialising with Go's `omitempty` leaves out ordinal 0: still pod 0's entry.
+    obj = {k: v for k, v in A.to_obj().items() if k not in ("ordinal", "weight")}
+    assert Instance.from_obj(obj) == A  # no weight: written before weights, a warm instance
+
+
+def test_same_entry_ignores_weight_and_stored_layout():
+    warming = dataclasses.replace(A, weight=12)
+    assert A.same_entry(warming) and A.same_entry(dataclasses.replace(A, stale_layout=True))
+    assert warming != A and not A.same_entry(dataclasses.replace(A, uid="other")) and not A.same_entry(None)
+
+
+def test_etcd_value_carries_what_grpc_and_coredns_read():
+    from infer_operator.registry.etcd import entry_value, read_entry
+
+    value = json.loads(entry_value(dataclasses.replace(A, weight=38)))
+    assert value["Addr"] == "10.0.0.1:80" and value["Metadata"] == {"weight": 38}  # gRPC-Go's etcd resolver
+    assert (value["host"], value["port"], value["weight"], value["ttl"]) == ("10.0.0.1", 80, 38, 5)  # SkyDNS
+    assert read_entry(entry_value(A).encode()) == A
+    six = dataclasses.replace(A, ip="fd00::7")
+    assert json.loads(entry_value(six))["Addr"] == "[fd00::7]:80"
+    # A value of an earlier version (ours alone) is ours, to be written again
+    assert read_entry(A.to_json().encode()) == dataclasses.replace(A, stale_layout=True)
 
 
 def test_backend_table_connects_each_type_and_rejects_bad_settings():

@@ -300,6 +300,38 @@ RegistrySpec = create_model(
             description="Warm-up: register a sync pod only after it has been Ready this long.",
         ),
     ),
+    warmup_seconds=(
+        int,
+        Field(
+            default=0,
+            ge=0,
+            le=3600,
+            alias="warmupSeconds",
+            description=(
+                "Traffic warm-up: for this long after its registration a sync pod asks for a growing "
+                "share of the traffic (its entry's weight, in 4 steps: 12, 38, 62, 88 of 100; then 100). "
+                "Honoured by consumers that weigh instances: DNS SRV clients of CoreDNS's etcd plugin, "
+                "an admin controller passing the weight on (README, Registries)."
+            ),
+        ),
+    ),
+)
+
+
+RetiredRegistry = create_model(
+    "RetiredRegistry",
+    __base__=RegistrySpec,
+    retired_at=(
+        str | None,
+        Field(
+            default=None,
+            alias="retiredAt",
+            description=(
+                "When the service moved away from this registry (RFC 3339): what is left there is given "
+                "up --cleanup-timeout after it, with a RegistryCleanupAbandoned event."
+            ),
+        ),
+    ),
 )
 
 
@@ -548,7 +580,7 @@ class InferenceServiceStatus(Model):
         default=None,
         description="The registry the pods were last registered in (a copy of spec.registry), so a move is noticed.",
     )
-    retired_registries: list[RegistrySpec] | None = Field(
+    retired_registries: list[RetiredRegistry] | None = Field(
         default=None,
         alias="retiredRegistries",
         description="Registries this service moved away from whose entries are not removed yet; "

@@ -89,6 +89,7 @@ async def reconcile_loop(
         owned=RUNTIME.owned,
         post_event=RUNTIME.events.post,
         release_url=options.release_url,
+        cleanup_timeout=options.cleanup_timeout_seconds,
         schedule=Schedule(
             resync_seconds=options.resync_seconds,
             audit_seconds=options.audit_seconds,

@@ -41,7 +41,7 @@ from infer_operator.reconcile.status import Outcome, Problem, compute_status
 from infer_operator.reconcile.status_writer import STATUS_INTERVAL_SECONDS, StatusWriter
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS, EmitEvent, PassNotes
 from infer_operator.records import ServiceRecord
-from infer_operator.registration.releaser import PodReleaser, PostEvent, parse_registry
+from infer_operator.registration.releaser import PodReleaser, PostEvent, parse_registry, parse_retired
 from infer_operator.registration.sharing import NO_VIEWS, Views
 from infer_operator.registry.model import ServiceRef
 
@@ -64,6 +64,7 @@ class ServiceReconciler:
         status_interval: float = STATUS_INTERVAL_SECONDS,
         post_event: PostEvent | None = None,
         release_url: str | None = None,
+        cleanup_timeout: float = 300.0,
     ):
         self.record = record
         self.logger = logger
@@ -75,7 +76,7 @@ class ServiceReconciler:
             kube, namespace, name, logger, owned=owned if owned is not None else OwnedObjects(), release_url=release_url
         )
         self.pods = PodWrites(kube, namespace, name, logger, emit)
-        self.registry = RegistrySync(kube, record, logger, releaser, post_event)
+        self.registry = RegistrySync(kube, record, logger, releaser, post_event, give_up_after=cleanup_timeout)
         self.status = StatusWriter(kube, namespace, name, logger, emit, interval=status_interval)
         self.paused = False
         self.ratchet_reported: int | None = None  # the generation whose ratcheted fields were reported
@@ -152,7 +153,7 @@ class ServiceReconciler:
 
         # registry: the one in use, and those moved away from (remembered in the status)
         recorded = parse_registry(previous_status.get("registry"))
-        retired = [r for r in map(parse_registry, previous_status.get("retiredRegistries") or []) if r]
+        retired = [r for r in map(parse_retired, previous_status.get("retiredRegistries") or []) if r]
         if upkeep is not None:
             retired = registry_moves(recorded, retired, upkeep.registry, self.name)
             recorded = upkeep.registry

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from infer_operator import labels
+from infer_operator import labels, metrics
 from infer_operator.api.v1alpha1 import InferenceServiceSpec, RegistrySpec
 from infer_operator.backoff import Backoff
 from infer_operator.clients.events import reference
@@ -26,7 +26,7 @@ from infer_operator.reconcile.audit import read_service_pods
 from infer_operator.reconcile.step import RETRY_SOON_SECONDS, PassNotes
 from infer_operator.records import ServiceRecord
 from infer_operator.registration.registrar import ReadFailed, Registrar, RegistryConfigError
-from infer_operator.registration.releaser import PodReleaser, PostEvent
+from infer_operator.registration.releaser import PodReleaser, PostEvent, retire, retired_at
 from infer_operator.registration.sharing import Views, live_ips, read_pods
 from infer_operator.registry.model import RegistryError, ServiceRef
 
@@ -42,6 +42,10 @@ class RegistrySync:
     serving_seen: dict[str, datetime.datetime] = field(default_factory=dict)
     last_sweep_error: str | None = None
     moved_backoff: Backoff = field(default_factory=lambda: Backoff(first=RETRY_SOON_SECONDS, cap=120.0))
+    # A place moved away from that cannot be cleaned is given up this long after the move
+    # (--cleanup-timeout): it may be gone for good (an old address of the etcd in use, a
+    # decommissioned admin controller), and "not cleaned" must not be reported for ever.
+    give_up_after: float = 300.0
 
     @property
     def namespace(self) -> str:
@@ -134,6 +138,7 @@ class RegistrySync:
             owner,
             releasing=self.releaser.releasing,
             node=views.node,
+            warmup=spec.registry.warmup_seconds,
         )
         for instance, why in result.deregistered if self.post is not None else ():
             # A pod that stopped being able to serve leaves at once, and says why.
@@ -197,6 +202,7 @@ class RegistrySync:
         etcd cluster and prefix) has nothing to clean."""
         left: list[RegistrySpec] = []
         errors: list[str] = []
+        now = datetime.datetime.now(datetime.UTC)
         for old in retired:
             try:
                 async with self.registrar.connected(old) as registry:
@@ -212,8 +218,21 @@ class RegistrySync:
                     f"{self.service_of(old)} ({old.type}) are gone."
                 )
             except (RegistryConfigError, RegistryError, KubeError) as exc:
-                left.append(old)
-                errors.append(f"{self.service_of(old)} ({old.type}): {exc}")
+                since = retired_at(old) or now
+                if (now - since).total_seconds() < self.give_up_after:
+                    left.append(old)
+                    errors.append(f"{self.service_of(old)} ({old.type}): {exc}")
+                    continue
+                message = (
+                    f"gave up cleaning {self.service_of(old)} ({old.type}), moved away from "
+                    f"{(now - since).total_seconds():.0f}s ago: {exc}; entries and per-IP configs of "
+                    f"{self.name} may remain there"
+                )
+                self.logger.warning(f"InferenceService {self.name}: {message}.")
+                metrics.INCOMPLETE_CLEANUPS.labels(labels.KIND, "RegistryCleanupAbandoned").inc()
+                if self.post is not None:
+                    involved = reference(labels.API_VERSION, labels.KIND, self.namespace, self.name, owner.uid)
+                    self.post(involved, "Warning", "RegistryCleanupAbandoned", message)
         if errors:
             message = "entries left at a registry this service moved away from: " + "; ".join(errors)
             notes.registry_condition = Condition(False, "OldRegistryNotCleaned", message)
@@ -238,12 +257,14 @@ def registry_moves(
 ) -> list[RegistrySpec]:
     """The registries still to be cleaned after the spec says `current`: the one last synced
     (`recorded`, from the status) joins them when the spec moved away from it; one moved back to
-    leaves them. Places compare type, location and registry service name, not credentials."""
+    leaves them. Places compare type, location and registry service name, not credentials. Each
+    carries when it was moved away from (`retiredAt`), so the give-up bound survives restarts."""
     here = current.place(name)
-    out = list(retired)
+    now = datetime.datetime.now(datetime.UTC)
+    out = [retire(r, now) for r in retired]  # recorded by a version that kept no time: from now
     if recorded is not None and recorded.in_use and recorded.place(name) != here:
         if all(r.place(name) != recorded.place(name) for r in out):
-            out.append(recorded)
+            out.append(retire(recorded, now))
     return [r for r in out if r.place(name) != here]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from infer_operator.registration.plans import SweepPlan
 from infer_operator.registry.base import Registry
-from infer_operator.registry.model import RegistryError
+from infer_operator.registry.model import RegistryError, Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,19 @@ async def deregister_confirmed(
         try:
             await registry.deregister(service, ip, port, uid)
             # Read back the one address (etcd: one key), not the whole listing.
+            # Something listed there that is not our JSON is still there (it may be the entry,
+            # as an admin controller re-serialised it): never taken as gone.
             current = await registry.lookup(service, ip, port)
-            still_listed = current is not None and uid in (None, current.uid)
+            still_listed = current is not None and (isinstance(current, Unreadable) or uid in (None, current.uid))
         except RegistryError as exc:
             last_error = str(exc)
             log.info("deregister %s %s:%s attempt %d failed: %s", service, ip, port, attempt, exc)
         else:
             if not still_listed:
                 return DeregisterResult(True, attempt, needed_second, last_error)
-            last_error = f"{ip}:{port} still listed in {service} after delete"
+            last_error = f"{ip}:{port} still listed in {service} after delete" + (
+                f" (an entry that is not ours to read: {current.reason})" if isinstance(current, Unreadable) else ""
+            )
             log.info("deregister %s %s:%s: still listed after delete (attempt %d)", service, ip, port, attempt)
         if attempt == attempts:
             break

@@ -2,7 +2,8 @@
 
 Registered set == sync pods that can serve (registration/serving.py: not terminating, containers
 ready, the user's readiness gates True, node not lost, at their current IP), and so for
-registerDelaySeconds as the operator's clock counts it. The per-pass plan touches entries whose IP
+registerDelaySeconds as the operator's clock counts it; then, for warmupSeconds, it asks for a
+growing share of the traffic (`warmup_weight`). The per-pass plan touches entries whose IP
 is held by a pod the operator knows, and entries naming one of its pods at another address (the
 pod's IP changed); entries for unknown IPs are the sweep's business, which re-reads the pods from
 the API before removing them.
@@ -17,7 +18,23 @@ from dataclasses import dataclass
 
 from infer_operator.podview import PodView
 from infer_operator.registration.serving import NodeLookup, Verdict, can_serve, no_nodes
-from infer_operator.registry.model import Instance, ServiceRef, is_ip
+from infer_operator.registry.model import FULL_WEIGHT, Instance, ServiceRef, is_ip
+
+# The warm-up's weight changes in this many steps: each one re-writes the pod's entry, so a pod is
+# written WARMUP_STEPS + 1 times over its warm-up (its registration, three raises, full weight).
+WARMUP_STEPS = 4
+
+
+def warmup_weight(elapsed: float, warmup: float) -> tuple[int, float | None]:
+    """(the weight of an instance registered `elapsed` seconds ago, seconds until it changes;
+    None once it is FULL_WEIGHT). Each of the WARMUP_STEPS equal parts of the warm-up carries the
+    linear ramp's mean over that part (12, 38, 62, 88 of 100 for four), so the traffic an instance
+    takes over its warm-up is the linear ramp's, with a bounded number of writes."""
+    if warmup <= 0 or elapsed >= warmup:
+        return FULL_WEIGHT, None
+    step = min(WARMUP_STEPS - 1, max(0, int(elapsed * WARMUP_STEPS / warmup)))
+    weight = max(1, round(FULL_WEIGHT * (2 * step + 1) / (2 * WARMUP_STEPS)))
+    return weight, (step + 1) * warmup / WARMUP_STEPS - elapsed
 
 
 def instance_for(pod: PodView, port: int, owner: ServiceRef | None) -> Instance:
@@ -60,10 +77,13 @@ def desired_instances(
     now: datetime.datetime,
     owner: ServiceRef | None = None,
     node: NodeLookup = no_nodes,
+    warmup: float = 0.0,
 ) -> Desired:
     """The instances of the sync pods that can serve (registration/serving.py) and are due. Each
     is registered at the port it was started with (its named container port), `port`
-    (spec.sync.port) for pods made before ports were named. `node` looks a node up by name."""
+    (spec.sync.port) for pods made before ports were named. `node` looks a node up by name. A pod
+    due less than `warmup` seconds ago carries a warm-up weight (`warmup_weight`), and `next_due`
+    covers its next step."""
     instances: dict[str, Instance] = {}
     warming: dict[str, Instance] = {}
     refused: dict[str, Verdict] = {}
@@ -74,14 +94,16 @@ def desired_instances(
             if verdict.reason != "NotSync":
                 refused[pod.uid] = verdict
             continue
-        if register_delay > 0:
-            since = pod.serving_since or now
-            wait = register_delay - (now - since).total_seconds()
-            if wait > 0:
-                next_due = wait if next_due is None else min(next_due, wait)
-                warming[f"{pod.ip}:{pod.sync_port or port}"] = instance_for(pod, pod.sync_port or port, owner)
-                continue
-        instance = instance_for(pod, pod.sync_port or port, owner)
+        since = pod.serving_since or now
+        wait = register_delay - (now - since).total_seconds()
+        if register_delay > 0 and wait > 0:
+            next_due = wait if next_due is None else min(next_due, wait)
+            warming[f"{pod.ip}:{pod.sync_port or port}"] = instance_for(pod, pod.sync_port or port, owner)
+            continue
+        weight, step_in = warmup_weight(-wait, warmup)
+        if step_in is not None:
+            next_due = step_in if next_due is None else min(next_due, step_in)
+        instance = dataclasses.replace(instance_for(pod, pod.sync_port or port, owner), weight=weight)
         instances[instance.address] = instance
     return Desired(instances, next_due, warming, refused)
 
@@ -111,7 +133,9 @@ def plan_registration(
     known pod holds and that names no known pod is left alone: the pod index may lag, and only the
     sweep (with a fresh read of the pods) may call such an entry stale. An entry that is exactly a
     warming-up pod's stays: it was registered before (e.g. before an operator restart), and
-    pulling it for the warm-up would be a needless blip.
+    pulling it for the warm-up would be a needless blip. For the same reason a listed entry's
+    weight is never lowered: after an operator restart the warm-up's clock starts again, and a
+    warm pod keeps its full share (a pod mid-ramp goes on from where it was).
     """
     warming = warming or {}
     listed = list(listed)
@@ -121,7 +145,10 @@ def plan_registration(
     marked_at = {(p.uid, p.registered_ip or p.ip) for p in known if p.registered}
     claim, register = [], []
     for address, inst in sorted(desired.items()):
-        if listed_by_address.get(address) == inst:
+        listed_inst = listed_by_address.get(address)
+        if listed_inst is not None and inst.same_entry(listed_inst) and listed_inst.weight > inst.weight:
+            inst = dataclasses.replace(inst, weight=listed_inst.weight)
+        if listed_inst == inst:
             continue
         held = (inst.uid, inst.ip) in marked_at or (inst.uid, inst.ip) in listed_at
         (register if held else claim).append(inst)
@@ -133,7 +160,7 @@ def plan_registration(
         if (owner is None or owns(owner, inst))
         and inst.address not in desired
         and (inst.ip in known_ips or inst.uid in known_uids)
-        and warming.get(inst.address) != inst
+        and not inst.same_entry(warming.get(inst.address))
     )
     return RegistrationPlan(tuple(claim), tuple(register), deregister)
 

@@ -213,10 +213,12 @@ class Registrar:
         owner: ServiceRef,
         releasing: Callable[[str], bool] = lambda uid: False,
         node: NodeLookup = no_nodes,
+        warmup: float = 0.0,
     ) -> SyncResult:
         """Make the registry list exactly the sync pods that can serve and are due (of those the
         operator knows; registration/serving.py), under `owner`'s name; a pod registered at an
-        IP for the first time claims it. `node` looks a node up by name.
+        IP for the first time claims it. `node` looks a node up by name. For `warmup` seconds after
+        it is due, a pod's entry carries a growing weight (plans.warmup_weight: a few re-writes).
 
         `releasing(uid)`: whether the pod's release has started. A release starts from the watch
         stream, before the index (so `pods`) shows the pod deleted; such a pod is never written
@@ -229,7 +231,7 @@ class Registrar:
         except RegistryError as exc:
             return SyncResult(0, Condition(False, "RegistryUnreachable", str(exc)), self.backoff.next())
         service = self.service_of(spec_registry)
-        desired = desired_instances(pods, port, register_delay, now, owner, node)
+        desired = desired_instances(pods, port, register_delay, now, owner, node, warmup)
         asked = (
             self._fingerprint,
             service,

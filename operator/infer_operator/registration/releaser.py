@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from infer_operator import kinds, labels, metrics
-from infer_operator.api.v1alpha1 import RegistrySpec, parse_spec
+from infer_operator.api.v1alpha1 import RegistrySpec, RetiredRegistry, parse_spec
 from infer_operator.backoff import Backoff
 from infer_operator.clients.events import reference
 from infer_operator.clients.finalizers import remove_finalizer
@@ -365,7 +365,7 @@ def registries_of(body: Any) -> tuple[RegistrySpec | None, list[RegistrySpec]]:
         current = parse_spec(body.get("spec")).registry
     except ValueError:
         current = parse_registry(status.get("registry"))
-    retired = [r for r in map(parse_registry, status.get("retiredRegistries") or []) if r is not None and r.in_use]
+    retired = [r for r in map(parse_retired, status.get("retiredRegistries") or []) if r is not None and r.in_use]
     return (current if current is not None and current.in_use else None), retired
 
 
@@ -375,6 +375,28 @@ def parse_registry(data: Any) -> RegistrySpec | None:
         return RegistrySpec.model_validate(data) if data else None
     except ValueError:
         return None
+
+
+def parse_retired(data: Any) -> Any:
+    """A registry moved away from, as the status records it (a RetiredRegistry: the spec and
+    `retiredAt`), or None when absent or unusable."""
+    try:
+        return RetiredRegistry.model_validate(data) if data else None
+    except ValueError:
+        return None
+
+
+def retire(registry: RegistrySpec, at: datetime.datetime) -> Any:
+    """`registry` as a place moved away from at `at` (kept when it was retired before)."""
+    if isinstance(registry, RetiredRegistry) and registry.retired_at:
+        return registry
+    fields = registry.model_dump(by_alias=True, exclude_none=True)
+    return RetiredRegistry.model_validate({**fields, "retiredAt": at.isoformat().replace("+00:00", "Z")})
+
+
+def retired_at(registry: RegistrySpec) -> datetime.datetime | None:
+    """When the service moved away from `registry` (None: not a retired place, or not recorded)."""
+    return parse_time(getattr(registry, "retired_at", None))
 
 
 class ServiceReleaser:
@@ -443,8 +465,14 @@ class ServiceReleaser:
         deadline = deletion + datetime.timedelta(seconds=self.timeout())
         backoff = Backoff(first=1.0, cap=30.0)
         last_error = ""
+        abandoned: list[str] = []  # places moved away from, given up at their own bound
         while left:
             spec_registry = left[0]
+            # A place moved away from is given up --cleanup-timeout after the move, however long
+            # the deletion itself may still wait for the others (it may have been gone for good,
+            # e.g. an old address of the etcd in use).
+            moved = retired_at(spec_registry) if spec_registry is not current else None
+            own_deadline = min(deadline, moved + datetime.timedelta(seconds=self.timeout())) if moved else deadline
             try:
                 others = [
                     s for s in views.sharers(spec_registry.place(owner.name)) if s != (owner.namespace, owner.name)
@@ -472,6 +500,11 @@ class ServiceReleaser:
                 last_error = str(exc) or type(exc).__name__
             delay = backoff.next()
             now = datetime.datetime.now(datetime.UTC)
+            if own_deadline < deadline and now + datetime.timedelta(seconds=delay) >= own_deadline:
+                abandoned.append(f"{spec_registry.service or owner.name} ({spec_registry.type}): {last_error}")
+                left.pop(0)
+                backoff.reset()
+                continue
             if now + datetime.timedelta(seconds=delay) >= deadline:
                 return Note(
                     "Warning",
@@ -484,6 +517,13 @@ class ServiceReleaser:
                 f"retrying in {delay:.1f}s: {last_error}"
             )
             await asyncio.sleep(delay)
+        if abandoned:
+            return Note(
+                "Warning",
+                "RegistryCleanupAbandoned",
+                f"gave up on registries {owner.name} had moved away from more than {self.timeout():g}s ago "
+                f"({'; '.join(abandoned)}); its entries and per-IP configs may remain there",
+            )
         return None
 
     async def _namespace_going(self, namespace: str) -> bool:

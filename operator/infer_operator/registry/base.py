@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import Instance, Listing, RegistryError
+from .model import Instance, Listing, RegistryError, Unreadable
 
 
 class Registry(abc.ABC):
@@ -44,12 +44,17 @@ class Registry(abc.ABC):
     async def delete_config(self, service: str, ip: str) -> None:
         """Remove the per-IP config; absent is success."""
 
-    async def lookup(self, service: str, ip: str, port: int) -> Instance | None:
-        """The entry at ip:port as the registry has it now (None: absent, or not our JSON): the
-        read-back after a deregistration. Backends that can read one key override this; the
-        default reads the whole listing."""
+    async def lookup(self, service: str, ip: str, port: int) -> Instance | Unreadable | None:
+        """The entry at ip:port as the registry has it now: the read-back after a deregistration.
+        None only when nothing is listed at that address; something listed there that is not our
+        JSON is `Unreadable`, never None (a listing that leaves out a zero field, a value another
+        tool rewrote: still there, whatever it says). Backends that can read one key override
+        this; the default reads the whole listing (`Listing.malformed` ids are addresses)."""
         listing = await self.list_instances(service)
-        return next((i for i in listing.instances if i.ip == ip and i.port == port), None)
+        found = next((i for i in listing.instances if i.ip == ip and i.port == port), None)
+        if found is None and f"{ip}:{port}" in listing.malformed:
+            return Unreadable(f"{ip}:{port}", "not an entry of ours")
+        return found
 
     async def delete_configs(self, service: str, ips: Sequence[str]) -> dict[str, str]:
         """Remove the per-IP configs of `ips` (absent is success); returns {ip: error} for those

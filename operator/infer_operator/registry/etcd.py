@@ -13,12 +13,25 @@ Key layout (prefix default ``/services``; slashes normalised, no trailing slash)
 
 Every range/delete is confined to ``{prefix}/{service}/``; service names and IPs containing ``/``
 or ``..`` are rejected with ValueError before any request.
+
+An instance value is the Instance JSON plus the fields two real consumers read, so that neither
+needs glue (``entry_value``)::
+
+    {"pod",...,"ordinal","inferenceService","weight",        <- ours (weight: 1..100, 100 = warm)
+     "Addr": "ip:port", "Metadata": {"weight": w},         <- gRPC-Go's etcd naming resolver
+     "host": "ip", "ttl": 5}                               <- CoreDNS's etcd plugin (SkyDNS; with
+                                                              our "port" and "weight")
+
+Both decode with Go's encoding/json (keys case-insensitive, unknown keys ignored), and our reader
+ignores theirs. A listed value without them (written by an earlier version) is read as
+`stale_layout` and written again by the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import ssl
@@ -40,6 +53,7 @@ from .model import (
     Listing,
     MalformedEntry,
     RegistryError,
+    Unreadable,
     one_line,
     scrub,
     validate_port,
@@ -59,6 +73,51 @@ CONFIG_DELETES_PER_TXN = 64
 # gRPC status codes as returned in the gateway's JSON error body
 _GRPC_UNAUTHENTICATED = 16
 _GRPC_INVALID_ARGUMENT = 3
+_GRPC_UNAVAILABLE = 14
+_GRPC_RESOURCE_EXHAUSTED = 8
+
+# The DNS TTL CoreDNS gives the records of an entry (its default, 300 s, would let a caching
+# resolver keep a deleted pod for five minutes): inside the default 10 s drain.
+DNS_TTL_SECONDS = 5
+
+
+def grpc_address(ip: str, port: int) -> str:
+    """host:port as gRPC dials it (IPv6 in brackets)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def consumer_fields(instance: Instance) -> dict[str, Any]:
+    """What gRPC-Go's etcd resolver (`Addr`, `Metadata`) and CoreDNS's etcd plugin (`host`, `ttl`;
+    `port` and `weight` are ours already) read from an entry."""
+    return {
+        "Addr": grpc_address(instance.ip, instance.port),
+        "Metadata": {"weight": instance.weight},
+        "host": instance.ip,
+        "ttl": DNS_TTL_SECONDS,
+    }
+
+
+def entry_value(instance: Instance) -> str:
+    """The stored value of an instance entry: ours and the consumers' fields, compact JSON."""
+    return json.dumps({**instance.to_obj(), **consumer_fields(instance)}, separators=(",", ":"), ensure_ascii=False)
+
+
+def read_entry(value: bytes) -> Instance:
+    """An instance entry's value as ours; `stale_layout` when the consumers' fields are missing or
+    out of date. Raises MalformedEntry."""
+    try:
+        obj = json.loads(value)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise MalformedEntry(f"not JSON: {one_line(str(exc), 120)}") from None
+    instance = Instance.from_obj(obj)
+    if any(obj.get(k) != v for k, v in consumer_fields(instance).items()):
+        instance = dataclasses.replace(instance, stale_layout=True)
+    return instance
+
+
+class _Unavailable(Exception):
+    """One endpoint answered that it cannot serve the call now (HTTP 5xx or 429: a learner, a
+    member without quorum, rate limiting): the call goes to the next endpoint."""
 
 
 def _b64(text: str) -> str:
@@ -177,7 +236,7 @@ class EtcdRegistry(Registry):
     async def register(self, service: str, instance: Instance) -> None:
         instance.validate()
         key = self.instance_key(service, instance.ip, instance.port)
-        data = await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(instance.to_json())}, f"put {key}")
+        data = await self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(entry_value(instance))}, f"put {key}")
         self._remember(key, data, instance.uid)
 
     async def deregister(self, service: str, ip: str, port: int, uid: str | None = None) -> None:
@@ -221,7 +280,7 @@ class EtcdRegistry(Registry):
         success = [
             _delete(key),
             _delete(key + "/", prefix=True),
-            {"request_put": {"key": _b64(entry), "value": _b64(instance.to_json())}},
+            {"request_put": {"key": _b64(entry), "value": _b64(entry_value(instance))}},
         ]
         data = await self._txn(compare, success, f"claim {instance.ip} for {instance.pod}")
         if data is None:
@@ -248,7 +307,7 @@ class EtcdRegistry(Registry):
             key = kv.key
             name = key[len(pfx) :]
             try:
-                inst = Instance.from_json(kv.value)
+                inst = read_entry(kv.value)
                 if name != inst.address:
                     raise MalformedEntry(f"key names {name!r} but value is {inst.address}")
             except MalformedEntry as exc:
@@ -268,15 +327,15 @@ class EtcdRegistry(Registry):
                 ips.add(ip)
         return ips
 
-    async def lookup(self, service: str, ip: str, port: int) -> Instance | None:
+    async def lookup(self, service: str, ip: str, port: int) -> Instance | Unreadable | None:
         key = self.instance_key(service, ip, port)
         found = await self._range(key, prefix=False, keys_only=False)
         if not found:
             return None
         try:
-            return Instance.from_json(found[0].value)
-        except MalformedEntry:
-            return None
+            return read_entry(found[0].value)
+        except MalformedEntry as exc:
+            return Unreadable(f"{ip}:{port}", str(exc))
 
     async def delete_config(self, service: str, ip: str) -> None:
         key = self.config_key(service, ip)
@@ -366,18 +425,24 @@ class EtcdRegistry(Registry):
     async def _call_endpoints(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         n = len(self._endpoints)
         order = [(self._preferred + i) % n for i in range(n)]
-        conn_errors: list[str] = []
+        failures: list[str] = []
         for idx in order:
             ep = self._endpoints[idx]
             try:
                 result = await self._call_one(ep, path, body, what)
             except aiohttp.ClientConnectionError as exc:
                 # refused / reset / DNS / TLS handshake: try the next endpoint
-                conn_errors.append(f"{ep}: {type(exc).__name__}: {one_line(str(exc), 120)}")
+                failures.append(f"{ep}: {type(exc).__name__}: {one_line(str(exc), 120)}")
+                continue
+            except _Unavailable as exc:
+                # A member that answers but cannot serve (a learner: "rpc not supported for
+                # learner"; no leader; "too many requests"): another member may. Nothing was
+                # applied, and every call here is safe to repeat (puts, guarded transactions).
+                failures.append(f"{ep}: {exc}")
                 continue
             self._preferred = idx
             return result
-        raise self._err(f"etcd {what}: no endpoint reachable ({'; '.join(conn_errors)})")
+        raise self._err(f"etcd {what}: no endpoint could serve it ({'; '.join(failures)})")
 
     async def _call_one(self, ep: str, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         reauthed = False
@@ -403,6 +468,8 @@ class EtcdRegistry(Registry):
                 reauthed = True
                 self._token = None  # expired/invalid token: authenticate once more
                 continue
+            if status >= 500 or status == 429 or code in (_GRPC_UNAVAILABLE, _GRPC_RESOURCE_EXHAUSTED):
+                raise _Unavailable(scrub(f"HTTP {status}: {_error_message(data)}", self._secrets()))
             raise self._err(f"etcd {what} at {ep}: HTTP {status}: {_error_message(data)}{_hint(status)}")
 
     async def _authenticate(self, ep: str) -> None:
@@ -418,6 +485,8 @@ class EtcdRegistry(Registry):
                 "authenticate",
             )
             token = data.get("token") if isinstance(data, dict) else None
+            if status >= 500 or status == 429:
+                raise _Unavailable(f"authenticate: HTTP {status}: {_error_message(data)}")
             if status != 200 or not isinstance(token, str) or not token:
                 raise self._err(
                     f"etcd authentication as user {self._username!r} at {ep} failed: HTTP {status}: "
@@ -439,6 +508,8 @@ class EtcdRegistry(Registry):
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
+            if status >= 500 or status == 429:  # a proxy's error page in front of the member
+                raise _Unavailable(f"HTTP {status}: response is not JSON") from None
             raise self._err(
                 f"etcd {what} at {ep}: HTTP {status}{_hint(status)}: response is not JSON: {raw[:80]!r}"
             ) from None

@@ -7,7 +7,10 @@
     GET    {url}/services/{service}/configs                 -> JSON list of IP strings
     DELETE {url}/services/{service}/configs/{ip}
 
-2xx is success, 404 on DELETE is success, anything else is a RegistryError. Redirects are not
+2xx is success, 404 on DELETE is success, anything else is a RegistryError. Every call is
+idempotent, so one answered 5xx or 429, or cut by a connection error (an admin controller behind a
+load balancer, restarting, rate limiting), is tried again within the call's timeout (at most
+`ATTEMPTS` times, `Retry-After` honoured up to what is left). Redirects are not
 followed (the bearer token must not travel elsewhere). Responses above ``max_response_bytes``
 (default 16 MiB) are a RegistryError.
 """
@@ -18,6 +21,7 @@ import asyncio
 import json
 import logging
 import ssl
+import time
 from typing import Any
 
 import aiohttp
@@ -35,6 +39,7 @@ from .model import (
     Listing,
     MalformedEntry,
     RegistryError,
+    Unreadable,
     one_line,
     scrub,
     validate_port,
@@ -43,6 +48,9 @@ from .model import (
 from .tls import TLS_SECRET_KEYS, Secret, tls_context
 
 log = logging.getLogger(__name__)
+
+ATTEMPTS = 3  # per call, within its timeout: a 5xx/429 answer or a connection error is tried again
+RETRY_WAIT = 0.1  # first wait between attempts, doubling
 
 
 class HttpRegistry(Registry):
@@ -104,10 +112,10 @@ class HttpRegistry(Registry):
         url = self.instance_url(service, ip, port)
         if uid is not None:
             # The contract's conditional delete is `?uid=`: an admin controller that ignores it
-            # deletes whatever is there, so look first (a window of one round trip remains).
-            listed = await self.list_instances(service)
-            current = next((i for i in listed.instances if i.ip == ip and i.port == port), None)
-            if current is None or current.uid != uid:
+            # deletes whatever is there, so look first (a window of one round trip remains). An
+            # entry we cannot read is left to the controller's own uid check.
+            current = await self.lookup(service, ip, port)
+            if current is None or (isinstance(current, Instance) and current.uid != uid):
                 return
             url = url.with_query(uid=uid)
         await self._request("DELETE", url, ok_404=True, ok_conflict=uid is not None)
@@ -131,6 +139,19 @@ class HttpRegistry(Registry):
             except MalformedEntry:
                 listing.malformed.append(_entry_id(item))
         return listing
+
+    async def lookup(self, service: str, ip: str, port: int) -> Instance | Unreadable | None:
+        """The listed item at ip:port (by its `ip` and `port`, whatever else it holds or leaves out)."""
+        validate_segment("ip", ip)
+        validate_port(port)
+        for item in await self._get_list(self._service_url(service) / "instances"):
+            if not isinstance(item, dict) or str(item.get("ip")) != ip or str(item.get("port")) != str(port):
+                continue
+            try:
+                return Instance.from_obj(item)
+            except MalformedEntry as exc:
+                return Unreadable(f"{ip}:{port}", str(exc))
+        return None
 
     async def list_config_ips(self, service: str) -> set[str]:
         url = self._service_url(service) / "configs"
@@ -174,26 +195,54 @@ class HttpRegistry(Registry):
             headers["Content-Type"] = "application/json"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
-        try:
-            async with asyncio.timeout(self._timeout):
-                if self._session is None or self._session.closed:
-                    self._session = make_session(self._ssl_context)
-                async with self._session.request(
-                    method, url, data=data, headers=headers, allow_redirects=False
-                ) as resp:
-                    body = await read_capped(resp, self._max_response, what)
-                    status = resp.status
-        except TimeoutError:
-            raise self._err(f"{what}: timed out after {self._timeout:g}s") from None
-        except aiohttp.ClientError as exc:
-            raise self._err(f"{what}: {type(exc).__name__}: {exc}") from None
+        deadline = time.monotonic() + self._timeout
+        wait = RETRY_WAIT
+        for attempt in range(1, ATTEMPTS + 1):
+            retry_after: float | None = None
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    if self._session is None or self._session.closed:
+                        self._session = make_session(self._ssl_context)
+                    async with self._session.request(
+                        method, url, data=data, headers=headers, allow_redirects=False
+                    ) as resp:
+                        body = await read_capped(resp, self._max_response, what)
+                        status = resp.status
+                        retry_after = _seconds(resp.headers.get("Retry-After"))
+            except TimeoutError:
+                raise self._err(f"{what}: timed out after {self._timeout:g}s") from None
+            except aiohttp.ClientConnectionError as exc:
+                failure = self._err(f"{what}: {type(exc).__name__}: {exc}")
+            except aiohttp.ClientError as exc:
+                raise self._err(f"{what}: {type(exc).__name__}: {exc}") from None
+            else:
+                if not (status >= 500 or status == 429):
+                    break
+                failure = self._status_error(what, status, body)
+            pause = min(retry_after if retry_after is not None else wait, deadline - time.monotonic())
+            if attempt == ATTEMPTS or pause <= 0 or time.monotonic() + pause >= deadline:
+                raise failure
+            log.debug("%s: %s; trying again in %.2fs", what, failure, pause)
+            await asyncio.sleep(pause)
+            wait *= 2
         if 200 <= status < 300:
             return body
         if (status == 404 and ok_404) or (status in (409, 412) and ok_conflict):
             return b""
+        raise self._status_error(what, status, body)
+
+    def _status_error(self, what: str, status: int, body: bytes) -> RegistryError:
         hint = " (unauthorized: check the registry token)" if status in (401, 403) else ""
         snippet = one_line(body[:200].decode("utf-8", errors="replace"), 120)
-        raise self._err(f"{what}: HTTP {status}{hint}{': ' + snippet if snippet else ''}")
+        return self._err(f"{what}: HTTP {status}{hint}{': ' + snippet if snippet else ''}")
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After given in seconds (an HTTP date is ignored: the doubling wait applies)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _entry_id(item: Any) -> str:

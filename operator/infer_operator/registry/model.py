@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from dataclasses import dataclass, field
@@ -21,6 +22,14 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 INSTANCE_FIELDS: tuple[str, ...] = ("pod", "namespace", "uid", "ip", "port", "role", "ordinal")
 _STR_FIELDS = ("pod", "namespace", "uid", "ip", "role")
 _INT_FIELDS = ("port", "ordinal")
+# Fields a writer may leave out when they hold their zero value (Go's `omitempty`, the usual way an
+# admin controller serialises a struct): ordinal 0 is pod 0, not a broken entry.
+_ZERO_OMITTABLE = {"ordinal": 0}
+# The share of traffic an instance asks for, 1..100: 100 is a warm instance; less while it warms
+# up (registration/plans.warmup_weight). Entries written before weights were carried have none and
+# count as 100.
+FULL_WEIGHT = 100
+WEIGHT_FIELD = "weight"
 
 
 class RegistryError(Exception):
@@ -93,8 +102,13 @@ OWNER_FIELD = "inferenceService"
 
 @dataclass(frozen=True)
 class Instance:
-    """One registered instance, serialised as compact JSON: INSTANCE_FIELDS, and `inferenceService`
-    (namespace, name, uid of the owner) for entries written by versions that record it."""
+    """One registered instance, serialised as compact JSON: INSTANCE_FIELDS, `inferenceService`
+    (namespace, name, uid of the owner) for entries written by versions that record it, and
+    `weight` (FULL_WEIGHT once warm).
+
+    `stale_layout`: read from a registry whose stored value lacks what this version writes there
+    (etcd: the fields real consumers read, registry/etcd.py); such an entry differs from the one
+    wanted, so a pass writes it again. Never part of the JSON."""
 
     pod: str
     namespace: str
@@ -104,15 +118,25 @@ class Instance:
     role: str
     ordinal: int
     owner: ServiceRef | None = None
+    weight: int = FULL_WEIGHT
+    stale_layout: bool = False
 
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
 
+    def same_entry(self, other: Instance | None) -> bool:
+        """Whether `other` is the entry of the same pod at the same address, whatever its weight or
+        stored layout."""
+        if other is None:
+            return False
+        return dataclasses.replace(other, weight=self.weight, stale_layout=self.stale_layout) == self
+
     def to_obj(self) -> dict[str, Any]:
-        obj = {k: getattr(self, k) for k in INSTANCE_FIELDS}
+        obj: dict[str, Any] = {k: getattr(self, k) for k in INSTANCE_FIELDS}
         if self.owner is not None:
             obj[OWNER_FIELD] = self.owner.to_obj()
+        obj[WEIGHT_FIELD] = self.weight
         return obj
 
     def to_json(self) -> str:
@@ -123,6 +147,7 @@ class Instance:
         """Build from a decoded JSON object. Extra keys are tolerated; missing/wrong-typed fields are not."""
         if not isinstance(obj, dict):
             raise MalformedEntry(f"not a JSON object: {type(obj).__name__}")
+        obj = {**_ZERO_OMITTABLE, **obj}
         missing = [k for k in INSTANCE_FIELDS if k not in obj]
         if missing:
             raise MalformedEntry(f"missing fields: {', '.join(missing)}")
@@ -140,7 +165,10 @@ class Instance:
             ):
                 raise MalformedEntry(f"field {OWNER_FIELD!r} must name namespace, name and uid")
             owner = ServiceRef(owner["namespace"], owner["name"], owner["uid"])
-        return cls(**{k: obj[k] for k in INSTANCE_FIELDS}, owner=owner)
+        weight = obj.get(WEIGHT_FIELD, FULL_WEIGHT)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= FULL_WEIGHT:
+            raise MalformedEntry(f"field {WEIGHT_FIELD!r} must be an integer in 0..{FULL_WEIGHT}")
+        return cls(**{k: obj[k] for k in INSTANCE_FIELDS}, owner=owner, weight=weight)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Instance:
@@ -155,6 +183,15 @@ class Instance:
         validate_segment("ip", self.ip)
         validate_port(self.port)
         return self
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Something is listed at an address, but it is not an entry this operator can read (not JSON,
+    or not our fields): a read-back must take it as still there, never as gone."""
+
+    address: str
+    reason: str
 
 
 @dataclass
