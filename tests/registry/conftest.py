@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from devtools.harness import free_port
+from devtools.registries import ZooKeeperServer, ZooKeeperUnavailable
 from tests.support.admin_controller import AdminController
 from tests.support.etcd_server import EtcdServer, EtcdUnavailable
 
@@ -22,6 +23,31 @@ def etcd_fresh():
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server():
+    """Debian's ZooKeeper for the session (about 2 s to start)."""
+    try:
+        server = ZooKeeperServer()
+    except ZooKeeperUnavailable as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def zookeeper(zookeeper_server):
+    """A kazoo client of the test's own to the session ZooKeeper, everything but /zookeeper removed first."""
+    zk = zookeeper_server.client()
+    for child in zk.get_children("/"):
+        if child != "zookeeper":
+            zk.delete(f"/{child}", recursive=True)
+    try:
+        yield zk
+    finally:
+        zk.stop()
+        zk.close()
 
 
 @pytest.fixture

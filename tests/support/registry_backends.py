@@ -10,11 +10,17 @@ A harness gives the suite:
 - a way to put anything at an instance address (`put_raw`), to seed per-IP config, and to read
   what the server holds (`listed`, `configs`);
 - `unavailable(status)`: an async context giving a client whose first try meets `status`
-  (5xx/429), and `leaky(status)`: a client with credentials whose server repeats them in errors.
+  (5xx/429; a ZooKeeper server that cannot serve closes the connection), and `leaky(status)`: a
+  client with credentials whose server (or client library) repeats them in errors;
+- `per_ip_config`: whether the layout keeps a per-IP config apart from the instance (Curator's
+  does not), and `not_per_ip`: a config id that is no pod's IP (another tool's).
+
+A backend with several layouts has one harness per layout (`VARIANTS`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -22,6 +28,7 @@ from typing import Any
 
 from infer_operator.registry.backends import connect
 from infer_operator.registry.base import Registry
+from infer_operator.registry.zookeeper import ZooKeeperRegistry, encode_node, parse_node
 from tests.support.admin_controller import AdminController
 from tests.support.faulty_etcd import FaultyEtcdMember
 
@@ -29,6 +36,8 @@ from tests.support.faulty_etcd import FaultyEtcdMember
 class EtcdHarness:
     type = "etcd"
     secret_name = "password"
+    per_ip_config = True
+    not_per_ip = "defaults"
 
     def __init__(self, etcd) -> None:
         self.etcd = etcd
@@ -76,6 +85,8 @@ class EtcdHarness:
 class HttpHarness:
     type = "http"
     secret_name = "token"
+    per_ip_config = True
+    not_per_ip = "defaults"
 
     def __init__(self, controller: AdminController) -> None:
         self.controller = controller
@@ -118,6 +129,142 @@ class HttpHarness:
             self.controller.echo_auth = False
 
 
-HARNESSES = {"etcd": EtcdHarness, "http": HttpHarness}
+class _ClosingServer:
+    """A TCP server that accepts every connection and closes it at once: a ZooKeeper server that
+    cannot serve (no quorum, read-only refused) drops its clients this way."""
+
+    async def __aenter__(self) -> str:
+        async def handle(reader, writer):
+            writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def _echoing_kazoo():
+    """A kazoo client whose every request fails with a message repeating its authentication data,
+    as a client library's error may: the registry's errors must not show it."""
+    import threading
+
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import AuthFailedError
+
+    class Echoing(KazooClient):
+        def start_async(self):
+            started = threading.Event()
+            started.set()
+            return started
+
+        def _call(self, request, async_object):
+            async_object.set_exception(AuthFailedError(f"authentication {sorted(self.auth_data)} refused"))
+            return True
+
+    return Echoing
+
+
+def _hostport(url: str) -> str:
+    return url.split("://", 1)[-1].rstrip("/")
+
+
+class ZooKeeperHarness:
+    """Debian's ZooKeeper, in one of the backend's layouts."""
+
+    type = "zookeeper"
+    secret_name = "password"
+    layout = "dubbo"
+    per_ip_config = True
+    not_per_ip = "0.0.0.0"  # Dubbo's override rule for every provider
+
+    def __init__(self, server, zk) -> None:
+        self._address = server.address
+        self.zk = zk  # a started kazoo client of the test's own
+
+    @property
+    def root(self) -> str:
+        return "/dubbo" if self.layout == "dubbo" else "/services"
+
+    def section(self, url: str | None = None) -> dict[str, Any]:
+        return {"servers": [_hostport(url) if url else self.address], "layout": self.layout}
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def connect(self, *, first: str | None = None, timeout: float = 2.0, credentials=None) -> Registry:
+        servers = ([_hostport(first)] if first else []) + [self.address]
+        return connect("zookeeper", {**self.section(), "servers": servers}, credentials, timeout=timeout)
+
+    def _parent(self, service: str) -> str:
+        return f"{self.root}/{service}/providers" if self.layout == "dubbo" else f"{self.root}/{service}"
+
+    def put_raw(self, service: str, address: str, value: Any) -> None:
+        ip, port = address.rsplit(":", 1)
+        if self.layout == "dubbo":
+            name = encode_node(f"tri://{address}/{service}?interface={service}&side=provider")
+            raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        else:
+            name = address
+            instance = {"address": ip, "port": int(port), "payload": value}  # a ServiceInstance
+            raw = value if isinstance(value, bytes) else json.dumps(instance).encode()
+        self.zk.create(f"{self._parent(service)}/{name}", raw, makepath=True)
+
+    def seed_config(self, service: str, ip: str) -> None:
+        # dubbo-admin's override rules: weight and disabled for one provider, a timeout for the IP
+        for rule in (
+            f"override://{ip}:8080/{service}?category=configurators&dynamic=false&weight=0&disabled=true",
+            f"override://{ip}/{service}?category=configurators&dynamic=false&timeout=100",
+        ):
+            self.zk.create(f"{self.root}/{service}/configurators/{encode_node(rule)}", b"", makepath=True)
+
+    def listed(self, service: str) -> dict[str, bytes]:
+        out = {}
+        parent = self._parent(service)
+        for name in self.zk.get_children(parent) if self.zk.exists(parent) else []:
+            data, _ = self.zk.get(f"{parent}/{name}")
+            address = parse_node(name).address if self.layout == "dubbo" else name
+            out[address] = data
+        return out
+
+    def configs(self, service: str) -> set[str]:
+        parent = f"{self.root}/{service}/configurators"
+        names = self.zk.get_children(parent) if self.zk.exists(parent) else []
+        return {parse_node(name).host for name in names}
+
+    @contextlib.asynccontextmanager
+    async def unavailable(self, status: int) -> AsyncIterator[Registry]:
+        async with _ClosingServer() as closing, self.connect(first=closing) as registry:
+            yield registry
+
+    @contextlib.asynccontextmanager
+    async def leaky(self, secret: str) -> AsyncIterator[Registry]:
+        registry = ZooKeeperRegistry(
+            [self.address],
+            layout=self.layout,
+            username="root",
+            password=secret,
+            timeout=2.0,
+            client_factory=_echoing_kazoo(),
+        )
+        async with registry:
+            yield registry
+
+
+class CuratorHarness(ZooKeeperHarness):
+    layout = "curator"
+    per_ip_config = False  # Curator keeps nothing per IP apart from the instance node
+
+
+HARNESSES = {"etcd": EtcdHarness, "http": HttpHarness, "zookeeper": ZooKeeperHarness}
+# Every layout of a backend, each held to the contract.
+VARIANTS = {
+    "etcd": EtcdHarness,
+    "http": HttpHarness,
+    "zookeeper-dubbo": ZooKeeperHarness,
+    "zookeeper-curator": CuratorHarness,
+}
 # Backends the suite does not apply to, and why.
 EXEMPT = {"none": "registers nothing: there is nothing to read back, list or clean"}

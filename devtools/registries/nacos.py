@@ -1,0 +1,7 @@
+"""placeholder"""
+
+
+class NacosServer: ...
+
+
+class NacosUnavailable(RuntimeError): ...
