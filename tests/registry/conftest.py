@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from devtools.harness import free_port
-from devtools.registries import ZooKeeperServer, ZooKeeperUnavailable
+from devtools.registries import NacosServer, NacosUnavailable, ZooKeeperServer, ZooKeeperUnavailable
 from tests.support.admin_controller import AdminController
 from tests.support.etcd_server import EtcdServer, EtcdUnavailable
 
@@ -48,6 +48,22 @@ def zookeeper(zookeeper_server):
     finally:
         zk.stop()
         zk.close()
+
+
+@pytest.fixture(scope="session")
+def nacos_server():
+    """r-nacos (authentication on) for the session; built and cached on first use (cargo)."""
+    try:
+        server = NacosServer()
+    except NacosUnavailable as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def nacos(nacos_server):
+    return nacos_server
 
 
 @pytest.fixture

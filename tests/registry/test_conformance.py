@@ -112,8 +112,8 @@ async def test_the_read_back_never_takes_something_listed_at_the_address_for_gon
 
 
 async def test_configs_are_listed_and_deleted_in_batches(backend, registry):
-    if not backend.per_ip_config:
-        pytest.skip(f"{backend.layout}: no per-IP config apart from the instance")
+    if not backend.per_ip_config or not getattr(backend, "lists_configs", True):
+        pytest.skip(f"{backend.layout}: no per-IP config apart from the instance, or none its API lists")
     ips = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(150)]  # more than one etcd transaction holds
     for ip in ips:
         backend.seed_config(SVC, ip)

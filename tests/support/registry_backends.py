@@ -28,6 +28,7 @@ from typing import Any
 
 from infer_operator.registry.backends import connect
 from infer_operator.registry.base import Registry
+from infer_operator.registry.nacos import OWNER_KEY
 from infer_operator.registry.zookeeper import ZooKeeperRegistry, encode_node, parse_node
 from tests.support.admin_controller import AdminController
 from tests.support.faulty_etcd import FaultyEtcdMember
@@ -258,13 +259,177 @@ class CuratorHarness(ZooKeeperHarness):
     per_ip_config = False  # Curator keeps nothing per IP apart from the instance node
 
 
-HARNESSES = {"etcd": EtcdHarness, "http": HttpHarness, "zookeeper": ZooKeeperHarness}
+class _AnsweringServer:
+    """An HTTP server answering every request with `status` (a Nacos node that cannot serve), or,
+    with `echo`, logging anyone in and repeating each request's query and form in a 400 (a server
+    that quotes what it was sent: the access token)."""
+
+    def __init__(self, status: int = 503, *, echo: bool = False) -> None:
+        self.status, self.echo = status, echo
+
+    async def __aenter__(self) -> str:
+        from aiohttp import web
+
+        async def handle(request):
+            form = await request.post() if request.can_read_body else {}
+            if self.echo and request.path.endswith("/auth/login"):
+                return web.json_response({"accessToken": f"{form.get('password')}-token", "tokenTtl": 100})
+            if self.echo:
+                return web.Response(status=400, text=f"bad request {request.query_string} {dict(form)}")
+            return web.Response(status=self.status, text="server is starting")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+class NacosHarness:
+    """r-nacos with authentication on; each test in a group of its own (the server lives for the session)."""
+
+    type = "nacos"
+    secret_name = "password"
+    layout = "nacos"
+    per_ip_config = True
+    # Nacos keeps a deleted instance's ops metadata where no API lists it: the suite's batch test
+    # cannot seed configs the listing shows (the IP-reuse tests cover what it does).
+    lists_configs = False
+    not_per_ip = "defaults"
+    groups = 0
+
+    def __init__(self, server) -> None:
+        import urllib.request  # noqa: F401 - the raw calls below
+
+        self.server = server
+        NacosHarness.groups += 1
+        self.group = f"conformance-{NacosHarness.groups}"
+        self.seeded: set[tuple[str, str]] = set()
+
+    def section(self, url: str | None = None) -> dict[str, Any]:
+        return {"serverAddr": [url or self.server.url], "groupName": self.group}
+
+    def credentials(self) -> dict[str, str]:
+        return {"username": self.server.username, "password": self.server.password}
+
+    def connect(self, *, first: str | None = None, timeout: float = 2.0, credentials=None) -> Registry:
+        servers = ([first] if first else []) + [self.server.url]
+        return connect(
+            "nacos", {**self.section(), "serverAddr": servers}, credentials or self.credentials(), timeout=timeout
+        )
+
+    # raw OpenAPI calls, as an ops tool or a dead pod's operator made them
+    def call(self, method: str, path: str, **params: Any) -> Any:
+        import urllib.parse
+        import urllib.request
+
+        params = {"groupName": self.group, "accessToken": self.server.token(), **params}
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        request = urllib.request.Request(f"{self.server.url}/nacos{path}?{query}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 500:
+                return None  # r-nacos: no such instance
+            raise
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body.decode()
+
+    def put_raw(self, service: str, address: str, value: Any) -> None:
+        ip, port = address.rsplit(":", 1)
+        raw = value.decode() if isinstance(value, bytes) else json.dumps(value)
+        self.call(
+            "POST",
+            "/v1/ns/instance",
+            serviceName=service,
+            ip=ip,
+            port=port,
+            ephemeral="false",
+            metadata=json.dumps({OWNER_KEY: raw}),
+        )
+
+    def seed_config(self, service: str, ip: str) -> None:
+        """The field's story: a pod's instance, disabled and weighted 0 by an ops tool, then removed
+        by someone without a reset (its operator was away): the server keeps its ops metadata."""
+        dead = {
+            "pod": "llm-9",
+            "namespace": "ns",
+            "uid": f"u-dead-{ip}",
+            "ip": ip,
+            "port": 8080,
+            "role": "sync",
+            "ordinal": 9,
+            "inferenceService": {"namespace": "ns", "name": "llm", "uid": "uid-llm"},
+        }
+        common = {"serviceName": service, "ip": ip, "port": "8080", "ephemeral": "false"}
+        self.call("POST", "/v1/ns/instance", **common, metadata=json.dumps({OWNER_KEY: json.dumps(dead)}))
+        self.call(
+            "PUT",
+            "/v1/ns/instance",
+            **common,
+            weight="0.0001",
+            enabled="false",
+            metadata=json.dumps({OWNER_KEY: json.dumps(dead), "ops": "drained"}),
+        )
+        self.call("DELETE", "/v1/ns/instance", **common)
+        self.seeded.add((service, ip))
+
+    def instance(self, service: str, address: str) -> dict[str, Any] | None:
+        ip, port = address.rsplit(":", 1)
+        found = self.call("GET", "/v1/ns/instance", serviceName=service, ip=ip, port=port)
+        return found if isinstance(found, dict) and found.get("ip") == ip else None
+
+    def listed(self, service: str) -> dict[str, Any]:
+        data = self.call("GET", "/v1/ns/instance/list", serviceName=service, healthyOnly="false")
+        hosts = {f"{h['ip']}:{h['port']}": h for h in (data or {}).get("hosts", [])}
+        for _, ip in self.seeded:  # disabled instances are not in the list
+            found = self.instance(service, f"{ip}:8080")
+            if found is not None:
+                hosts[f"{ip}:8080"] = found
+        return hosts
+
+    def configs(self, service: str) -> set[str]:
+        """IPs whose previous holder's ops metadata would still reach a new instance there: seeded
+        ones until an instance there shows none of it (what is kept after a deletion is not listed)."""
+        out = set()
+        for seeded_service, ip in self.seeded:
+            if seeded_service != service:
+                continue
+            found = self.instance(service, f"{ip}:8080")
+            metadata = (found or {}).get("metadata") or {}
+            if found is None or "ops" in metadata or found.get("enabled") is False or float(found["weight"]) < 1:
+                out.add(ip)
+        return out
+
+    @contextlib.asynccontextmanager
+    async def unavailable(self, status: int) -> AsyncIterator[Registry]:
+        async with _AnsweringServer(status) as url, self.connect(first=url) as registry:
+            yield registry
+
+    @contextlib.asynccontextmanager
+    async def leaky(self, secret: str) -> AsyncIterator[Registry]:
+        async with _AnsweringServer(echo=True) as url:
+            registry = connect("nacos", self.section(url), {"username": "nacos", "password": secret}, timeout=2.0)
+            async with registry:
+                yield registry
+
+
+HARNESSES = {"etcd": EtcdHarness, "http": HttpHarness, "zookeeper": ZooKeeperHarness, "nacos": NacosHarness}
 # Every layout of a backend, each held to the contract.
 VARIANTS = {
     "etcd": EtcdHarness,
     "http": HttpHarness,
     "zookeeper-dubbo": ZooKeeperHarness,
     "zookeeper-curator": CuratorHarness,
+    "nacos": NacosHarness,
 }
 # Backends the suite does not apply to, and why.
 EXEMPT = {"none": "registers nothing: there is nothing to read back, list or clean"}

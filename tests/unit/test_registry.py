@@ -83,7 +83,7 @@ def test_etcd_value_carries_what_grpc_and_coredns_read():
 
 
 def test_backend_table_connects_each_type_and_rejects_bad_settings():
-    assert set(BACKENDS) == {"none", "etcd", "http", "zookeeper"}
+    assert set(BACKENDS) == {"none", "etcd", "http", "zookeeper", "nacos"}
     assert isinstance(connect("none", None, None, timeout=1), NoneRegistry)
     e = connect("etcd", {"endpoints": ["http://a:2379", "http://b:2379"], "prefix": "/x/"}, None, timeout=1)
     assert isinstance(e, EtcdRegistry) and e.prefix == "/x"

@@ -20,9 +20,9 @@ from .model import Instance, Listing
 
 
 def _rows() -> tuple[Backend, ...]:
-    from . import etcd, http, none, zookeeper
+    from . import etcd, http, nacos, none, zookeeper
 
-    return (none.BACKEND, etcd.BACKEND, http.BACKEND, zookeeper.BACKEND)
+    return (none.BACKEND, etcd.BACKEND, http.BACKEND, zookeeper.BACKEND, nacos.BACKEND)
 
 
 BACKENDS: dict[str, Backend] = {backend.type: backend for backend in _rows()}
