@@ -4,6 +4,9 @@ the toolchain (toolchain.ensure dispatches here):
 - ``rnacos``: r-nacos, a Nacos server in Rust (Apache-2.0), ``cargo install rnacos --version V
   --locked`` from crates.io. About 14 minutes on 2 cores cold; its own cache directory, keyed by its
   version only, so that a bump of the Kubernetes toolchain never rebuilds it.
+- ``nacos-consumer``: devtools/consumers/nacos/consumer.py on nacos-sdk-python, in a virtualenv of
+  its own (the SDK depends on packages PyPI serves as sources only, which the project's hashed,
+  wheels-only venv refuses); keyed by a hash of its sources and requirements.txt.
 - ``curator-consumer``: the Java consumer of devtools/consumers/curator (Apache Curator's service
   discovery), its jars resolved from Maven Central by Debian's Maven from the committed pom.xml and
   compiled with Debian's JDK 17; keyed by a hash of its sources. Its "binary" is a launcher script.
@@ -18,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +33,8 @@ RunFn = Callable[..., None]
 CONSUMERS_DIR = Path(__file__).resolve().parents[1] / "consumers"
 CRATES = {"rnacos": ("rnacos", V.RNACOS_VERSION)}  # component -> (crate, version)
 JAVA_CONSUMERS = {"curator-consumer": "curator"}  # component -> devtools/consumers/<dir>
-COMPONENTS = (*CRATES, *JAVA_CONSUMERS)
+PYTHON_CONSUMERS = {"nacos-consumer": "nacos"}
+COMPONENTS = (*CRATES, *JAVA_CONSUMERS, *PYTHON_CONSUMERS)
 
 
 def _cache_root() -> Path:
@@ -39,8 +44,8 @@ def _cache_root() -> Path:
 
 def sources_hash(name: str) -> str:
     digest = hashlib.sha256()
-    src = CONSUMERS_DIR / JAVA_CONSUMERS[name]
-    for path in sorted(p for p in src.iterdir() if p.name == "pom.xml" or p.suffix == ".java"):
+    src = CONSUMERS_DIR / {**JAVA_CONSUMERS, **PYTHON_CONSUMERS}[name]
+    for path in sorted(p for p in src.iterdir() if p.name in ("pom.xml", "requirements.txt") or p.suffix in (".java", ".py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -50,7 +55,8 @@ def home(name: str) -> Path:
     if name in CRATES:
         crate, version = CRATES[name]
         return _cache_root() / "rust" / f"{crate}-{version}-r{V.BUILD_RECIPE}"
-    return _cache_root() / "java" / f"{name}-{sources_hash(name)[:16]}"
+    kind = "java" if name in JAVA_CONSUMERS else "python"
+    return _cache_root() / kind / f"{name}-{sources_hash(name)[:16]}"
 
 
 def binary_path(name: str) -> Path:
@@ -80,8 +86,10 @@ def build(name: str, run: RunFn, log: Path, progress: ProgressFn) -> None:
     try:
         if name in CRATES:
             _build_crate(name, tmp, run, log, progress)
-        else:
+        elif name in JAVA_CONSUMERS:
             _build_java(name, tmp, run, log, progress)
+        else:
+            _build_python(name, tmp, run, log, progress)
         (tmp / ".stamp").write_text(stamp_value(name))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -150,6 +158,30 @@ def _build_java(name: str, root: Path, run: RunFn, log: Path, progress: Progress
     launcher.write_text(
         f'#!/bin/sh\nexec java -Xmx128m -XX:+UseSerialGC -cp "{final / "classes"}:{final / "lib"}/*" Consumer "$@"\n'
     )
+    launcher.chmod(0o755)
+
+
+def _build_python(name: str, root: Path, run: RunFn, log: Path, progress: ProgressFn) -> None:
+    src = CONSUMERS_DIR / PYTHON_CONSUMERS[name]
+    venv = root / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], cwd=root, env=None, log=log, label=f"{name} (venv)",
+        progress=progress)
+    run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+         str(src / "requirements.txt")],
+        cwd=root,
+        env=None,
+        log=log,
+        label=f"{name} (pip install -r requirements.txt)",
+        progress=progress,
+    )
+    for path in src.glob("*.py"):
+        shutil.copy(path, root / path.name)
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    final = home(name)
+    launcher = bin_dir / name
+    launcher.write_text(f'#!/bin/sh\nexec "{final / "venv" / "bin" / "python"}" "{final / "consumer.py"}" "$@"\n')
     launcher.chmod(0o755)
 
 

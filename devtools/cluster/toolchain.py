@@ -48,6 +48,7 @@ ALL_COMPONENTS = (
     "grpc-consumer",
     "coredns",
     "curator-consumer",
+    "nacos-consumer",
     "rnacos",
 )
 # The registry's real consumers, built from their committed sources (devtools/consumers/).
@@ -253,6 +254,8 @@ def component(name: str) -> Component:
         return Component(name, V.RNACOS_VERSION)
     if name == "curator-consumer":
         return Component(name, f"curator-{V.CURATOR_VERSION}")
+    if name == "nacos-consumer":
+        return Component(name, f"nacos-sdk-python-{V.NACOS_SDK_PYTHON_VERSION}")
     raise KeyError(f"unknown component {name!r}; known: {', '.join(ALL_COMPONENTS)}")
 
 

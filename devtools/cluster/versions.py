@@ -23,6 +23,7 @@ CONSUMER_VERSIONS = {
 # r-nacos from crates.io; the Curator consumer's jars are pinned in its pom.xml.
 RNACOS_VERSION = "0.8.8"
 CURATOR_VERSION = "5.9.0"
+NACOS_SDK_PYTHON_VERSION = "3.2.0"
 
 # Bump when the way binaries are built changes (flags, generated modules) so caches are rebuilt.
 BUILD_RECIPE = 1
