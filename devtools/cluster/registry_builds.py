@@ -45,7 +45,8 @@ def _cache_root() -> Path:
 def sources_hash(name: str) -> str:
     digest = hashlib.sha256()
     src = CONSUMERS_DIR / {**JAVA_CONSUMERS, **PYTHON_CONSUMERS}[name]
-    for path in sorted(p for p in src.iterdir() if p.name in ("pom.xml", "requirements.txt") or p.suffix in (".java", ".py")):
+    inputs = ("pom.xml", "requirements.txt")
+    for path in sorted(p for p in src.iterdir() if p.name in inputs or p.suffix in (".java", ".py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
