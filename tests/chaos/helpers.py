@@ -20,7 +20,7 @@ from devtools import harness
 from devtools.harness import OperatorProcess, wait_for
 from infer_operator import labels
 from tests.support.kube import Kube
-from tests.support.truth import expected_entries, ready_sync_pods
+from tests.support.truth import expected_entries, ready_sync_pods, same_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/services"
@@ -119,7 +119,7 @@ def converged(
     for service, listing in services.items():
         expected = expected_entries(kube, namespace, service)
         actual = listing()
-        if actual != expected:
+        if not same_entries(actual, expected):
             problems.append(
                 f"{service}: registry {sorted(actual)} != Ready sync pods {sorted(expected)}"
                 + ("" if set(actual) != set(expected) else " (contents differ)")

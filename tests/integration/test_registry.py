@@ -14,7 +14,7 @@ from devtools import harness
 from devtools.harness import isvc_body, wait_for
 from infer_operator import labels
 from tests.support.admin_process import AdminControllerProcess
-from tests.support.truth import expected_entries, ready_sync_pods
+from tests.support.truth import expected_entries, ready_sync_pods, same_entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -52,7 +52,7 @@ def etcd_registry(etcd, **extra):
 def wait_registered(kube, namespace, name, listing, count, timeout=60):
     def matches():
         expected = expected_entries(kube, namespace, name)
-        return len(expected) == count and listing() == expected
+        return len(expected) == count and same_entries(listing(), expected)
 
     wait_for(
         matches,
@@ -99,6 +99,8 @@ def test_etcd_registers_exactly_ready_sync_pods_and_cleans_up_on_delete(kube, na
     kube.create_isvc(namespace, isvc_body("llm", replicas=4, syncReplicas=2, registry=etcd_registry(etcd)))
     entries = wait_registered(kube, namespace, "llm", lambda: etcd_instances(etcd, "llm"), 2)
     assert {e["pod"] for e in entries.values()} == {"llm-0", "llm-1"}
+    for address, entry in entries.items():  # what gRPC-Go's etcd resolver and CoreDNS read
+        assert (entry["Addr"], entry["host"], entry["port"], entry["weight"]) == (address, entry["ip"], 8000, 100)
     # async pods never appear, and the status counts what is registered
     wait_for(
         lambda: kube.get_isvc(namespace, "llm").get("status", {}).get("registered") == 2,
