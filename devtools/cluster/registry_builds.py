@@ -165,11 +165,25 @@ def _build_java(name: str, root: Path, run: RunFn, log: Path, progress: Progress
 def _build_python(name: str, root: Path, run: RunFn, log: Path, progress: ProgressFn) -> None:
     src = CONSUMERS_DIR / PYTHON_CONSUMERS[name]
     venv = root / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], cwd=root, env=None, log=log, label=f"{name} (venv)",
-        progress=progress)
     run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
-         str(src / "requirements.txt")],
+        [sys.executable, "-m", "venv", str(venv)],
+        cwd=root,
+        env=None,
+        log=log,
+        label=f"{name} (venv)",
+        progress=progress,
+    )
+    run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(src / "requirements.txt"),
+        ],
         cwd=root,
         env=None,
         log=log,

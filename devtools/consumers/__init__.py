@@ -331,8 +331,15 @@ class NacosConsumer(_Snapshots):
     """nacos-sdk-python 3.x subscribed (gRPC) to `service` in `group` on the server at `url` (its
     gRPC port is the HTTP port + 1000, as Nacos 2.x clients derive it)."""
 
-    def __init__(self, url: str, service: str, *, group: str = "DEFAULT_GROUP", namespace: str = "",
-                 credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        service: str,
+        *,
+        group: str = "DEFAULT_GROUP",
+        namespace: str = "",
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         server = url.split("://", 1)[-1]
         super().__init__([binary("nacos-consumer"), server, namespace, group, service, *(credentials or ())])
 

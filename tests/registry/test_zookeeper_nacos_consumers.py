@@ -170,8 +170,14 @@ async def test_nacos_a_dead_pods_weight_zero_never_reaches_the_next_holder_of_it
         await registry.claim(SVC, dead)
         common = {"serviceName": SVC, "ip": dead.ip, "port": "8080", "ephemeral": "false"}
         # the console drains the pod: weight 0 (as near as r-nacos takes it), disabled, a tag
-        h.call("PUT", "/v1/ns/instance", **common, weight="0.0001", enabled="false",
-               metadata=json.dumps({OWNER_KEY: dead.to_json(), "ops": "drained"}))
+        h.call(
+            "PUT",
+            "/v1/ns/instance",
+            **common,
+            weight="0.0001",
+            enabled="false",
+            metadata=json.dumps({OWNER_KEY: dead.to_json(), "ops": "drained"}),
+        )
         if operator_was_away:  # the instance removed by someone else: no reset
             h.call("DELETE", "/v1/ns/instance", **common)
         else:

@@ -18,8 +18,14 @@ from v2.nacos import ClientConfigBuilder, NacosNamingService, SubscribeServicePa
 
 def emit(instances) -> None:
     rows = [
-        {"ip": i.ip, "port": i.port, "weight": i.weight, "enabled": i.enabled, "healthy": i.healthy,
-         "metadata": i.metadata}
+        {
+            "ip": i.ip,
+            "port": i.port,
+            "weight": i.weight,
+            "enabled": i.enabled,
+            "healthy": i.healthy,
+            "metadata": i.metadata,
+        }
         for i in instances
     ]
     print(json.dumps({"t": time.time(), "instances": rows}), flush=True)
