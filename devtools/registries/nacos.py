@@ -44,6 +44,16 @@ def _free_http_port() -> int:
     raise NacosUnavailable("no free pair of ports (N, N+1000) for r-nacos")
 
 
+class ExternalNacos:
+    """A Nacos server someone else runs (NACOS_URL), as the tests use a NacosServer."""
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        self.url, self.username, self.password = url.rstrip("/"), username, password
+        self.grpc_port = int(url.rsplit(":", 1)[-1].strip("/")) + 1000
+
+    token = property(lambda self: lambda: NacosServer.token(self))  # type: ignore[assignment]
+
+
 class NacosServer:
     def __init__(self, *, username: str = "nacos-admin", password: str = "s3cret-nacos-pw", auth: bool = True):
         from devtools.cluster import toolchain

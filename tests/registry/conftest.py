@@ -52,7 +52,19 @@ def zookeeper(zookeeper_server):
 
 @pytest.fixture(scope="session")
 def nacos_server():
-    """r-nacos (authentication on) for the session; built and cached on first use (cargo)."""
+    """r-nacos (authentication on) for the session; built and cached on first use (cargo). With
+    NACOS_URL (and NACOS_USERNAME, NACOS_PASSWORD) the suite runs against that Nacos instead."""
+    import os
+
+    if os.environ.get("NACOS_URL"):
+        from devtools.registries.nacos import ExternalNacos
+
+        yield ExternalNacos(
+            os.environ["NACOS_URL"],
+            os.environ.get("NACOS_USERNAME", "nacos"),
+            os.environ.get("NACOS_PASSWORD", "nacos"),
+        )
+        return
     try:
         server = NacosServer()
     except NacosUnavailable as exc:
