@@ -26,7 +26,9 @@ $(VENV)/.installed: pyproject.toml $(LOCKS)
 # Debian packages the tests use: etcd-server is the registry's etcd in tests; redis-server the
 # queue of the sample app's async role; busybox, wget and curl are the shells and HTTP clients the
 # pod scripts are tested with; containerd, runc, containernetworking-plugins, iptables, conntrack
-# and iproute2 run the real node (devtools/cluster/realnode.py), mmdebstrap makes its images' rootfs.
+# and iproute2 run the real node (devtools/cluster/realnode.py), mmdebstrap makes its images' rootfs;
+# zookeeper is the zookeeper backend's server in tests (run by devtools/registries, never as a
+# system service: the package without the daemon), maven and the JDK build the Curator consumer.
 system-deps:
 	@missing=""; \
 	  [ -x /usr/bin/etcd ] || missing="$$missing etcd-server"; \
@@ -43,6 +45,9 @@ system-deps:
 	  command -v conntrack >/dev/null || missing="$$missing conntrack"; \
 	  command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
 	  command -v ip >/dev/null || missing="$$missing iproute2"; \
+	  [ -f /usr/share/java/zookeeper.jar ] || missing="$$missing zookeeper"; \
+	  command -v mvn >/dev/null || missing="$$missing maven"; \
+	  command -v javac >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import registry_builds
 from . import versions as V
 
 ProgressFn = Callable[[str], None]
@@ -46,6 +47,9 @@ ALL_COMPONENTS = (
     "kube-proxy",
     "grpc-consumer",
     "coredns",
+    "curator-consumer",
+    "nacos-consumer",
+    "rnacos",
 )
 # The registry's real consumers, built from their committed sources (devtools/consumers/).
 CONSUMERS_DIR = Path(__file__).resolve().parents[1] / "consumers"
@@ -82,6 +86,8 @@ def bin_dir() -> Path:
 
 
 def binary_path(name: str) -> Path:
+    if name in registry_builds.COMPONENTS:
+        return registry_builds.binary_path(name)
     return bin_dir() / name
 
 
@@ -244,6 +250,12 @@ def component(name: str) -> Component:
         return Component(name, V.HELM_VERSION)
     if name in CONSUMER_COMPONENTS:
         return Component(name, V.CONSUMER_VERSIONS[name])
+    if name == "rnacos":
+        return Component(name, V.RNACOS_VERSION)
+    if name == "curator-consumer":
+        return Component(name, f"curator-{V.CURATOR_VERSION}")
+    if name == "nacos-consumer":
+        return Component(name, f"nacos-sdk-python-{V.NACOS_SDK_PYTHON_VERSION}")
     raise KeyError(f"unknown component {name!r}; known: {', '.join(ALL_COMPONENTS)}")
 
 
@@ -252,6 +264,8 @@ def _stamp(name: str) -> Path:
 
 
 def is_built(name: str) -> bool:
+    if name in registry_builds.COMPONENTS:
+        return registry_builds.is_built(name)
     path, stamp = binary_path(name), _stamp(name)
     if not (path.is_file() and os.access(path, os.X_OK) and stamp.is_file()):
         return False
@@ -291,6 +305,9 @@ def _etcd_src() -> Path:
 
 
 def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
+    if name in registry_builds.COMPONENTS:  # cargo and Maven + javac, each in its own cache directory
+        registry_builds.build(name, _run, log, progress)
+        return
     out_dir = bin_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = binary_path(name)

@@ -19,6 +19,12 @@ CONSUMER_VERSIONS = {
     "coredns": COREDNS_VERSION,
 }
 
+# The registries' servers and consumers that are not Go programs (devtools/cluster/registry_builds.py):
+# r-nacos from crates.io; the Curator consumer's jars are pinned in its pom.xml.
+RNACOS_VERSION = "0.8.8"
+CURATOR_VERSION = "5.9.0"
+NACOS_SDK_PYTHON_VERSION = "3.2.0"
+
 # Bump when the way binaries are built changes (flags, generated modules) so caches are rebuilt.
 BUILD_RECIPE = 1
 

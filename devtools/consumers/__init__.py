@@ -283,6 +283,67 @@ class CoreDNS(_Process):
         return self
 
 
+class _Snapshots(_Process):
+    """A consumer that prints one JSON line {"t", "instances": [...]} each time its view changes."""
+
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(args)
+        self.snapshots: list[tuple[float, list[dict]]] = []
+
+    def line(self, text: str) -> None:
+        try:
+            obj = json.loads(text)
+            snapshot = (float(obj["t"]), list(obj["instances"]))
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            self.snapshots.append(snapshot)
+
+    def start(self):
+        super().start()
+        wait_for(lambda: "started" in self.notes or not self.alive(), timeout=60, message=f"{self.args[0]} started")
+        if not self.alive():
+            raise RuntimeError(f"consumer did not start: {self.stderr()}")
+        return self
+
+    def current(self) -> list[dict]:
+        with self._lock:
+            return self.snapshots[-1][1] if self.snapshots else []
+
+    def addresses(self) -> set[str]:
+        return {f"{i['address' if 'address' in i else 'ip']}:{i['port']}" for i in self.current()}
+
+    def wait_for(self, predicate, timeout: float = 20.0, message: str = "the consumer's view") -> float:
+        """Waits until `predicate(instances)` holds for the latest view; returns when it began to (time.time())."""
+        wait_for(lambda: predicate(self.current()), timeout=timeout, message=lambda: f"{message}: {self.current()}")
+        with self._lock:
+            return self.snapshots[-1][0]
+
+
+class CuratorConsumer(_Snapshots):
+    """Apache Curator's service discovery (a ServiceCache of `service` under `base_path`), in Java."""
+
+    def __init__(self, connect_string: str, service: str, *, base_path: str = "/services") -> None:
+        super().__init__([binary("curator-consumer"), connect_string, base_path, service])
+
+
+class NacosConsumer(_Snapshots):
+    """nacos-sdk-python 3.x subscribed (gRPC) to `service` in `group` on the server at `url` (its
+    gRPC port is the HTTP port + 1000, as Nacos 2.x clients derive it)."""
+
+    def __init__(
+        self,
+        url: str,
+        service: str,
+        *,
+        group: str = "DEFAULT_GROUP",
+        namespace: str = "",
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        server = url.split("://", 1)[-1]
+        super().__init__([binary("nacos-consumer"), server, namespace, group, service, *(credentials or ())])
+
+
 def shares(calls: list[Call], window: float, start: float) -> list[tuple[float, dict[str, float]]]:
     """Each server's share of the successful calls per `window` seconds from `start`."""
     buckets: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -296,4 +357,14 @@ def shares(calls: list[Call], window: float, start: float) -> list[tuple[float, 
     return out
 
 
-__all__ = ["Call", "CoreDNS", "GrpcDnsConsumer", "GrpcResolverConsumer", "GrpcServers", "binary", "shares"]
+__all__ = [
+    "Call",
+    "CoreDNS",
+    "CuratorConsumer",
+    "GrpcDnsConsumer",
+    "GrpcResolverConsumer",
+    "GrpcServers",
+    "NacosConsumer",
+    "binary",
+    "shares",
+]

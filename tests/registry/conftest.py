@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from devtools.harness import free_port
+from devtools.registries import NacosServer, NacosUnavailable, ZooKeeperServer, ZooKeeperUnavailable
 from tests.support.admin_controller import AdminController
 from tests.support.etcd_server import EtcdServer, EtcdUnavailable
 
@@ -22,6 +23,59 @@ def etcd_fresh():
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_server():
+    """Debian's ZooKeeper for the session (about 2 s to start)."""
+    try:
+        server = ZooKeeperServer()
+    except ZooKeeperUnavailable as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def zookeeper(zookeeper_server):
+    """A kazoo client of the test's own to the session ZooKeeper, everything but /zookeeper removed first."""
+    zk = zookeeper_server.client()
+    for child in zk.get_children("/"):
+        if child != "zookeeper":
+            zk.delete(f"/{child}", recursive=True)
+    try:
+        yield zk
+    finally:
+        zk.stop()
+        zk.close()
+
+
+@pytest.fixture(scope="session")
+def nacos_server():
+    """r-nacos (authentication on) for the session; built and cached on first use (cargo). With
+    NACOS_URL (and NACOS_USERNAME, NACOS_PASSWORD) the suite runs against that Nacos instead."""
+    import os
+
+    if os.environ.get("NACOS_URL"):
+        from devtools.registries.nacos import ExternalNacos
+
+        yield ExternalNacos(
+            os.environ["NACOS_URL"],
+            os.environ.get("NACOS_USERNAME", "nacos"),
+            os.environ.get("NACOS_PASSWORD", "nacos"),
+        )
+        return
+    try:
+        server = NacosServer()
+    except NacosUnavailable as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def nacos(nacos_server):
+    return nacos_server
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from infer_operator.registration.sharing import NO_VIEWS
 from infer_operator.registry.backends import BACKENDS
 from infer_operator.registry.model import Instance, RegistryError, ServiceRef, Unreadable
 from tests.support.admin_controller import AdminController
-from tests.support.registry_backends import EXEMPT, HARNESSES, EtcdHarness, HttpHarness
+from tests.support.registry_backends import EXEMPT, HARNESSES, VARIANTS, EtcdHarness, HttpHarness
 
 pytestmark = pytest.mark.registry
 
@@ -40,13 +40,18 @@ def test_every_backend_is_held_to_the_contract():
     assert set(BACKENDS) == set(HARNESSES) | set(EXEMPT)
 
 
-@pytest.fixture(params=sorted(HARNESSES))
+@pytest.fixture(params=sorted(VARIANTS))
 async def backend(request):
-    if request.param == "etcd":
+    harness = VARIANTS[request.param]
+    if harness is EtcdHarness:
         yield EtcdHarness(request.getfixturevalue("etcd"))
-    else:
+    elif harness is HttpHarness:
         async with AdminController() as controller:
             yield HttpHarness(controller)
+    elif harness.type == "zookeeper":
+        yield harness(request.getfixturevalue("zookeeper_server"), request.getfixturevalue("zookeeper"))
+    else:
+        yield harness(request.getfixturevalue("nacos"))
 
 
 @pytest.fixture
@@ -76,6 +81,8 @@ async def test_deregister_removes_only_the_entry_naming_the_pod(backend, registr
 
 
 async def test_a_new_holder_claims_its_ip_without_the_previous_holders_config(backend, registry):
+    if not backend.per_ip_config:
+        pytest.skip(f"{backend.layout}: no per-IP config apart from the instance")
     backend.seed_config(SVC, A.ip)  # a dead pod's {"weight":0,"enabled":false} at the reused IP
     backend.seed_config(SVC, B.ip)
     await registry.claim(SVC, A)
@@ -105,13 +112,16 @@ async def test_the_read_back_never_takes_something_listed_at_the_address_for_gon
 
 
 async def test_configs_are_listed_and_deleted_in_batches(backend, registry):
+    if not backend.per_ip_config or not getattr(backend, "lists_configs", True):
+        pytest.skip(f"{backend.layout}: no per-IP config apart from the instance, or none its API lists")
     ips = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(150)]  # more than one etcd transaction holds
     for ip in ips:
         backend.seed_config(SVC, ip)
-    backend.seed_config(SVC, "defaults")  # not an IP: another tool's
-    assert await registry.list_config_ips(SVC) == {*ips, "defaults"}
+    other = backend.not_per_ip  # not a pod's IP: another tool's (Dubbo: a rule for every provider)
+    backend.seed_config(SVC, other)
+    assert await registry.list_config_ips(SVC) == {*ips, other}
     assert await registry.delete_configs(SVC, ips) == {}
-    assert backend.configs(SVC) == {"defaults"}
+    assert backend.configs(SVC) == {other}
 
 
 @pytest.mark.parametrize("status", [503, 429, 502])

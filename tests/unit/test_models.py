@@ -70,7 +70,8 @@ def test_max_unavailable_for_split_changes(strategy, replicas, expected):
         ({"registry": {"type": "http"}}, "spec.registry.http"),
         ({"sync": {"port": 70000}}, "spec.sync.port"),
         ({"replicas": -1}, "spec.replicas"),
-        ({"registry": {"type": "zookeeper"}}, "spec.registry.type"),
+        ({"registry": {"type": "consul"}}, "spec.registry.type"),
+        ({"registry": {"type": "zookeeper"}}, "spec.registry.zookeeper"),
         (
             {"sync": {"readinessProbe": {"httpGet": {"port": 1}, "exec": {"command": ["x"]}}}},
             "spec.sync.readinessProbe",

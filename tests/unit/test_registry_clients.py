@@ -83,15 +83,21 @@ def test_etcd_value_carries_what_grpc_and_coredns_read():
 
 
 def test_backend_table_connects_each_type_and_rejects_bad_settings():
-    assert set(BACKENDS) == {"none", "etcd", "http"}
+    assert set(BACKENDS) == {"none", "etcd", "http", "zookeeper", "nacos"}
     assert isinstance(connect("none", None, None, timeout=1), NoneRegistry)
     e = connect("etcd", {"endpoints": ["http://a:2379", "http://b:2379"], "prefix": "/x/"}, None, timeout=1)
     assert isinstance(e, EtcdRegistry) and e.prefix == "/x"
     assert "http://a:2379,http://b:2379" in e.describe()
     h = connect("http", {"url": "http://admin:8080/api"}, {}, timeout=1)
     assert isinstance(h, HttpRegistry)
+    z = connect("zookeeper", {"servers": ["zk-0:2181"], "chroot": "/team//a/", "layout": "curator"}, None, timeout=1)
+    assert "zk-0:2181 curator root=/team/a/services" in z.describe()
     for kind, settings, creds in [
+        ("consul", {}, None),
         ("zookeeper", {}, None),
+        ("zookeeper", {"servers": ["zk-0:2181"]}, {"username": "u"}),
+        ("zookeeper", {"servers": ["zk-0:2181"], "root": "/a/../b"}, None),
+        ("zookeeper", {"servers": ["zk-0:2181"], "layout": "eureka"}, None),
         ("etcd", {}, None),
         ("http", {}, None),
         ("etcd", None, None),

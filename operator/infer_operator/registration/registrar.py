@@ -159,6 +159,7 @@ class Registrar:
             return None, fingerprint
         try:
             client = self._connect(spec_registry.type, backend.section(spec_registry), credentials, self.timeout)
+            client.warmup_seconds = float(spec_registry.warmup_seconds)
             return Measured(client, spec_registry.type), fingerprint
         except ValueError as exc:
             raise RegistryConfigError(f"registry settings are not usable: {exc}") from None

@@ -1,6 +1,6 @@
 """The registry backends, one row each: adding a backend is one module and one line here.
 
-A backend module (`etcd.py`, `http.py`, `none.py`) declares its `BACKEND`: the value of
+A backend module (`etcd.py`, `http.py`, `zookeeper.py`, `nacos.py`, `none.py`) declares its `BACKEND`: the value of
 `spec.registry.type` that selects it, the pydantic model of its spec section
 (`spec.registry.<type>`, None when it has none), the Secret keys it reads and how it connects.
 The API's `RegistrySpec` (type enum, one section per backend, the "section required" rules),
@@ -20,9 +20,9 @@ from .model import Instance, Listing
 
 
 def _rows() -> tuple[Backend, ...]:
-    from . import etcd, http, none
+    from . import etcd, http, nacos, none, zookeeper
 
-    return (none.BACKEND, etcd.BACKEND, http.BACKEND)
+    return (none.BACKEND, etcd.BACKEND, http.BACKEND, zookeeper.BACKEND, nacos.BACKEND)
 
 
 BACKENDS: dict[str, Backend] = {backend.type: backend for backend in _rows()}

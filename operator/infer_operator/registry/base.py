@@ -14,6 +14,10 @@ class Registry(abc.ABC):
     """Async registry client. Every call is bounded by the per-call ``timeout`` given at construction."""
 
     kind: str = "abstract"
+    # registry.warmupSeconds, for a registry whose consumers ramp a new instance's traffic by
+    # themselves from a start time the entry carries (Dubbo's `timestamp` and `warmup`); the others
+    # carry the operator's stepped weight (Instance.weight) and ignore it. Set by the registrar.
+    warmup_seconds: float = 0.0
 
     @abc.abstractmethod
     async def register(self, service: str, instance: Instance) -> None: ...

@@ -76,13 +76,13 @@ def validate_port(port: Any) -> int:
 
 
 def is_ip(text: str) -> bool:
-    """Whether a key segment is an IPv4 or IPv6 address: the only per-IP config keys the operator
-    may delete (`config/defaults` and the like belong to other tools)."""
+    """Whether a key segment is an IPv4 or IPv6 address a pod can hold: the only per-IP config keys
+    the operator may delete (`config/defaults` and the like belong to other tools; so does
+    `0.0.0.0` / `::`, which no pod holds and which Dubbo's override rules use for every provider)."""
     try:
-        ipaddress.ip_address(text)
+        return not ipaddress.ip_address(text).is_unspecified
     except ValueError:
         return False
-    return True
 
 
 @dataclass(frozen=True)
