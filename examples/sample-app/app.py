@@ -40,8 +40,18 @@ shutting_down = threading.Event()
 
 
 def log(message: str, **fields) -> None:
-    print(json.dumps({"ts": round(time.time(), 3), "role": role(), "pod": os.environ.get("POD_NAME", ""),
-                      "msg": message, **fields}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ts": round(time.time(), 3),
+                "role": role(),
+                "pod": os.environ.get("POD_NAME", ""),
+                "msg": message,
+                **fields,
+            }
+        ),
+        flush=True,
+    )
 
 
 def role() -> str:
@@ -78,15 +88,16 @@ def load_model() -> None:
 
 # -- sync role ---------------------------------------------------------------------------------
 
+
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = False          # in-flight requests are joined on shutdown
+    daemon_threads = False  # in-flight requests are joined on shutdown
     block_on_close = True
     allow_reuse_address = True
     request_queue_size = 128
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"   # keep-alive, as real clients use it
+    protocol_version = "HTTP/1.1"  # keep-alive, as real clients use it
     offline = threading.Event()
     lock = threading.Lock()
     served = 0
@@ -146,7 +157,7 @@ def run_sync() -> int:
     log(f"sync role serving on :{port}")
     server.serve_forever(poll_interval=0.1)
     log("stopped accepting", in_flight=Handler.in_flight)
-    server.server_close()       # joins in-flight request threads
+    server.server_close()  # joins in-flight request threads
     log(f"sync role stopped after {Handler.served} request(s)", served=Handler.served)
     return 0
 
@@ -171,8 +182,9 @@ def run_async() -> int:
     done = f"{queue}:done"
     ready_file = Path(os.environ.get("READY_FILE", "/tmp/worker-ready"))
     work_seconds = float(os.environ.get("WORK_SECONDS", "0.2"))
-    client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                  socket_timeout=5, socket_connect_timeout=5)
+    client = redis.Redis.from_url(
+        os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), socket_timeout=5, socket_connect_timeout=5
+    )
     acknowledge = client.register_script(ACKNOWLEDGE)
     load_model()
     # Jobs a crashed pod of this name had taken but not finished go back to the queue.

@@ -40,9 +40,8 @@ def test_every_backend_is_held_to_the_contract():
     assert set(BACKENDS) == set(HARNESSES) | set(EXEMPT)
 
 
-@pytest.fixture(params=sorted(VARIANTS))
-async def backend(request):
-    harness = VARIANTS[request.param]
+async def _backend(request, name):
+    harness = VARIANTS[name]
     if harness is EtcdHarness:
         yield EtcdHarness(request.getfixturevalue("etcd"))
     elif harness is HttpHarness:
@@ -54,9 +53,47 @@ async def backend(request):
         yield harness(request.getfixturevalue("nacos"))
 
 
+# Tests of per-IP config run only over the layouts that keep one (and whose API lists them):
+# parameters chosen up front, so nothing is skipped for being inapplicable.
+PER_IP = sorted(n for n, h in VARIANTS.items() if h.per_ip_config)
+LISTED_CONFIGS = sorted(n for n in PER_IP if getattr(VARIANTS[n], "lists_configs", True))
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+async def backend(request):
+    async for harness in _backend(request, request.param):
+        yield harness
+
+
+@pytest.fixture(params=PER_IP)
+async def per_ip_backend(request):
+    async for harness in _backend(request, request.param):
+        yield harness
+
+
+@pytest.fixture(params=LISTED_CONFIGS)
+async def listing_backend(request):
+    async for harness in _backend(request, request.param):
+        yield harness
+
+
 @pytest.fixture
 async def registry(backend):
     client = backend.connect()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def per_ip_registry(per_ip_backend):
+    client = per_ip_backend.connect()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def listing_registry(listing_backend):
+    client = listing_backend.connect()
     yield client
     await client.close()
 
@@ -80,9 +117,8 @@ async def test_deregister_removes_only_the_entry_naming_the_pod(backend, registr
     await registry.deregister(SVC, A.ip, A.port, A.uid)  # absent: success
 
 
-async def test_a_new_holder_claims_its_ip_without_the_previous_holders_config(backend, registry):
-    if not backend.per_ip_config:
-        pytest.skip(f"{backend.layout}: no per-IP config apart from the instance")
+async def test_a_new_holder_claims_its_ip_without_the_previous_holders_config(per_ip_backend, per_ip_registry):
+    backend, registry = per_ip_backend, per_ip_registry
     backend.seed_config(SVC, A.ip)  # a dead pod's {"weight":0,"enabled":false} at the reused IP
     backend.seed_config(SVC, B.ip)
     await registry.claim(SVC, A)
@@ -111,9 +147,8 @@ async def test_the_read_back_never_takes_something_listed_at_the_address_for_gon
         assert isinstance(found, Unreadable) and not result.confirmed and A.address in backend.listed(SVC)
 
 
-async def test_configs_are_listed_and_deleted_in_batches(backend, registry):
-    if not backend.per_ip_config or not getattr(backend, "lists_configs", True):
-        pytest.skip(f"{backend.layout}: no per-IP config apart from the instance, or none its API lists")
+async def test_configs_are_listed_and_deleted_in_batches(listing_backend, listing_registry):
+    backend, registry = listing_backend, listing_registry
     ips = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(150)]  # more than one etcd transaction holds
     for ip in ips:
         backend.seed_config(SVC, ip)
