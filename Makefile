@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml $(LOCKS)
 # Debian packages the tests use: etcd-server is the registry's etcd in tests; redis-server the
 # queue of the sample app's async role; busybox, wget and curl are the shells and HTTP clients the
 # pod scripts are tested with; containerd, runc, containernetworking-plugins, iptables, conntrack
-# and iproute2 run the real node (devtools/cluster/realnode.py), mmdebstrap makes its images' rootfs.
+# and iproute2 run the real node (devtools/cluster/realnode.py), mmdebstrap makes its images' rootfs;
+# prometheus brings promtool, which tests the chart's alerts (tests/helm/test_chart_alerts.py).
 system-deps:
 	@missing=""; \
 	  [ -x /usr/bin/etcd ] || missing="$$missing etcd-server"; \
@@ -43,6 +44,7 @@ system-deps:
 	  command -v conntrack >/dev/null || missing="$$missing conntrack"; \
 	  command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
 	  command -v ip >/dev/null || missing="$$missing iproute2"; \
+	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

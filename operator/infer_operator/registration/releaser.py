@@ -278,11 +278,13 @@ class PodReleaser:
         deadline = started + self.timeout()
         backoff = Backoff()
         last_error = "registry unreachable"
+        backend = "unknown"  # until the settings are read
         while True:
             try:
                 settings = await _settings_for(self.kube, record)
                 if settings is None or not settings.registry.in_use:
                     return None  # nothing registered anywhere for this pod
+                backend = settings.registry.type
                 if not pod.ip:
                     return None  # never had an IP: never registered, no per-IP config
                 port = pod.sync_port or settings.port  # the port it was registered at
@@ -329,7 +331,7 @@ class PodReleaser:
                 return Note("Warning", "DeregistrationSkipped", f"{exc}; released without deregistration")
             except (RegistryError, TimeoutError) as exc:
                 last_error = str(exc) or type(exc).__name__
-                metrics.REGISTRY_ERRORS.labels("unknown", "deregister").inc()
+                metrics.REGISTRY_ERRORS.labels(backend, "deregister").inc()
             delay = backoff.next()
             if time.monotonic() + delay >= deadline:
                 message = (
