@@ -161,15 +161,12 @@ def kubeconform_schemas(source: Path, out: Path, crds: list[dict[str, Any]]) -> 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for document in sorted(source.glob("*_openapi.json")):
-        schemas = json.loads(document.read_text())["components"]["schemas"]
+        schemas = json.loads(document.read_text()).get("components", {}).get("schemas", {})
         for name, schema in schemas.items():
             for gvk in schema.get("x-kubernetes-group-version-kind") or []:
                 if name.endswith("List") or gvk["kind"] in ("WatchEvent", "DeleteOptions", "Status", "APIGroup"):
                     continue
-                try:
-                    resolved = _standalone(schemas, name)
-                except ValueError:
-                    continue  # a self-referring definition (JSONSchemaProps): no manifest kind we lint
+                resolved = _standalone(schemas, name)
                 path = folder / _kubeconform_name(gvk["kind"], gvk["group"], gvk["version"])
                 path.write_text(json.dumps(resolved))
                 written.append(path)
@@ -177,7 +174,11 @@ def kubeconform_schemas(source: Path, out: Path, crds: list[dict[str, Any]]) -> 
         names = crd["spec"]["names"]
         for version in crd["spec"]["versions"]:
             schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
-            schema.setdefault("properties", {})["metadata"] = {"type": "object"}
+            # apiVersion, kind and metadata are every object's, whatever its schema names.
+            properties = schema.setdefault("properties", {})
+            properties["metadata"] = {"type": "object"}
+            properties.setdefault("apiVersion", {"type": "string"})
+            properties.setdefault("kind", {"type": "string"})
             path = folder / _kubeconform_name(names["kind"], crd["spec"]["group"], version["name"])
             path.write_text(json.dumps(_json_schema(schema)))
             written.append(path)
@@ -185,39 +186,41 @@ def kubeconform_schemas(source: Path, out: Path, crds: list[dict[str, Any]]) -> 
 
 
 def _standalone(schemas: dict[str, Any], root: str) -> dict[str, Any]:
-    """A built-in kind's strict JSON schema: references inlined, apiVersion and kind as strings,
-    ObjectMeta kept whole (a manifest's metadata is not pruned)."""
+    """A built-in kind's strict JSON schema: the definitions it reaches, referred to in the file
+    itself (Kubernetes' own recursive types, such as a CRD's JSONSchemaProps, stay references)."""
+    reached: dict[str, Any] = {}
 
-    def resolve(node: Any, seen: tuple[str, ...]) -> Any:
+    def visit(node: Any) -> Any:
         if isinstance(node, list):
-            return [resolve(item, seen) for item in node]
+            return [visit(item) for item in node]
         if not isinstance(node, dict):
             return node
         name = _ref_name(node)
         if name is not None:
-            if name in seen:
-                raise ValueError(name)
-            if name == QUANTITY:
-                return {"oneOf": [{"type": "string"}, {"type": "number"}]}
-            if name == INT_OR_STRING:
-                return {"x-kubernetes-int-or-string": True}
-            return resolve(schemas[name], (*seen, name))
+            if name not in reached:
+                reached[name] = None  # taken: a recursive reference ends here
+                reached[name] = _definition(schemas, name, visit)
+            return {"$ref": f"#/definitions/{name}"}
         out = {}
         for key, value in node.items():
-            if (
-                key in ("description", "default", "format")
-                or key.startswith("x-kubernetes-")
-                and key
-                not in (
-                    "x-kubernetes-int-or-string",
-                    "x-kubernetes-preserve-unknown-fields",
-                )
+            if key in ("description", "default", "format") or (
+                key.startswith("x-kubernetes-")
+                and key not in ("x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields")
             ):
                 continue
-            out[key] = {k: resolve(v, seen) for k, v in value.items()} if key == "properties" else resolve(value, seen)
+            out[key] = {k: visit(v) for k, v in value.items()} if key == "properties" else visit(value)
         return out
 
-    return _json_schema(resolve({"$ref": f"#/components/schemas/{root}"}, ()))
+    top = visit({"$ref": f"#/components/schemas/{root}"})
+    return {**top, "definitions": reached}
+
+
+def _definition(schemas: dict[str, Any], name: str, visit: Any) -> dict[str, Any]:
+    if name == QUANTITY:
+        return {"oneOf": [{"type": "string"}, {"type": "number"}]}
+    if name == INT_OR_STRING:
+        return {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+    return _json_schema(visit(schemas[name]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,10 +37,14 @@ ALL_COMPONENTS = (
     "helm",
     "kubelet",
     "kube-proxy",
+    "kube-score",
+    "kubeconform",
 )
 # The real node's own binaries (devtools.cluster.realnode), built in the same generated module
 # as the control plane, so with a warm build cache they cost seconds.
 NODE_COMPONENTS = ("kubelet", "kube-proxy")
+# The manifest linters (tests/helm/test_manifest_linters.py): small `go install`s.
+LINTERS = ("kube-score", "kubeconform")
 # What the launcher needs (helm is only for chart tests).
 CLUSTER_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 
@@ -218,6 +222,10 @@ def component(name: str) -> Component:
         return Component(name, V.KWOK_VERSION)
     if name == "helm":
         return Component(name, V.HELM_VERSION)
+    if name == "kube-score":
+        return Component(name, V.KUBE_SCORE_VERSION)
+    if name == "kubeconform":
+        return Component(name, V.KUBECONFORM_VERSION)
     raise KeyError(f"unknown component {name!r}; known: {', '.join(ALL_COMPONENTS)}")
 
 
@@ -302,10 +310,12 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
             label=name,
             progress=progress,
         )
-    elif name in ("kwok", "helm"):
+    elif name in ("kwok", "helm", *LINTERS):
         pkg = {
             "kwok": f"sigs.k8s.io/kwok/cmd/kwok@{V.KWOK_VERSION}",
             "helm": f"helm.sh/helm/v3/cmd/helm@{V.HELM_VERSION}",
+            "kube-score": f"github.com/zegl/kube-score/cmd/kube-score@{V.KUBE_SCORE_VERSION}",
+            "kubeconform": f"github.com/yannh/kubeconform/cmd/kubeconform@{V.KUBECONFORM_VERSION}",
         }[name]
         gobin = Path(tempfile.mkdtemp(prefix=f".{name}-gobin-", dir=out_dir))
         try:
