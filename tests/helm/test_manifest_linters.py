@@ -221,10 +221,22 @@ def test_everything_shipped_and_built_is_valid_under_kubeconform_strict(helm, li
 
 
 TYPOS = {
-    "partition": ({"updateStrategy": {"rollingUpdate": {"partiton": 2}}}, "/spec/updateStrategy/rollingUpdate", "partiton"),
+    "partition": (
+        {"updateStrategy": {"rollingUpdate": {"partiton": 2}}},
+        "/spec/updateStrategy/rollingUpdate",
+        "partiton",
+    ),
     "type": ({"updateStrategy": {"type": "Ondelete"}}, "/spec/updateStrategy/type", "RollingUpdate"),
-    "probe": ({"sync": {"readinessProbe": {"httpGet": {"paht": "/ready", "port": 8000}}}}, "/spec/sync/readinessProbe/httpGet", "paht"),
-    "template": ({"template": {"spec": {"containers": [{"name": "m", "image": "x", "resourcez": {}}]}}}, "/spec/template/spec/containers/0", "resourcez"),
+    "probe": (
+        {"sync": {"readinessProbe": {"httpGet": {"paht": "/ready", "port": 8000}}}},
+        "/spec/sync/readinessProbe/httpGet",
+        "paht",
+    ),
+    "template": (
+        {"template": {"spec": {"containers": [{"name": "m", "image": "x", "resourcez": {}}]}}},
+        "/spec/template/spec/containers/0",
+        "resourcez",
+    ),
     "spec": ({"replicaz": 2}, "/spec", "replicaz"),
 }
 
