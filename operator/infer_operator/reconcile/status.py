@@ -187,7 +187,8 @@ def _progress_of_rollout(spec: InferenceServiceSpec, live: list[PodView], outcom
     if partition is None:
         # The change is not carried out until someone deletes the pods: it is under way, waiting
         # on them, not settled (the reason names the strategy that waits).
-        return _condition("Progressing", True, "OnDelete", f"{on_delete_phrase(outcome.outdated, len(live))}{note}", gen)
+        message = on_delete_phrase(outcome.outdated, len(live)) + note
+        return _condition("Progressing", True, "OnDelete", message, gen)
     rolling = [
         p for p in live if p.ordinal is not None and p.ordinal >= partition and p.revision != outcome.update_revision
     ]
