@@ -369,6 +369,21 @@ def test_notes_give_the_crd_upgrade_command_and_reach_our_kind(helm, tmp_path):
     assert "logs -l app.kubernetes.io/instance=infer-operator --prefix" in notes
     private = render_notes(helm, "--set", "image.repository=registry.example/infer-operator", tmp_path=tmp_path / "p")
     assert "helm show crds CHART --version" in private
+    # Uninstalling: the InferenceServices first, while the operator can still release them.
+    assert "kubectl delete infsvc --all -A --wait=true\n  helm uninstall infer-operator" in notes
+    assert "release: <its release name>" not in notes  # nothing about Prometheus when it is off
+
+
+def test_notes_say_the_label_kube_prometheus_stack_selects_until_it_is_set(helm, tmp_path):
+    monitored = ["--set", "metrics.service.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"]
+    monitored += ["--set", "metrics.prometheusRule.enabled=true"]
+    notes = render_notes(helm, *monitored, tmp_path=tmp_path / "a")
+    assert "--set metrics.serviceMonitor.labels.release=" in notes
+    assert "--set metrics.prometheusRule.labels.release=" in notes
+    labelled = ["--set", "metrics.serviceMonitor.labels.release=kps"]
+    labelled += ["--set", "metrics.prometheusRule.labels.release=kps"]
+    notes = render_notes(helm, *monitored, *labelled, tmp_path=tmp_path / "b")
+    assert "labels.release=" not in notes
 
 
 def test_several_replicas_get_a_disruption_budget_and_spread_over_nodes(helm):
