@@ -166,9 +166,8 @@ def test_the_readme_lists_what_the_users_template_decides():
 # -- kubeconform ---------------------------------------------------------------------------------
 
 # Kinds whose schemas the offline machine does not have: prometheus-operator's CRDs (the chart's
-# optional ServiceMonitor and PrometheusRule; test_chart_observability.py and promtool check them),
-# and kustomize's own file in deploy/.
-KUBECONFORM_SKIP = "ServiceMonitor,PrometheusRule,Kustomization"
+# optional ServiceMonitor and PrometheusRule; test_chart_observability.py and promtool check them).
+KUBECONFORM_SKIP = "ServiceMonitor,PrometheusRule"
 
 
 @pytest.fixture(scope="module")
