@@ -49,6 +49,7 @@ POD_GATEWAY = "10.245.0.1"  # on the bridge; also the node's IP (a loopback node
 BRIDGE = "inferbr0"
 KUBELET_PORT = 10350  # on POD_GATEWAY; pods are refused it (CHAIN)
 GPU_COUNT = 8
+EPHEMERAL_STORAGE = "100Gi"  # advertised, not enforced (localStorageCapacityIsolation is off)
 CHAIN = "INFER-REALNODE"
 CNI_NETWORK = "realnode"
 OWNER_FILE = Path("/run/infer-operator-realnode.json")
@@ -518,9 +519,11 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
 
     _wait(f"node {NODE_NAME} Ready", node_ready, START_TIMEOUT, nd, ["containerd", "kubelet"])
     progress(f"  kubelet registered {NODE_NAME}, Ready ({time.monotonic() - t:.1f}s)")
-    # Like the KWOK nodes: GPUs to schedule against. The kubelet keeps a patched capacity (and
+    # Like the KWOK nodes: GPUs to schedule against, and ephemeral storage (our kubelet runs with
+    # localStorageCapacityIsolation off, so it reports none, and a pod that requests some, as the
+    # chart's operator does, would never be scheduled). The kubelet keeps a patched capacity (and
     # allocatable follows it) until it registers afresh, so this is done on every start.
-    gpu = {"nvidia.com/gpu": str(GPU_COUNT)}
+    gpu = {"nvidia.com/gpu": str(GPU_COUNT), "ephemeral-storage": EPHEMERAL_STORAGE}
 
     def gpu_allocatable() -> bool:
         code, _ = _api(
@@ -532,7 +535,8 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
             "application/merge-patch+json",
         )
         code, node = _api(state, sd, "GET", f"/api/v1/nodes/{NODE_NAME}")
-        return code == 200 and node["status"].get("allocatable", {}).get("nvidia.com/gpu") == str(GPU_COUNT)
+        allocatable = node["status"].get("allocatable", {}) if code == 200 else {}
+        return allocatable.get("nvidia.com/gpu") == str(GPU_COUNT) and "ephemeral-storage" in allocatable
 
     _wait(f"nvidia.com/gpu={GPU_COUNT} allocatable on {NODE_NAME}", gpu_allocatable, 30, nd, ["kubelet"])
 

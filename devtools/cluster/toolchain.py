@@ -50,6 +50,8 @@ ALL_COMPONENTS = (
     "curator-consumer",
     "nacos-consumer",
     "rnacos",
+    "kube-score",
+    "kubeconform",
 )
 # The registry's real consumers, built from their committed sources (devtools/consumers/).
 CONSUMERS_DIR = Path(__file__).resolve().parents[1] / "consumers"
@@ -57,6 +59,8 @@ CONSUMER_COMPONENTS = {"grpc-consumer": "grpc_resolver", "coredns": "coredns"}
 # The real node's own binaries (devtools.cluster.realnode), built in the same generated module
 # as the control plane, so with a warm build cache they cost seconds.
 NODE_COMPONENTS = ("kubelet", "kube-proxy")
+# The manifest linters (tests/helm/test_manifest_linters.py): small `go install`s.
+LINTERS = ("kube-score", "kubeconform")
 # What the launcher needs (helm is only for chart tests).
 CLUSTER_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 
@@ -256,6 +260,10 @@ def component(name: str) -> Component:
         return Component(name, f"curator-{V.CURATOR_VERSION}")
     if name == "nacos-consumer":
         return Component(name, f"nacos-sdk-python-{V.NACOS_SDK_PYTHON_VERSION}")
+    if name == "kube-score":
+        return Component(name, V.KUBE_SCORE_VERSION)
+    if name == "kubeconform":
+        return Component(name, V.KUBECONFORM_VERSION)
     raise KeyError(f"unknown component {name!r}; known: {', '.join(ALL_COMPONENTS)}")
 
 
@@ -337,10 +345,12 @@ def _build_one(name: str, log: Path, progress: ProgressFn) -> None:
         if not (src / "go.sum").is_file():
             _run([go, "mod", "tidy"], cwd=src, env=None, log=log, label="etcd (go mod tidy)", progress=progress)
         tmp = _build_module(name, src, "-mod=mod", log, progress)
-    elif name in ("kwok", "helm"):
+    elif name in ("kwok", "helm", *LINTERS):
         pkg = {
             "kwok": f"sigs.k8s.io/kwok/cmd/kwok@{V.KWOK_VERSION}",
             "helm": f"helm.sh/helm/v3/cmd/helm@{V.HELM_VERSION}",
+            "kube-score": f"github.com/zegl/kube-score/cmd/kube-score@{V.KUBE_SCORE_VERSION}",
+            "kubeconform": f"github.com/yannh/kubeconform/cmd/kubeconform@{V.KUBECONFORM_VERSION}",
         }[name]
         gobin = Path(tempfile.mkdtemp(prefix=f".{name}-gobin-", dir=out_dir))
         try:

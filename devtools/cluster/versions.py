@@ -8,6 +8,11 @@ KUBERNETES_STAGING_VERSION = "v0.34.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.0"
+# Linters of Kubernetes manifests that `make test` runs on the chart, deploy/ and the objects the
+# operator builds (tests/helm/test_manifest_linters.py). Not in versions_key(): each binary's stamp
+# names its version, so a bump rebuilds it alone, not the whole toolchain.
+KUBE_SCORE_VERSION = "v1.20.0"
+KUBECONFORM_VERSION = "v0.7.0"
 
 # The registry's real consumers (devtools/consumers/): the versions their go.mod pins. A unit test
 # keeps the two in step.
@@ -33,6 +38,8 @@ VERSIONS = {
     "etcd": ETCD_VERSION,
     "kwok": KWOK_VERSION,
     "helm": HELM_VERSION,
+    "kube-score": KUBE_SCORE_VERSION,
+    "kubeconform": KUBECONFORM_VERSION,
 }
 
 

@@ -1,5 +1,6 @@
 """The operator's endpoint for its pods: `GET /released/{namespace}/{pod}` answers whether the pod
-is out of the registry (200 `released`) or not yet (503 `releasing`), with no credentials.
+is out of the registry (200 `released`) or not yet (503 `releasing`), with no credentials; and
+`GET /readyz` (200 while it serves: the readiness probe of the operator's pod).
 
 A deleted sync pod's preStop asks it before it drains (builders/scripts/prestop.sh): while the
 operator is away (killed, upgraded, failing over), nothing confirms, and the pod goes on serving
@@ -37,8 +38,13 @@ def application(answer: Answer) -> web.Application:
             return web.Response(status=503, text="unknown\n")
         return web.Response(status=200, text="released\n") if done else web.Response(status=503, text="releasing\n")
 
+    async def ready(request: web.Request) -> web.Response:
+        # Serving is being able to answer: the readiness probe of the operator's pod.
+        return web.Response(status=200, text="ready\n")
+
     app = web.Application()
     app.router.add_get("/released/{namespace}/{pod}", released)
+    app.router.add_get("/readyz", ready)
     return app
 
 

@@ -78,8 +78,31 @@ KOPF_HOOKS = Gauge(
     ["hook"],
 )
 
+# The label values of the labelled counters the chart's alerts read. Their series exist from start-up,
+# at 0: a series that first appears at 1 has no earlier sample, so increase() and rate() see no
+# increase, and the first incident after every restart or failover would never alert.
+INCOMPLETE_CLEANUP_REASONS = {
+    "Pod": ("DeregistrationTimedOut", "DeregistrationSkipped", "DeregistrationFailed", "FinalizerNotRemoved"),
+    "InferenceService": ("RegistryCleanupAbandoned", "FinalizerNotRemoved"),
+}
+RECONCILE_RESULTS = ("ok", "error")
+REGISTRY_ERROR_OPERATIONS = ("sync", "sweep", "deregister")  # per backend: registry/backends.py starts them
+
+
+def start_registry_series(backends: list[str]) -> None:
+    """The registry error counters of every backend, at 0 (called where the backends are known)."""
+    for backend in backends:
+        for operation in REGISTRY_ERROR_OPERATIONS:
+            REGISTRY_ERRORS.labels(backend, operation)
+
+
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 ACTIVE.set(1)
+for _kind, _reasons in INCOMPLETE_CLEANUP_REASONS.items():
+    for _reason in _reasons:
+        INCOMPLETE_CLEANUPS.labels(_kind, _reason)
+for _result in RECONCILE_RESULTS:
+    RECONCILES.labels(_result)
 
 
 def forget_service(namespace: str, service: str) -> None:

@@ -42,6 +42,32 @@ def _named_port(pod_spec: dict[str, Any]) -> int | None:
     return None
 
 
+def service_of(name: str, meta: dict[str, Any]) -> str:
+    """The InferenceService a pod belongs to: its service label, else (a label of ours was taken
+    off by hand or by another controller) its name label or its StatefulSet owner, as long as the
+    pod's name is that StatefulSet's `<service>-<ordinal>`; "" when none says."""
+    pod_labels = meta.get("labels") or {}
+    candidates = [pod_labels.get(labels.LABEL_SERVICE), pod_labels.get(labels.LABEL_NAME)]
+    candidates += [
+        ref.get("name")
+        for ref in meta.get("ownerReferences") or []
+        if ref.get("kind") == "StatefulSet" and ref.get("controller")
+    ]
+    prefix, _, ordinal = name.rpartition("-")
+    named_by_set = ordinal.isdigit()
+    for candidate in candidates:
+        if candidate and (candidate == pod_labels.get(labels.LABEL_SERVICE) or (named_by_set and candidate == prefix)):
+            return candidate
+    return ""
+
+
+def lost_labels(service: str, pod_labels: dict[str, str]) -> tuple[str, ...]:
+    """The labels of ours (labels.common_labels) a pod of `service` does not carry as set."""
+    if not service:
+        return ()
+    return tuple(sorted(k for k, v in labels.common_labels(service).items() if pod_labels.get(k) != v))
+
+
 @dataclass(frozen=True)
 class PodView:
     name: str
@@ -61,6 +87,7 @@ class PodView:
     registered_ip: str | None = None  # the IP the mark names (None: a mark older than that, or none)
     gate_open: bool = False  # the operator's readiness gate is True (labels.CONDITION_READY)
     managed: bool = True  # carries the managed-by label the operator's watch selects on
+    lost: tuple[str, ...] = ()  # labels of ours it does not carry (taken off by hand or another controller)
     revision: str | None = None  # the StatefulSet revision it was made from (controller-revision-hash)
     sync_port: int | None = None  # the serving port it was started with (its named container port)
     grace_seconds: int | None = None  # its terminationGracePeriodSeconds
@@ -99,11 +126,12 @@ class PodView:
             elif kind == labels.CONDITION_READY:
                 gate_open = true
         running = status.get("phase") == "Running"
+        service = service_of(meta.get("name", ""), meta)
         return cls(
             name=meta.get("name", ""),
             namespace=meta.get("namespace", ""),
             uid=meta.get("uid", ""),
-            service=pod_labels.get(labels.LABEL_SERVICE, ""),
+            service=service,
             ordinal=ordinal_of(meta.get("name", ""), pod_labels),
             role=pod_labels.get(labels.LABEL_ROLE),
             ip=status.get("podIP") or None,
@@ -117,6 +145,7 @@ class PodView:
             registered_ip=registered_ip,
             gate_open=gate_open,
             managed=pod_labels.get(labels.LABEL_MANAGED_BY) == labels.MANAGED_BY,
+            lost=lost_labels(service, pod_labels),
             revision=pod_labels.get(labels.LABEL_REVISION),
             sync_port=_named_port(spec),
             grace_seconds=spec.get("terminationGracePeriodSeconds"),

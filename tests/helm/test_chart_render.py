@@ -119,6 +119,7 @@ def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",
@@ -136,6 +137,13 @@ def test_defaults_deployment_is_hardened_and_watches_all_namespaces(helm):
     assert security["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["requests"]["cpu"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "release"}
+    assert container["resources"]["limits"]["ephemeral-storage"] and "cpu" not in container["resources"]["limits"]
+    # kube-score's checks this chart departs from on purpose, each with its reason in values.yaml.
+    assert deployment["metadata"]["annotations"]["kube-score/ignore"] == (
+        "container-resources,container-image-pull-policy,deployment-replicas,deployment-strategy"
+    )
+    assert "affinity" not in pod and not by_kind(docs, "PodDisruptionBudget")
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "health": 8080,
         "metrics": 9090,
@@ -361,3 +369,71 @@ def test_notes_give_the_crd_upgrade_command_and_reach_our_kind(helm, tmp_path):
     assert "logs -l app.kubernetes.io/instance=infer-operator --prefix" in notes
     private = render_notes(helm, "--set", "image.repository=registry.example/infer-operator", tmp_path=tmp_path / "p")
     assert "helm show crds CHART --version" in private
+    # Uninstalling: the InferenceServices first, while the operator can still release them.
+    assert "kubectl delete infsvc --all -A --wait=true\n  helm uninstall infer-operator" in notes
+    assert "release: <its release name>" not in notes  # nothing about Prometheus when it is off
+
+
+def test_notes_say_the_label_kube_prometheus_stack_selects_until_it_is_set(helm, tmp_path):
+    monitored = ["--set", "metrics.service.enabled=true", "--set", "metrics.serviceMonitor.enabled=true"]
+    monitored += ["--set", "metrics.prometheusRule.enabled=true"]
+    notes = render_notes(helm, *monitored, tmp_path=tmp_path / "a")
+    assert "--set metrics.serviceMonitor.labels.release=" in notes
+    assert "--set metrics.prometheusRule.labels.release=" in notes
+    labelled = ["--set", "metrics.serviceMonitor.labels.release=kps"]
+    labelled += ["--set", "metrics.prometheusRule.labels.release=kps"]
+    notes = render_notes(helm, *monitored, *labelled, tmp_path=tmp_path / "b")
+    assert "labels.release=" not in notes
+
+
+def test_several_replicas_get_a_disruption_budget_and_spread_over_nodes(helm):
+    docs = render(helm, "--set", "replicas=2")
+    (budget,) = by_kind(docs, "PodDisruptionBudget")
+    (deployment,) = by_kind(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    (term,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    hostname = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
+    assert term["podAffinityTerm"] == hostname
+    skipped = deployment["metadata"]["annotations"]["kube-score/ignore"]
+    assert skipped == "container-resources,container-image-pull-policy"
+    # An anti-affinity of the user's own is kept as it is.
+    mine = {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone", "labelSelector": {}}]}
+    docs = render(helm, "--set", "replicas=2", "--set-json", f"affinity={json.dumps({'podAntiAffinity': mine})}")
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["affinity"] == {"podAntiAffinity": mine}
+
+
+def test_the_network_policy_lets_in_what_the_operator_serves(helm):
+    (policy,) = by_kind(render(helm), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    ports = [rule["ports"][0]["port"] for rule in policy["spec"]["ingress"]]
+    assert ports == ["health", "metrics", "release"]
+    assert not any("from" in rule for rule in policy["spec"]["ingress"])  # release checks come from any namespace
+    assert policy["spec"]["egress"] == [{}]  # registries are named by InferenceServices: all egress
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    extra = {"to": [{"ipBlock": {"cidr": "10.0.5.0/24"}}], "ports": [{"port": 2379}]}
+    (policy,) = by_kind(
+        render(
+            helm,
+            "--set",
+            "networkPolicy.egress.restrict=true",
+            "--set-json",
+            f"networkPolicy.metricsFrom=[{json.dumps(monitoring)}]",
+            "--set-json",
+            f"networkPolicy.egress.extraRules=[{json.dumps(extra)}]",
+            "--set",
+            "releasePort=0",
+        ),
+        "NetworkPolicy",
+    )
+    assert [rule["ports"][0]["port"] for rule in policy["spec"]["ingress"]] == ["health", "metrics"]
+    assert policy["spec"]["ingress"][1]["from"] == [monitoring]
+    assert policy["spec"]["egress"] == [
+        {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]},
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        extra,
+    ]
+    assert not by_kind(render(helm, "--set", "networkPolicy.enabled=false"), "NetworkPolicy")

@@ -353,10 +353,12 @@ def test_a_drain_raised_beyond_running_pods_grace_says_they_are_outdated(kube, n
 
     def says_outdated():
         progressing = condition(kube.get_isvc(namespace, "slow"), "Progressing")
-        return progressing if progressing and progressing["reason"] == "PodsOutdated" else None
+        return progressing if progressing and progressing["reason"] == "OnDelete" else None
 
     progressing = wait_for(says_outdated, timeout=60, message="status says pods are outdated")
-    assert "2 pod(s) run an older template" in progressing["message"]
+    assert progressing["status"] == "True"
+    assert "2 of 2 pod(s) run an older template" in progressing["message"]
+    assert "deleting them applies the change" in progressing["message"]
     assert "grace period not longer than drainSeconds" in progressing["message"]
     assert all(p.spec.termination_grace_period_seconds == 3 for p in kube.pods(namespace, "slow").values())
 

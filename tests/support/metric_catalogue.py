@@ -38,3 +38,24 @@ def scraped_series() -> dict[str, Series]:
             for suffix in suffixes[value._type]:
                 found[value._name + suffix] = series
     return found
+
+
+def startup_samples() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """What a freshly started operator exports before anything happened: a new process imports
+    what `infer-operator run` imports (the handlers, which import every part of the operator), and
+    its registry is read (name and labels -> value)."""
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    script = (
+        "import infer_operator.handlers, prometheus_client, sys; "
+        "sys.stdout.write(prometheus_client.generate_latest().decode())"
+    )
+    text = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

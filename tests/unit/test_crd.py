@@ -1,7 +1,9 @@
 """The CRD is generated from the models; the committed file must match, and be structural."""
 
+import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from infer_operator.api.crd import CRD_FILE, build_crd, render_crd_yaml
@@ -84,3 +86,48 @@ def test_every_spec_field_is_described():
     spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     missing = [name for name, prop in spec["properties"].items() if not prop.get("description")]
     assert missing == []
+
+
+def _properties(node, path="spec.template"):
+    """Every property below a schema node, as (path, schema)."""
+    for name, prop in (node.get("properties") or {}).items():
+        yield f"{path}.{name}", prop
+        yield from _properties(prop, f"{path}.{name}")
+    items = node.get("items")
+    if isinstance(items, dict):
+        yield from _properties(items, f"{path}[]")
+
+
+def test_kubectl_explain_has_kubernetes_descriptions_for_the_template():
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    fields = list(_properties(spec["properties"]["template"]))
+    undescribed = [path for path, prop in fields if not prop.get("description")]
+    assert len(fields) > 1000 and undescribed == [], undescribed[:10]
+    # The handlers of the role probes and the update strategy too.
+    for path, prop in _properties(spec, "spec"):
+        if ".readinessProbe." in path or path.startswith("spec.updateStrategy"):
+            assert prop.get("description"), path
+
+
+# The API server stores a CRD in etcd, whose default request limit is 1.5 MiB (etcd's
+# --max-request-bytes); the API server takes request bodies of up to 3 MiB. Kubernetes' descriptions
+# make the CRD about 310 KB of JSON: kept below 1 MiB, with room for the API to grow.
+CRD_LIMIT = 1024 * 1024
+
+
+def test_the_crd_fits_what_the_api_server_stores():
+    size = len(json.dumps(build_crd(), separators=(",", ":")))
+    assert size < CRD_LIMIT, f"the CRD is {size} bytes of JSON"
+
+
+def test_committed_kubernetes_schemas_match_their_generator():
+    from devtools import kube_schemas
+
+    source = kube_schemas.default_input()
+    if not source.is_dir():
+        pytest.skip(f"Kubernetes' OpenAPI documents are not in the Go module cache ({source}); `make test` gets them")
+    committed = json.loads((ROOT / "operator/infer_operator/api/kubernetes.schema.json").read_text())
+    assert committed["schemas"] == kube_schemas.embedded(source), (
+        "api/kubernetes.schema.json is stale: python -m devtools.kube_schemas crd > "
+        "operator/infer_operator/api/kubernetes.schema.json"
+    )

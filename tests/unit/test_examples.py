@@ -32,7 +32,8 @@ def test_example_parses_and_builds(path):
         spec = parse_spec(body["spec"])
         owner = Owner(body["metadata"]["name"], body["metadata"].get("namespace", "default"), "uid-example")
         manifests = build_all(owner, spec)
-        assert [m["kind"] for m in manifests] == ["ConfigMap", "Service", "Service", "StatefulSet"]
+        budget = ["PodDisruptionBudget"] if spec.pod_disruption_budget is not None else []
+        assert [m["kind"] for m in manifests] == ["ConfigMap", "Service", "Service", *budget, "StatefulSet"]
         backend = spec.registry.etcd if spec.registry.type == "etcd" else spec.registry.http
         reference = getattr(backend, "credentials_secret", None)
         if reference is not None:
@@ -45,3 +46,17 @@ def test_main_example_is_a_two_role_service():
     assert (spec.replicas, spec.effective_sync_replicas, spec.registry.type) == (4, 2, "none")
     assert spec.sync.command and spec.async_.command
     assert [spec.role_for(i) for i in range(4)] == ["sync", "sync", "async", "async"]
+
+
+def test_examples_can_be_applied_together():
+    """`kubectl apply -f examples/` makes each of them: no two share a kind and a name (nor the
+    names of what the operator makes for them)."""
+    names: dict[tuple[str, str], str] = {}
+    for path in EXAMPLES:
+        for doc in _documents(path):
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in names, f"{path.name} and {names[key]} both hold {key}"
+            names[key] = path.name
+    services = [name for kind, name in names if kind == labels.KIND]
+    owned = [f"{name}{suffix}" for name in services for suffix in ("", "-headless", "-scripts")]
+    assert len(owned) == len(set(owned))

@@ -79,6 +79,38 @@ def test_max_unavailable_for_split_changes(strategy, replicas, expected):
         ({"lifecycle": {"offlinePath": "no-slash"}}, "spec.lifecycle.offlinePath"),
         ({"replicaz": 3}, "spec.replicaz"),
         ({"template": {"spec": {"containers": []}}}, "spec.template.spec.containers"),
+        # Typos in what the operator carries out itself, refused with Kubernetes' own schemas
+        # (api/kubeschema.py) instead of being carried out as something else.
+        (
+            {"updateStrategy": {"rollingUpdate": {"partiton": 2}}},
+            'spec.updateStrategy.rollingUpdate.partiton: unknown field "partiton"',
+        ),
+        ({"updateStrategy": {"type": "Ondelete"}}, 'spec.updateStrategy.type: unsupported value "Ondelete"'),
+        (
+            {"updateStrategy": {"rollingUpdate": {"partition": -1}}},
+            "spec.updateStrategy.rollingUpdate.partition: must be at least 0",
+        ),
+        (
+            {"updateStrategy": {"rollingUpdate": {"partition": "2"}}},
+            "spec.updateStrategy.rollingUpdate.partition: must be of type integer",
+        ),
+        (
+            {"sync": {"readinessProbe": {"httpGet": {"paht": "/ready", "port": 8000}}}},
+            'spec.sync.readinessProbe.httpGet.paht: unknown field "paht"',
+        ),
+        (
+            {"sync": {"readinessProbe": {"httpGet": {"path": "/ready"}}}},
+            "spec.sync.readinessProbe.httpGet.port: required",
+        ),
+        (
+            {"async": {"readinessProbe": {"exec": {"comand": ["true"]}}}},
+            'spec.async.readinessProbe.exec.comand: unknown field "comand"',
+        ),
+        ({"sync": {"readinessProbe": {"tcpSocket": {"prot": 8000}}}}, "spec.sync.readinessProbe.tcpSocket.prot"),
+        (
+            {"sync": {"readinessProbe": {"grpc": {"port": "8000"}}}},
+            "spec.sync.readinessProbe.grpc.port: must be of type integer",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(overrides, names):
@@ -163,3 +195,15 @@ def test_names_the_owned_objects_can_carry(name, ok):
     problems = name_problems({"metadata": {"name": name}})
     assert (problems == []) is ok
     assert all(p.startswith("metadata.name: ") for p in problems)
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"type": "OnDelete"},
+        {"type": "RollingUpdate", "rollingUpdate": {"partition": 2, "maxUnavailable": "25%"}},
+        {"rollingUpdate": {"maxUnavailable": 2}},
+    ],
+)
+def test_update_strategies_kubernetes_takes_are_taken(strategy):
+    assert spec(updateStrategy=strategy).update_strategy == strategy

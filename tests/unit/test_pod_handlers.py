@@ -21,7 +21,7 @@ def test_a_deleted_pod_holding_our_finalizer_is_released_from_the_watch_stream(m
             "namespace": "team",
             "uid": name,
             "finalizers": list(finalizers),
-            "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+            "labels": labels.common_labels("llm"),
         }
         if deleting:
             meta["deletionTimestamp"] = "2026-11-29T00:00:00Z"
@@ -54,7 +54,7 @@ async def test_deletions_seen_before_the_first_handler_are_released_by_it(monkey
         "uid": "u1",
         "finalizers": [labels.POD_FINALIZER],
         "deletionTimestamp": "2026-11-29T00:00:00Z",
-        "labels": {labels.LABEL_SERVICE: "llm", labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
+        "labels": labels.common_labels("llm"),
     }
     pods.release_early({"type": None, "object": {"metadata": meta}})  # from the first listing
     assert handled == []

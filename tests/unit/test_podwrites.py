@@ -112,7 +112,7 @@ async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
     await world.run()
     assert world.kube.count("delete") == 0
     progressing = world.condition("Progressing")
-    assert "restarts wait for a PodDisruptionBudget" in progressing["message"]
+    assert f"restarts wait: a PodDisruptionBudget refuses evicting pod {NAME}-1" in progressing["message"]
     assert [e[1] for e in world.events].count("RestartBlocked") == 1  # said once, not every pass
     await world.run()
     assert [(verb, name) for verb, _, name in world.kube.calls if verb in ("evict", "delete")][-2:] == [
@@ -120,6 +120,29 @@ async def test_restarts_go_through_evictions_and_wait_while_a_budget_refuses():
         ("delete", f"{NAME}-1"),
     ]
     assert "PodDisruptionBudget" not in world.condition("Progressing")["message"]
+
+
+async def test_a_restart_the_eviction_api_refuses_for_another_reason_is_named_and_waits():
+    """Two PodDisruptionBudgets over one pod (the user's own beside the spec's): the Eviction API
+    answers 500 for every restart. The split change waits, and the status and one event say why."""
+    world = World(replicas=2, syncReplicas=2)
+    world.add_pods(pod_body(0, "sync"), pod_body(1, "sync"))
+    await world.run(apply_objects=True)
+    two_budgets = "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+    world.kube.fail("evict", 500, count=2, message=two_budgets)
+    world.patch_spec(syncReplicas=1)
+    await world.run()
+    await world.run()
+    assert world.kube.count("delete") == 0
+    progressing = world.condition("Progressing")
+    assert progressing["status"] == "True" and progressing["reason"] == "ChangingSplit"
+    assert f"the Eviction API refuses evicting pod {NAME}-1 (HTTP 500): {two_budgets}" in progressing["message"]
+    events = [e for e in world.events if e[1] == "RestartBlocked"]
+    assert len(events) == 1 and two_budgets in events[0][2]
+    # A webhook's denial is named the same way.
+    world.kube.fail("evict", 403, count=1, message='admission webhook "guard.example" denied the request')
+    await world.run()
+    assert "(HTTP 403): admission webhook" in world.condition("Progressing")["message"]
 
 
 def statefulset_at(world: World, revision: str, observed: bool = True) -> None:
@@ -180,8 +203,10 @@ async def test_on_delete_outdated_pods_wait_and_the_status_says_so():
     assert world.kube.count("delete") == 0
     assert world.condition("Ready")["status"] == "True"
     progressing = world.condition("Progressing")
-    assert (progressing["status"], progressing["reason"]) == ("False", "PodsOutdated")
-    assert "OnDelete" in progressing["message"] and "2 pod(s) run an older template" in progressing["message"]
+    # Under way, waiting for someone to delete the pods: it says how many, and that deleting applies it.
+    assert (progressing["status"], progressing["reason"]) == ("True", "OnDelete")
+    assert "2 of 2 pod(s) run an older template" in progressing["message"]
+    assert "deleting them applies the change" in progressing["message"]
     assert "grace period not longer than drainSeconds" in progressing["message"]
     assert world.status()["updatedReplicas"] == 0
 

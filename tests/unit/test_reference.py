@@ -59,3 +59,15 @@ def test_cli_prints_the_reference(capsys):
 
     assert main(["reference"]) == 0
     assert capsys.readouterr().out == render_reference()
+
+
+def test_every_link_within_the_reference_has_its_section():
+    """A link to `#spectemplate` with no such section sent readers nowhere."""
+    import re
+
+    from infer_operator.api import reference
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    anchors = {reference._anchor(heading) for heading in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links and links <= anchors, sorted(links - anchors)

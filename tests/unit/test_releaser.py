@@ -286,6 +286,43 @@ async def test_the_watch_shows_the_pod_as_it_was_so_it_is_read_before_it_is_take
     assert [e[1] for e in setup.events] == ["Relabelled"]
 
 
+async def test_a_live_pod_that_lost_labels_of_ours_gets_them_back_while_its_service_runs():
+    """No registry, so no finalizer: the pod lost its managed-by (it left the watch) and its
+    service label (its StatefulSet let go of it). It is its service's all the same (its name label,
+    its name): the labels are put back and an event says which."""
+    setup = Setup()
+    pod_labels = {labels.LABEL_NAME: NAME}
+    body = setup.kube.put(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{NAME}-1", "namespace": NS, "labels": pod_labels}}
+    )
+    view = PodView.from_body(body)
+    assert (view.service, view.lost) == (NAME, (labels.LABEL_MANAGED_BY, labels.LABEL_SERVICE))
+    await setup.releaser.reclaim(view, Views({}, {}))
+    assert setup.events == [] and setup.kube.obj("v1", "Pod", NS, f"{NAME}-1") == body  # no service runs: left alone
+    setup.services.hold(NS, NAME)
+    await setup.releaser.reclaim(view, Views({}, {}))
+    assert setup.kube.obj("v1", "Pod", NS, f"{NAME}-1")["metadata"]["labels"] == labels.common_labels(NAME)
+    ((_, reason, message),) = [e[:3] for e in setup.events]
+    assert reason == "Relabelled"
+    assert f"{labels.LABEL_MANAGED_BY}={labels.MANAGED_BY}, {labels.LABEL_SERVICE}={NAME}" in message
+
+
+def test_whose_pod_it_is_when_a_label_of_ours_is_gone():
+    def view(name: str, pod_labels: dict, owner: str | None = None) -> PodView:
+        refs = [{"kind": "StatefulSet", "name": owner, "controller": True}] if owner else []
+        return PodView.from_body({"metadata": {"name": name, "labels": pod_labels, "ownerReferences": refs}})
+
+    assert (view("llm-0", labels.common_labels("llm")).service, view("llm-0", labels.common_labels("llm")).lost) == (
+        "llm",
+        (),
+    )
+    assert view("llm-0", {labels.LABEL_NAME: "llm"}).service == "llm"
+    assert view("llm-3", {}, owner="llm").service == "llm"
+    # Another app's pod that happens to carry a like name label: not ours.
+    assert view("web-0", {labels.LABEL_NAME: "llm"}).service == ""
+    assert view("llm-canary", {labels.LABEL_NAME: "llm"}).service == ""
+
+
 async def test_a_pod_read_back_with_our_label_is_left_alone():
     setup = Setup()
     body = setup.kube.put(

@@ -15,7 +15,7 @@ import yaml
 
 from infer_operator import labels
 from infer_operator.api.base import attach_rules
-from infer_operator.api.podtemplate import template_schema
+from infer_operator.api.kubeschema import template_schema
 from infer_operator.api.v1alpha1 import NAME_RULES, InferenceServiceSpec, InferenceServiceStatus
 
 CRD_FILE = f"crds/{labels.GROUP}_{labels.PLURAL}.yaml"

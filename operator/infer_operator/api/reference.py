@@ -117,6 +117,8 @@ def _anchor(heading: str) -> str:
 
 
 def _type(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string"):
+        return "int or string"
     kind = node.get("type", "object")
     if kind == "array":
         items = node.get("items") or {}
@@ -170,6 +172,9 @@ def _default(node: dict[str, Any]) -> str:
 
 def _description(path: str, node: dict[str, Any]) -> str:
     text = _cell(_text(node.get("description", "")))
+    if path in EMBEDDED:
+        # Kubernetes' own type: its fields are Kubernetes' to document (kubectl explain shows them).
+        return f"{text} Its fields: {_text(EMBEDDED[path])}."
     obj = _object_of(node)
     if obj is not None:
         heading = _object_path(path, node)

@@ -11,19 +11,27 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from infer_operator import labels
-from infer_operator.api.base import Model, Rule
+from infer_operator.api import kubeschema
+from infer_operator.api.base import Model, Rule, RuleViolation
 from infer_operator.registry.backends import BACKENDS
 
 PROBE_HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
 
 
-_Handler = Annotated[
-    dict[str, Any] | None,
-    Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
-]
+def _kubernetes(name: str) -> Any:
+    """A field whose schema is Kubernetes' own (api/kubeschema.py): embedded in the CRD, so the API
+    server refuses an unknown field or value naming it, and checked here with the same schema."""
+
+    def check(value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and (found := kubeschema.problems(name, value)):
+            path, message = found[0]
+            raise RuleViolation(message, path)
+        return value
+
+    return Annotated[dict[str, Any] | None, AfterValidator(check), WithJsonSchema(kubeschema.schema(name))]
 
 
 class Probe(Model):
@@ -37,21 +45,37 @@ class Probe(Model):
         ),
     )
 
-    http_get: _Handler = Field(
+    http_get: _kubernetes("HTTPGetAction") = Field(
         default=None, alias="httpGet", description="HTTP GET against the pod (2xx/3xx is ready)."
     )
-    tcp_socket: _Handler = Field(
+    tcp_socket: _kubernetes("TCPSocketAction") = Field(
         default=None, alias="tcpSocket", description="Ready while the port accepts connections."
     )
-    exec_: _Handler = Field(
+    exec_: _kubernetes("ExecAction") = Field(
         default=None, alias="exec", description="Command run in the main container; exit 0 is ready."
     )
-    grpc: _Handler = Field(default=None, description="gRPC health check; checked as a listening port.")
-    initial_delay_seconds: int | None = Field(default=None, ge=0, alias="initialDelaySeconds")
-    period_seconds: int | None = Field(default=None, ge=1, alias="periodSeconds")
-    timeout_seconds: int | None = Field(default=None, ge=1, alias="timeoutSeconds")
-    success_threshold: int | None = Field(default=None, ge=1, alias="successThreshold")
-    failure_threshold: int | None = Field(default=None, ge=1, alias="failureThreshold")
+    grpc: _kubernetes("GRPCAction") = Field(default=None, description="gRPC health check; checked as a listening port.")
+    initial_delay_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        alias="initialDelaySeconds",
+        description="Seconds after the container starts before the first check.",
+    )
+    period_seconds: int | None = Field(
+        default=None, ge=1, alias="periodSeconds", description="How often the pod's probe runs (seconds; default 5)."
+    )
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, alias="timeoutSeconds", description="Seconds after which one check fails (default 3)."
+    )
+    success_threshold: int | None = Field(
+        default=None, ge=1, alias="successThreshold", description="Consecutive successes to count as ready again."
+    )
+    failure_threshold: int | None = Field(
+        default=None,
+        ge=1,
+        alias="failureThreshold",
+        description="Consecutive failures to count as not ready (default 3).",
+    )
 
     def as_kubernetes(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
@@ -497,17 +521,8 @@ class InferenceServiceSpec(Model):
         alias="podManagementPolicy",
         description="StatefulSet podManagementPolicy. Parallel: GPU pods load models slowly; no need to wait in line.",
     )
-    update_strategy: dict[str, Any] | None = Field(
-        default=None,
-        alias="updateStrategy",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-        description=(
-            "How pods are updated to a new template, as for a StatefulSet: type RollingUpdate "
-            "(default) or OnDelete, rollingUpdate.partition and rollingUpdate.maxUnavailable "
-            "(default 1). The operator carries it out itself, so that template changes and role "
-            "flips (syncReplicas changes) share one maxUnavailable budget; with OnDelete it "
-            "restarts only pods whose role flips, and status says which pods are outdated."
-        ),
+    update_strategy: _kubernetes("StatefulSetUpdateStrategy") = Field(
+        default=None, alias="updateStrategy", description=kubeschema.UPDATE_STRATEGY_DESCRIPTION
     )
 
     @property

@@ -44,11 +44,15 @@ async def pod_changed(
         for waiting in RUNTIME.pending_releases.values():
             RUNTIME.releaser.handle(waiting, views)
         RUNTIME.pending_releases.clear()
-    if event.get("type") == "DELETED" and labels.POD_FINALIZER in pod.finalizers:
-        # A pod is removed only once every finalizer is gone: one that leaves the watch holding
-        # ours had its labels changed (deleted or not). Take it back, or release it if it is being
-        # deleted; the event shows it as it was before the change, so it is read again first.
+    if event.get("type") == "DELETED" and (labels.POD_FINALIZER in pod.finalizers or not pod.deleting):
+        # A pod is removed only once every finalizer is gone, and only after its deletion started:
+        # one that leaves the watch holding ours, or not being deleted, had its labels changed
+        # (deleted or not). Take it back, or release it if it is being deleted; the event shows it
+        # as it was before the change, so it is read again first.
         await RUNTIME.releaser.reclaim(pod, views, read_first=True)
+    elif pod.lost and not pod.deleting:
+        # Still watched, but a label of ours is gone (its service or name label): put it back.
+        await RUNTIME.releaser.reclaim(pod, views)
     elif pod.deleting:
         # Deregistration starts at once, not on the service loop's next pass. (Usually it has
         # started already, as the event passed the watch stream: release_early below.)

@@ -37,7 +37,7 @@ class PodWrites:
     labelled: PendingWrites = field(default_factory=PendingWrites)
     conditioned: PendingWrites = field(default_factory=PendingWrites)
     restarting: set[str] = field(default_factory=set)  # uids this operator evicted to flip roles or roll
-    restarts_blocked: str | None = None  # why the Eviction API refuses the restarts due, while it does
+    restarts_blocked: str | None = None  # why the Eviction API refuses the restarts due, while it does (refusal())
 
     async def update(
         self, spec: InferenceServiceSpec, pods: Sequence[PodView], update_revision: str | None, notes: PassNotes
@@ -104,10 +104,13 @@ class PodWrites:
             except KubeError as exc:
                 if exc.not_found or exc.conflict:
                     continue
-                if exc.status == 429:
-                    blocked = blocked or exc.message
-                    continue
-                raise TransientError(f"pod {pod.name}: {exc}") from exc
+                if exc.status == 0:
+                    raise TransientError(f"pod {pod.name}: {exc}") from exc
+                # Refused: by a PodDisruptionBudget (429), or anything else the API server answers
+                # (500 when two budgets cover the pod, an admission webhook's denial, ...). The
+                # restart waits, and the status and an event say why, as for a budget.
+                blocked = blocked or refusal(pod.name, exc)
+                continue
             self.restarting.add(pod.uid)
             if pod.uid in flipping:
                 metrics.ROLE_RESTARTS.inc()
@@ -122,8 +125,8 @@ class PodWrites:
             self.logger.info(message)
             self.emit("Normal", reason, message)
         if blocked and blocked != self.restarts_blocked:
-            message = f"Restarts of pods of {self.name} wait for a PodDisruptionBudget: {blocked}"
-            self.logger.info(message)
+            message = f"Restarts of pods of {self.name} wait: {blocked}"
+            self.logger.info(f"{message}.")
             self.emit("Normal", "RestartBlocked", message)
         self.restarts_blocked = blocked
         return plan
@@ -170,3 +173,10 @@ class PodWrites:
                 )
         if (left := self.conditioned.next_expiry(now)) is not None:
             notes.retry_sooner(left)
+
+
+def refusal(pod: str, error: KubeError) -> str:
+    """Why the Eviction API refused to evict `pod`, as the status and the RestartBlocked event say it."""
+    if error.status == 429:
+        return f"a PodDisruptionBudget refuses evicting pod {pod}: {error.message}"
+    return f"the Eviction API refuses evicting pod {pod} (HTTP {error.status}): {error.message}"

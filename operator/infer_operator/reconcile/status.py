@@ -40,7 +40,7 @@ class Outcome:
     url: str | None = None  # where the sync role is reached inside the cluster
     registry: dict[str, Any] | None = None  # the registry in use, as spec.registry says it
     retired_registries: list[dict[str, Any]] = field(default_factory=list)  # moved away from, not yet clean
-    restarts_blocked: str | None = None  # why the Eviction API refused the restarts due (a PodDisruptionBudget)
+    restarts_blocked: str | None = None  # why the Eviction API refused the restarts due (a budget, a webhook, ...)
 
 
 def now_iso() -> str:
@@ -151,8 +151,10 @@ def compute_status(
             else:
                 reason = "PodsNotReady"
                 message = f"{sync_ready}/{want_sync} sync and {async_ready}/{want_async} async pods are Ready"
+            if outcome.outdated and spec.rolling_partition is None:
+                message += f"; {on_delete_phrase(outcome.outdated, len(live))}"
             if outcome.restarts_blocked and (outcome.pending_flips or outcome.outdated):
-                message += f"; restarts wait for a PodDisruptionBudget: {outcome.restarts_blocked}"
+                message += f"; restarts wait: {outcome.restarts_blocked}"
             conditions.append(_condition("Ready", False, reason, message, gen))
             conditions.append(_condition("Progressing", True, reason, message, gen))
         conditions.append(_condition("Degraded", False, "AsExpected", "", gen))
@@ -183,19 +185,16 @@ def _progress_of_rollout(spec: InferenceServiceSpec, live: list[PodView], outcom
     )
     partition = spec.rolling_partition
     if partition is None:
-        return _condition(
-            "Progressing",
-            False,
-            "PodsOutdated",
-            f"{outdated_phrase(outcome.outdated)}; updateStrategy is OnDelete: delete them to update them{note}",
-            gen,
-        )
+        # The change is not carried out until someone deletes the pods: it is under way, waiting
+        # on them, not settled (the reason names the strategy that waits).
+        message = on_delete_phrase(outcome.outdated, len(live)) + note
+        return _condition("Progressing", True, "OnDelete", message, gen)
     rolling = [
         p for p in live if p.ordinal is not None and p.ordinal >= partition and p.revision != outcome.update_revision
     ]
     if rolling:
         if outcome.restarts_blocked:
-            note += f"; restarts wait for a PodDisruptionBudget: {outcome.restarts_blocked}"
+            note += f"; restarts wait: {outcome.restarts_blocked}"
         return _condition("Progressing", True, "RollingUpdate", f"{outdated_phrase(outcome.outdated)}{note}", gen)
     return _condition(
         "Progressing",
@@ -208,6 +207,13 @@ def _progress_of_rollout(spec: InferenceServiceSpec, live: list[PodView], outcom
 
 def outdated_phrase(count: int) -> str:
     return f"{count} pod(s) run an older template"
+
+
+def on_delete_phrase(outdated: int, pods: int) -> str:
+    return (
+        f"{outdated} of {pods} pod(s) run an older template; updateStrategy is OnDelete: deleting them "
+        f"applies the change"
+    )
 
 
 def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:

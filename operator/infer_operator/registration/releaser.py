@@ -184,11 +184,14 @@ class PodReleaser:
             )
 
     async def reclaim(self, pod: PodView, views: Views, *, read_first: bool = False) -> None:
-        """A pod holding our finalizer has left the watch (its managed-by label was changed). A
-        deleted one is released like any other; a live one gets the label back, so that the watch
-        sees it again and its deletion, whenever it comes, is not missed. A pod that changed
-        meanwhile is read again (it may be being deleted by now); when that does not settle it, the
-        service's loop audits its pods soon, which finds it.
+        """A pod of a service the operator runs lost a label of ours (taken off by hand or by
+        another controller). Without its managed-by label it left the watch: not counted, and a
+        deletion of it holding our finalizer would never be seen; without its service or name label
+        it is counted nowhere, and its StatefulSet lets go of it. A deleted one holding our
+        finalizer is released like any other; a live one gets the labels back (a `Relabelled`
+        event says which), so the watch, the status and the StatefulSet see it again. A pod that
+        changed meanwhile is read again (it may be being deleted by now); when that does not settle
+        it, the service's loop audits its pods soon, which finds it.
 
         `read_first`: `pod` is what the watch last saw, not what is there now. The API server's
         DELETED event for an object that stopped matching a label selector carries its previous
@@ -207,14 +210,13 @@ class PodReleaser:
             if pod.deleting:
                 self.handle(pod, views)
                 return
-            if pod.managed or labels.POD_FINALIZER not in pod.finalizers:
-                return  # back in the watch, or nothing of ours holds it
-            patch = {
-                "metadata": {
-                    "labels": {labels.LABEL_MANAGED_BY: labels.MANAGED_BY},
-                    "resourceVersion": pod.resource_version,
-                }
-            }
+            if not pod.lost:
+                return  # back as it was
+            if self.services.get(pod.namespace, pod.service) is None and labels.POD_FINALIZER not in pod.finalizers:
+                return  # of no service the operator runs (deleted, orphaned), and nothing of ours holds it
+            ours = labels.common_labels(pod.service)
+            lost = {name: ours[name] for name in pod.lost}
+            patch = {"metadata": {"labels": lost, "resourceVersion": pod.resource_version}}
             try:
                 await self.kube.merge_patch(kinds.POD.api_version, kinds.POD.kind, pod.namespace, pod.name, patch)
             except KubeError as exc:
@@ -231,13 +233,12 @@ class PodReleaser:
                         return  # a namesake: the one that left is gone
                     pod = PodView.from_body(body)
                     continue
-                log.warning(
-                    f"Could not put the {labels.LABEL_MANAGED_BY} label back on pod {pod.namespace}/{pod.name}: {exc}"
-                )
+                log.warning(f"Could not put the labels {', '.join(lost)} back on pod {pod.namespace}/{pod.name}: {exc}")
                 break
+            put_back = ", ".join(f"{name}={value}" for name, value in lost.items())
             message = (
-                f"Pod {pod.name} had lost its {labels.LABEL_MANAGED_BY}={labels.MANAGED_BY} label while "
-                f"holding {labels.POD_FINALIZER}; the label was put back so the operator watches it again"
+                f"Pod {pod.name} had lost the label(s) {put_back} of InferenceService {pod.service}; they were "
+                f"put back, so that the operator, its status and the StatefulSet count the pod again"
             )
             log.info(f"{message}.")
             self.post(pod_reference(pod), "Normal", "Relabelled", message)
@@ -278,11 +279,13 @@ class PodReleaser:
         deadline = started + self.timeout()
         backoff = Backoff()
         last_error = "registry unreachable"
+        backend = "unknown"  # until the settings are read
         while True:
             try:
                 settings = await _settings_for(self.kube, record)
                 if settings is None or not settings.registry.in_use:
                     return None  # nothing registered anywhere for this pod
+                backend = settings.registry.type
                 if not pod.ip:
                     return None  # never had an IP: never registered, no per-IP config
                 port = pod.sync_port or settings.port  # the port it was registered at
@@ -329,7 +332,7 @@ class PodReleaser:
                 return Note("Warning", "DeregistrationSkipped", f"{exc}; released without deregistration")
             except (RegistryError, TimeoutError) as exc:
                 last_error = str(exc) or type(exc).__name__
-                metrics.REGISTRY_ERRORS.labels("unknown", "deregister").inc()
+                metrics.REGISTRY_ERRORS.labels(backend, "deregister").inc()
             delay = backoff.next()
             if time.monotonic() + delay >= deadline:
                 message = (

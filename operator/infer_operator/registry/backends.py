@@ -26,6 +26,7 @@ def _rows() -> tuple[Backend, ...]:
 
 
 BACKENDS: dict[str, Backend] = {backend.type: backend for backend in _rows()}
+metrics.start_registry_series([type_ for type_ in BACKENDS if type_ != "none"])
 
 
 def connect(type_: str, section: Any, credentials: Mapping[str, Any] | None = None, timeout: float = 5.0) -> Registry:
