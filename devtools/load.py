@@ -220,32 +220,46 @@ def _prefix_range(prefix: str) -> dict[str, str]:
     return {"key": base64.b64encode(prefix.encode()).decode(), "range_end": base64.b64encode(bytes(end)).decode()}
 
 
-class InstanceWatch:
-    """The keys under `prefix` in etcd (JSON gateway), kept by a range read and a watch from its
-    revision; `on_change()` is called after each change. `addresses`: the key tails ("ip:port")."""
+class _Watch:
+    """A list-then-watch kept in memory: `ready` is set after the first listing, `on_change()` is
+    called after each change, an error ends it and is kept in `error`."""
 
-    def __init__(self, etcd_url: str, prefix: str, on_change: Callable[[], None] | None = None):
-        self.etcd_url = etcd_url.rstrip("/")
-        self.prefix = prefix
-        self.keys: set[str] = set()
+    def __init__(self, on_change: Callable[[], None] | None = None):
         self.on_change = on_change or (lambda: None)
         self.error: str | None = None
         self.ready = asyncio.Event()
 
-    @property
-    def addresses(self) -> list[str]:
-        return sorted(key[len(self.prefix) :] for key in self.keys)
+    def _session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(trust_env=False)
+
+    async def _watch(self, session: aiohttp.ClientSession) -> None:
+        raise NotImplementedError
 
     async def run(self, duration: float) -> None:
         """Watch for at most `duration` seconds (cancel to stop sooner); an error is kept in
         `error`, not raised."""
         try:
-            async with aiohttp.ClientSession(trust_env=False) as session:
+            async with self._session() as session:
                 await asyncio.wait_for(self._watch(session), duration)
         except (asyncio.CancelledError, TimeoutError):
             pass
         except Exception as exc:  # noqa: BLE001 - reported with the counts
             self.error = f"{type(exc).__name__}: {exc}"
+
+
+class InstanceWatch(_Watch):
+    """The keys under `prefix` in etcd (JSON gateway), kept by a range read and a watch from its
+    revision. `addresses`: the key tails ("ip:port")."""
+
+    def __init__(self, etcd_url: str, prefix: str, on_change: Callable[[], None] | None = None):
+        super().__init__(on_change)
+        self.etcd_url = etcd_url.rstrip("/")
+        self.prefix = prefix
+        self.keys: set[str] = set()
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(key[len(self.prefix) :] for key in self.keys)
 
     async def _watch(self, session: aiohttp.ClientSession) -> None:
         async with session.post(f"{self.etcd_url}/v3/kv/range", json=_prefix_range(self.prefix)) as response:
@@ -442,19 +456,17 @@ class JobProducer:
         await self.client.aclose()
 
 
-class PodWatch:
+class PodWatch(_Watch):
     """The pods matching `selector` in `namespace`, kept by a list and a watch of the API server
     (the kubernetes client's `configuration`: host, bearer token, CA): name -> (ready,
-    terminating, ip). `on_change()` is called after each change."""
+    terminating, ip)."""
 
     def __init__(self, configuration: Any, namespace: str, selector: str, on_change: Callable[[], None] | None = None):
+        super().__init__(on_change)
         self.configuration = configuration
         self.namespace = namespace
         self.selector = selector
         self.pods: dict[str, tuple[bool, bool, str | None]] = {}
-        self.on_change = on_change or (lambda: None)
-        self.error: str | None = None
-        self.ready = asyncio.Event()
 
     def _session(self) -> aiohttp.ClientSession:
         cfg = self.configuration
@@ -476,15 +488,6 @@ class PodWatch:
         conditions = (pod.get("status") or {}).get("conditions") or []
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         return ready, pod["metadata"].get("deletionTimestamp") is not None, (pod.get("status") or {}).get("podIP")
-
-    async def run(self, duration: float) -> None:
-        try:
-            async with self._session() as session:
-                await asyncio.wait_for(self._watch(session), duration)
-        except (asyncio.CancelledError, TimeoutError):
-            pass
-        except Exception as exc:  # noqa: BLE001 - reported with the counts
-            self.error = f"{type(exc).__name__}: {exc}"
 
     async def _watch(self, session: aiohttp.ClientSession) -> None:
         path = f"/api/v1/namespaces/{self.namespace}/pods"
