@@ -943,7 +943,9 @@ async def _measure(world: World, event: Event, load: Load, inject: Callable[[Wor
     acting: float | None = None
     settled: float | None = None
     try:
-        await asyncio.sleep(1.0)  # a second of load before the change: the "before" phase
+        # The "before" phase: a second of load; with streams, as long as the longest, so that as
+        # many are in flight at the change as in a steady state.
+        await asyncio.sleep(load.stream_seconds[1] if event.streams else 1.0)
         acting = loop.time()
         await asyncio.to_thread(event.act, world, load)
         if inject is not None:
