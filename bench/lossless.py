@@ -153,3 +153,49 @@ def cell(v: dict[str, Any]) -> str:
         + (f" SHORT {v['capacity_short']}" if v["capacity_short"] else "")
         + (f" ERROR {v['error'][:80]}" if v.get("error") else "")
     )
+
+
+# -- the README's table ------------------------------------------------------------------------------
+
+TABLE_WORLDS = ("operator", "careful", "seed_script", "plain")
+TABLE_BEGIN = "<!-- lossless table: python -m bench.lossless table (from bench/results/lossless.json) -->"
+TABLE_END = "<!-- end of the lossless table -->"
+
+
+def table_cell(v: dict[str, Any]) -> str:
+    """failed from the registry / Service consumer, cut, no instance, jobs lost + done twice, the
+    fewest Ready registered pods during the change and its bound (`!` when below it, in any phase)."""
+    if "n/a" in v:
+        return "n/a"
+    during = v["capacity"].get("during") or {}
+    short = "!" if v["capacity_short"] else ""
+    return (
+        f"{v['registry_consumer']['failed']} / {v['service_consumer']['failed']} / {v['cut']} / "
+        f"{v['no_instance']} / {v['jobs_lost']}+{v['jobs_duplicated']} / "
+        f"{during.get('lowest')} of {during.get('bound')}{short}" + (" (error)" if v.get("error") else "")
+    )
+
+
+def table(data: dict[str, Any]) -> str:
+    """The README's table of a lossless.json, between its markers."""
+    worlds = [w for w in TABLE_WORLDS if w in data["parameters"]["worlds"]]
+    lines = [
+        TABLE_BEGIN,
+        "| event | " + " | ".join(worlds) + " |",
+        "|---|" + "---|" * len(worlds),
+    ]
+    for event, row in data["events"].items():
+        lines.append(f"| `{event}` | " + " | ".join(table_cell(row[w]) for w in worlds if w in row) + " |")
+    lines.append(TABLE_END)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    from bench.common import RESULTS
+
+    if sys.argv[1:] != ["table"]:
+        sys.exit("usage: python -m bench.lossless table")
+    print(table(json.loads((RESULTS / "lossless.json").read_text())))

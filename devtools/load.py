@@ -363,8 +363,10 @@ class ServiceConsumer:
 class JobReport:
     """What became of the jobs one producer pushed, once they were given time to be done:
     `lost` were never done (of them `queued` still wait in the queue and `in_hand` sit in a
-    processing list), `done_twice_or_more` were finished by more than one attempt. `left_in_lists`
-    counts every entry still in the queue or a processing list, this producer's or not."""
+    processing list, by pod), `done_twice_or_more` were finished by more than one attempt (`twice`:
+    up to 10 of them, job -> the attempts "POD:TAKEN_AT:ID" that finished it). `left_in_lists`
+    counts every entry still in the queue or a processing list, this producer's or not;
+    `push_errors`: pushes that erred (up to 10; never re-sent)."""
 
     pushed: int
     done_once: int
@@ -373,6 +375,8 @@ class JobReport:
     queued: int
     in_hand: dict[str, int]
     left_in_lists: int
+    twice: dict[str, list[str]] = field(default_factory=dict)
+    push_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -383,12 +387,19 @@ class JobProducer:
 
     def __init__(self, redis_url: str, queue: str = "jobs", name: str = "job", job_seconds: float | None = None):
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        # Pushes are never sent twice: redis-py re-sends a command after a connection error or a
+        # timeout (3 times by default since 6.0), which may come after the server ran it, and a
+        # job pushed twice would show as done twice. A push that errs is counted instead.
+        self.pusher = redis.asyncio.Redis.from_url(redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
         self.queue = queue
         self.name = name
         self.job_seconds = job_seconds
         self.pushed: list[str] = []
+        self.push_errors: list[str] = []
 
     def _processing_pattern(self) -> str:
         return f"{self.queue}:processing:*"
@@ -399,7 +410,10 @@ class JobProducer:
             if self.job_seconds is not None:
                 job += f"@{self.job_seconds:g}"
             self.pushed.append(job)
-            await self.client.lpush(self.queue, job)
+            try:
+                await self.pusher.lpush(self.queue, job)
+            except Exception as exc:  # noqa: BLE001 - counted: the job may or may not be queued
+                self.push_errors.append(f"{job}: {type(exc).__name__}: {exc}"[:200])
 
         await _paced(rate, duration, limit, stop, push)
 
@@ -442,6 +456,8 @@ class JobProducer:
         ours = set(self.pushed)
         queued = set(lists.pop(self.queue)) & ours
         in_hand = {key.rsplit(":", 1)[-1]: len(set(entries) & ours) for key, entries in lists.items()}
+        doubled = [job for job, c in counts.items() if c > 1][:10]
+        by = await self.client.hmget(f"{self.queue}:done-by", doubled) if doubled else []
         return JobReport(
             pushed=len(self.pushed),
             done_once=sum(1 for c in counts.values() if c == 1),
@@ -450,10 +466,13 @@ class JobProducer:
             queued=len(queued),
             in_hand={pod: n for pod, n in in_hand.items() if n},
             left_in_lists=left,
+            twice={job: (who or "").split() for job, who in zip(doubled, by, strict=True)},
+            push_errors=self.push_errors[:10],
         )
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.pusher.aclose()
 
 
 class PodWatch(_Watch):

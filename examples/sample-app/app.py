@@ -28,7 +28,8 @@ otherwise derived from INFER_ORDINAL < INFER_SYNC_REPLICAS, as the pod contract 
          acknowledgement records the attempt once (a resent command records nothing more: redis-py
          repeats a command after a connection error or timeout, which may come after the server ran
          it), removes the job from the processing list and counts the job done (HINCRBY on the hash
-         "$QUEUE:done"): a job whose work was finished by two attempts shows as done twice. On start,
+         "$QUEUE:done"; "$QUEUE:done-by" names the attempts): a job whose work was finished by two
+         attempts shows as done twice, with both. On start,
          a worker puts back what its pod name's processing list still holds (left by a crash of
          the pod of the same name). It writes $READY_FILE (default /tmp/worker-ready) once it
          takes jobs. On SIGTERM: take no new job, finish the one in hand, exit 0.
@@ -244,12 +245,15 @@ def exit_after(seconds: float) -> None:
 
 # -- async role --------------------------------------------------------------------------------
 
-# KEYS: this pod's processing list, the done hash, the set of recorded attempts; ARGV: job, attempt.
+# KEYS: this pod's processing list, the done hash, the set of recorded attempts, the hash of who did
+# each job; ARGV: job, attempt ("POD:TAKEN_AT:RANDOM").
 ACKNOWLEDGE = """
 if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then
     return 0
 end
 redis.call('LREM', KEYS[1], 1, ARGV[1])
+local before = redis.call('HGET', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], before and (before .. ' ' .. ARGV[2]) or ARGV[2])
 return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 """
 
@@ -272,10 +276,17 @@ def run_async() -> int:
     processing = f"{queue}:processing:{pod}"
     done = f"{queue}:done"
     attempts = f"{queue}:attempts"
+    done_by = f"{queue}:done-by"
     ready_file = Path(os.environ.get("READY_FILE", "/tmp/worker-ready"))
     work_seconds = env_float("WORK_SECONDS", 0.2)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No command is sent twice (a BLMOVE re-sent after the server ran it would strand a job in the
+    # processing list): an error ends the worker, and its successor of the same name puts back
+    # what it held.
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                  socket_timeout=5, socket_connect_timeout=5)
+                                  socket_timeout=5, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
     acknowledge = client.register_script(ACKNOWLEDGE)
     load_model()
     # Jobs a crashed pod of this name had taken but not finished go back to the queue.
@@ -290,9 +301,10 @@ def run_async() -> int:
             if job is None:
                 continue
             job = job.decode() if isinstance(job, bytes) else job
-            attempt = f"{pod}:{os.urandom(8).hex()}"  # a pod's PID and counters repeat across restarts
+            # Its own id (a pod's PID and counters repeat across restarts), naming who took it when.
+            attempt = f"{pod}:{time.time():.3f}:{os.urandom(4).hex()}"
             time.sleep(job_seconds(job, work_seconds))  # "inference": a job in hand is always finished
-            acknowledge(keys=[processing, done, attempts], args=[job, attempt])
+            acknowledge(keys=[processing, done, attempts, done_by], args=[job, attempt])
             processed += 1
     finally:
         ready_file.unlink(missing_ok=True)

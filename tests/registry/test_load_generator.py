@@ -368,6 +368,8 @@ async def test_a_job_finished_by_two_attempts_is_done_twice(redis_server, tmp_pa
         stop_all(first, *([second] if second else []))
         await producer.close()
     assert (report.pushed, report.done_once, report.done_twice_or_more, report.lost) == (1, 0, 1, 0), report
+    (attempts,) = report.twice.values()
+    assert [a.split(":")[0] for a in attempts] == ["load-4", "load-5"], report.twice
 
 
 async def test_an_acknowledgement_sent_again_records_the_attempt_once(redis_server):
@@ -382,13 +384,14 @@ async def test_an_acknowledgement_sent_again_records_the_attempt_once(redis_serv
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    keys = ["q:processing:p-0", "q:done", "q:attempts"]
+    keys = ["q:processing:p-0", "q:done", "q:attempts", "q:done-by"]
     try:
         acknowledge = client.register_script(module.ACKNOWLEDGE)
         client.lpush("q:processing:p-0", "job-1")
         assert [acknowledge(keys=keys, args=["job-1", "p-0:a1"]) for _ in range(2)] == [1, 0]
         assert client.hgetall("q:done") == {"job-1": "1"} and client.llen("q:processing:p-0") == 0
         assert acknowledge(keys=keys, args=["job-1", "p-0:a2"]) == 2
+        assert client.hget("q:done-by", "job-1") == "p-0:a1 p-0:a2"
     finally:
         client.close()
 
