@@ -102,11 +102,15 @@ def main(args, name: str = "lossless") -> Result:
                 world.idle_path = args.idle_path
             log(f"{kind}: creating {world.name}")
             started = time.monotonic()
-            world.create()
             try:
-                world.wait_settled(load.event_timeout)
-                for event, outcome in lossless.run_events(world, load, events, progress=log).items():
+                world.start(load.event_timeout)
+
+                def done(event: str, outcome: lossless.Outcome, kind: str = kind) -> None:
                     results.setdefault(event, {})[kind] = outcome.as_dict()
+                    result.data["events"] = results  # what was measured so far survives a crash
+                    result.write_partial()
+
+                lossless.run_events(world, load, events, progress=log, done=done)
             finally:
                 world.delete()
                 seconds[kind] = round(time.monotonic() - started, 1)

@@ -99,7 +99,8 @@ class Load:
     stream_seconds: tuple[float, float] = (5.0, 30.0)
     long_job_seconds: float = 60.0
     long_jobs: int = 3  # pushed in the long-jobs event: one for each async pod, one waiting
-    event_timeout: float = 240.0  # an event's changes must have settled by then
+    event_timeout: float = 240.0  # an event's changes must have settled by then (plus, where pods roll,
+    # a grace period per pod: a world that never sends SIGTERM waits it out for each)
     jobs_timeout: float = 120.0  # then the jobs pushed must be done by then (plus long jobs' own time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -299,6 +300,22 @@ class World:
             ),
             ignore=(OSError,),
         )
+
+    def serves(self) -> bool:
+        """Whether a request through the Service was answered (kube-proxy has the Service's rules)."""
+        request = urllib.request.Request(self.service_url() + "/", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def start(self, timeout: float) -> None:
+        """Create the world and wait until it settled and its Service answers (a new Service's
+        rules reach kube-proxy a moment after its endpoints)."""
+        self.create()
+        self.wait_settled(timeout)
+        wait_for(self.serves, 60, interval=0.2, message=f"{self.kind} {self.name}'s Service never answered")
 
     # -- changes (subclasses) ---------------------------------------------------------------------
     def create(self) -> None:
@@ -906,6 +923,13 @@ class Outcome:
         }
 
 
+def settle_timeout(world: World, load: Load, *shapes: Shape) -> float:
+    """How long a change may take to settle: the event's bound, plus a grace period per pod (a
+    rolling change in a world whose pods are SIGKILLed at its end waits it out pod by pod)."""
+    grace = max(shape.grace_seconds for shape in (world.shape, *shapes))
+    return load.event_timeout + max(shape.replicas for shape in (world.shape, *shapes)) * grace
+
+
 async def _measure(world: World, event: Event, load: Load, inject: Callable[[World], None] | None) -> Outcome:
     """Load starts, the event runs and settles, the load stops (streams in flight run to their
     end); capacity is followed all along. Then the jobs pushed are given time to be done."""
@@ -918,7 +942,8 @@ async def _measure(world: World, event: Event, load: Load, inject: Callable[[Wor
     )
     rate = load.stream_rps if event.streams else None
     registry_rate, service_rate = rate or load.registry_rps, rate or load.service_rps
-    limit = int(load.event_timeout * 4 * max(registry_rate, service_rate, load.jobs_per_second)) + 1
+    timeout = settle_timeout(world, load, event.start)
+    limit = int(timeout * 4 * max(registry_rate, service_rate, load.jobs_per_second)) + 1
     registry = RegistryConsumer(world.env.etcd_url, world.env.prefix, world.name, request=request)
     service = ServiceConsumer(world.service_url(), request=request)
     jobs = JobProducer(
@@ -930,15 +955,15 @@ async def _measure(world: World, event: Event, load: Load, inject: Callable[[Wor
     job_rate, job_limit = (0.5, load.long_jobs) if event.long_jobs else (load.jobs_per_second, limit)
     purged = await jobs.purge()
     capacity = world.capacity_watch()
-    window = load.event_timeout * 2 + 60
+    window = timeout * 2 + 60
     watching = asyncio.create_task(capacity.run(window, stop))
     if not await capacity.started():
         outcome.watch_errors.append(f"the capacity watches did not start: {capacity.error}")
     started = loop.time()
     tasks = [
-        asyncio.create_task(registry.run(registry_rate, load.event_timeout * 2, limit, stop)),
-        asyncio.create_task(service.run(service_rate, load.event_timeout * 2, limit, stop)),
-        asyncio.create_task(jobs.run(job_rate, load.event_timeout * 2, job_limit, stop)),
+        asyncio.create_task(registry.run(registry_rate, timeout * 2, limit, stop)),
+        asyncio.create_task(service.run(service_rate, timeout * 2, limit, stop)),
+        asyncio.create_task(jobs.run(job_rate, timeout * 2, job_limit, stop)),
     ]
     acting: float | None = None
     settled: float | None = None
@@ -950,7 +975,7 @@ async def _measure(world: World, event: Event, load: Load, inject: Callable[[Wor
         await asyncio.to_thread(event.act, world, load)
         if inject is not None:
             await asyncio.to_thread(inject, world)
-        await asyncio.to_thread(world.wait_settled, load.event_timeout)
+        await asyncio.to_thread(world.wait_settled, timeout)
         settled = loop.time()
         outcome.settle_seconds = settled - acting
         await asyncio.sleep(1.0)  # and a second after it settled, in the "after" phase
@@ -982,7 +1007,7 @@ async def _measure(world: World, event: Event, load: Load, inject: Callable[[Wor
     # Jobs are scored where async pods work them: the end shape, else the start again.
     if after.workers == 0:
         try:
-            await asyncio.to_thread(world.converge, before, load.event_timeout)
+            await asyncio.to_thread(world.converge, before, settle_timeout(world, load, before))
         except AssertionError as exc:
             outcome.error = outcome.error or f"could not come back to the start: {str(exc)[:500]}"
     jobs_timeout = load.jobs_timeout + (load.long_job_seconds * load.long_jobs if event.long_jobs else 0)
@@ -1012,7 +1037,11 @@ def run_event(
 ) -> Outcome:
     """One event on its own: the world brought to the event's start, then measured. `inject`
     (tests of the counts only) runs right after the event's act, inside the measurement."""
-    world.converge(event.start, load.event_timeout)
+    try:
+        world.converge(event.start, settle_timeout(world, load, event.start))
+    except AssertionError as exc:  # reported as the event's error; the next event starts afresh
+        progress(f"{world.kind}: {event.name}: could not bring the world to the event's start: {exc}")
+        return Outcome(error=f"could not bring the world to the event's start: {str(exc)[:700]}")
     progress(f"{world.kind}: {event.name} ({event.what})")
     outcome = asyncio.run(_measure(world, event, load, inject))
     progress(f"{world.kind}: {event.name}: {json.dumps(summary(outcome))}")
@@ -1020,14 +1049,21 @@ def run_event(
 
 
 def run_events(
-    world: World, load: Load, events: tuple[Event, ...] = EVENTS, progress: Callable[[str], None] = print
+    world: World,
+    load: Load,
+    events: tuple[Event, ...] = EVENTS,
+    progress: Callable[[str], None] = print,
+    done: Callable[[str, Outcome], None] = lambda name, outcome: None,
 ) -> dict[str, Outcome]:
-    """Every event that applies to the world, each on its own; {event name: Outcome}."""
-    return {
-        event.name: run_event(world, event, load, progress)
-        for event in events
-        if not (event.operator_only and world.kind != "operator")
-    }
+    """Every event that applies to the world, each on its own; {event name: Outcome}. `done` is
+    called after each (the benchmark writes what it has so far)."""
+    outcomes = {}
+    for event in events:
+        if event.operator_only and world.kind != "operator":
+            continue
+        outcomes[event.name] = run_event(world, event, load, progress)
+        done(event.name, outcomes[event.name])
+    return outcomes
 
 
 def summary(outcome: Outcome) -> dict[str, Any]:

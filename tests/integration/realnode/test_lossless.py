@@ -74,9 +74,8 @@ def world(cluster, kube, real_node, spare_node, gateway_etcd, pod_redis, module_
     )
     lossless.prepare_nodes(env)
     service = lossless.OperatorWorld(env, "ll")
-    service.create()
     try:
-        service.wait_settled(LOAD.event_timeout)
+        service.start(LOAD.event_timeout)
         yield service
     finally:
         service.delete()
