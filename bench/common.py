@@ -123,12 +123,20 @@ class Result:
     def figures(self) -> dict[str, Any]:
         return self.data["figures"]
 
+    def write_partial(self) -> Path:
+        """The results so far, to `<name>.partial.json` (a long run keeps what it measured)."""
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{self.name}.partial.json"
+        path.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        return path
+
     def write(self, rows: list[tuple[str, Any]]) -> Path:
         self.data["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         self.data["duration_s"] = round(time.time() - self.started, 1)
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{self.name}.json"
         path.write_text(json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        (RESULTS / f"{self.name}.partial.json").unlink(missing_ok=True)
         print_table(
             f"{self.name} (load {self.data['load_average_start'][0]} -> "
             f"{self.data['load_average_end'][0]}, {self.data['duration_s']}s)",

@@ -9,8 +9,8 @@ bench/results/<name>.json and print a short table.
     memory           operator RSS every 10 s under churn; growth per hour (--service-churn: services
                      created and deleted in rounds: records, clients, fds, RSS)
     realpods         sync pod deletions on the real node: deregistered / drain ended / SIGTERM times
-    lossless         requests and jobs lost per lifecycle event on the real node: the operator vs
-                     the seeds' script vs a plain StatefulSet
+    lossless         requests, streams and jobs lost per lifecycle event on two real nodes: the
+                     operator vs a careful hand-written StatefulSet vs the seeds' script vs a plain one
     warmup           a new pod's share of real consumers' calls over registry.warmupSeconds (no
                      cluster: the registrar, etcd, CoreDNS, gRPC servers and clients on loopback)
     quick            the quick subset (`make bench`): reduced sizes of sweep, deregistration and apply
@@ -95,10 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser("lossless")
     lo.add_argument(
-        "--worlds", default="operator,seed_script,plain", help="comma-separated: operator, seed_script, plain"
+        "--worlds",
+        default="operator,careful,seed_script,plain",
+        help="comma-separated: operator, careful, seed_script, plain",
     )
-    lo.add_argument("--rps", type=float, default=10.0, help="requests per second from each consumer")
-    lo.add_argument("--jobs", type=float, default=4.0, help="jobs pushed per second")
+    lo.add_argument("--events", default="", help="comma-separated event names (default: every event)")
+    lo.add_argument("--rps", type=float, default=50.0, help="requests per second from each consumer")
+    lo.add_argument("--jobs", type=float, default=5.0, help="jobs pushed per second")
+    lo.add_argument("--stream-rps", type=float, default=1.0, help="streams started per second by each consumer")
+    lo.add_argument("--long-job-seconds", type=float, default=60.0, help="a long batch job's length")
+    lo.add_argument(
+        "--idle-path",
+        default=None,
+        help="the operator world's lifecycle.idlePath (off by default: needs an operator that has the field)",
+    )
 
     wu = sub.add_parser("warmup")
     wu.add_argument("--warmup", type=int, default=40, help="registry.warmupSeconds")

@@ -115,9 +115,12 @@ def etcd(etcd_server):
 
 # --------------------------------------------------------------------------- the real node's count
 
-REAL_NODE_TESTS = {"ran": 0, "failed": 0, "skipped": 0, "reason": ""}
+REAL_NODE_TESTS = {"collected": 0, "ran": 0, "failed": 0, "skipped": 0, "reason": ""}
 # Figures measured on the real node (name -> text), printed in the summary.
 REAL_NODE_FIGURES: dict[str, str] = {}
+# Set (to anything) by .ci/run: a machine that can run a real node must run the real-node tests,
+# whatever a fixture said (another control plane's node, $KUBECONFIG).
+REQUIRE_ENV = "INFER_OPERATOR_REQUIRE_REAL_NODE"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -127,6 +130,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     real = [item for item in items if "realnode" in item.keywords]
     if real:
         items[:] = [item for item in items if "realnode" not in item.keywords] + real
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    REAL_NODE_TESTS["collected"] = sum(1 for item in session.items if "realnode" in item.keywords)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -143,13 +150,45 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         REAL_NODE_TESTS["failed"] += 1
 
 
+def none_ran_verdict(counts: dict, cannot: str | None, host_reason: str | None, required: bool) -> str | None:
+    """Why a run must fail although no test failed, else None: real-node tests were collected and
+    none ran, on a machine that could run them. `cannot`: why a fixture found this machine cannot
+    (None: nothing said so); `host_reason`: realnode.host_reason(); `required`: CI's stricter rule,
+    where only the host's own reason (not root, packages missing) excuses it."""
+    if not counts["collected"] or counts["ran"]:
+        return None
+    if host_reason is not None:
+        return None
+    if cannot is not None and not required:
+        return None
+    why = f"a fixture said: {cannot}" if cannot else "nothing said this machine cannot run them"
+    return (
+        f"{counts['collected']} real-node test(s) were collected and none ran on a machine that can run a "
+        f"real node ({why}; ${REQUIRE_ENV} is {'set' if required else 'not set'})"
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from devtools.cluster import realnode
+    from tests.support.realnode import CANNOT
+
+    verdict = none_ran_verdict(
+        REAL_NODE_TESTS, CANNOT["reason"], realnode.host_reason(), bool(os.environ.get(REQUIRE_ENV))
+    )
+    REAL_NODE_TESTS["verdict"] = verdict
+    if verdict and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     counts = REAL_NODE_TESTS
-    if not (counts["ran"] or counts["skipped"]):
+    if not counts["collected"]:
         return
     line = f"real node: {counts['ran']} test(s) ran on real pods ({counts['failed']} failed)"
     if counts["skipped"]:
         line += f", {counts['skipped']} skipped: {counts['reason']}"
     terminalreporter.write_sep("-", line)
+    if counts.get("verdict"):
+        terminalreporter.write_line(f"real node: FAILED: {counts['verdict']}", red=True)
     for name, value in REAL_NODE_FIGURES.items():
         terminalreporter.write_line(f"real node: {name}: {value}")

@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except realnode.RealNodeUnavailable as exc:
                 print(f"[devcluster] real node: not started: {exc}; pods run on KWOK nodes only", file=sys.stderr)
+            except realnode.RealNodeError as exc:
+                print(f"[devcluster] real node: FAILED to start: {exc}", file=sys.stderr)
+                print(info.kubeconfig)
+                return 1
         print(info.kubeconfig)
         print(f"export KUBECONFIG={info.kubeconfig}", file=sys.stderr)
         return 0

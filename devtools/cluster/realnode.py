@@ -7,9 +7,17 @@ loopback, advertising ``POD_GATEWAY``), so pods reach the API through the ``kube
 
     from devtools.cluster import realnode
     reason = realnode.unavailable_reason()     # None when this machine can run it
-    node = realnode.up()                       # RealNode; idempotent; RealNodeUnavailable(reason)
+    node = realnode.up()                       # RealNode; idempotent
     realnode.load_images(["operator"])         # build (cached) and import more images
-    realnode.down()                            # nothing left: see leftovers()
+    spare = realnode.up_spare()                # a second node beside it (drains need room)
+    realnode.down()                            # both; nothing left: see leftovers()
+
+Two errors, never confused: ``RealNodeUnavailable`` when this machine cannot run a node (not
+Linux, not root, a package missing, the kernel's br_netfilter missing, another control plane's
+node running): callers may go on without one (tests skip, saying why). ``RealNodeError`` when
+the machine can but setting the node up failed (a host command failed, containerd or the
+kubelet exited, a wait timed out, an image import failed, the control plane is not running or
+was started without the pod network): that is a fault to report, never a reason to skip.
 
 One per machine: the bridge, its address and the iptables chains are host-wide, so ``up`` refuses
 while another control plane's node runs (``OWNER_FILE`` names it). The node is tainted
@@ -50,6 +58,14 @@ BRIDGE = "inferbr0"
 KUBELET_PORT = 10350  # on POD_GATEWAY; pods are refused it (CHAIN)
 GPU_COUNT = 8
 EPHEMERAL_STORAGE = "100Gi"  # advertised, not enforced (localStorageCapacityIsolation is off)
+# The spare node: a second kubelet with its own containerd on the same bridge, started on demand
+# (up_spare) where a test needs room to move pods to (a drain that honours a budget). It carries
+# TAINT_KEY and NODE_LABEL like the first, and one taint more, so only pods that ask land there.
+SPARE_NAME = "real-node-1"
+SPARE_TAINT_KEY = "infer-operator.io/real-node-spare"
+SPARE_KUBELET_PORT = KUBELET_PORT + 1
+# Each node's pods take addresses from their own half of POD_SUBNET (host-local IPAM per node).
+POD_RANGES = {NODE_NAME: ("10.245.0.2", "10.245.0.127"), SPARE_NAME: ("10.245.0.128", "10.245.0.254")}
 CHAIN = "INFER-REALNODE"
 CNI_NETWORK = "realnode"
 OWNER_FILE = Path("/run/infer-operator-realnode.json")
@@ -70,6 +86,11 @@ DEFAULT_IMAGES = ("pause", "sample-app")
 
 class RealNodeUnavailable(RuntimeError):
     """This machine cannot run the real node now; the message says why, in one line."""
+
+
+class RealNodeError(RuntimeError):
+    """Setting up the real node failed on a machine that can run one; the message says what
+    failed (a command's output, a log tail). Not a reason to go on without the node."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +185,7 @@ def unavailable_reason(state_dir: str | os.PathLike | None = None) -> str | None
 def _sh(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     result = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise RealNodeUnavailable(f"`{' '.join(cmd)}` failed: {(result.stderr or result.stdout).strip()[:300]}")
+        raise RealNodeError(f"`{' '.join(cmd)}` failed: {(result.stderr or result.stdout).strip()[:300]}")
     return result
 
 
@@ -173,7 +194,7 @@ def _ctr(nd: Path, *args: str, check: bool = True, timeout: float = 120) -> subp
 
 
 def _wait(what: str, predicate: Callable[[], bool], timeout: float, nd: Path, watch: Iterable[str] = ()) -> None:
-    """Poll ``predicate`` (growing intervals up to 0.5 s) for ``timeout`` s; RealNodeUnavailable
+    """Poll ``predicate`` (growing intervals up to 0.5 s) for ``timeout`` s; RealNodeError
     naming ``what`` and the log tail of a watched process that died meanwhile."""
     launcher = _launcher()
     deadline = time.monotonic() + timeout
@@ -181,12 +202,12 @@ def _wait(what: str, predicate: Callable[[], bool], timeout: float, nd: Path, wa
     while not predicate():
         for name in watch:
             if not launcher._alive(launcher._record(nd, name)):
-                raise RealNodeUnavailable(
+                raise RealNodeError(
                     f"{name} exited while waiting for {what}; log "
                     f"{nd / 'logs' / (name + '.log')}:\n{launcher._log_tail(nd, name, 15)}"
                 )
         if time.monotonic() >= deadline:
-            raise RealNodeUnavailable(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise RealNodeError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
 
@@ -261,7 +282,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
 
 
-def cni_config(nd: Path) -> dict:
+def cni_config(nd: Path, name: str = NODE_NAME) -> dict:
     # No portmap (no hostPort in tests) and no ipMasq: the plugins then make no iptables chains.
     return {
         "cniVersion": "1.0.0",
@@ -275,7 +296,16 @@ def cni_config(nd: Path) -> dict:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
+                    "ranges": [
+                        [
+                            {
+                                "subnet": POD_SUBNET,
+                                "rangeStart": POD_RANGES[name][0],
+                                "rangeEnd": POD_RANGES[name][1],
+                                "gateway": POD_GATEWAY,
+                            }
+                        ]
+                    ],
                     "routes": [{"dst": "0.0.0.0/0"}],
                     "dataDir": str(nd / "cni" / "ipam"),
                 },
@@ -284,12 +314,15 @@ def cni_config(nd: Path) -> dict:
     }
 
 
-def kubelet_config(nd: Path, healthz_port: int) -> str:
+def kubelet_config(nd: Path, healthz_port: int, name: str = NODE_NAME) -> str:
     sock = _socket(nd)
+    port = KUBELET_PORT if name == NODE_NAME else SPARE_KUBELET_PORT
+    taints = [TAINT_KEY] if name == NODE_NAME else [TAINT_KEY, SPARE_TAINT_KEY]
+    taint_lines = "\n".join(f'- {{key: {key}, value: "true", effect: NoSchedule}}' for key in taints)
     return f"""apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: {POD_GATEWAY}
-port: {KUBELET_PORT}
+port: {port}
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: {healthz_port}
@@ -310,7 +343,7 @@ makeIPTablesUtilChains: false
 podLogsDir: {nd / "pod-logs"}
 registerNode: true
 registerWithTaints:
-- {{key: {TAINT_KEY}, value: "true", effect: NoSchedule}}
+{taint_lines}
 # The images are imported, never pulled: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -362,24 +395,25 @@ def _network_up() -> None:
         _sh("ip", "link", "add", BRIDGE, "type", "bridge")
         _sh("ip", "addr", "add", f"{POD_GATEWAY}/{POD_SUBNET.split('/')[1]}", "dev", BRIDGE)
         _sh("ip", "link", "set", BRIDGE, "up")
-    # Pods must not use the node's kubelet API (anonymous, AlwaysAllow) on their gateway address.
+    # Pods must not use the nodes' kubelet APIs (anonymous, AlwaysAllow) on their gateway address.
     if _sh("iptables", "-t", "filter", "-N", CHAIN, check=False).returncode != 0:
         _sh("iptables", "-t", "filter", "-F", CHAIN)
-    _sh(
-        "iptables",
-        "-t",
-        "filter",
-        "-A",
-        CHAIN,
-        "-d",
-        f"{POD_GATEWAY}/32",
-        "-p",
-        "tcp",
-        "--dport",
-        str(KUBELET_PORT),
-        "-j",
-        "REJECT",
-    )
+    for port in (KUBELET_PORT, SPARE_KUBELET_PORT):
+        _sh(
+            "iptables",
+            "-t",
+            "filter",
+            "-A",
+            CHAIN,
+            "-d",
+            f"{POD_GATEWAY}/32",
+            "-p",
+            "tcp",
+            "--dport",
+            str(port),
+            "-j",
+            "REJECT",
+        )
     if _sh("iptables", "-t", "filter", "-C", "INPUT", "-i", BRIDGE, "-j", CHAIN, check=False).returncode != 0:
         _sh("iptables", "-t", "filter", "-I", "INPUT", "1", "-i", BRIDGE, "-j", CHAIN)
 
@@ -396,7 +430,8 @@ def up(
 
     Builds the kubelet, kube-proxy and ``images`` first when ``build`` (cached). Returns once the
     Node is Ready, advertises ``nvidia.com/gpu`` and kube-proxy is healthy. RealNodeUnavailable
-    (one line: why) when this machine cannot run it; then nothing of it is left running."""
+    (one line: why) when this machine cannot run it; RealNodeError when it can but the set-up
+    failed. Either way nothing of it is left running."""
     progress = progress or _progress_default
     launcher = _launcher()
     sd = launcher.state_dir_path(state_dir)
@@ -405,11 +440,9 @@ def up(
         raise RealNodeUnavailable(reason)
     state = launcher._state(sd)
     if not state or not launcher._healthy(sd):
-        raise RealNodeUnavailable(
-            f"the control plane in {sd} is not running; start it first (python -m devtools.cluster up)"
-        )
+        raise RealNodeError(f"the control plane in {sd} is not running; start it first (python -m devtools.cluster up)")
     if state.get("pod_gateway") != POD_GATEWAY:
-        raise RealNodeUnavailable(
+        raise RealNodeError(
             "the control plane was started without the pod network address (its API "
             "server advertises 127.0.0.1); restart it: python -m devtools.cluster down, then up"
         )
@@ -449,11 +482,10 @@ def up(
         return _handle(nd, archives)
 
 
-def _handle(nd: Path, archives: dict) -> RealNode:
+def _handle(nd: Path, archives: dict, node: str = NODE_NAME) -> RealNode:
     loaded = json.loads((nd / "images.json").read_text()) if (nd / "images.json").is_file() else {}
-    return RealNode(
-        NODE_NAME, nd.parent, _socket(nd), nd / "pod-logs", {name: info["ref"] for name, info in loaded.items()}
-    )
+    state_dir = nd.parent if node == NODE_NAME else nd.parent.parent
+    return RealNode(node, state_dir, _socket(nd), nd / "pod-logs", {name: info["ref"] for name, info in loaded.items()})
 
 
 def _node_state(nd: Path) -> dict | None:
@@ -465,60 +497,12 @@ def _node_state(nd: Path) -> dict | None:
 
 def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: ProgressFn) -> None:
     launcher = _launcher()
-    for sub in ("containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "logs", "pids"):
-        (nd / sub).mkdir(parents=True, exist_ok=True)
     OWNER_FILE.write_text(json.dumps({"state_dir": str(sd), "pid": os.getpid()}))
     _record_host_state(nd)
     _network_up()
-
-    t = time.monotonic()
-    (nd / "containerd" / "config.toml").write_text(containerd_config(nd))
-    launcher._start(nd, "containerd", ["containerd", "--config", str(nd / "containerd" / "config.toml")])
-    _wait(
-        "containerd to answer",
-        lambda: _ctr(nd, "version", check=False, timeout=5).returncode == 0,
-        30,
-        nd,
-        ["containerd"],
-    )
-    progress(f"  containerd ready ({time.monotonic() - t:.1f}s)")
-    (nd / "cni" / "net.d" / f"10-{CNI_NETWORK}.conflist").write_text(json.dumps(cni_config(nd), indent=2))
-    _load(nd, archives, progress)
-
-    t = time.monotonic()
-    kubeconfig = nd / "kubeconfig"
-    shutil.copyfile(sd / "kubeconfig", kubeconfig)  # the admin identity: enough for a local test node
+    _start_containerd(nd, NODE_NAME, archives, progress)
     kubelet_healthz, proxy_healthz, proxy_metrics = free_ports(3)
-    (nd / "kubelet.yaml").write_text(kubelet_config(nd, kubelet_healthz))
-    started = time.time()
-    launcher._start(
-        nd,
-        "kubelet",
-        [
-            str(toolchain.binary_path("kubelet")),
-            f"--config={nd / 'kubelet.yaml'}",
-            f"--kubeconfig={kubeconfig}",
-            f"--root-dir={nd / 'kubelet'}",
-            f"--cert-dir={nd / 'kubelet' / 'pki'}",
-            f"--hostname-override={NODE_NAME}",
-            f"--node-ip={POD_GATEWAY}",
-            f"--node-labels={NODE_LABEL[0]}={NODE_LABEL[1]}",
-            "--v=2",
-        ],
-    )
-
-    def node_ready() -> bool:
-        code, node = _api(state, sd, "GET", f"/api/v1/nodes/{NODE_NAME}")
-        if code != 200:
-            return False
-        for cond in node.get("status", {}).get("conditions", []):
-            if cond["type"] == "Ready" and cond["status"] == "True":
-                beat = time.mktime(time.strptime(cond["lastHeartbeatTime"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
-                return beat >= int(started) - 1
-        return False
-
-    _wait(f"node {NODE_NAME} Ready", node_ready, START_TIMEOUT, nd, ["containerd", "kubelet"])
-    progress(f"  kubelet registered {NODE_NAME}, Ready ({time.monotonic() - t:.1f}s)")
+    _start_kubelet(sd, nd, state, NODE_NAME, kubelet_healthz, progress)
     # Like the KWOK nodes: GPUs to schedule against, and ephemeral storage (our kubelet runs with
     # localStorageCapacityIsolation off, so it reports none, and a pod that requests some, as the
     # chart's operator does, would never be scheduled). The kubelet keeps a patched capacity (and
@@ -562,6 +546,160 @@ def _up_locked(sd: Path, nd: Path, state: dict, archives: dict, progress: Progre
     )
 
 
+def _start_containerd(nd: Path, name: str, archives: dict, progress: ProgressFn) -> None:
+    """A node's containerd (its own root, state and socket under ``nd``), its CNI config, its images."""
+    launcher = _launcher()
+    for sub in ("containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "logs", "pids"):
+        (nd / sub).mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    (nd / "containerd" / "config.toml").write_text(containerd_config(nd))
+    launcher._start(nd, "containerd", ["containerd", "--config", str(nd / "containerd" / "config.toml")])
+    _wait(
+        "containerd to answer",
+        lambda: _ctr(nd, "version", check=False, timeout=5).returncode == 0,
+        30,
+        nd,
+        ["containerd"],
+    )
+    progress(f"  {name}: containerd ready ({time.monotonic() - t:.1f}s)")
+    (nd / "cni" / "net.d" / f"10-{CNI_NETWORK}.conflist").write_text(json.dumps(cni_config(nd, name), indent=2))
+    _load(nd, archives, progress)
+
+
+def _start_kubelet(sd: Path, nd: Path, state: dict, name: str, healthz_port: int, progress: ProgressFn) -> None:
+    """A node's kubelet, registered as ``name``; returns once the Node is Ready."""
+    launcher = _launcher()
+    t = time.monotonic()
+    kubeconfig = nd / "kubeconfig"
+    shutil.copyfile(sd / "kubeconfig", kubeconfig)  # the admin identity: enough for a local test node
+    (nd / "kubelet.yaml").write_text(kubelet_config(nd, healthz_port, name))
+    labels = [f"{NODE_LABEL[0]}={NODE_LABEL[1]}"] + ([] if name == NODE_NAME else [f"{SPARE_TAINT_KEY}=true"])
+    started = time.time()
+    launcher._start(
+        nd,
+        "kubelet",
+        [
+            str(toolchain.binary_path("kubelet")),
+            f"--config={nd / 'kubelet.yaml'}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={nd / 'kubelet'}",
+            f"--cert-dir={nd / 'kubelet' / 'pki'}",
+            f"--hostname-override={name}",
+            f"--node-ip={POD_GATEWAY}",
+            f"--node-labels={','.join(labels)}",
+            "--v=2",
+        ],
+    )
+
+    def node_ready() -> bool:
+        code, node = _api(state, sd, "GET", f"/api/v1/nodes/{name}")
+        if code != 200:
+            return False
+        for cond in node.get("status", {}).get("conditions", []):
+            if cond["type"] == "Ready" and cond["status"] == "True":
+                beat = time.mktime(time.strptime(cond["lastHeartbeatTime"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+                return beat >= int(started) - 1
+        return False
+
+    _wait(f"node {name} Ready", node_ready, START_TIMEOUT, nd, ["containerd", "kubelet"])
+    progress(f"  kubelet registered {name}, Ready ({time.monotonic() - t:.1f}s)")
+
+
+# --------------------------------------------------------------------------- the spare node
+
+
+def spare_dir(state_dir: str | os.PathLike | None = None) -> Path:
+    return node_dir(state_dir) / "spare"
+
+
+def spare_running(state_dir: str | os.PathLike | None = None) -> bool:
+    launcher = _launcher()
+    sp = spare_dir(state_dir)
+    return all(launcher._alive(launcher._record(sp, p)) for p in ("containerd", "kubelet"))
+
+
+def up_spare(
+    state_dir: str | os.PathLike | None = None,
+    *,
+    images: Iterable[str] = ("sample-app",),
+    progress: ProgressFn | None = None,
+) -> RealNode:
+    """Start the spare node ``SPARE_NAME`` beside the running real node (idempotent): its own
+    containerd and kubelet, pods on the same bridge and Service network, tainted
+    ``SPARE_TAINT_KEY`` as well. Returns once the Node is Ready with ``images`` loaded.
+    RealNodeError when the real node is not running or the start fails (then nothing of the
+    spare is left running)."""
+    progress = progress or _progress_default
+    launcher = _launcher()
+    sd = launcher.state_dir_path(state_dir)
+    nd = sd / "realnode"
+    state = launcher._state(sd)
+    if not state or not running(sd):
+        raise RealNodeError(f"the spare node starts beside the real node, which is not running in {sd}")
+    from devtools.images import build as image_build
+
+    archives = image_build.ensure(list(dict.fromkeys(["pause", *images])), progress=progress)
+    sp = nd / "spare"
+    with launcher._locked(nd):
+        current = _node_state(sp)
+        if current and current.get("control_plane_started_at") == state["started_at"] and spare_running(sd):
+            _load(sp, archives, progress)
+            return _handle(sp, archives, SPARE_NAME)
+        t0 = time.monotonic()
+        _stop_spare_locked(sd, nd)
+        try:
+            _start_containerd(sp, SPARE_NAME, archives, progress)
+            _start_kubelet(sd, sp, state, SPARE_NAME, free_ports(1)[0], progress)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                _stop_spare_locked(sd, nd)
+            raise
+        (sp / "state.json").write_text(
+            json.dumps({"control_plane_started_at": state["started_at"], "node": SPARE_NAME})
+        )
+        progress(
+            f"spare node {SPARE_NAME} up in {time.monotonic() - t0:.1f}s (pods: also toleration {SPARE_TAINT_KEY})"
+        )
+        return _handle(sp, archives, SPARE_NAME)
+
+
+def down_spare(state_dir: str | os.PathLike | None = None, *, progress: ProgressFn | None = None) -> None:
+    """Stop the spare node and delete its Node object; the real node runs on. Safe to repeat."""
+    launcher = _launcher()
+    sd = launcher.state_dir_path(state_dir)
+    nd = sd / "realnode"
+    if not (nd / "spare").is_dir():
+        return
+    with launcher._locked(nd):
+        t0 = time.monotonic()
+        if _stop_spare_locked(sd, nd) and progress:
+            progress(f"  spare node {SPARE_NAME} stopped in {time.monotonic() - t0:.1f}s")
+
+
+def _stop_spare_locked(sd: Path, nd: Path) -> bool:
+    """The spare's kubelet, pod tasks, containerd, leftover processes and mounts; its Node
+    object. Whether anything was running."""
+    launcher = _launcher()
+    sp = nd / "spare"
+    if not sp.is_dir():
+        return False
+    anything = _stop_kubelet_and_containerd(sp)
+    for pid in _pids_under([str(_socket(sp)), f"{sp}/"]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        launcher._wait_gone(pid, None, 5)
+        anything = True
+    anything = _unmount_under(sp) or anything
+    for sub in ("cni/ipam", "containerd/state", "containerd/runc", "kubelet"):
+        shutil.rmtree(sp / sub, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (sp / "state.json").unlink()
+    state = launcher._state(sd)
+    if state:
+        _api(state, sd, "DELETE", f"/api/v1/nodes/{SPARE_NAME}")
+    return anything
+
+
 def _load(nd: Path, archives: dict, progress: ProgressFn) -> None:
     """Import the image archives containerd does not hold yet (by manifest digest)."""
     loaded_file = nd / "images.json"
@@ -586,13 +724,13 @@ def load_images(
     names: Iterable[str], state_dir: str | os.PathLike | None = None, *, progress: ProgressFn | None = None
 ) -> dict[str, str]:
     """Build (cached) and import images into the running node's containerd; name -> reference.
-    RealNodeUnavailable when the node is not running."""
+    RealNodeError when the node is not running."""
     from devtools.images import build as image_build
 
     progress = progress or _progress_default
     nd = node_dir(state_dir)
     if not running(state_dir):
-        raise RealNodeUnavailable("the real node is not running")
+        raise RealNodeError("the real node is not running")
     archives = image_build.ensure(list(names), progress=progress)
     _load(nd, archives, progress)
     return {n: a.ref for n, a in archives.items()}
@@ -665,19 +803,68 @@ def _down_locked(sd: Path, nd: Path, progress: ProgressFn | None, delete_node: b
     launcher = _launcher()
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
-    anything = False
+    # 0. The spare node, if one runs beside it (it shares the bridge and the chains below).
+    anything = _stop_spare_locked(sd, nd)
     # 1. The kubelet first (it would restart what we stop), then kube-proxy and its rules.
-    for name in ("kubelet", "kube-proxy"):
+    rec = launcher._record(nd, "kube-proxy")
+    proxy_ran = launcher._alive(rec)
+    anything = _stop_kubelet_and_containerd(nd, also=("kube-proxy",)) or anything
+    proxy = toolchain.binary_path("kube-proxy")
+    if proxy_ran and proxy.is_file():
+        subprocess.run([str(proxy), "--cleanup", "--v=0"], capture_output=True, timeout=60)
+    # 2. Whatever still runs from our dirs: shims (they outlive containerd by design).
+    for pid, cmd in _pids_under([str(_socket(nd)), f"{nd}/"]).items():
+        say(f"  killing leftover process {pid}: {cmd[:100]}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        launcher._wait_gone(pid, None, 5)
+        anything = True
+    # 3. Mounts below the node dir (the kubelet's root bind mount, pod volumes, network
+    #    namespaces, container root filesystems), deepest first.
+    anything = _unmount_under(nd) or anything
+    # 4. Network: the bridge (veths went with their namespaces), our chain, kube-proxy's and the
+    #    KUBE-FIREWALL chain `kube-proxy --cleanup` leaves (one kube-proxy per machine: every
+    #    KUBE- chain is this node's).
+    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        anything = True
+    _delete_chains()
+    # 5. Host settings and files.
+    saved = nd / "host.json"
+    if saved.is_file():
+        host = json.loads(saved.read_text())
+        for key, value in host["sysctls"].items():
+            subprocess.run(["sysctl", "-qw", f"{key}={value}"], capture_output=True)
+        _remove_host_files(host["created_dirs"])
+        saved.unlink()
+    for sub in ("cni/ipam", "containerd/state", "containerd/runc", "kubelet"):
+        shutil.rmtree(nd / sub, ignore_errors=True)
+    owner = _owner()
+    if owner and Path(owner["state_dir"]) == sd:
+        OWNER_FILE.unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        (nd / "state.json").unlink()
+    # 6. The Node object: its pods are then garbage-collected, and the next start registers anew.
+    state = launcher._state(sd)
+    if delete_node and state:
+        _api(state, sd, "DELETE", f"/api/v1/nodes/{NODE_NAME}")
+    if anything:
+        say(f"  real node {NODE_NAME} stopped in {time.monotonic() - t0:.1f}s")
+
+
+def _stop_kubelet_and_containerd(nd: Path, also: Iterable[str] = ()) -> bool:
+    """Stop a node's kubelet (first: it would restart what is stopped) and ``also``, then its
+    pods' processes through its containerd (their shims exit with them), then containerd.
+    Whether anything ran."""
+    launcher = _launcher()
+    anything = False
+    for name in ("kubelet", *also):
         rec = launcher._record(nd, name)
         if launcher._alive(rec):
             launcher._terminate(rec["pid"], rec.get("start_time"), 10)
             anything = True
         with contextlib.suppress(FileNotFoundError):
             launcher._pid_file(nd, name).unlink()
-    proxy = toolchain.binary_path("kube-proxy")
-    if anything and proxy.is_file():
-        subprocess.run([str(proxy), "--cleanup", "--v=0"], capture_output=True, timeout=60)
-    # 2. The pods' processes, through containerd while it runs (their shims exit with them).
     rec = launcher._record(nd, "containerd")
     if launcher._alive(rec):
         anything = True
@@ -695,51 +882,21 @@ def _down_locked(sd: Path, nd: Path, progress: ProgressFn | None, delete_node: b
         launcher._terminate(rec["pid"], rec.get("start_time"), 15)
     with contextlib.suppress(FileNotFoundError):
         launcher._pid_file(nd, "containerd").unlink()
-    # 3. Whatever still runs from our dirs: shims (they outlive containerd by design).
-    for pid, cmd in _pids_under([str(_socket(nd)), f"{nd}/"]).items():
-        say(f"  killing leftover process {pid}: {cmd[:100]}")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-        launcher._wait_gone(pid, None, 5)
-        anything = True
-    # 4. Mounts below the node dir (the kubelet's root bind mount, pod volumes, network
-    #    namespaces, container root filesystems), deepest first.
+    return anything
+
+
+def _unmount_under(root: Path) -> bool:
+    """Unmount everything below ``root``, deepest first; whether anything was mounted."""
+    anything = False
     for _ in range(3):
-        points = sorted(set(_mounts_under(nd)), key=len, reverse=True)
+        points = sorted(set(_mounts_under(root)), key=len, reverse=True)
         if not points:
             break
         anything = True
         for point in points:
             if subprocess.run(["umount", point], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", point], capture_output=True)
-    # 5. Network: the bridge (veths went with their namespaces), our chain, kube-proxy's and the
-    #    KUBE-FIREWALL chain `kube-proxy --cleanup` leaves (one kube-proxy per machine: every
-    #    KUBE- chain is this node's).
-    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
-        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
-        anything = True
-    _delete_chains()
-    # 6. Host settings and files.
-    saved = nd / "host.json"
-    if saved.is_file():
-        host = json.loads(saved.read_text())
-        for key, value in host["sysctls"].items():
-            subprocess.run(["sysctl", "-qw", f"{key}={value}"], capture_output=True)
-        _remove_host_files(host["created_dirs"])
-        saved.unlink()
-    for sub in ("cni/ipam", "containerd/state", "containerd/runc", "kubelet"):
-        shutil.rmtree(nd / sub, ignore_errors=True)
-    owner = _owner()
-    if owner and Path(owner["state_dir"]) == sd:
-        OWNER_FILE.unlink(missing_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        (nd / "state.json").unlink()
-    # 7. The Node object: its pods are then garbage-collected, and the next start registers anew.
-    state = launcher._state(sd)
-    if delete_node and state:
-        _api(state, sd, "DELETE", f"/api/v1/nodes/{NODE_NAME}")
-    if anything:
-        say(f"  real node {NODE_NAME} stopped in {time.monotonic() - t0:.1f}s")
+    return anything
 
 
 def _delete_chains() -> None:

@@ -5,20 +5,34 @@ otherwise derived from INFER_ORDINAL < INFER_SYNC_REPLICAS, as the pod contract 
 
 - sync:  loads its "model" for $MODEL_LOAD_SECONDS (default 0), then serves HTTP on $PORT
          (default: $INFER_SYNC_PORT, else 8000).
-         GET /          one "inference", taking $WORK_SECONDS (default 0.2)
-         GET /healthz   200 when ready, 503 while loading, after /offline, or while shutting down
-         GET|POST /offline  stop reporting ready (the operator's preStop hook calls it)
-         GET /stats     {"served": N, "in_flight": N}
-         On SIGTERM: stop accepting, finish every request in flight, exit 0 (uvicorn-style).
+         GET|POST /        one "inference", taking $WORK_SECONDS (default 0.2); a request body
+                           (a prompt) is read and ignored
+         GET|POST /stream  an LLM-style completion streamed as server-sent events: one token every
+                           1/?rate= s (default $STREAM_TOKENS_PER_SECOND, 10) for ?seconds= s
+                           (default $STREAM_SECONDS, 10), then `data: [DONE]`; a stream that ends
+                           without it was cut
+         GET /idle         200 when no request or stream is in flight, else 503 (a preStop hook
+                           may wait on it: lifecycle.idlePath)
+         GET /healthz      200 when ready, 503 while loading, after /offline, or while shutting down
+         GET|POST /offline stop reporting ready (the operator's preStop hook calls it)
+         GET /stats        {"served": N, "streamed": N, "in_flight": N}
+         On SIGTERM: stop accepting, finish every request and stream in flight, exit 0
+         (uvicorn-style). With $SHUTDOWN_SECONDS set, it waits at most that long for them and
+         then exits anyway, cutting what is left (as servers with a graceful-shutdown timeout do:
+         gunicorn's graceful_timeout, uvicorn's --timeout-graceful-shutdown, Triton's exit timeout).
 - async: loads its "model" likewise, then works a Redis queue ($REDIS_URL, default
          redis://127.0.0.1:6379/0; list $QUEUE, default "jobs") with the reliable-queue pattern:
-         a job is moved atomically to this pod's own processing list (BLMOVE), worked for
-         $WORK_SECONDS, then acknowledged by one script that removes it from the processing
-         list and, only if it was there, records it (HINCRBY on the hash "$QUEUE:done", so a job
-         done twice shows; a repeated acknowledgement records nothing). On start, a worker puts back what its
-         pod name's processing list still holds (left by a crash of the pod of the same name),
-         so no job is lost. It writes $READY_FILE (default /tmp/worker-ready) once it takes jobs.
-         On SIGTERM: take no new job, finish the one in hand, exit 0.
+         a job is moved atomically to this pod's own processing list (BLMOVE), worked, then
+         acknowledged by one script. A job `ID` takes $WORK_SECONDS, a job `ID@S` takes S seconds
+         (a long batch job). Every take of a job is one attempt with its own id; the
+         acknowledgement records the attempt once (a resent command records nothing more: redis-py
+         repeats a command after a connection error or timeout, which may come after the server ran
+         it), removes the job from the processing list and counts the job done (HINCRBY on the hash
+         "$QUEUE:done"; "$QUEUE:done-by" names the attempts): a job whose work was finished by two
+         attempts shows as done twice, with both. On start,
+         a worker puts back what its pod name's processing list still holds (left by a crash of
+         the pod of the same name). It writes $READY_FILE (default /tmp/worker-ready) once it
+         takes jobs. On SIGTERM: take no new job, finish the one in hand, exit 0.
 
 Both roles log JSON lines; `SIGTERM received` carries the time the signal arrived, so tests can
 put it beside the time the pod left the registry.
@@ -34,6 +48,7 @@ import socketserver
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 shutting_down = threading.Event()
@@ -86,6 +101,13 @@ def load_model() -> None:
     log("model loaded")
 
 
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
 # -- sync role ---------------------------------------------------------------------------------
 
 
@@ -101,49 +123,105 @@ class Handler(http.server.BaseHTTPRequestHandler):
     offline = threading.Event()
     lock = threading.Lock()
     served = 0
+    streamed = 0
     in_flight = 0
 
     def log_message(self, fmt: str, *args) -> None:  # quiet access log
         pass
 
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+    def _headers(self, status: int, content_type: str, length: int | None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", content_type)
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
         if shutting_down.is_set():
             self.send_header("Connection", "close")  # no more requests on this connection
             self.close_connection = True
         self.end_headers()
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self._headers(status, "application/json", len(data))
         self.wfile.write(data)
 
+    def _read_body(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 0:
+            self.rfile.read(length)  # the prompt: read, so the connection stays usable
+
+    def _track(self, delta: int) -> None:
+        with Handler.lock:
+            Handler.in_flight += delta
+
     def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/healthz":
+        self._read_body()
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/healthz":
             ready = not (self.offline.is_set() or shutting_down.is_set())
             self._reply(200 if ready else 503, {"ready": ready})
-        elif self.path == "/stats":
+        elif url.path == "/idle":
             with Handler.lock:
-                self._reply(200, {"served": Handler.served, "in_flight": Handler.in_flight})
-        elif self.path == "/offline":
+                in_flight = Handler.in_flight
+            self._reply(200 if in_flight == 0 else 503, {"idle": in_flight == 0, "in_flight": in_flight})
+        elif url.path == "/stats":
+            with Handler.lock:
+                self._reply(
+                    200, {"served": Handler.served, "streamed": Handler.streamed, "in_flight": Handler.in_flight}
+                )
+        elif url.path == "/offline":
             self.offline.set()
             log("offline: no longer reporting ready")
             self._reply(200, {"offline": True})
-        elif self.path == "/" or self.path.startswith("/?"):
-            with Handler.lock:
-                Handler.in_flight += 1
+        elif url.path == "/":
+            self._track(+1)
             try:
-                time.sleep(float(os.environ.get("WORK_SECONDS", "0.2")))  # "inference"
+                time.sleep(env_float("WORK_SECONDS", 0.2))  # "inference"
                 with Handler.lock:
                     Handler.served += 1
                     served = Handler.served
                 self._reply(200, {"pod": os.environ.get("POD_NAME", ""), "role": "sync", "served": served})
             finally:
-                with Handler.lock:
-                    Handler.in_flight -= 1
+                self._track(-1)
+        elif url.path == "/stream":
+            self._track(+1)
+            try:
+                self._stream(
+                    float(query.get("seconds") or env_float("STREAM_SECONDS", 10)),
+                    float(query.get("rate") or env_float("STREAM_TOKENS_PER_SECOND", 10)),
+                )
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away mid-stream
+            finally:
+                self._track(-1)
         else:
             self._reply(404, {"error": "not found"})
 
     do_POST = do_GET
+
+    def _stream(self, seconds: float, rate: float) -> None:
+        """Tokens at `rate` per second for `seconds`, each a server-sent event in its own HTTP
+        chunk, then `data: [DONE]` and the last chunk. Paced against the start time, so a slow
+        write does not stretch the stream."""
+        self._headers(200, "text/event-stream", None)
+        started = time.monotonic()
+        tokens = max(1, int(seconds * rate))
+        for n in range(tokens):
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._chunk(f"data: {json.dumps({'token': n, 'pod': os.environ.get('POD_NAME', '')})}\n\n".encode())
+        self._chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        with Handler.lock:
+            Handler.streamed += 1
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
 
 
 def run_sync() -> int:
@@ -152,24 +230,58 @@ def run_sync() -> int:
     if shutting_down.is_set():
         return 0
     server = Server(("", port), Handler)
-    # shutdown() blocks until serve_forever returns: call it from another thread.
-    on_sigterm(lambda: threading.Thread(target=server.shutdown, daemon=True).start())
+    shutdown_seconds = os.environ.get("SHUTDOWN_SECONDS")
+
+    def stop() -> None:
+        # shutdown() blocks until serve_forever returns: call it from another thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+        if shutdown_seconds:
+            threading.Thread(target=exit_after, args=(float(shutdown_seconds),), daemon=True).start()
+
+    on_sigterm(stop)
     log(f"sync role serving on :{port}")
     server.serve_forever(poll_interval=0.1)
     log("stopped accepting", in_flight=Handler.in_flight)
     server.server_close()  # joins in-flight request threads
-    log(f"sync role stopped after {Handler.served} request(s)", served=Handler.served)
+    log(
+        f"sync role stopped after {Handler.served} request(s) and {Handler.streamed} stream(s)",
+        served=Handler.served,
+        streamed=Handler.streamed,
+    )
     return 0
+
+
+def exit_after(seconds: float) -> None:
+    """The graceful-shutdown timeout: after `seconds`, exit with whatever is still in flight."""
+    time.sleep(seconds)
+    with Handler.lock:
+        in_flight = Handler.in_flight
+    log(f"shutdown timeout of {seconds:g} s: exiting with {in_flight} request(s) in flight", in_flight=in_flight)
+    os._exit(0)
 
 
 # -- async role --------------------------------------------------------------------------------
 
+# KEYS: this pod's processing list, the done hash, the set of recorded attempts, the hash of who did
+# each job; ARGV: job, attempt ("POD:TAKEN_AT:RANDOM").
 ACKNOWLEDGE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-    return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then
+    return 0
 end
-return 0
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+local before = redis.call('HGET', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], before and (before .. ' ' .. ARGV[2]) or ARGV[2])
+return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 """
+
+
+def job_seconds(job: str, default: float) -> float:
+    """A job `ID@S` takes S seconds, any other job `default`."""
+    _, sep, seconds = job.rpartition("@")
+    try:
+        return float(seconds) if sep else default
+    except ValueError:
+        return default
 
 
 def run_async() -> int:
@@ -180,10 +292,21 @@ def run_async() -> int:
     pod = os.environ.get("POD_NAME") or f"worker-{os.getpid()}"
     processing = f"{queue}:processing:{pod}"
     done = f"{queue}:done"
+    attempts = f"{queue}:attempts"
+    done_by = f"{queue}:done-by"
     ready_file = Path(os.environ.get("READY_FILE", "/tmp/worker-ready"))
-    work_seconds = float(os.environ.get("WORK_SECONDS", "0.2"))
+    work_seconds = env_float("WORK_SECONDS", 0.2)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No command is sent twice (a BLMOVE re-sent after the server ran it would strand a job in the
+    # processing list): an error ends the worker, and its successor of the same name puts back
+    # what it held.
     client = redis.Redis.from_url(
-        os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), socket_timeout=5, socket_connect_timeout=5
+        os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
     )
     acknowledge = client.register_script(ACKNOWLEDGE)
     load_model()
@@ -198,12 +321,11 @@ def run_async() -> int:
             job = client.blmove(queue, processing, 1, "RIGHT", "LEFT")  # at most 1 s without a job
             if job is None:
                 continue
-            time.sleep(work_seconds)  # "inference": a job in hand is always finished
-            # The acknowledgement is one script that records the job only if it takes it off this
-            # pod's processing list: a client that sends it again (redis-py repeats a command or
-            # transaction after a connection error or timeout, which may come after the server
-            # executed it) records nothing the second time.
-            acknowledge(keys=[processing, done], args=[job])
+            job = job.decode() if isinstance(job, bytes) else job
+            # Its own id (a pod's PID and counters repeat across restarts), naming who took it when.
+            attempt = f"{pod}:{time.time():.3f}:{os.urandom(4).hex()}"
+            time.sleep(job_seconds(job, work_seconds))  # "inference": a job in hand is always finished
+            acknowledge(keys=[processing, done, attempts, done_by], args=[job, attempt])
             processed += 1
     finally:
         ready_file.unlink(missing_ok=True)

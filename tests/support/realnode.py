@@ -1,12 +1,37 @@
-"""Helpers of the real-node tests: pod templates placed on the real node, exec, settled pods."""
+"""Helpers of the real-node tests: the node or a skip, pod templates placed on the real node,
+exec, settled pods."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from devtools.cluster import realnode
 from devtools.harness import wait_for
+
+# Why this machine cannot run the real-node tests, once a fixture found out (None: it can). The
+# session's end (tests/conftest.py) fails a run in which none ran and nothing said why.
+CANNOT: dict[str, str | None] = {"reason": None}
+
+
+def start_or_skip(cluster: Any, start: Callable[..., realnode.RealNode], **kwargs: Any) -> realnode.RealNode:
+    """``start(cluster.state_dir, **kwargs)`` (``realnode.up``), or ``pytest.skip`` where this
+    machine cannot run a real node: $KUBECONFIG names another cluster, or RealNodeUnavailable
+    (not root, a package missing, the kernel's br_netfilter missing, another control plane's node
+    running). Anything else, a set-up failure (RealNodeError: a host command failed, containerd or
+    the kubelet exited, a wait timed out, an image import failed), propagates: the tests then
+    error with the reason, and the run fails."""
+    if cluster.external:
+        CANNOT["reason"] = "$KUBECONFIG names another cluster"
+        pytest.skip("the real node runs beside the local control plane; $KUBECONFIG names another cluster")
+    try:
+        return start(cluster.state_dir, **kwargs)
+    except realnode.RealNodeUnavailable as exc:
+        CANNOT["reason"] = str(exc)
+        pytest.skip(f"no real node on this machine: {exc}")
 
 
 def on_real_node(node: realnode.RealNode, template: dict[str, Any]) -> dict[str, Any]:

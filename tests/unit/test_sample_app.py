@@ -82,6 +82,64 @@ def test_sync_role_serves_goes_offline_and_drains_on_sigterm():
     assert "stopped after 2 request(s)" in output, output
 
 
+def test_idle_answers_503_while_a_request_or_a_stream_is_in_flight():
+    port = free_port()
+    proc = start("sync", PORT=str(port), WORK_SECONDS="1.0", STREAM_TOKENS_PER_SECOND="20")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait(lambda: get(base + "/healthz")[0] == 200)
+        assert get(base + "/idle") == (200, {"idle": True, "in_flight": 0})
+        request = threading.Thread(target=get, args=(base + "/",))
+        request.start()
+        wait(lambda: get(base + "/idle")[0] == 503)
+        request.join(10)
+        wait(lambda: get(base + "/idle")[0] == 200)
+        lines = []
+
+        def stream() -> None:
+            with urllib.request.urlopen(base + "/stream?seconds=1", timeout=10) as response:
+                lines.extend(line for line in response.read().decode().splitlines() if line)
+
+        streaming = threading.Thread(target=stream)
+        streaming.start()
+        wait(lambda: get(base + "/idle")[1]["in_flight"] == 1)
+        streaming.join(10)
+        assert lines[-1] == "data: [DONE]" and len(lines) == 21, lines
+        assert get(base + "/idle")[0] == 200 and get(base + "/stats")[1]["streamed"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def test_a_shutdown_timeout_cuts_what_is_still_in_flight():
+    port = free_port()
+    proc = start("sync", PORT=str(port), SHUTDOWN_SECONDS="0.5")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait(lambda: get(base + "/healthz")[0] == 200)
+        errors = []
+
+        def stream() -> None:
+            try:
+                with urllib.request.urlopen(base + "/stream?seconds=5", timeout=10) as response:
+                    response.read()
+            except Exception as exc:  # noqa: BLE001 - the cut is what is expected
+                errors.append(exc)
+
+        streaming = threading.Thread(target=stream)
+        streaming.start()
+        wait(lambda: get(base + "/idle")[0] == 503)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0 and time.monotonic() - started < 3
+        streaming.join(10)
+        assert errors, "the stream should have been cut"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "shutdown timeout of 0.5 s: exiting with 1 request(s) in flight" in proc.stdout.read()
+
+
 @pytest.fixture
 def redis_server():
     from tests.support.redis_server import RedisServer, RedisUnavailable

@@ -1,10 +1,12 @@
 """The seeds' self-registration (SEEDS.md, report 1): a second process in a sync pod that waits for
 the app to answer, then keeps `{prefix}/{service}/instances/{ip}:{port}` in etcd under a lease it
 renews (register, heartbeat), and deletes it when told to stop (deregister) -- unless
-$NO_DEREGISTER is set (the plain baseline: the entry lives until its lease runs out).
+$NO_DEREGISTER is set (the plain baseline: the entry lives until its lease runs out). When the
+file $STOP_FILE appears it stops at once, leaving the key alone: `register.py --deregister`
+(a preStop hook) creates that file and deletes the key itself.
 
 Environment: ETCD_URL (the etcd v3 JSON gateway), REGISTRY_PREFIX, REGISTRY_SERVICE, POD_IP,
-POD_NAME, PORT (default 8000), LEASE_SECONDS (default 10).
+POD_NAME, PORT (default 8000), LEASE_SECONDS (default 10), STOP_FILE (optional).
 """
 
 import base64
@@ -27,6 +29,7 @@ key = (
     f"{os.environ.get('REGISTRY_PREFIX', '/services').rstrip('/')}/{os.environ['REGISTRY_SERVICE']}/instances/{address}"
 )
 lease_seconds = int(os.environ.get("LEASE_SECONDS", "10"))
+stop_file = os.environ.get("STOP_FILE")
 
 
 def b64(text: str) -> str:
@@ -53,10 +56,24 @@ def app_answers() -> bool:
         return False
 
 
-while not stop.is_set() and not app_answers():
+def stopped_by_file() -> bool:
+    return bool(stop_file) and os.path.exists(stop_file)
+
+
+if sys.argv[1:] == ["--deregister"]:
+    if stop_file:
+        open(stop_file, "w").close()  # the registrar stops renewing and never puts the key back
+    try:
+        post("/v3/kv/deleterange", {"key": b64(key)})
+        log(f"deregistered {address} (preStop)")
+    except Exception as exc:  # noqa: BLE001
+        log(f"deregistration failed: {exc}")
+    sys.exit(0)
+
+while not stop.is_set() and not stopped_by_file() and not app_answers():
     stop.wait(0.5)
 lease = None
-while not stop.is_set():
+while not stop.is_set() and not stopped_by_file():
     try:
         if lease is None:
             lease = post("/v3/lease/grant", {"TTL": lease_seconds})["ID"]
@@ -71,7 +88,7 @@ while not stop.is_set():
         log(f"registry call failed: {exc}")
         lease = None
     stop.wait(lease_seconds / 3)
-if lease is not None and not os.environ.get("NO_DEREGISTER"):
+if lease is not None and not os.environ.get("NO_DEREGISTER") and not stopped_by_file():
     try:
         post("/v3/kv/deleterange", {"key": b64(key)})
         post("/v3/lease/revoke", {"ID": lease})

@@ -1,5 +1,6 @@
-"""Real-node fixtures: the real node beside KWOK (skipped, with the reason, where this machine
-cannot run one: never a KWOK stand-in), a Redis the pods reach, and pod-template helpers.
+"""Real-node fixtures: the real node beside KWOK (skipped, with the reason, only where this machine
+cannot run one: never a KWOK stand-in; a set-up failure errors), a Redis the pods reach, and
+pod-template helpers.
 
 The session's operator (tests/integration/conftest.py: a subprocess on the host) manages the
 InferenceServices here too; only one operator may watch a namespace at a time.
@@ -13,18 +14,14 @@ import pytest
 
 from devtools.cluster import realnode
 from tests.conftest import _terminal_progress
+from tests.support.realnode import start_or_skip
 
 
 @pytest.fixture(scope="session")
 def real_node(cluster, pytestconfig):
-    """The real node of the local control plane, started (images built, cached) unless running."""
-    if cluster.external:
-        pytest.skip("the real node runs beside the local control plane; $KUBECONFIG names another cluster")
-    try:
-        node = realnode.up(cluster.state_dir, progress=_terminal_progress(pytestconfig))
-    except realnode.RealNodeUnavailable as exc:
-        pytest.skip(f"no real node on this machine: {exc}")
-    return node
+    """The real node of the local control plane, started (images built, cached) unless running:
+    skipped only where this machine cannot run one (tests/support/realnode.start_or_skip)."""
+    return start_or_skip(cluster, realnode.up, progress=_terminal_progress(pytestconfig))
 
 
 @pytest.fixture(scope="session")
