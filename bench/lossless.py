@@ -99,7 +99,7 @@ def main(args, name: str = "lossless") -> Result:
         for kind in worlds:
             world = lossless.WORLDS[kind](env, f"ll-{kind.replace('_', '-')}")
             if isinstance(world, lossless.OperatorWorld):
-                world.idle_path = args.idle_path
+                world.idle_path = args.idle_path or None
             log(f"{kind}: creating {world.name}")
             started = time.monotonic()
             try:

@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--long-job-seconds", type=float, default=60.0, help="a long batch job's length")
     lo.add_argument(
         "--idle-path",
-        default=None,
-        help="the operator world's lifecycle.idlePath (off by default: needs an operator that has the field)",
+        default="/idle",
+        help="the operator world's lifecycle.idlePath ('' leaves it unset: the drain is drainSeconds alone)",
     )
 
     wu = sub.add_parser("warmup")

@@ -82,9 +82,9 @@ TOKENS_PER_SECOND = 10
 # Long batch jobs: the grace period covers one (the worker finishes the job in hand on SIGTERM).
 LONG_JOB_GRACE_SECONDS = 90
 # The operator's drain for long requests (lifecycle.idlePath: after drainSeconds, wait until the app
-# answers 2xx there, bounded by the grace period). None until the operator has the field: then set
-# "/idle" (the sample app's), and the streams events are asserted like every other.
-IDLE_PATH: str | None = None
+# answers 2xx there, bounded by the grace period): the sample app's /idle. Without it, a stream that
+# outlives drainSeconds is cut (tests/integration/realnode/test_lossless.py shows the count move).
+IDLE_PATH: str | None = "/idle"
 SPARE_TOLERATION = {"key": realnode.SPARE_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -388,8 +388,8 @@ class World:
 
 class OperatorWorld(World):
     """An InferenceService on the real node, managed by the operator process in ``env.operator``.
-    ``idle_path``: set lifecycle.idlePath (the operator's drain for long requests; off while the
-    operator lacks the field)."""
+    ``idle_path``: lifecycle.idlePath (the operator's drain for long requests); None leaves it
+    unset (the drain is drainSeconds alone)."""
 
     kind = "operator"
     idle_path: str | None = IDLE_PATH
@@ -462,6 +462,8 @@ class OperatorWorld(World):
 
     def _patch(self) -> None:
         spec = self.body()["spec"]
+        # A merge patch keeps what it does not name: a setting turned off is written as null.
+        spec["lifecycle"].setdefault("idlePath", None)
         self.env.custom.patch_namespaced_custom_object(
             labels.GROUP,
             labels.VERSION,
@@ -772,6 +774,31 @@ def _operator_killed_mid_rollout(world: World, load: Load) -> None:
     operator.start()
 
 
+def _pod_deleted_while_operator_away(how: str, away_seconds: float) -> Callable[[World, Load], None]:
+    """The operator goes away (`how`: "killed", SIGKILL as in a crash or a node loss; "stopped",
+    SIGTERM as in an upgrade), sync pod 0 is deleted while it is away, and it comes back
+    `away_seconds` later. The pod keeps serving while its preStop waits for the release the
+    operator confirms (bounded by the grace period); the returning operator deregisters it first
+    thing (pending releases), and only then does the pod go offline and drain."""
+
+    def act(world: World, load: Load) -> None:
+        operator = world.env.operator
+        if how == "killed":
+            operator.kill()
+        else:
+            operator.stop()
+        world.delete_pod(f"{world.name}-0")
+        time.sleep(away_seconds)  # the length of the absence is the event itself, not a wait on anything
+        operator.start()
+
+    return act
+
+
+# The absence after a SIGKILL also lasts until the peering lease (15 s) lapses; the grace period
+# leaves the pod room to wait for the returning operator's release within it.
+AWAY_SHAPE = Shape(grace_seconds=60)
+
+
 def _slow_model_load(world: World, load: Load) -> None:
     world.roll(model_load_seconds=SLOW_LOAD_SECONDS)
 
@@ -819,6 +846,22 @@ EVENTS: tuple[Event, ...] = (
         "once the StatefulSet has made the restarted pod's successor",
         _operator_killed_mid_rollout,
         allowance=_restarts,
+        operator_only=True,
+    ),
+    Event(
+        "operator-killed-pod-deleted",
+        "the operator SIGKILLed; sync pod 0 deleted while it is away; started again 10 s later",
+        _pod_deleted_while_operator_away("killed", 10.0),
+        start=AWAY_SHAPE,
+        allowance=_one,
+        operator_only=True,
+    ),
+    Event(
+        "operator-upgraded-pod-deleted",
+        "the operator stopped (SIGTERM, as an upgrade does); sync pod 0 deleted meanwhile; started again 10 s later",
+        _pod_deleted_while_operator_away("stopped", 10.0),
+        start=AWAY_SHAPE,
+        allowance=_one,
         operator_only=True,
     ),
     Event(

@@ -13,10 +13,9 @@ tests/registry/test_load_generator.py).
 
 Events here: all but `streams-rollout` (the benchmark's: four pods under 5-30 s streams take
 minutes, and `streams-delete-sync-pod` already shows what a stream outliving drainSeconds costs).
-The streams events need the operator's lifecycle.idlePath (devtools.lossless.IDLE_PATH): until
-it is on, everything there is asserted as everywhere except the cut streams, which must be there
-(the loss the field fixes: streams outliving drainSeconds and the app's shutdown timeout); once
-it is on, they are asserted like the rest.
+The streams events rely on the operator's lifecycle.idlePath (devtools.lossless.IDLE_PATH, the
+sample app's /idle): `test_without_idle_path_streams_are_cut` runs one with it unset and sees the
+cut count move (streams outliving drainSeconds and the app's shutdown timeout, the field's loss).
 """
 
 from __future__ import annotations
@@ -111,7 +110,23 @@ def test_nothing_is_lost(world, event, running_operator):
         f"capacity short {outcome.capacity_short or 'never'}"
     )
     print(f"\n{event.name}: {lossless.summary(outcome)}")
-    assert_nothing_lost(outcome, streams_cut=event.needs_idle_path and lossless.IDLE_PATH is None)
+    assert_nothing_lost(outcome, streams_cut=event.needs_idle_path and world.idle_path is None)
+
+
+def test_without_idle_path_streams_are_cut(world, running_operator):
+    """The fault: lifecycle.idlePath unset, so a pod's preStop ends after drainSeconds while 5-30 s
+    streams are still in flight; the cut count must see them."""
+    assert world.idle_path, "the world under test drains with lifecycle.idlePath"
+    # The setting reaches running pods through the scripts ConfigMap, which a kubelet refreshes in
+    # its own time: a rollout makes pods that start with it.
+    saved, world.idle_path = world.idle_path, None
+    try:
+        world.roll()
+        outcome = lossless.run_event(world, lossless.EVENTS_BY_NAME["streams-delete-sync-pod"], LOAD)
+    finally:
+        world.idle_path = saved
+        world.roll()
+    assert_nothing_lost(outcome, streams_cut=True)
 
 
 def test_the_counts_see_an_emptied_registry(world, running_operator):
