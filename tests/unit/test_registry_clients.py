@@ -210,3 +210,17 @@ async def test_the_default_lookup_reads_the_listing():
     registry = StubRegistry(instances={"llm": {A.address: A}})
     assert await registry.lookup("llm", A.ip, A.port) == A
     assert await registry.lookup("llm", A.ip, 81) is None
+
+
+@pytest.mark.parametrize(
+    ("type_", "section"),
+    [
+        ("etcd", {"endpoints": ["http://127.0.0.1:2379"]}),
+        ("zookeeper", {"servers": ["127.0.0.1:2181"]}),
+        ("nacos", {"serverAddr": ["127.0.0.1:8848"]}),
+    ],
+)
+@pytest.mark.parametrize("given", ["username", "password"])
+def test_a_login_needs_both_username_and_password(type_, section, given):
+    with pytest.raises(ValueError, match=f"^{type_} credentials need both username and password$"):
+        connect(type_, section, {given: "s3cret-value"})

@@ -54,6 +54,7 @@ from .model import (
     MalformedEntry,
     RegistryError,
     Unreadable,
+    login,
     one_line,
     scrub,
     validate_port,
@@ -595,9 +596,7 @@ class EtcdRegistrySpec(Model):
 
 
 def _connect(spec: EtcdRegistrySpec, credentials: dict[str, str], timeout: float) -> EtcdRegistry:
-    username, password = credentials.get("username"), credentials.get("password")
-    if (username is None) != (password is None):
-        raise ValueError("etcd credentials need both username and password")
+    username, password = login("etcd", credentials)
     return EtcdRegistry(
         spec.endpoints,
         prefix=spec.prefix,

@@ -48,6 +48,16 @@ def one_line(text: str, limit: int = 300) -> str:
     return out
 
 
+def login(backend: str, credentials: dict[str, str]) -> tuple[str | None, str | None]:
+    """(username, password) from a credentials Secret's data, both or neither.
+
+    ValueError naming the backend when only one of the two keys is there."""
+    username, password = credentials.get("username"), credentials.get("password")
+    if (username is None) != (password is None):
+        raise ValueError(f"{backend} credentials need both username and password")
+    return username, password
+
+
 def scrub(text: str, secrets: list[str | None] | tuple[str | None, ...]) -> str:
     """Replace every occurrence of any non-empty secret in ``text`` with ``***``."""
     for s in secrets:

@@ -69,6 +69,7 @@ from .model import (
     MalformedEntry,
     RegistryError,
     Unreadable,
+    login,
     one_line,
     scrub,
     validate_port,
@@ -605,9 +606,7 @@ class NacosRegistrySpec(Model):
 
 
 def _connect(spec: NacosRegistrySpec, credentials: dict[str, str], timeout: float) -> NacosRegistry:
-    username, password = credentials.get("username"), credentials.get("password")
-    if (username is None) != (password is None):
-        raise ValueError("nacos credentials need both username and password")
+    username, password = login("nacos", credentials)
     return NacosRegistry(
         spec.server_addr,
         context_path=spec.context_path,

@@ -63,6 +63,7 @@ from .model import (
     RegistryError,
     Unreadable,
     is_ip,
+    login,
     one_line,
     scrub,
     validate_port,
@@ -677,9 +678,7 @@ def _kazoo_logger() -> logging.Logger:
 
 
 def _connect(spec: ZooKeeperRegistrySpec, credentials: dict[str, str], timeout: float) -> ZooKeeperRegistry:
-    username, password = credentials.get("username"), credentials.get("password")
-    if (username is None) != (password is None):
-        raise ValueError("zookeeper credentials need both username and password")
+    username, password = login("zookeeper", credentials)
     return ZooKeeperRegistry(
         spec.servers,
         layout=spec.layout,
